@@ -1,0 +1,57 @@
+# ms2m — live migration of stateful, message-driven pods.
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+CACHE ?= $(HOME)/.cache/ms2m
+KUBE_VERSION ?= v1.37.2
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+CONTROLLER_GEN ?= $(CACHE)/bin/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen
+BIN ?= bin
+
+export GOFLAGS ?= -mod=mod
+
+.PHONY: all
+all: build
+
+##@ Generate
+$(CONTROLLER_GEN):
+	GOBIN=$(dir $(CONTROLLER_GEN)) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## deepcopy, CRDs, RBAC (config/ and the Helm chart)
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd rbac:roleName=ms2m-manager paths=./api/... paths=./internal/controller/... \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	mkdir -p charts/ms2m/crds && cp config/crd/bases/*.yaml charts/ms2m/crds/
+
+.PHONY: fmt vet
+fmt:
+	gofmt -l -w $$(git ls-files '*.go')
+vet:
+	go vet ./...
+
+##@ Build
+.PHONY: build
+build: generate
+	go build -o $(BIN)/ ./cmd/...
+
+##@ Test
+.PHONY: kube-binaries
+kube-binaries: ## builds kube-apiserver, etcd, kubelet, ... from the Go module proxy (cached)
+	hack/kube-binaries.sh $(KUBE_VERSION) >/dev/null
+
+.PHONY: test-fast
+test-fast: generate ## unit tests only: no API server, no broker
+	go test -short -count=1 ./...
+
+.PHONY: test-integration
+test-integration: generate kube-binaries ## envtest (real kube-apiserver + etcd) and real RabbitMQ
+	hack/with-rabbitmq.sh env KUBEBUILDER_ASSETS=$$(hack/kube-binaries.sh $(KUBE_VERSION)) \
+		go test -count=1 -p 1 -timeout 20m ./...
+
+.PHONY: test
+test: test-integration ## every layer that runs without the lab
+
+.PHONY: help
+help:
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'

@@ -1,0 +1,107 @@
+package v1alpha1
+
+// Phase is a step of the migration's state machine:
+//
+//	Pending → Checkpointing → Transferring → Restoring → Replaying → Finalizing → Completed
+//	any non-final phase → Failed (after rolling back)
+//
+// +kubebuilder:validation:Enum=Pending;Checkpointing;Transferring;Restoring;Replaying;Finalizing;Completed;Failed
+type Phase string
+
+const (
+	// PhasePending: validated and resolved (source, target, strategy); nothing changed yet.
+	PhasePending Phase = "Pending"
+	// PhaseCheckpointing: the replay queue is bound, the source is checkpointed.
+	PhaseCheckpointing Phase = "Checkpointing"
+	// PhaseTransferring: the checkpoint moves to the target node.
+	PhaseTransferring Phase = "Transferring"
+	// PhaseRestoring: the target pod is created from the checkpoint.
+	PhaseRestoring Phase = "Restoring"
+	// PhaseReplaying: the target replays the buffered messages.
+	PhaseReplaying Phase = "Replaying"
+	// PhaseFinalizing: cutover: the source stops, the target takes over the
+	// primary queue, the replay topology is torn down, ownership handed over.
+	PhaseFinalizing Phase = "Finalizing"
+	// PhaseCompleted: the target serves; nothing of the migration is left.
+	PhaseCompleted Phase = "Completed"
+	// PhaseFailed: rolled back; the source serves as before.
+	PhaseFailed Phase = "Failed"
+)
+
+// Phases lists the non-final phases in order.
+var Phases = []Phase{PhasePending, PhaseCheckpointing, PhaseTransferring, PhaseRestoring, PhaseReplaying, PhaseFinalizing}
+
+// IsFinal reports whether the phase is Completed or Failed.
+func (p Phase) IsFinal() bool { return p == PhaseCompleted || p == PhaseFailed }
+
+// Index is the phase's position in Phases; final phases come after all of
+// them, and an unknown phase (the empty one) before.
+func (p Phase) Index() int {
+	for i, q := range Phases {
+		if q == p {
+			return i
+		}
+	}
+	if p.IsFinal() {
+		return len(Phases)
+	}
+	return -1
+}
+
+// Condition types. Progressing/Succeeded/Failed summarise; the others record
+// each step once it has happened, so a restarted controller knows what is
+// done and a user sees which step a migration is at.
+const (
+	ConditionProgressing = "Progressing"
+	ConditionSucceeded   = "Succeeded"
+	ConditionFailed      = "Failed"
+
+	// ConditionCredentialsInSpec is True when brokerUrl carries a password.
+	ConditionCredentialsInSpec = "CredentialsInSpec"
+
+	ConditionTopologyPrepared      = "TopologyPrepared"
+	ConditionCheckpointCreated     = "CheckpointCreated"
+	ConditionCheckpointTransferred = "CheckpointTransferred"
+	ConditionTargetRestored        = "TargetRestored"
+	ConditionReplayStarted         = "ReplayStarted"
+	ConditionReplayCaughtUp        = "ReplayCaughtUp"
+	ConditionSourceStopped         = "SourceStopped"
+	ConditionReplaySealed          = "ReplaySealed"
+	ConditionTargetSwitched        = "TargetSwitched"
+	ConditionTopologyRestored      = "TopologyRestored"
+	ConditionOwnershipTransferred  = "OwnershipTransferred"
+	ConditionRolledBack            = "RolledBack"
+)
+
+// Reasons used in conditions, Events and status.failureReason.
+const (
+	ReasonStarted             = "Started"
+	ReasonPhaseEntered        = "PhaseEntered"
+	ReasonDone                = "Done"
+	ReasonCompleted           = "Completed"
+	ReasonSourcePodNotFound   = "SourcePodNotFound"
+	ReasonSourcePodNotRunning = "SourcePodNotRunning"
+	ReasonContainerNotFound   = "ContainerNotFound"
+	ReasonContainerAmbiguous  = "ContainerAmbiguous"
+	ReasonTargetIsSource      = "TargetNodeIsSourceNode"
+	ReasonTargetNodeNotFound  = "TargetNodeNotFound"
+	ReasonTargetNodeNotReady  = "TargetNodeNotReady"
+	ReasonNoTargetNode        = "NoSuitableTargetNode"
+	ReasonAgentUnavailable    = "AgentUnavailable"
+	ReasonBrokerUnreachable   = "BrokerUnreachable"
+	ReasonBrokerTopology      = "BrokerTopologyInvalid"
+	ReasonCredentials         = "BrokerCredentialsInvalid"
+	ReasonNoRepository        = "NoCheckpointRepository"
+	ReasonCheckpointFailed    = "CheckpointFailed"
+	ReasonTransferFailed      = "TransferFailed"
+	ReasonRestoreFailed       = "RestoreFailed"
+	ReasonReplayFailed        = "ReplayFailed"
+	ReasonCutoverFailed       = "CutoverFailed"
+	ReasonTimeout             = "Timeout"
+	ReasonAborted             = "Aborted"
+	ReasonDeleted             = "Deleted"
+	ReasonSourceLost          = "SourcePodLost"
+	ReasonTargetLost          = "TargetPodLost"
+	ReasonUnsupported         = "Unsupported"
+	ReasonAtLeastOnceWorkload = "CredentialsInBrokerURL"
+)

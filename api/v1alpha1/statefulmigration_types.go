@@ -1,0 +1,507 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ReplayMode decides when the target stops replaying and takes over the
+// primary queue.
+// +kubebuilder:validation:Enum=Cutoff;Drain
+type ReplayMode string
+
+const (
+	// ReplayCutoff cuts over after replayCutoffSeconds of replay, or earlier
+	// once the target has caught up. The time bound limits how long source
+	// and target run side by side; it never drops messages: whatever is still
+	// buffered at the cutoff is drained by the target before it takes over.
+	ReplayCutoff ReplayMode = "Cutoff"
+	// ReplayDrain cuts over only once the target has caught up with the
+	// buffered stream, however long that takes (bounded by timeouts.replay).
+	ReplayDrain ReplayMode = "Drain"
+)
+
+// MigrationStrategy decides how the target takes over the source's identity.
+// +kubebuilder:validation:Enum="";auto;Auto;ShadowPod;Sequential
+type MigrationStrategy string
+
+const (
+	// StrategyAuto picks ShadowPod or Sequential from the source pod's owner.
+	StrategyAuto MigrationStrategy = "Auto"
+	// StrategyShadowPod restores the target beside the running source; the
+	// source keeps serving until cutover (zero downtime).
+	StrategyShadowPod MigrationStrategy = "ShadowPod"
+	// StrategySequential stops the source after the checkpoint and restores
+	// the target under the source's name (StatefulSet identity).
+	StrategySequential MigrationStrategy = "Sequential"
+)
+
+// TransferMode decides how the checkpoint travels to the target node.
+// +kubebuilder:validation:Enum=Registry;Direct
+type TransferMode string
+
+const (
+	// TransferRegistry pushes the checkpoint image to
+	// checkpointImageRepository; the target node pulls it.
+	TransferRegistry TransferMode = "Registry"
+	// TransferDirect streams the checkpoint from the source node's agent to
+	// the target node's agent (authenticated, TLS); no registry involved.
+	TransferDirect TransferMode = "Direct"
+)
+
+// IdentitySwapMode decides how a ShadowPod target of a StatefulSet gets the
+// StatefulSet's pod identity back after cutover.
+// +kubebuilder:validation:Enum=None;ExchangeFence;Cutoff
+type IdentitySwapMode string
+
+const (
+	// IdentitySwapNone leaves the shadow pod under its own name.
+	IdentitySwapNone IdentitySwapMode = "None"
+	// IdentitySwapExchangeFence re-checkpoints the shadow pod under the
+	// StatefulSet's name while a fence queue holds the stream, so the swap
+	// loses and duplicates nothing.
+	IdentitySwapExchangeFence IdentitySwapMode = "ExchangeFence"
+	// IdentitySwapCutoff swaps identity with a time-bounded replay.
+	IdentitySwapCutoff IdentitySwapMode = "Cutoff"
+)
+
+// StatefulMigrationSpec is one live migration of one pod to another node.
+// Every field of the MS2M/SHADOW StatefulMigration keeps its name and
+// meaning, so their manifests apply unchanged.
+type StatefulMigrationSpec struct {
+	// SourcePod is the name of the pod to migrate, in the migration's
+	// namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="sourcePod must be a pod name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+	SourcePod string `json:"sourcePod"`
+
+	// ContainerName is the container to checkpoint. Empty picks the pod's
+	// only container; a pod with several containers needs it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="containerName must be a container name (RFC 1123 label: lowercase letters, digits and '-')"
+	ContainerName string `json:"containerName,omitempty"`
+
+	// TargetNode is the node to move the pod to. Empty lets ms2m choose a
+	// Ready, schedulable node other than the source's.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="targetNode must be a node name: lowercase letters, digits, '-' and '.'"
+	TargetNode string `json:"targetNode,omitempty"`
+
+	// CheckpointImageRepository is the OCI repository the checkpoint image
+	// is pushed to with transferMode Registry, without tag or digest (for
+	// example registry.example.com/ms2m/checkpoints). Empty uses the
+	// manager's default repository.
+	// +optional
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)+$')",message="checkpointImageRepository must be a repository without tag or digest, like registry.example.com/ms2m/checkpoints"
+	CheckpointImageRepository string `json:"checkpointImageRepository,omitempty"`
+
+	// ReplayCutoffSeconds bounds the replay in replayMode Cutoff. 0 means
+	// the default of 120 seconds.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self >= 0 && self <= 3600",message="replayCutoffSeconds must be between 0 and 3600 (0 uses the default of 120)"
+	ReplayCutoffSeconds int32 `json:"replayCutoffSeconds,omitempty"`
+
+	// ReplayMode is Cutoff (default) or Drain.
+	// +optional
+	ReplayMode ReplayMode `json:"replayMode,omitempty"`
+
+	// MessageQueueConfig names the queue the workload consumes and the
+	// exchange its producers publish to. Without it the pod is moved without
+	// a message handoff.
+	// +optional
+	MessageQueueConfig *MessageQueueConfig `json:"messageQueueConfig,omitempty"`
+
+	// MigrationStrategy is ShadowPod, Sequential, or empty/auto to pick from
+	// the source pod's owner (StatefulSet pods: Sequential, others:
+	// ShadowPod).
+	// +optional
+	MigrationStrategy MigrationStrategy `json:"migrationStrategy,omitempty"`
+
+	// TransferMode is Registry (default) or Direct.
+	// +optional
+	TransferMode TransferMode `json:"transferMode,omitempty"`
+
+	// IdentitySwapMode applies to ShadowPod migrations of StatefulSet pods:
+	// None (default), ExchangeFence or Cutoff.
+	// +optional
+	IdentitySwapMode IdentitySwapMode `json:"identitySwapMode,omitempty"`
+
+	// Timeouts bound the whole migration and each phase.
+	// +optional
+	Timeouts *MigrationTimeouts `json:"timeouts,omitempty"`
+
+	// Abort requests that the migration stop and roll back: the source keeps
+	// serving, the target pod and the replay topology are removed. Honoured
+	// until cutover has begun; status.abort reports the outcome. Deleting
+	// the StatefulMigration aborts it too.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self || !oldSelf",message="abort cannot be withdrawn once requested"
+	Abort bool `json:"abort,omitempty"`
+}
+
+// MessageQueueConfig describes the message stream the workload consumes.
+// +kubebuilder:validation:XValidation:rule="!self.brokerUrl.startsWith('amqp') || (has(self.exchangeName) && size(self.exchangeName) > 0)",message="messageQueueConfig.exchangeName is required for RabbitMQ: the replay queue is bound to the exchange the producer publishes to (the default exchange cannot be bound)"
+type MessageQueueConfig struct {
+	// QueueName is the queue the workload consumes.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('amq.')",message="queueName must not start with 'amq.', a prefix RabbitMQ reserves for its own queues"
+	QueueName string `json:"queueName"`
+
+	// BrokerURL is the broker's address, for example
+	// amqp://rabbitmq.default.svc:5672/vhost. Credentials belong in
+	// credentialsSecretRef; a URL that carries them is accepted for
+	// compatibility but reported by the CredentialsInSpec condition.
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.matches('^amqps?://[^/?#@]*@?[^/?#@:]+(:[0-9]{1,5})?(/[^?#]*)?(\\\\?.*)?$') && isURL(self)",message="brokerUrl must be an amqp:// or amqps:// URL with a host, like amqp://rabbitmq.default.svc:5672/"
+	BrokerURL string `json:"brokerUrl"`
+
+	// ExchangeName is the exchange the producer publishes to.
+	// +optional
+	// +kubebuilder:validation:MaxLength=255
+	ExchangeName string `json:"exchangeName,omitempty"`
+
+	// RoutingKey is the key that binds the queue to the exchange.
+	// +optional
+	// +kubebuilder:validation:MaxLength=255
+	RoutingKey string `json:"routingKey,omitempty"`
+
+	// CredentialsSecretRef names a Secret in the migration's namespace with
+	// the keys "username" and "password" for the broker.
+	// +optional
+	CredentialsSecretRef *SecretReference `json:"credentialsSecretRef,omitempty"`
+
+	// ManagementURL is the RabbitMQ management API (queue depths and
+	// bindings), for example http://rabbitmq.default.svc:15672. Empty
+	// derives it from brokerUrl's host on port 15672.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://') && isURL(self)",message="managementUrl must be an http:// or https:// URL"
+	ManagementURL string `json:"managementUrl,omitempty"`
+}
+
+// SecretReference names a Secret in the migration's namespace.
+type SecretReference struct {
+	// Name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// MigrationTimeouts bound the migration and each of its phases, as Go
+// durations ("90s", "5m"). A phase that overruns fails the migration and
+// rolls it back.
+type MigrationTimeouts struct {
+	// Total bounds the whole migration (default 20m).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
+	Total *metav1.Duration `json:"total,omitempty"`
+	// Checkpoint bounds Checkpointing (default 2m).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
+	Checkpoint *metav1.Duration `json:"checkpoint,omitempty"`
+	// Transfer bounds Transferring (default 5m).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
+	Transfer *metav1.Duration `json:"transfer,omitempty"`
+	// Restore bounds Restoring (default 3m).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
+	Restore *metav1.Duration `json:"restore,omitempty"`
+	// Replay bounds Replaying (default 10m).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
+	Replay *metav1.Duration `json:"replay,omitempty"`
+	// Finalize bounds Finalizing (default 3m).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
+	Finalize *metav1.Duration `json:"finalize,omitempty"`
+}
+
+// StatefulMigrationStatus is what ms2m observed and did.
+type StatefulMigrationStatus struct {
+	// ObservedGeneration is the spec generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Phase is where the migration is.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// Conditions: Progressing, Succeeded, Failed and one per step the
+	// migration has taken (see the Condition* constants).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// StartTime is when the migration left Pending.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// CompletionTime is when it reached Completed or Failed.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// TotalDuration is CompletionTime - StartTime.
+	// +optional
+	TotalDuration *metav1.Duration `json:"totalDuration,omitempty"`
+
+	// PhaseTimings holds the start, end and duration of every phase entered.
+	// +optional
+	// +listType=map
+	// +listMapKey=phase
+	PhaseTimings []PhaseTiming `json:"phaseTimings,omitempty"`
+
+	// SourceNode is the node the source pod runs on.
+	// +optional
+	SourceNode string `json:"sourceNode,omitempty"`
+	// TargetNode is the node chosen for the target pod.
+	// +optional
+	TargetNode string `json:"targetNode,omitempty"`
+	// TargetNodeReason says why that node was chosen.
+	// +optional
+	TargetNodeReason string `json:"targetNodeReason,omitempty"`
+	// TargetPod is the restored pod.
+	// +optional
+	TargetPod string `json:"targetPod,omitempty"`
+	// ContainerName is the container checkpointed.
+	// +optional
+	ContainerName string `json:"containerName,omitempty"`
+	// Strategy is the resolved strategy, ShadowPod or Sequential.
+	// +optional
+	Strategy MigrationStrategy `json:"strategy,omitempty"`
+	// StrategyReason says why that strategy was chosen.
+	// +optional
+	StrategyReason string `json:"strategyReason,omitempty"`
+	// TransferMode is the resolved transfer mode.
+	// +optional
+	TransferMode TransferMode `json:"transferMode,omitempty"`
+	// ReplayMode is the resolved replay mode.
+	// +optional
+	ReplayMode ReplayMode `json:"replayMode,omitempty"`
+
+	// Workload is the source pod's controller, as found before migrating.
+	// +optional
+	Workload *WorkloadStatus `json:"workload,omitempty"`
+	// Checkpoint describes the checkpoint taken.
+	// +optional
+	Checkpoint *CheckpointStatus `json:"checkpoint,omitempty"`
+	// Transfer reports the checkpoint's journey to the target node.
+	// +optional
+	Transfer *TransferStatus `json:"transfer,omitempty"`
+	// Messages reports the message handoff.
+	// +optional
+	Messages *MessageStatus `json:"messages,omitempty"`
+	// Broker records what the migration changed on the broker, so that
+	// teardown puts back exactly what was there.
+	// +optional
+	Broker *BrokerStatus `json:"broker,omitempty"`
+	// Downtime is what the controller measured of the switch.
+	// +optional
+	Downtime *DowntimeStatus `json:"downtime,omitempty"`
+
+	// FailureReason is a CamelCase cause when Phase is Failed.
+	// +optional
+	FailureReason string `json:"failureReason,omitempty"`
+	// FailureMessage explains the failure to a human.
+	// +optional
+	FailureMessage string `json:"failureMessage,omitempty"`
+	// FailedPhase is the phase the failure happened in.
+	// +optional
+	FailedPhase Phase `json:"failedPhase,omitempty"`
+
+	// Abort reports an abort request and its outcome.
+	// +optional
+	Abort *AbortStatus `json:"abort,omitempty"`
+}
+
+// PhaseTiming is one phase's time span.
+type PhaseTiming struct {
+	// Phase is the phase measured.
+	Phase Phase `json:"phase"`
+	// Start is when the phase was entered.
+	Start metav1.Time `json:"start"`
+	// End is when the phase was left; empty while it runs.
+	// +optional
+	End *metav1.Time `json:"end,omitempty"`
+	// Duration is End - Start.
+	// +optional
+	Duration *metav1.Duration `json:"duration,omitempty"`
+}
+
+// WorkloadStatus is the source pod's owner as found before migrating.
+type WorkloadStatus struct {
+	// Kind is Pod (no controller), Deployment, StatefulSet, ReplicaSet, ...
+	Kind string `json:"kind"`
+	// Name of the owner.
+	// +optional
+	Name string `json:"name,omitempty"`
+	// Replicas is the owner's replica count before migrating, restored on
+	// rollback.
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+}
+
+// CheckpointStatus describes the checkpoint taken of the source container.
+type CheckpointStatus struct {
+	// ID identifies the checkpoint on the source node.
+	// +optional
+	ID string `json:"id,omitempty"`
+	// Image is the checkpoint image the target restores from.
+	// +optional
+	Image string `json:"image,omitempty"`
+	// SizeBytes is the size of the checkpoint archive.
+	// +optional
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
+	// CreatedAt is when the source node finished the checkpoint.
+	// +optional
+	CreatedAt *metav1.Time `json:"createdAt,omitempty"`
+	// FreezeDuration is how long the source was frozen by the checkpoint.
+	// +optional
+	FreezeDuration *metav1.Duration `json:"freezeDuration,omitempty"`
+}
+
+// TransferStatus reports the checkpoint's transfer.
+type TransferStatus struct {
+	// BytesTotal is the size to move.
+	// +optional
+	BytesTotal int64 `json:"bytesTotal,omitempty"`
+	// BytesTransferred is what has arrived.
+	// +optional
+	BytesTransferred int64 `json:"bytesTransferred,omitempty"`
+	// BytesRemaining is BytesTotal - BytesTransferred.
+	// +optional
+	BytesRemaining int64 `json:"bytesRemaining,omitempty"`
+	// RateBytesPerSecond is the measured transfer rate.
+	// +optional
+	RateBytesPerSecond int64 `json:"rateBytesPerSecond,omitempty"`
+}
+
+// MessageStatus reports the message handoff.
+type MessageStatus struct {
+	// Buffered is how many messages the replay queue held when replay began.
+	// +optional
+	Buffered int64 `json:"buffered,omitempty"`
+	// Replayed is how many of them the target has consumed.
+	// +optional
+	Replayed int64 `json:"replayed,omitempty"`
+	// Remaining is how many still wait in the replay queue.
+	// +optional
+	Remaining int64 `json:"remaining,omitempty"`
+}
+
+// BrokerStatus records the migration's changes to the broker.
+type BrokerStatus struct {
+	// ReplayQueue duplicates the stream from before the checkpoint on.
+	// +optional
+	ReplayQueue string `json:"replayQueue,omitempty"`
+	// ControlQueue carries START_REPLAY / END_REPLAY to the target.
+	// +optional
+	ControlQueue string `json:"controlQueue,omitempty"`
+	// AddedBindings were created by the migration and are removed by
+	// teardown.
+	// +optional
+	AddedBindings []Binding `json:"addedBindings,omitempty"`
+	// RemovedBindings existed before the migration and are put back by
+	// teardown.
+	// +optional
+	RemovedBindings []Binding `json:"removedBindings,omitempty"`
+	// DeclaredQueues were declared by the migration and are deleted by
+	// teardown.
+	// +optional
+	DeclaredQueues []string `json:"declaredQueues,omitempty"`
+}
+
+// Binding is one exchange-to-queue binding.
+type Binding struct {
+	// Exchange is the source exchange.
+	Exchange string `json:"exchange"`
+	// Queue is the destination queue.
+	Queue string `json:"queue"`
+	// RoutingKey of the binding.
+	// +optional
+	RoutingKey string `json:"routingKey,omitempty"`
+}
+
+// DowntimeStatus is what the controller measured of the switch.
+type DowntimeStatus struct {
+	// Unavailable is how long no pod of the workload was Ready (the source
+	// gone, the target not yet Ready). ShadowPod migrations keep it at zero.
+	// +optional
+	Unavailable *metav1.Duration `json:"unavailable,omitempty"`
+	// HandoffGap is from the source being stopped to the target consuming
+	// the primary queue: the window in which no consumer took new messages
+	// from it.
+	// +optional
+	HandoffGap *metav1.Duration `json:"handoffGap,omitempty"`
+}
+
+// AbortOutcome is what became of an abort request.
+type AbortOutcome string
+
+const (
+	// AbortPending: requested, rollback in progress.
+	AbortPending AbortOutcome = "Pending"
+	// AbortSucceeded: rolled back; the source serves as before.
+	AbortSucceeded AbortOutcome = "Succeeded"
+	// AbortRejected: too late, the target had already taken over; the
+	// migration completes instead.
+	AbortRejected AbortOutcome = "Rejected"
+)
+
+// AbortStatus reports an abort request and its outcome.
+type AbortStatus struct {
+	// RequestedAt is when the controller saw the request.
+	RequestedAt metav1.Time `json:"requestedAt"`
+	// Outcome of the request.
+	Outcome AbortOutcome `json:"outcome"`
+	// Message explains the outcome.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// StatefulMigration moves one running pod, memory and message stream
+// included, to another node.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=smig;migration,categories=ms2m
+// +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.spec.sourcePod`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="From",type=string,JSONPath=`.status.sourceNode`
+// +kubebuilder:printcolumn:name="To",type=string,JSONPath=`.status.targetNode`
+// +kubebuilder:printcolumn:name="Strategy",type=string,JSONPath=`.status.strategy`
+// +kubebuilder:printcolumn:name="Target Pod",type=string,JSONPath=`.status.targetPod`,priority=1
+// +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.totalDuration`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.failureReason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (self.spec.sourcePod == oldSelf.spec.sourcePod && self.spec.?containerName == oldSelf.spec.?containerName && self.spec.?targetNode == oldSelf.spec.?targetNode && self.spec.?checkpointImageRepository == oldSelf.spec.?checkpointImageRepository && self.spec.?replayCutoffSeconds == oldSelf.spec.?replayCutoffSeconds && self.spec.?replayMode == oldSelf.spec.?replayMode && self.spec.?messageQueueConfig == oldSelf.spec.?messageQueueConfig && self.spec.?migrationStrategy == oldSelf.spec.?migrationStrategy && self.spec.?transferMode == oldSelf.spec.?transferMode && self.spec.?identitySwapMode == oldSelf.spec.?identitySwapMode && self.spec.?timeouts == oldSelf.spec.?timeouts)",message="spec is immutable once the migration has started; only spec.abort may still change (create a new StatefulMigration to migrate differently)"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == 'None' || !has(self.spec.migrationStrategy) || self.spec.migrationStrategy != 'Sequential'",message="spec.identitySwapMode applies to ShadowPod migrations only: a Sequential migration already keeps the StatefulSet identity; drop identitySwapMode or use migrationStrategy ShadowPod"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == 'None' || has(self.spec.messageQueueConfig)",message="spec.identitySwapMode needs spec.messageQueueConfig: the identity swap fences the message stream on the broker"
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it names the migration's broker queues and pod labels"
+type StatefulMigration struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec StatefulMigrationSpec `json:"spec"`
+	// +optional
+	Status StatefulMigrationStatus `json:"status,omitempty"`
+}
+
+// StatefulMigrationList is a list of StatefulMigrations.
+// +kubebuilder:object:root=true
+type StatefulMigrationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []StatefulMigration `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&StatefulMigration{}, &StatefulMigrationList{})
+}

@@ -1,0 +1,138 @@
+// Package broker is the controller's view of a workload's message stream
+// during a migration. One Handoff per migration (never shared): it buffers
+// the stream from before the checkpoint on, tells the restored target to
+// replay it, seals the buffer at cutover and puts the broker back exactly as
+// it was. Adapters implement it per broker: rabbitmq/ (AMQP 0-9-1 replay
+// queue) first; log brokers (offset handoff) and single-active-consumer
+// handoff fit the same calls, with a different meaning of "buffer".
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+)
+
+// Stream is a workload's stream, as resolved from the migration's spec and
+// credentials Secret.
+type Stream struct {
+	// URL of the broker; credentials from the Secret, when given, replace
+	// any in the URL.
+	URL string
+	// ManagementURL of the RabbitMQ management API; empty derives it.
+	ManagementURL string
+	// Username and Password from credentialsSecretRef (empty: from URL).
+	Username, Password string
+	// Queue the workload consumes.
+	Queue string
+	// Exchange the producer publishes to, and the routing key binding Queue
+	// to it.
+	Exchange, RoutingKey string
+}
+
+// QueueStats is one queue's state.
+type QueueStats struct {
+	// Ready messages wait for delivery; Unacked were delivered, not acked.
+	Ready, Unacked int64
+	// Consumers attached to the queue.
+	Consumers int
+	// ConsumerPeers are the consumers' client addresses (IPs), when the
+	// broker can tell (RabbitMQ: management API); nil when unknown.
+	ConsumerPeers []string
+}
+
+// Depth is Ready + Unacked: what is still to be applied.
+func (s QueueStats) Depth() int64 { return s.Ready + s.Unacked }
+
+// Progress is the state of a handoff.
+type Progress struct {
+	// Buffer is the replay buffer (RabbitMQ: the replay queue).
+	Buffer QueueStats
+	// Primary is the workload's own queue.
+	Primary QueueStats
+}
+
+// Handoff is one migration's session with the broker. Every method is
+// idempotent and picks up from the record, which the controller persists in
+// status.broker: after a crash, a new Handoff with the same record continues
+// where the old one stopped, and Teardown removes exactly what the record
+// lists.
+type Handoff interface {
+	// Verify checks the stream is as the spec says: the queue exists and is
+	// bound to the exchange with the routing key. Nothing is changed.
+	Verify(ctx context.Context) (QueueStats, error)
+	// Prepare creates the replay buffer (before the checkpoint), noting
+	// every change in rec before making it.
+	Prepare(ctx context.Context, rec *v1alpha1.BrokerStatus) error
+	// StartReplay tells targetPod to consume the buffer (START_REPLAY on its
+	// control queue, which is declared if missing and noted in rec).
+	StartReplay(ctx context.Context, targetPod string, rec *v1alpha1.BrokerStatus) error
+	// Progress reports the buffer and the primary queue.
+	Progress(ctx context.Context, rec *v1alpha1.BrokerStatus) (Progress, error)
+	// Seal stops new messages from entering the buffer: from here on only
+	// the primary queue receives them.
+	Seal(ctx context.Context, rec *v1alpha1.BrokerStatus) error
+	// EndReplay tells targetPod to finish the buffer and switch to the
+	// primary queue (END_REPLAY).
+	EndReplay(ctx context.Context, targetPod string, rec *v1alpha1.BrokerStatus) error
+	// DeleteControlQueue removes a pod's control queue if nothing consumes
+	// it any more (the pod is gone).
+	DeleteControlQueue(ctx context.Context, pod string) error
+	// Teardown undoes everything rec lists (added bindings removed, removed
+	// bindings restored, declared queues deleted) and clears those entries.
+	Teardown(ctx context.Context, rec *v1alpha1.BrokerStatus) error
+	// Close releases the session's connection.
+	Close() error
+}
+
+// Dialer opens a Handoff for one migration; migrationID names what the
+// migration creates on the broker, unique per migration.
+type Dialer func(ctx context.Context, s Stream, migrationID string) (Handoff, error)
+
+// Error is a broker failure with the status reason it maps to.
+type Error struct {
+	// Reason is a v1alpha1.Reason* constant.
+	Reason string
+	// Retryable errors may go away (connection refused, timeouts).
+	Retryable bool
+	Err       error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %v", e.Reason, e.Err) }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Unreachable wraps a connection failure.
+func Unreachable(err error) error {
+	return &Error{Reason: v1alpha1.ReasonBrokerUnreachable, Retryable: true, Err: err}
+}
+
+// InvalidTopology wraps a stream that is not as the spec says.
+func InvalidTopology(format string, args ...any) error {
+	return &Error{Reason: v1alpha1.ReasonBrokerTopology, Err: fmt.Errorf(format, args...)}
+}
+
+// BadCredentials wraps an authentication refusal.
+func BadCredentials(err error) error {
+	return &Error{Reason: v1alpha1.ReasonCredentials, Err: err}
+}
+
+// ReasonOf is the status reason of err (ReasonBrokerUnreachable for errors
+// an adapter did not classify).
+func ReasonOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return v1alpha1.ReasonBrokerUnreachable
+}
+
+// IsRetryable reports whether err may go away by itself.
+func IsRetryable(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Retryable
+	}
+	return true
+}

@@ -1,0 +1,112 @@
+// Package agentapi is the contract between the controller and the node
+// agents: what the controller asks a node to do (checkpoint a container,
+// move the checkpoint, clean up) and how the node reports back.
+//
+// Node work is asynchronous and idempotent by operation ID (derived from
+// the migration): the controller calls the same method again to poll, a
+// restarted controller finds the operation where the agent left it, and a
+// repeated request never checkpoints twice.
+package agentapi
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// OpState is the state of a node operation.
+type OpState string
+
+const (
+	OpRunning   OpState = "Running"
+	OpSucceeded OpState = "Succeeded"
+	OpFailed    OpState = "Failed"
+)
+
+// CheckpointRequest asks the source node to checkpoint a container.
+type CheckpointRequest struct {
+	// ID names the operation and the checkpoint (unique per migration).
+	ID        string `json:"id"`
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	PodUID    string `json:"podUID"`
+	Container string `json:"container"`
+	// StopSource stops the container after the checkpoint (Sequential).
+	StopSource bool `json:"stopSource,omitempty"`
+}
+
+// CheckpointResult describes a finished checkpoint.
+type CheckpointResult struct {
+	// Archive is the checkpoint archive's path on the source node.
+	Archive   string    `json:"archive"`
+	SizeBytes int64     `json:"sizeBytes"`
+	CreatedAt time.Time `json:"createdAt"`
+	// Freeze is how long the container was frozen.
+	Freeze time.Duration `json:"freeze"`
+}
+
+// TransferMode mirrors v1alpha1.TransferMode on the wire.
+type TransferMode string
+
+const (
+	TransferRegistry TransferMode = "Registry"
+	TransferDirect   TransferMode = "Direct"
+)
+
+// TransferRequest asks the source node to move a checkpoint to the target
+// node so its runtime can restore it.
+type TransferRequest struct {
+	ID           string       `json:"id"`
+	CheckpointID string       `json:"checkpointID"`
+	Mode         TransferMode `json:"mode"`
+	// Repository receives the checkpoint image in Registry mode.
+	Repository string `json:"repository,omitempty"`
+	// TargetNode receives the checkpoint in Direct mode.
+	TargetNode string `json:"targetNode"`
+	// Container is the checkpointed container's name (image annotation).
+	Container string `json:"container"`
+}
+
+// TransferResult says where the target's runtime finds the checkpoint.
+type TransferResult struct {
+	// Image is the reference the target pod uses.
+	Image string `json:"image"`
+	// Digest of the image, when known.
+	Digest string `json:"digest,omitempty"`
+}
+
+// Progress counts bytes of a running operation.
+type Progress struct {
+	BytesDone  int64 `json:"bytesDone"`
+	BytesTotal int64 `json:"bytesTotal"`
+	// BytesPerSecond is the recent rate.
+	BytesPerSecond int64 `json:"bytesPerSecond"`
+}
+
+// Operation is the state of one node operation.
+type Operation[R any] struct {
+	ID       string    `json:"id"`
+	State    OpState   `json:"state"`
+	Message  string    `json:"message,omitempty"`
+	Progress Progress  `json:"progress"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitzero"`
+	Result   R         `json:"result,omitzero"`
+}
+
+// Client reaches the agent on a node.
+type Client interface {
+	// Ready fails when the node has no working agent (ErrNoAgent) or the
+	// agent reports the node cannot checkpoint/restore.
+	Ready(ctx context.Context, node string) error
+	// Checkpoint starts or polls a checkpoint on the source node.
+	Checkpoint(ctx context.Context, node string, req CheckpointRequest) (Operation[CheckpointResult], error)
+	// Transfer starts or polls a transfer from the source node.
+	Transfer(ctx context.Context, node string, req TransferRequest) (Operation[TransferResult], error)
+	// Cleanup deletes everything the agent on node holds for the
+	// checkpoint (archive, images); missing is fine.
+	Cleanup(ctx context.Context, node, checkpointID string) error
+}
+
+// ErrNoAgent is returned by Ready for a node without a ready agent.
+var ErrNoAgent = errors.New("no ready ms2m agent on the node")

@@ -1,0 +1,87 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// errHandlerFailed: the handler refused a message, which was requeued.
+var errHandlerFailed = errors.New("handler failed")
+
+// deliver applies d, or acks it unapplied when its sequence number was
+// applied already. A handler error nacks d with requeue and leaves the
+// snapshot as it was. Other errors are the broker's: the session is over.
+//
+// A message is recorded as applied before its ack: if the ack is lost, the
+// broker delivers it again and the sequence number makes it a duplicate.
+func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, replayed bool) error {
+	seq, sequenced, herr := SeqOf(d.Headers)
+	if herr != nil {
+		seq, sequenced = 0, false
+	}
+	m := Message{Seq: seq, Sequenced: sequenced, Body: d.Body, Headers: d.Headers,
+		Queue: queue, Replayed: replayed, Redelivered: d.Redelivered}
+
+	c.applyMu.Lock()
+	snap := c.snap // written only under applyMu
+	if snap.IsDuplicate(seq, sequenced) {
+		c.applyMu.Unlock()
+		c.mu.Lock()
+		c.counters.Duplicates++
+		c.mu.Unlock()
+		if h := c.cfg.Hooks.Skipped; h != nil {
+			h(m)
+		}
+		return ack(d)
+	}
+	if err := c.cfg.Handler(ctx, m); err != nil {
+		c.applyMu.Unlock()
+		c.mu.Lock()
+		c.counters.HandlerErrors++
+		c.mu.Unlock()
+		c.log.Warn("handler failed; message requeued", "seq", seq, "err", err)
+		if err := d.Nack(false, true); err != nil {
+			return fmt.Errorf("requeue: %w", err)
+		}
+		return errHandlerFailed
+	}
+	next, missing := snap.Apply(seq, sequenced, d.Body)
+	c.mu.Lock()
+	c.snap = next
+	c.counters.Applied++
+	if replayed {
+		c.counters.Replayed++
+	}
+	if missing > 0 {
+		c.counters.Gaps++
+		c.counters.Missing += missing
+	}
+	if herr != nil {
+		c.counters.Malformed++
+	}
+	c.mu.Unlock()
+	c.applyMu.Unlock()
+	c.retry.reset()
+
+	if missing > 0 {
+		c.log.Error("sequence gap: messages never reached this consumer", "seq", seq,
+			"missing", missing, "after", snap.LastSeq, "queue", queue)
+	}
+	if herr != nil {
+		c.log.Warn("applied as unsequenced", "err", herr)
+	}
+	if h := c.cfg.Hooks.Applied; h != nil {
+		h(m, next)
+	}
+	return ack(d)
+}
+
+func ack(d amqp.Delivery) error {
+	if err := d.Ack(false); err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	return nil
+}

@@ -36,6 +36,9 @@ type Stream struct {
 type QueueStats struct {
 	// Ready messages wait for delivery; Unacked were delivered, not acked.
 	Ready, Unacked int64
+	// Acked counts the acks the queue has seen since it was declared
+	// (management API); 0 when unknown.
+	Acked int64
 	// Consumers attached to the queue.
 	Consumers int
 	// ConsumerPeers are the consumers' client addresses (IPs), when the

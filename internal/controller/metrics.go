@@ -1,0 +1,76 @@
+package controller
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
+)
+
+var (
+	migrationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ms2m_migrations_total",
+		Help: "Migrations that reached a final phase, by result, strategy and failure reason.",
+	}, []string{"result", "strategy", "reason"})
+	phaseSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ms2m_phase_duration_seconds",
+		Help:    "Time spent in each migration phase.",
+		Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+	}, []string{"phase", "strategy"})
+	migrationSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ms2m_migration_duration_seconds",
+		Help:    "Total time of completed migrations.",
+		Buckets: prometheus.ExponentialBuckets(0.25, 2, 12),
+	}, []string{"strategy", "transfer"})
+	handoffGapSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ms2m_handoff_gap_seconds",
+		Help:    "From the source stopping to the target consuming the primary queue.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+	}, []string{"strategy"})
+	checkpointBytes = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ms2m_checkpoint_bytes",
+		Help:    "Size of checkpoint archives.",
+		Buckets: prometheus.ExponentialBuckets(1<<20, 2, 12),
+	})
+	replayedMessages = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ms2m_replayed_messages_total",
+		Help: "Messages the targets of completed migrations replayed.",
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(migrationsTotal, phaseSeconds, migrationSeconds,
+		handoffGapSeconds, checkpointBytes, replayedMessages)
+}
+
+func observePhaseTransition(m *v1alpha1.StatefulMigration, from v1alpha1.Phase) {
+	strategy := string(m.Status.Strategy)
+	if from != "" && !from.IsFinal() {
+		if d := migration.PhaseDuration(&m.Status, from); d > 0 {
+			phaseSeconds.WithLabelValues(string(from), strategy).Observe(d.Seconds())
+		}
+	}
+}
+
+func observeCompletion(m *v1alpha1.StatefulMigration) {
+	st := &m.Status
+	strategy := string(st.Strategy)
+	if st.Phase == v1alpha1.PhaseFailed {
+		migrationsTotal.WithLabelValues("failed", strategy, st.FailureReason).Inc()
+		return
+	}
+	migrationsTotal.WithLabelValues("completed", strategy, "").Inc()
+	if st.TotalDuration != nil {
+		migrationSeconds.WithLabelValues(strategy, string(st.TransferMode)).Observe(st.TotalDuration.Seconds())
+	}
+	if st.Downtime != nil && st.Downtime.HandoffGap != nil {
+		handoffGapSeconds.WithLabelValues(strategy).Observe(st.Downtime.HandoffGap.Seconds())
+	}
+	if st.Checkpoint != nil {
+		checkpointBytes.Observe(float64(st.Checkpoint.SizeBytes))
+	}
+	if st.Messages != nil {
+		replayedMessages.Add(float64(st.Messages.Replayed))
+	}
+}

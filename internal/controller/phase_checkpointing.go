@@ -1,0 +1,62 @@
+package controller
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/broker"
+)
+
+// reconcileCheckpointing binds the replay queue, then checkpoints the
+// source. The order is the correctness contract: every message the source
+// acks after the checkpoint must already be duplicated into the replay
+// queue, or the target would never see it.
+func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reconcile.Result, error) {
+	pod, err := r.sourcePod(ctx, s.m)
+	if apierrors.IsNotFound(err) || (err == nil && (pod.UID == "" || !pod.DeletionTimestamp.IsZero())) {
+		return s.fail(v1alpha1.ReasonSourceLost, "source pod %q disappeared during the checkpoint", s.m.Spec.SourcePod)
+	}
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if s.hasBroker() && !s.isDone(v1alpha1.ConditionTopologyPrepared) {
+		h, err := s.brokerSession(ctx)
+		if err == nil {
+			err = h.Prepare(ctx, s.brokerRecord())
+		}
+		if err != nil {
+			if broker.IsRetryable(err) {
+				return reconcile.Result{}, err
+			}
+			return s.fail(broker.ReasonOf(err), "preparing the replay queue: %v", err)
+		}
+		s.done(v1alpha1.ConditionTopologyPrepared, "replay queue "+s.brokerRecord().ReplayQueue+" bound before the checkpoint")
+	}
+	st := &s.m.Status
+	op, err := r.Agents.Checkpoint(ctx, st.SourceNode, agentapi.CheckpointRequest{
+		ID: s.id, Namespace: s.m.Namespace, Pod: pod.Name, PodUID: string(pod.UID), Container: st.ContainerName,
+	})
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	switch op.State {
+	case agentapi.OpFailed:
+		return s.fail(v1alpha1.ReasonCheckpointFailed, "checkpoint of %s/%s on %s: %s", pod.Name, st.ContainerName, st.SourceNode, op.Message)
+	case agentapi.OpRunning:
+		return s.poll(), nil
+	}
+	res := op.Result
+	created := metav1.NewTime(res.CreatedAt)
+	st.Checkpoint = &v1alpha1.CheckpointStatus{ID: s.id, SizeBytes: res.SizeBytes, CreatedAt: &created,
+		FreezeDuration: &metav1.Duration{Duration: res.Freeze}}
+	s.done(v1alpha1.ConditionCheckpointCreated, "checkpoint of container "+st.ContainerName+" on "+st.SourceNode)
+	s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s: %d bytes, source frozen %s", pod.Name, st.ContainerName, res.SizeBytes, res.Freeze)
+	s.enter(v1alpha1.PhaseTransferring)
+	return next(), nil
+}

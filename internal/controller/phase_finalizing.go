@@ -1,0 +1,194 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
+	"github.com/ms2m/ms2m/internal/render"
+)
+
+// reconcileFinalizing is the cutover, one recorded step at a time:
+//
+//	open the target's cutover gate (it joins its Services; the source still serves)
+//	→ SourceStopped (the source's consumer is gone)
+//	→ ReplaySealed (new messages reach only the primary queue)
+//	→ the replay queue drains → END_REPLAY → TargetSwitched (the target consumes the primary)
+//	→ TopologyRestored (replay topology removed, bindings as before)
+//	→ checkpoint files removed → Completed
+//
+// Each step is a condition, so a restart resumes at the first undone one.
+func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconcile.Result, error) {
+	st := &s.m.Status
+	target, res, lost := r.liveTarget(ctx, s)
+	if lost {
+		return res, nil
+	}
+	if !render.CutoverOpen(target) {
+		if err := openCutoverGate(ctx, r.Client, target); err != nil {
+			return reconcile.Result{}, err
+		}
+		// A ShadowPod source serves until now, beside the target: no gap.
+		// A Sequential source stopped before the target existed.
+		var unavailable time.Duration
+		if s.isDone(v1alpha1.ConditionSourceStopped) {
+			unavailable = s.now.Sub(migration.ConditionTime(st, v1alpha1.ConditionSourceStopped))
+		}
+		downtime(st).Unavailable = &metav1.Duration{Duration: unavailable}
+	}
+	gone, err := r.stopSource(ctx, s)
+	if err != nil || !gone {
+		return s.poll(), err
+	}
+	if s.hasBroker() {
+		res, ok, err := r.switchStream(ctx, s, target)
+		if !ok {
+			return res, err
+		}
+	}
+	if err := r.Agents.Cleanup(ctx, st.SourceNode, st.Checkpoint.ID); err != nil {
+		return reconcile.Result{}, fmt.Errorf("removing the checkpoint from %s: %w", st.SourceNode, err)
+	}
+	if err := r.Agents.Cleanup(ctx, st.TargetNode, st.Checkpoint.ID); err != nil {
+		return reconcile.Result{}, fmt.Errorf("removing the checkpoint from %s: %w", st.TargetNode, err)
+	}
+	if err := r.deleteSavedTarget(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.done(v1alpha1.ConditionOwnershipTransferred, "target pod "+target.Name+" is a pod without a controller, like its source")
+	r.complete(s)
+	return reconcile.Result{}, nil
+}
+
+// switchStream hands the primary queue to the target: seal the buffer, let
+// the target drain it, tell it to switch, wait until it consumes the primary,
+// then remove the replay topology.
+func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.Pod) (reconcile.Result, bool, error) {
+	st := &s.m.Status
+	h, err := s.brokerSession(ctx)
+	if err != nil {
+		res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
+		return res, false, ferr
+	}
+	rec := s.brokerRecord()
+	if !s.isDone(v1alpha1.ConditionReplaySealed) {
+		if err := h.Seal(ctx, rec); err != nil {
+			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
+			return res, false, ferr
+		}
+		s.done(v1alpha1.ConditionReplaySealed, "replay queue unbound: new messages reach only "+s.m.Spec.MessageQueueConfig.QueueName)
+	}
+	if !s.isDone(v1alpha1.ConditionTargetSwitched) {
+		p, err := h.Progress(ctx, rec)
+		if err != nil {
+			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
+			return res, false, ferr
+		}
+		updateMessages(st, p)
+		if p.Buffer.Ready > 0 {
+			return s.poll(), false, nil
+		}
+		if meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionTargetSwitched) == nil {
+			if err := h.EndReplay(ctx, target.Name, rec); err != nil {
+				res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
+				return res, false, ferr
+			}
+			s.condition(v1alpha1.ConditionTargetSwitched, metav1.ConditionFalse, "EndReplaySent", "END_REPLAY sent; waiting for the target to consume "+s.m.Spec.MessageQueueConfig.QueueName)
+			return s.poll(), false, nil
+		}
+		if !consumesPrimary(p.Primary.Consumers, p.Primary.ConsumerPeers, target.Status.PodIP) {
+			return s.poll(), false, nil
+		}
+		s.done(v1alpha1.ConditionTargetSwitched, "target "+target.Name+" consumes "+s.m.Spec.MessageQueueConfig.QueueName)
+		gap := s.now.Sub(migration.ConditionTime(st, v1alpha1.ConditionSourceStopped))
+		downtime(st).HandoffGap = &metav1.Duration{Duration: gap}
+	}
+	if !s.isDone(v1alpha1.ConditionTopologyRestored) {
+		if err := h.Teardown(ctx, rec); err != nil {
+			return reconcile.Result{}, false, err
+		}
+		if err := h.DeleteControlQueue(ctx, s.m.Spec.SourcePod); err != nil && s.m.Spec.SourcePod != target.Name {
+			return reconcile.Result{}, false, err
+		}
+		s.done(v1alpha1.ConditionTopologyRestored, "replay queue removed; bindings as before the migration")
+	}
+	return reconcile.Result{}, true, nil
+}
+
+// consumesPrimary: the target consumes the primary queue. With consumer
+// addresses known it must be the target's own; without, any consumer counts
+// (the source is gone by now).
+func consumesPrimary(consumers int, peers []string, podIP string) bool {
+	if peers != nil && podIP != "" {
+		return slices.Contains(peers, podIP)
+	}
+	return consumers > 0
+}
+
+// openCutoverGate lets the target join its Services.
+func openCutoverGate(ctx context.Context, c client.Client, p *corev1.Pod) error {
+	patch := client.MergeFrom(p.DeepCopy())
+	cond := corev1.PodCondition{Type: render.CutoverGate, Status: corev1.ConditionTrue,
+		Reason: "CutOver", Message: "ms2m cut over to this pod", LastTransitionTime: metav1.Now()}
+	found := false
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == render.CutoverGate {
+			p.Status.Conditions[i], found = cond, true
+		}
+	}
+	if !found {
+		p.Status.Conditions = append(p.Status.Conditions, cond)
+	}
+	return c.Status().Patch(ctx, p, patch)
+}
+
+// liveTarget fetches the target pod and fails the migration if it is gone
+// or broken.
+func (r *Reconciler) liveTarget(ctx context.Context, s *scope) (*corev1.Pod, reconcile.Result, bool) {
+	target, err := r.targetPod(ctx, s.m)
+	if err != nil {
+		return nil, reconcile.Result{}, true
+	}
+	if target == nil || !target.DeletionTimestamp.IsZero() {
+		res, _ := s.fail(v1alpha1.ReasonTargetLost, "target pod %q disappeared", s.m.Status.TargetPod)
+		return nil, res, true
+	}
+	if msg := restoreFailure(target, s.m.Status.ContainerName); msg != "" {
+		res, _ := s.fail(v1alpha1.ReasonTargetLost, "target pod %s: %s", target.Name, msg)
+		return nil, res, true
+	}
+	return target, reconcile.Result{}, false
+}
+
+// checkTarget is liveTarget for handlers that do not need the pod.
+func (r *Reconciler) checkTarget(ctx context.Context, s *scope) (reconcile.Result, bool) {
+	_, res, lost := r.liveTarget(ctx, s)
+	return res, lost
+}
+
+func (r *Reconciler) complete(s *scope) {
+	st := &s.m.Status
+	s.enter(v1alpha1.PhaseCompleted)
+	s.condition(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonCompleted, "migration completed")
+	s.condition(v1alpha1.ConditionSucceeded, metav1.ConditionTrue, v1alpha1.ReasonCompleted,
+		fmt.Sprintf("%s runs on %s as %s", s.m.Spec.SourcePod, st.TargetNode, st.TargetPod))
+	s.event(corev1.EventTypeNormal, v1alpha1.ReasonCompleted, "Complete", "migrated %s from %s to %s as %s in %s",
+		s.m.Spec.SourcePod, st.SourceNode, st.TargetNode, st.TargetPod, st.TotalDuration.Duration)
+	observeCompletion(s.m)
+}
+
+func downtime(st *v1alpha1.StatefulMigrationStatus) *v1alpha1.DowntimeStatus {
+	if st.Downtime == nil {
+		st.Downtime = &v1alpha1.DowntimeStatus{}
+	}
+	return st.Downtime
+}

@@ -1,0 +1,189 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/broker"
+	"github.com/ms2m/ms2m/internal/migration"
+)
+
+// reconcilePending checks that the migration can happen and resolves
+// everything the spec leaves open (container, strategy, target node,
+// transfer mode), changing nothing yet: a failure here leaves nothing
+// behind.
+func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.Result, error) {
+	m, st := s.m, &s.m.Status
+	pod, err := r.sourcePod(ctx, m)
+	if apierrors.IsNotFound(err) {
+		return s.fail(v1alpha1.ReasonSourcePodNotFound, "source pod %q not found in namespace %q", m.Spec.SourcePod, m.Namespace)
+	}
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if pod.Status.Phase != corev1.PodRunning || pod.Spec.NodeName == "" || !pod.DeletionTimestamp.IsZero() {
+		return s.fail(v1alpha1.ReasonSourcePodNotRunning, "source pod %q is %s, not Running: only a running pod can be checkpointed", pod.Name, podState(pod))
+	}
+	container, err := pickContainer(pod, m.Spec.ContainerName)
+	if err != nil {
+		return s.fail(err.(*reasonError).reason, "%s", err.Error())
+	}
+	wl, err := r.workloadOf(ctx, pod)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if wl.Kind != "Pod" {
+		return s.fail(v1alpha1.ReasonUnsupported, "pod %q is owned by %s %q: this version migrates pods without a controller only", pod.Name, wl.Kind, wl.Name)
+	}
+	strategy, why := migration.ResolveStrategy(&m.Spec, wl.Kind)
+
+	placement, err := r.place(ctx, m, pod)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if placement.FailReason != "" {
+		return s.fail(placement.FailReason, "%s", placement.Reason)
+	}
+	mode := m.Spec.EffectiveTransferMode()
+	if mode == v1alpha1.TransferRegistry && r.repository(m) == "" {
+		return s.fail(v1alpha1.ReasonNoRepository, "transferMode Registry needs spec.checkpointImageRepository (the manager has no default repository configured)")
+	}
+	if s.hasBroker() {
+		if res, ok, err := r.verifyBroker(ctx, s); !ok {
+			return res, err
+		}
+	}
+
+	st.SourceNode, st.ContainerName, st.Workload = pod.Spec.NodeName, container, &wl
+	st.Strategy, st.StrategyReason = strategy, why
+	st.TargetNode, st.TargetNodeReason = placement.Node, placement.Reason
+	st.TransferMode, st.ReplayMode = mode, m.Spec.EffectiveReplayMode()
+	st.TargetPod = migration.TargetPodName(pod.Name, strategy)
+	s.event(corev1.EventTypeNormal, v1alpha1.ReasonStarted, "Start", "migrating %s from %s to %s (%s, %s transfer)", pod.Name, st.SourceNode, st.TargetNode, strategy, mode)
+	s.enter(v1alpha1.PhaseCheckpointing)
+	return next(), nil
+}
+
+// verifyBroker checks the stream before anything is changed. An unreachable
+// broker is retried for Options.BrokerRetryWindow (counted from the
+// migration's creation), then fails the migration.
+func (r *Reconciler) verifyBroker(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
+	c := s.m.Spec.MessageQueueConfig
+	if c.BrokerURLHasPassword() {
+		if !s.isDone(v1alpha1.ConditionCredentialsInSpec) {
+			s.event(corev1.EventTypeWarning, v1alpha1.ConditionCredentialsInSpec, "Validate",
+				"brokerUrl carries a password; put credentials in a Secret and name it in messageQueueConfig.credentialsSecretRef")
+		}
+		s.condition(v1alpha1.ConditionCredentialsInSpec, metav1.ConditionTrue, v1alpha1.ReasonAtLeastOnceWorkload,
+			"brokerUrl carries a password: anyone who can read this StatefulMigration can read it; use credentialsSecretRef")
+	}
+	h, err := s.brokerSession(ctx)
+	if err == nil {
+		_, err = h.Verify(ctx)
+	}
+	if err == nil {
+		return reconcile.Result{}, true, nil
+	}
+	reason := broker.ReasonOf(err)
+	if broker.IsRetryable(err) && s.now.Sub(s.m.CreationTimestamp.Time) < r.Options.BrokerRetryWindow {
+		s.condition(v1alpha1.ConditionProgressing, metav1.ConditionUnknown, reason,
+			fmt.Sprintf("waiting for the broker at %s: %v", c.RedactedBrokerURL(), err))
+		return s.poll(), false, nil
+	}
+	res, ferr := s.fail(reason, "broker at %s: %v", c.RedactedBrokerURL(), err)
+	return res, false, ferr
+}
+
+func (r *Reconciler) sourcePod(ctx context.Context, m *v1alpha1.StatefulMigration) (*corev1.Pod, error) {
+	pod := &corev1.Pod{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.SourcePod}, pod)
+	return pod, err
+}
+
+func (r *Reconciler) repository(m *v1alpha1.StatefulMigration) string {
+	if m.Spec.CheckpointImageRepository != "" {
+		return m.Spec.CheckpointImageRepository
+	}
+	return r.Options.DefaultCheckpointRepository
+}
+
+// place validates spec.targetNode or chooses a node.
+func (r *Reconciler) place(ctx context.Context, m *v1alpha1.StatefulMigration, pod *corev1.Pod) (migration.Placement, error) {
+	if m.Spec.TargetNode != "" {
+		n := &corev1.Node{}
+		err := r.Get(ctx, client.ObjectKey{Name: m.Spec.TargetNode}, n)
+		if apierrors.IsNotFound(err) {
+			return migration.CheckTargetNode(m.Spec.TargetNode, pod.Spec.NodeName, nil, false), nil
+		}
+		if err != nil {
+			return migration.Placement{}, err
+		}
+		ready := m.Spec.TargetNode != pod.Spec.NodeName && migration.NodeReady(n) && r.Agents.Ready(ctx, n.Name) == nil
+		return migration.CheckTargetNode(m.Spec.TargetNode, pod.Spec.NodeName, n, ready), nil
+	}
+	nodes := &corev1.NodeList{}
+	if err := r.List(ctx, nodes); err != nil {
+		return migration.Placement{}, err
+	}
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods); err != nil {
+		return migration.Placement{}, err
+	}
+	perNode := map[string]int{}
+	for i := range pods.Items {
+		perNode[pods.Items[i].Spec.NodeName]++
+	}
+	var cands []migration.NodeCandidate
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		agent := n.Name != pod.Spec.NodeName && migration.NodeReady(n) && r.Agents.Ready(ctx, n.Name) == nil
+		cands = append(cands, migration.NodeCandidate{Node: n, AgentReady: agent, Pods: perNode[n.Name]})
+	}
+	return migration.ChooseTargetNode(pod, pod.Spec.NodeName, cands), nil
+}
+
+type reasonError struct {
+	reason string
+	msg    string
+}
+
+func (e *reasonError) Error() string { return e.msg }
+
+// pickContainer resolves the container to checkpoint.
+func pickContainer(pod *corev1.Pod, want string) (string, error) {
+	var names []string
+	for _, c := range pod.Spec.Containers {
+		if c.Name == want {
+			return want, nil
+		}
+		names = append(names, c.Name)
+	}
+	if want != "" {
+		return "", &reasonError{v1alpha1.ReasonContainerNotFound,
+			fmt.Sprintf("pod %q has no container %q (it has: %s)", pod.Name, want, strings.Join(names, ", "))}
+	}
+	if len(names) == 1 {
+		return names[0], nil
+	}
+	return "", &reasonError{v1alpha1.ReasonContainerAmbiguous,
+		fmt.Sprintf("pod %q has %d containers (%s): set spec.containerName", pod.Name, len(names), strings.Join(names, ", "))}
+}
+
+func podState(p *corev1.Pod) string {
+	switch {
+	case !p.DeletionTimestamp.IsZero():
+		return "terminating"
+	case p.Spec.NodeName == "":
+		return "not scheduled"
+	}
+	return string(p.Status.Phase)
+}
+

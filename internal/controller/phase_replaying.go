@@ -1,0 +1,92 @@
+package controller
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/broker"
+	"github.com/ms2m/ms2m/internal/migration"
+)
+
+// reconcileReplaying tells the restored target to replay the buffered
+// stream and waits until it has caught up (or, in Cutoff mode, until the
+// cutoff), while a ShadowPod source keeps serving.
+func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcile.Result, error) {
+	st := &s.m.Status
+	if !s.hasBroker() {
+		s.done(v1alpha1.ConditionReplayCaughtUp, "no messageQueueConfig: nothing to replay")
+		s.enter(v1alpha1.PhaseFinalizing)
+		return next(), nil
+	}
+	if res, lost := r.checkTarget(ctx, s); lost {
+		return res, nil
+	}
+	h, err := s.brokerSession(ctx)
+	if err != nil {
+		return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
+	}
+	rec := s.brokerRecord()
+	if !s.isDone(v1alpha1.ConditionReplayStarted) {
+		p, err := h.Progress(ctx, rec)
+		if err != nil {
+			return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
+		}
+		if err := h.StartReplay(ctx, st.TargetPod, rec); err != nil {
+			return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
+		}
+		st.Messages = &v1alpha1.MessageStatus{Buffered: p.Buffer.Depth(), Remaining: p.Buffer.Depth()}
+		s.done(v1alpha1.ConditionReplayStarted, "START_REPLAY sent to "+st.TargetPod)
+		s.event(corev1.EventTypeNormal, v1alpha1.ConditionReplayStarted, "Replay", "target %s replays %d buffered message(s) from %s", st.TargetPod, p.Buffer.Depth(), rec.ReplayQueue)
+		return s.poll(), nil
+	}
+	p, err := h.Progress(ctx, rec)
+	if err != nil {
+		return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
+	}
+	updateMessages(st, p)
+	d := migration.DecideReplay(migration.ReplayState{
+		Mode: st.ReplayMode, Cutoff: s.m.Spec.ReplayCutoff(),
+		Started:   migration.ConditionTime(st, v1alpha1.ConditionReplayStarted),
+		Remaining: p.Buffer.Depth(), CaughtUpBelow: r.Options.CaughtUpBelow,
+	}, s.now)
+	if !d.CutOver {
+		return reconcile.Result{RequeueAfter: d.Recheck}, nil
+	}
+	if d.CaughtUp {
+		s.done(v1alpha1.ConditionReplayCaughtUp, d.Reason)
+	} else {
+		s.condition(v1alpha1.ConditionReplayCaughtUp, metav1.ConditionFalse, "CutoffReached", d.Reason)
+	}
+	s.enter(v1alpha1.PhaseFinalizing)
+	return next(), nil
+}
+
+// updateMessages reports the replay's progress. The buffer keeps filling
+// from the live stream until it is sealed, so Buffered is everything that
+// has gone through it: replayed (acked by the target) plus remaining.
+func updateMessages(st *v1alpha1.StatefulMigrationStatus, p broker.Progress) {
+	if st.Messages == nil {
+		st.Messages = &v1alpha1.MessageStatus{}
+	}
+	m := st.Messages
+	m.Remaining = p.Buffer.Depth()
+	if p.Buffer.Acked > m.Replayed {
+		m.Replayed = p.Buffer.Acked
+	}
+	if total := m.Replayed + m.Remaining; total > m.Buffered {
+		m.Buffered = total
+	}
+}
+
+// retryOrFail retries what may pass (an unreachable broker: the phase
+// timeout bounds it) and fails on what will not.
+func (s *scope) retryOrFail(err error, reason string) (reconcile.Result, error) {
+	if broker.IsRetryable(err) {
+		return reconcile.Result{}, err
+	}
+	return s.fail(reason, "%v", err)
+}

@@ -1,0 +1,126 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/render"
+)
+
+// reconcileRestoring creates the target pod from the checkpoint image and
+// waits until its containers run and are ready. Sequential first stops the
+// source, whose name the target takes.
+func (r *Reconciler) reconcileRestoring(ctx context.Context, s *scope) (reconcile.Result, error) {
+	st := &s.m.Status
+	target, err := r.targetPod(ctx, s.m)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if target == nil {
+		return r.createTarget(ctx, s)
+	}
+	if target.Labels[render.LabelMigration] != s.m.Name {
+		return s.fail(v1alpha1.ReasonRestoreFailed, "pod %q already exists and was not created by this migration", target.Name)
+	}
+	if msg := restoreFailure(target, st.ContainerName); msg != "" {
+		return s.fail(v1alpha1.ReasonRestoreFailed, "target pod %s on %s: %s", target.Name, st.TargetNode, msg)
+	}
+	if !render.ContainersReady(target) {
+		return s.poll(), nil
+	}
+	s.done(v1alpha1.ConditionTargetRestored, fmt.Sprintf("pod %s restored on %s", target.Name, target.Spec.NodeName))
+	s.event(corev1.EventTypeNormal, v1alpha1.ConditionTargetRestored, "Restore", "target pod %s restored on %s", target.Name, target.Spec.NodeName)
+	s.enter(v1alpha1.PhaseReplaying)
+	return next(), nil
+}
+
+func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Result, error) {
+	st := &s.m.Status
+	sequential := st.Strategy == v1alpha1.StrategySequential
+	var pod *corev1.Pod
+	if sequential {
+		// The target takes the source's name, so the source must go first;
+		// its rendered replacement is kept in the cluster meanwhile, so a
+		// restarted controller can still create it.
+		tmpl, err := r.savedTarget(ctx, s)
+		if err != nil || tmpl == nil {
+			return reconcile.Result{}, err
+		}
+		gone, err := r.stopSource(ctx, s)
+		if err != nil || !gone {
+			return s.poll(), err
+		}
+		pod = tmpl
+	} else {
+		src, err := r.sourcePod(ctx, s.m)
+		if apierrors.IsNotFound(err) {
+			return s.fail(v1alpha1.ReasonSourceLost, "source pod %q disappeared before the target was created", s.m.Spec.SourcePod)
+		}
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		pod = r.renderTarget(s, src)
+	}
+	if err := r.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
+		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+			return s.fail(v1alpha1.ReasonRestoreFailed, "creating target pod %s: %v", pod.Name, err)
+		}
+		return reconcile.Result{}, err
+	}
+	s.event(corev1.EventTypeNormal, "TargetCreated", "Restore", "created target pod %s on %s from %s", pod.Name, st.TargetNode, st.Checkpoint.Image)
+	return s.poll(), nil
+}
+
+func (r *Reconciler) renderTarget(s *scope, src *corev1.Pod) *corev1.Pod {
+	st := &s.m.Status
+	return render.TargetPod{Source: src, Name: st.TargetPod, Node: st.TargetNode, Image: st.Checkpoint.Image,
+		Container: st.ContainerName, Migration: s.m.Name, KeepIdentity: st.Strategy == v1alpha1.StrategySequential}.Build()
+}
+
+// targetPod is the migration's target pod, nil if it does not exist.
+func (r *Reconciler) targetPod(ctx context.Context, m *v1alpha1.StatefulMigration) (*corev1.Pod, error) {
+	if m.Status.TargetPod == "" {
+		return nil, nil
+	}
+	p := &corev1.Pod{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Status.TargetPod}, p)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m.Status.Strategy == v1alpha1.StrategySequential && p.Labels[render.LabelMigration] != m.Name {
+		return nil, nil // still the source, which carries the same name
+	}
+	return p, nil
+}
+
+// restoreFailure explains why the target pod will not come up, or "".
+func restoreFailure(p *corev1.Pod, container string) string {
+	if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+		return fmt.Sprintf("pod is %s: %s", p.Status.Phase, p.Status.Message)
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name != container {
+			continue
+		}
+		if t := cs.State.Terminated; t != nil {
+			return fmt.Sprintf("restored container exited (%s, code %d): %s", t.Reason, t.ExitCode, t.Message)
+		}
+		if w := cs.State.Waiting; w != nil {
+			switch w.Reason {
+			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerError",
+				"CreateContainerConfigError", "RunContainerError", "CrashLoopBackOff", "ErrImageNeverPull":
+				return fmt.Sprintf("%s: %s", w.Reason, w.Message)
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,38 @@
+package controller
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/agentapi"
+)
+
+// reconcileTransferring moves the checkpoint to where the target node's
+// runtime can restore it, reporting bytes and rate as they come.
+func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (reconcile.Result, error) {
+	st := &s.m.Status
+	op, err := r.Agents.Transfer(ctx, st.SourceNode, agentapi.TransferRequest{
+		ID: s.id, CheckpointID: st.Checkpoint.ID, Mode: agentapi.TransferMode(st.TransferMode),
+		Repository: r.repository(s.m), TargetNode: st.TargetNode, Container: st.ContainerName,
+	})
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	p := op.Progress
+	st.Transfer = &v1alpha1.TransferStatus{BytesTotal: p.BytesTotal, BytesTransferred: p.BytesDone,
+		BytesRemaining: max(p.BytesTotal-p.BytesDone, 0), RateBytesPerSecond: p.BytesPerSecond}
+	switch op.State {
+	case agentapi.OpFailed:
+		return s.fail(v1alpha1.ReasonTransferFailed, "%s transfer of the checkpoint to %s: %s", st.TransferMode, st.TargetNode, op.Message)
+	case agentapi.OpRunning:
+		return s.poll(), nil
+	}
+	st.Checkpoint.Image = op.Result.Image
+	s.done(v1alpha1.ConditionCheckpointTransferred, "checkpoint image "+op.Result.Image)
+	s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointTransferred, "Transfer", "checkpoint available to %s as %s", st.TargetNode, op.Result.Image)
+	s.enter(v1alpha1.PhaseRestoring)
+	return next(), nil
+}

@@ -1,0 +1,196 @@
+// Package controller reconciles StatefulMigrations: an explicit phase
+// machine, one small handler per phase, all progress kept in status, on the
+// broker or in the cluster, so a restarted manager resumes where it stopped.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/clock"
+	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/broker"
+	"github.com/ms2m/ms2m/internal/render"
+)
+
+// Finalizer holds a migration until what it set up is undone.
+const Finalizer = "migration.ms2m.io/cleanup"
+
+// Options tune the controller.
+type Options struct {
+	// DefaultCheckpointRepository is used when a Registry migration names
+	// none.
+	DefaultCheckpointRepository string
+	// BrokerRetryWindow is how long Pending retries an unreachable broker
+	// before failing the migration.
+	BrokerRetryWindow time.Duration
+	// CaughtUpBelow: the target has caught up once the replay queue holds
+	// at most this many messages.
+	CaughtUpBelow int64
+	// Poll is how often waiting handlers look again when no event will
+	// wake them (node operations, broker queues).
+	Poll time.Duration
+	// MaxConcurrentReconciles bounds parallel migrations.
+	MaxConcurrentReconciles int
+}
+
+func (o Options) withDefaults() Options {
+	if o.BrokerRetryWindow == 0 {
+		o.BrokerRetryWindow = 30 * time.Second
+	}
+	if o.CaughtUpBelow == 0 {
+		o.CaughtUpBelow = 5
+	}
+	if o.Poll == 0 {
+		o.Poll = 200 * time.Millisecond
+	}
+	if o.MaxConcurrentReconciles == 0 {
+		o.MaxConcurrentReconciles = 4
+	}
+	return o
+}
+
+// Reconciler drives StatefulMigrations.
+type Reconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder recorder.EventRecorder
+	// Agents reaches the node agents (checkpoint, transfer, cleanup).
+	Agents agentapi.Client
+	// DialBroker opens one broker session per migration and reconcile.
+	DialBroker broker.Dialer
+	Clock      clock.PassiveClock
+	Options    Options
+}
+
+// +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;delete
+// +kubebuilder:rbac:groups=apps,resources=replicasets;deployments;statefulsets,verbs=get
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the controller: migrations, and the pods they
+// create (labelled with their migration) wake it.
+func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
+	r.Options = r.Options.withDefaults()
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	podToMigration := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		name := o.GetLabels()[render.LabelMigration]
+		if name == "" {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
+	})
+	return builder.ControllerManagedBy(mgr).
+		For(&v1alpha1.StatefulMigration{}).
+		Watches(&corev1.Pod{}, podToMigration).
+		WithOptions(crcontroller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
+		Named("statefulmigration").
+		Complete(r)
+}
+
+// Reconcile fetches the migration, holds it with a finalizer, runs the
+// handler of its phase and writes status once, at the end.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res reconcile.Result, err error) {
+	m := &v1alpha1.StatefulMigration{}
+	if err := r.Get(ctx, req.NamespacedName, m); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if m.DeletionTimestamp.IsZero() && controllerutil.AddFinalizer(m, Finalizer) {
+		if err := r.Update(ctx, m); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	s := r.newScope(ctx, m)
+	defer s.close()
+	before := m.DeepCopy()
+	defer func() {
+		if perr := r.patchStatus(ctx, before, m); perr != nil && err == nil {
+			err = perr
+		}
+	}()
+	if !m.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, s)
+	}
+	return r.reconcileNormal(ctx, s)
+}
+
+func (r *Reconciler) patchStatus(ctx context.Context, before, m *v1alpha1.StatefulMigration) error {
+	if equality.Semantic.DeepEqual(before.Status, m.Status) {
+		return nil
+	}
+	m.Status.ObservedGeneration = m.Generation
+	err := r.Status().Patch(ctx, m, client.MergeFrom(before))
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("writing status: %w", err)
+	}
+	return nil
+}
+
+// phaseHandler observes, decides and acts for one phase. It returns when to
+// look again; it moves the phase on with s.enter and fails with s.fail.
+type phaseHandler func(ctx context.Context, s *scope) (reconcile.Result, error)
+
+func (r *Reconciler) handlers() map[v1alpha1.Phase]phaseHandler {
+	return map[v1alpha1.Phase]phaseHandler{
+		v1alpha1.PhasePending:       r.reconcilePending,
+		v1alpha1.PhaseCheckpointing: r.reconcileCheckpointing,
+		v1alpha1.PhaseTransferring:  r.reconcileTransferring,
+		v1alpha1.PhaseRestoring:     r.reconcileRestoring,
+		v1alpha1.PhaseReplaying:     r.reconcileReplaying,
+		v1alpha1.PhaseFinalizing:    r.reconcileFinalizing,
+	}
+}
+
+func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) (reconcile.Result, error) {
+	st := &s.m.Status
+	if st.Phase.IsFinal() {
+		return reconcile.Result{}, nil
+	}
+	if st.Phase == "" {
+		s.enter(v1alpha1.PhasePending)
+	}
+	if st.FailureReason != "" {
+		return r.rollback(ctx, s)
+	}
+	if s.m.Spec.Abort {
+		if res, done := r.handleAbort(s); done {
+			return res, nil
+		}
+	}
+	if res, failed := r.checkDeadlines(s); failed {
+		return res, nil
+	}
+	handle := r.handlers()[st.Phase]
+	res, err := handle(ctx, s)
+	if err != nil {
+		log.FromContext(ctx).Info("phase handler will retry", "phase", st.Phase, "error", err.Error())
+	}
+	return s.clampRequeue(res), err
+}

@@ -1,0 +1,156 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
+	"github.com/ms2m/ms2m/internal/render"
+)
+
+// rollback undoes a failed migration before it marks it Failed: target pod
+// deleted, broker topology put back, checkpoint files removed. The source
+// never stopped, so it serves as before. Past the point of no return there
+// is nothing to roll back to: the migration fails as it stands, saying so,
+// and keeps the replay topology the target may still need.
+func (r *Reconciler) rollback(ctx context.Context, s *scope) (reconcile.Result, error) {
+	st := &s.m.Status
+	if migration.PastPointOfNoReturn(st) {
+		s.condition(v1alpha1.ConditionRolledBack, metav1.ConditionFalse, "PastPointOfNoReturn",
+			"the source had already stopped; the target "+st.TargetPod+" was kept")
+		r.markFailed(s)
+		return reconcile.Result{}, nil
+	}
+	done, err := r.undo(ctx, s)
+	if err != nil || !done {
+		return s.poll(), err
+	}
+	s.done(v1alpha1.ConditionRolledBack, "target removed, broker topology restored; the source kept serving")
+	if st.Abort != nil && st.Abort.Outcome == v1alpha1.AbortPending {
+		st.Abort.Outcome, st.Abort.Message = v1alpha1.AbortSucceeded, "rolled back; the source kept serving"
+	}
+	r.markFailed(s)
+	return reconcile.Result{}, nil
+}
+
+// undo removes everything the migration created, in an order that keeps
+// the source's stream intact: the target goes first (it may be consuming the
+// replay queue), then the broker changes, then files on the nodes. It
+// reports whether all is gone.
+func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
+	st := &s.m.Status
+	target, err := r.targetPod(ctx, s.m)
+	if err != nil {
+		return false, err
+	}
+	if target != nil && target.Labels[render.LabelMigration] == s.m.Name {
+		if target.DeletionTimestamp.IsZero() {
+			uid := target.UID
+			if err := r.Delete(ctx, target, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
+				return false, err
+			}
+		}
+		return false, nil // wait until it is gone
+	}
+	if s.hasBroker() && st.Broker != nil && !s.isDone(v1alpha1.ConditionTopologyRestored) {
+		h, err := s.brokerSession(ctx)
+		if err != nil {
+			return false, err
+		}
+		if err := h.Teardown(ctx, st.Broker); err != nil {
+			return false, err
+		}
+		if st.TargetPod != "" && st.TargetPod != s.m.Spec.SourcePod {
+			if err := h.DeleteControlQueue(ctx, st.TargetPod); err != nil {
+				return false, err
+			}
+		}
+		s.done(v1alpha1.ConditionTopologyRestored, "broker topology as before the migration")
+	}
+	if st.Checkpoint != nil {
+		for _, node := range []string{st.SourceNode, st.TargetNode} {
+			if err := r.Agents.Cleanup(ctx, node, st.Checkpoint.ID); err != nil {
+				return false, fmt.Errorf("removing the checkpoint from %s: %w", node, err)
+			}
+		}
+	}
+	return true, r.deleteSavedTarget(ctx, s)
+}
+
+func (r *Reconciler) markFailed(s *scope) {
+	st := &s.m.Status
+	s.enter(v1alpha1.PhaseFailed)
+	s.condition(v1alpha1.ConditionProgressing, metav1.ConditionFalse, st.FailureReason, st.FailureMessage)
+	s.condition(v1alpha1.ConditionFailed, metav1.ConditionTrue, st.FailureReason, st.FailureMessage)
+	s.event(corev1.EventTypeWarning, string(v1alpha1.PhaseFailed), "Fail", "migration failed in %s (%s): %s", st.FailedPhase, st.FailureReason, st.FailureMessage)
+	observeCompletion(s.m)
+}
+
+// handleAbort answers spec.abort: before the point of no return the
+// migration rolls back; after it the abort is rejected and the migration
+// completes. It reports whether this reconcile is done.
+func (r *Reconciler) handleAbort(s *scope) (reconcile.Result, bool) {
+	st := &s.m.Status
+	if st.Abort == nil {
+		st.Abort = &v1alpha1.AbortStatus{RequestedAt: metav1.NewTime(s.now), Outcome: v1alpha1.AbortPending}
+		if migration.PastPointOfNoReturn(st) {
+			st.Abort.Outcome = v1alpha1.AbortRejected
+			st.Abort.Message = "too late: the source had already stopped and the target serves; the migration completes instead"
+			s.event(corev1.EventTypeWarning, "AbortRejected", "Abort", "%s", st.Abort.Message)
+			return reconcile.Result{}, false
+		}
+		s.event(corev1.EventTypeNormal, "AbortRequested", "Abort", "abort requested in phase %s: rolling back", st.Phase)
+	}
+	if st.Abort.Outcome == v1alpha1.AbortRejected {
+		return reconcile.Result{}, false
+	}
+	res, _ := s.fail(v1alpha1.ReasonAborted, "aborted by spec.abort in phase %s", st.Phase)
+	return res, true
+}
+
+// checkDeadlines fails a migration whose phase or total budget ran out.
+func (r *Reconciler) checkDeadlines(s *scope) (reconcile.Result, bool) {
+	if over, msg := migration.Overrun(&s.m.Spec, &s.m.Status, s.now); over {
+		res, _ := s.fail(v1alpha1.ReasonTimeout, "%s", msg)
+		return res, true
+	}
+	return reconcile.Result{}, false
+}
+
+// reconcileDelete treats deletion as an abort: a migration still able to
+// roll back does so; one past the point of no return finishes first (its
+// cutover also removes the replay topology). The finalizer goes once
+// nothing of the migration is left to undo.
+func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (reconcile.Result, error) {
+	if !controllerutil.ContainsFinalizer(s.m, Finalizer) {
+		return reconcile.Result{}, nil
+	}
+	st := &s.m.Status
+	if !st.Phase.IsFinal() && migration.PastPointOfNoReturn(st) && st.FailureReason == "" {
+		return r.reconcileNormal(ctx, s)
+	}
+	if !st.Phase.IsFinal() || st.Phase == v1alpha1.PhaseFailed {
+		if st.FailureReason == "" && !st.Phase.IsFinal() {
+			s.fail(v1alpha1.ReasonDeleted, "the StatefulMigration was deleted in phase %s", st.Phase) //nolint:errcheck // never errors
+		}
+		if !migration.PastPointOfNoReturn(st) {
+			done, err := r.undo(ctx, s)
+			if err != nil || !done {
+				return s.poll(), err
+			}
+		}
+	}
+	controllerutil.RemoveFinalizer(s.m, Finalizer)
+	if err := r.Update(ctx, s.m); err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, nil
+}

@@ -1,0 +1,136 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/broker"
+	"github.com/ms2m/ms2m/internal/migration"
+)
+
+// scope is one reconcile of one migration: the object, "now" (read once, so
+// every decision of the reconcile sees the same time) and the migration's
+// own broker session, opened on first use and closed at the end.
+type scope struct {
+	r   *Reconciler
+	m   *v1alpha1.StatefulMigration
+	now time.Time
+	id  string
+
+	handoff broker.Handoff
+}
+
+func (r *Reconciler) newScope(_ context.Context, m *v1alpha1.StatefulMigration) *scope {
+	return &scope{r: r, m: m, now: r.Clock.Now(), id: migration.MigrationID(m.Name, string(m.UID))}
+}
+
+func (s *scope) close() {
+	if s.handoff != nil {
+		_ = s.handoff.Close()
+	}
+}
+
+// enter moves to phase p, with an Event and the Progressing condition.
+func (s *scope) enter(p v1alpha1.Phase) {
+	st := &s.m.Status
+	if st.Phase == p {
+		return
+	}
+	from := st.Phase
+	migration.EnterPhase(st, p, s.now)
+	observePhaseTransition(s.m, from)
+	if p.IsFinal() {
+		return
+	}
+	s.condition(v1alpha1.ConditionProgressing, metav1.ConditionTrue, v1alpha1.ReasonPhaseEntered, "phase "+string(p))
+	if p != v1alpha1.PhasePending {
+		s.event(corev1.EventTypeNormal, string(p), "Phase", "entered phase %s", p)
+	}
+}
+
+// condition records a condition on the migration.
+func (s *scope) condition(typ string, status metav1.ConditionStatus, reason, msg string) {
+	migration.SetCondition(&s.m.Status, s.m.Generation, typ, status, reason, msg, s.now)
+}
+
+// done records that a step has happened.
+func (s *scope) done(typ, msg string) {
+	s.condition(typ, metav1.ConditionTrue, v1alpha1.ReasonDone, msg)
+}
+
+func (s *scope) isDone(typ string) bool { return migration.IsTrue(&s.m.Status, typ) }
+
+// fail records why the migration cannot go on; the next reconcile rolls it
+// back (or, past the point of no return, stops it) and only then marks it
+// Failed.
+func (s *scope) fail(reason, format string, args ...any) (reconcile.Result, error) {
+	st := &s.m.Status
+	if st.FailureReason != "" {
+		return next(), nil
+	}
+	msg := fmt.Sprintf(format, args...)
+	st.FailureReason, st.FailureMessage, st.FailedPhase = reason, msg, st.Phase
+	s.condition(v1alpha1.ConditionProgressing, metav1.ConditionFalse, reason, "rolling back: "+msg)
+	s.event(corev1.EventTypeWarning, reason, "Fail", "%s", msg)
+	log.FromContext(context.Background()).Info("migration failed", "migration", s.m.Name, "reason", reason, "message", msg)
+	return next(), nil
+}
+
+func (s *scope) event(eventType, reason, action, format string, args ...any) {
+	if s.r.Recorder != nil {
+		s.r.Recorder.Eventf(s.m, nil, eventType, reason, action, format, args...)
+	}
+}
+
+// poll asks to look again after the controller's poll interval.
+func (s *scope) poll() reconcile.Result { return reconcile.Result{RequeueAfter: s.r.Options.Poll} }
+
+// next asks to continue at once with the phase just entered.
+func next() reconcile.Result { return reconcile.Result{RequeueAfter: time.Millisecond} }
+
+// clampRequeue makes sure a waiting migration wakes up in time to notice
+// its own timeout.
+func (s *scope) clampRequeue(res reconcile.Result) reconcile.Result {
+	if s.m.Status.Phase.IsFinal() {
+		return res
+	}
+	d := migration.NextDeadline(&s.m.Spec, &s.m.Status, s.now) + 10*time.Millisecond
+	if res.RequeueAfter == 0 || res.RequeueAfter > d {
+		res.RequeueAfter = d
+	}
+	return res
+}
+
+// brokerSession opens this migration's broker session.
+func (s *scope) brokerSession(ctx context.Context) (broker.Handoff, error) {
+	if s.handoff != nil {
+		return s.handoff, nil
+	}
+	stream, err := s.r.resolveStream(ctx, s.m)
+	if err != nil {
+		return nil, err
+	}
+	h, err := s.r.DialBroker(ctx, stream, s.id)
+	if err != nil {
+		return nil, err
+	}
+	s.handoff = h
+	return h, nil
+}
+
+// brokerRecord is where the broker session notes what it changed.
+func (s *scope) brokerRecord() *v1alpha1.BrokerStatus {
+	if s.m.Status.Broker == nil {
+		s.m.Status.Broker = &v1alpha1.BrokerStatus{}
+	}
+	return s.m.Status.Broker
+}
+
+func (s *scope) hasBroker() bool { return s.m.Spec.MessageQueueConfig != nil }

@@ -1,0 +1,71 @@
+package render
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func sourcePod() *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "consumer-0", Namespace: "shop",
+			Labels:      map[string]string{"app": "consumer", "controller-revision-hash": "abc", "statefulset.kubernetes.io/pod-name": "consumer-0"},
+			Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: "{}", "team": "a"}},
+		Spec: corev1.PodSpec{
+			NodeName: "node-a", Hostname: "consumer-0", Subdomain: "consumer", RestartPolicy: corev1.RestartPolicyAlways,
+			Containers: []corev1.Container{
+				{Name: "app", Image: "registry/consumer:1", VolumeMounts: []corev1.VolumeMount{
+					{Name: "kube-api-access-x1y2z", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"},
+					{Name: "podinfo", MountPath: "/etc/podinfo"}}},
+				{Name: "sidecar", Image: "registry/sidecar:1"},
+			},
+			Volumes: []corev1.Volume{
+				{Name: "kube-api-access-x1y2z", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{}}},
+				{Name: "podinfo", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{}}},
+			},
+		},
+	}
+}
+
+func TestTargetPodShadow(t *testing.T) {
+	src := sourcePod()
+	p := TargetPod{Source: src, Name: "consumer-0-shadow", Node: "node-b", Image: "reg/ckpt@sha256:1", Container: "app", Migration: "m1"}.Build()
+	if p.Name != "consumer-0-shadow" || p.Namespace != "shop" || p.Spec.NodeName != "node-b" {
+		t.Fatalf("identity/placement wrong: %s/%s on %s", p.Namespace, p.Name, p.Spec.NodeName)
+	}
+	if p.Labels["controller-revision-hash"] != "" || p.Labels["statefulset.kubernetes.io/pod-name"] != "" {
+		t.Errorf("owner labels copied: %v", p.Labels)
+	}
+	if p.Labels["app"] != "consumer" || p.Labels[LabelMigration] != "m1" || p.Labels[LabelRole] != RoleTarget {
+		t.Errorf("labels %v", p.Labels)
+	}
+	if _, ok := p.Annotations[corev1.LastAppliedConfigAnnotation]; ok || p.Annotations["team"] != "a" || p.Annotations[AnnotationRestoredFrom] != "consumer-0" {
+		t.Errorf("annotations %v", p.Annotations)
+	}
+	if p.Spec.Hostname != "" || p.Spec.Subdomain != "" {
+		t.Errorf("a shadow must not claim the source's DNS identity")
+	}
+	if p.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("restart policy %s: a restored container must not be re-restored silently", p.Spec.RestartPolicy)
+	}
+	if p.Spec.Containers[0].Image != "reg/ckpt@sha256:1" || p.Spec.Containers[1].Image != "registry/sidecar:1" {
+		t.Errorf("images %s, %s", p.Spec.Containers[0].Image, p.Spec.Containers[1].Image)
+	}
+	if len(p.Spec.Volumes) != 1 || p.Spec.Volumes[0].Name != "podinfo" || len(p.Spec.Containers[0].VolumeMounts) != 1 {
+		t.Errorf("service account volume not dropped: %+v / %+v", p.Spec.Volumes, p.Spec.Containers[0].VolumeMounts)
+	}
+	if !hasGate(p.Spec.ReadinessGates, CutoverGate) {
+		t.Errorf("no cutover readiness gate")
+	}
+	if src.Spec.Containers[0].Image != "registry/consumer:1" || len(src.Spec.Volumes) != 2 {
+		t.Errorf("the source pod was modified")
+	}
+}
+
+func TestTargetPodKeepsIdentityWhenSequential(t *testing.T) {
+	p := TargetPod{Source: sourcePod(), Name: "consumer-0", Node: "node-b", Image: "i", Container: "app", KeepIdentity: true}.Build()
+	if p.Spec.Hostname != "consumer-0" || p.Spec.Subdomain != "consumer" {
+		t.Errorf("sequential target lost hostname/subdomain")
+	}
+}

@@ -1,0 +1,73 @@
+package brokertest
+
+import (
+	"testing"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/sdk/control"
+)
+
+func runControl(t *testing.T, env Env) {
+	t.Run("StartThenEnd", func(t *testing.T) {
+		t.Parallel()
+		s := env.NewStream(t)
+		before := env.Snapshot(t, s)
+		h := dial(t, env, s, migrationID(s, "c"))
+		pod := podName(s, "target")
+		var rec v1alpha1.BrokerStatus
+		must(t, "Prepare", h.Prepare(ctx(t), &rec))
+		must(t, "StartReplay", h.StartReplay(ctx(t), pod, &rec))
+		must(t, "EndReplay", h.EndReplay(ctx(t), pod, &rec))
+		if rec.ControlQueue != control.QueueName(pod) {
+			t.Errorf("recorded control queue %q, want %q", rec.ControlQueue, control.QueueName(pod))
+		}
+
+		got := env.Receive(t, s, control.QueueName(pod), 2)
+		var types []string
+		for _, body := range got {
+			m, err := control.Decode([]byte(body))
+			if err != nil {
+				t.Fatalf("control message %s: %v", body, err)
+			}
+			types = append(types, m.Type)
+			if m.Type != control.StartReplay {
+				continue
+			}
+			if p, _ := m.Replay(); p.Queue != rec.ReplayQueue {
+				t.Errorf("START_REPLAY names queue %q, want the replay queue %q", p.Queue, rec.ReplayQueue)
+			}
+		}
+		if len(types) != 2 || types[0] != control.StartReplay || types[1] != control.EndReplay {
+			t.Errorf("control messages %q, want START_REPLAY then END_REPLAY", types)
+		}
+
+		// the control queue was made for the migration: teardown takes it
+		must(t, "Teardown", h.Teardown(ctx(t), &rec))
+		wantSameTopology(t, "after Teardown", before, env.Snapshot(t, s))
+	})
+
+	t.Run("StartBeforePrepare", func(t *testing.T) {
+		t.Parallel()
+		s := env.NewStream(t)
+		err := dial(t, env, s, migrationID(s, "c")).StartReplay(ctx(t), podName(s, "target"), &v1alpha1.BrokerStatus{})
+		if err == nil {
+			t.Fatal("StartReplay without a replay queue succeeded")
+		}
+	})
+
+	t.Run("DeleteControlQueue", func(t *testing.T) {
+		t.Parallel()
+		s := env.NewStream(t)
+		h := dial(t, env, s, migrationID(s, "c"))
+		pod := podName(s, "target")
+		var rec v1alpha1.BrokerStatus
+		must(t, "Prepare", h.Prepare(ctx(t), &rec))
+		prepared := env.Snapshot(t, s)
+		must(t, "StartReplay", h.StartReplay(ctx(t), pod, &rec))
+		must(t, "DeleteControlQueue", h.DeleteControlQueue(ctx(t), pod))
+		wantSameTopology(t, "after DeleteControlQueue", prepared, env.Snapshot(t, s))
+		must(t, "DeleteControlQueue again", h.DeleteControlQueue(ctx(t), pod))
+		must(t, "DeleteControlQueue of a pod that never had one", h.DeleteControlQueue(ctx(t), podName(s, "never")))
+		must(t, "Teardown", h.Teardown(ctx(t), &rec))
+	})
+}

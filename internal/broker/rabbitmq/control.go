@@ -1,0 +1,129 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/broker"
+	"github.com/ms2m/ms2m/sdk/control"
+)
+
+// StartReplay tells targetPod to consume the replay queue. A repeated call
+// sends the message again: workloads treat a repeated START_REPLAY for the
+// same queue as one.
+func (h *handoff) StartReplay(ctx context.Context, targetPod string, rec *v1alpha1.BrokerStatus) error {
+	if rec == nil || rec.ReplayQueue == "" {
+		return &broker.Error{Reason: v1alpha1.ReasonReplayFailed, Err: errors.New("no replay queue recorded: StartReplay before Prepare")}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.send(ctx, targetPod, rec, control.NewStartReplay(rec.ReplayQueue))
+}
+
+// EndReplay tells targetPod to finish the replay queue and go on with its
+// own.
+func (h *handoff) EndReplay(ctx context.Context, targetPod string, rec *v1alpha1.BrokerStatus) error {
+	if rec == nil {
+		return errors.New("rabbitmq: EndReplay needs a record")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.send(ctx, targetPod, rec, control.NewEndReplay())
+}
+
+// send publishes m to pod's control queue and returns once the broker has
+// it on disk (publisher confirm). The queue is declared durable without
+// arguments, as MS2M workloads declare it: other arguments would make
+// RabbitMQ refuse one of the two declarations.
+func (h *handoff) send(ctx context.Context, pod string, rec *v1alpha1.BrokerStatus, m control.Message) error {
+	q := control.QueueName(pod)
+	rec.ControlQueue = q
+	exists, err := h.queueExists(ctx, q)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		// only a queue the migration created is the migration's to delete
+		broker.NoteDeclaredQueue(rec, q)
+	}
+	err = h.sess.do(ctx, func(ch *amqp.Channel) error {
+		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+			return err
+		}
+		if err := ch.Confirm(false); err != nil {
+			return err
+		}
+		returns := ch.NotifyReturn(make(chan amqp.Return, 1))
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, true, false, amqp.Publishing{
+			ContentType:  "application/json",
+			DeliveryMode: amqp.Persistent,
+			Timestamp:    time.Now(),
+			Body:         m.Encode(),
+		})
+		if err != nil {
+			return err
+		}
+		acked, err := dc.WaitContext(ctx)
+		switch {
+		case err != nil:
+			return err
+		case !acked:
+			return errors.New("the broker refused the message (nack)")
+		}
+		// RabbitMQ returns an unroutable mandatory message before it acks it
+		select {
+		case r := <-returns:
+			return fmt.Errorf("the queue vanished before the message reached it: %s", r.ReplyText)
+		default:
+			return nil
+		}
+	})
+	return classify(err, fmt.Sprintf("sending %s to %q", m.Type, q))
+}
+
+func (h *handoff) queueExists(ctx context.Context, q string) (bool, error) {
+	err := h.sess.do(ctx, func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
+		return err
+	})
+	if isNotFound(err) {
+		return false, nil
+	}
+	return err == nil, classify(err, fmt.Sprintf("looking up queue %q", q))
+}
+
+// DeleteControlQueue deletes pod's control queue unless something still
+// consumes it; that refusal is retryable, as a gone pod's connection can
+// take a heartbeat to close.
+func (h *handoff) DeleteControlQueue(ctx context.Context, pod string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	q := control.QueueName(pod)
+	inUse, err := h.deleteQueue(ctx, q, true)
+	if err == nil && inUse {
+		return &broker.Error{Reason: v1alpha1.ReasonBrokerTopology, Retryable: true,
+			Err: fmt.Errorf("control queue %q still has consumers: pod %s (or a pod of the same name) is connected", q, pod)}
+	}
+	return err
+}
+
+// deleteQueue deletes q, only when nothing consumes it if ifUnused; a
+// missing queue is deleted already.
+func (h *handoff) deleteQueue(ctx context.Context, q string, ifUnused bool) (inUse bool, err error) {
+	err = h.sess.do(ctx, func(ch *amqp.Channel) error {
+		_, err := ch.QueueDelete(q, ifUnused, false, false)
+		return err
+	})
+	switch {
+	case isNotFound(err):
+		return false, nil
+	case ifUnused && isInUse(err):
+		return true, nil
+	}
+	return false, classify(err, fmt.Sprintf("deleting queue %q", q))
+}

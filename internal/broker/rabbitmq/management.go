@@ -1,0 +1,160 @@
+package rabbitmq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	managementTimeout = 5 * time.Second
+	// managementRetry spaces attempts once the API failed, so that a
+	// blackholed API does not add its timeout to every Progress poll.
+	managementRetry = 15 * time.Second
+	// maxManagementBody bounds a response (a queue with many consumers
+	// lists each of them).
+	maxManagementBody = 16 << 20
+)
+
+// management is a minimal client of the RabbitMQ management HTTP API. Its
+// failures never fail a call: they leave it "unavailable", which the
+// handoff reports through Degraded, and the callers do without.
+type management struct {
+	base   *url.URL
+	vhost  string
+	client *http.Client
+
+	mu      sync.Mutex
+	err     error
+	retryAt time.Time
+}
+
+func newManagement(cfg config) *management {
+	return &management{base: cfg.mgmt, vhost: cfg.uri.Vhost, client: &http.Client{Timeout: managementTimeout}}
+}
+
+func (m *management) unavailable() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// get decodes GET /api/<path...> into out; each path segment is escaped,
+// so the default vhost "/" becomes %2F. found is false on 404.
+func (m *management) get(ctx context.Context, out any, path ...string) (found bool, err error) {
+	m.mu.Lock()
+	if m.err != nil && time.Now().Before(m.retryAt) {
+		err := m.err
+		m.mu.Unlock()
+		return false, err
+	}
+	m.mu.Unlock()
+
+	found, err = m.fetch(ctx, out, path)
+	if ctx.Err() != nil {
+		// the caller gave up; that says nothing about the API
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.err = fmt.Errorf("management API %s unavailable: %w", m.base.Redacted(), err)
+		m.retryAt = time.Now().Add(managementRetry)
+		return false, m.err
+	}
+	m.err = nil
+	return found, nil
+}
+
+func (m *management) fetch(ctx context.Context, out any, path []string) (bool, error) {
+	segs := make([]string, len(path))
+	for i, p := range path {
+		segs[i] = url.PathEscape(p)
+	}
+	u := *m.base
+	u.User = nil
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String()+"/api/"+strings.Join(segs, "/"), nil)
+	if err != nil {
+		return false, err
+	}
+	pass, _ := m.base.User.Password()
+	req.SetBasicAuth(m.base.User.Username(), pass)
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	body := io.LimitReader(resp.Body, maxManagementBody)
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return false, nil
+	case resp.StatusCode == http.StatusUnauthorized:
+		return false, errors.New("credentials refused (the user needs the management or monitoring tag)")
+	case resp.StatusCode != http.StatusOK:
+		msg, _ := io.ReadAll(io.LimitReader(body, 512))
+		return false, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))
+	}
+	if err := json.NewDecoder(body).Decode(out); err != nil {
+		return false, fmt.Errorf("decoding the response: %w", err)
+	}
+	return true, nil
+}
+
+type mgmtBinding struct {
+	RoutingKey string `json:"routing_key"`
+}
+
+// bindings lists the bindings from exchange to queue and the exchange's
+// type; ok is false when the API cannot tell.
+func (m *management) bindings(ctx context.Context, exchange, queue string) (kind string, keys []string, ok bool) {
+	var ex struct {
+		Type string `json:"type"`
+	}
+	if found, err := m.get(ctx, &ex, "exchanges", m.vhost, exchange); err != nil || !found {
+		return "", nil, false
+	}
+	var bs []mgmtBinding
+	if _, err := m.get(ctx, &bs, "bindings", m.vhost, "e", exchange, "q", queue); err != nil {
+		return "", nil, false
+	}
+	for _, b := range bs {
+		keys = append(keys, b.RoutingKey)
+	}
+	return ex.Type, keys, true
+}
+
+type mgmtQueue struct {
+	Unacked   int64 `json:"messages_unacknowledged"`
+	Consumers []struct {
+		// channel_details is [] rather than an object once the channel is
+		// gone, hence raw
+		Channel json.RawMessage `json:"channel_details"`
+	} `json:"consumer_details"`
+}
+
+// queue returns a queue's unacked count and its consumers' addresses
+// (sorted, each once); ok is false when the API cannot tell.
+func (m *management) queue(ctx context.Context, name string) (unacked int64, peers []string, ok bool) {
+	var q mgmtQueue
+	if found, err := m.get(ctx, &q, "queues", m.vhost, name); err != nil || !found {
+		return 0, nil, false
+	}
+	for _, c := range q.Consumers {
+		var ch struct {
+			PeerHost string `json:"peer_host"`
+		}
+		if json.Unmarshal(c.Channel, &ch) == nil && ch.PeerHost != "" && !slices.Contains(peers, ch.PeerHost) {
+			peers = append(peers, ch.PeerHost)
+		}
+	}
+	slices.Sort(peers)
+	return q.Unacked, peers, true
+}

@@ -201,26 +201,38 @@ type SecretReference struct {
 type MigrationTimeouts struct {
 	// Total bounds the whole migration (default 20m).
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
 	Total *metav1.Duration `json:"total,omitempty"`
 	// Checkpoint bounds Checkpointing (default 2m).
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
 	Checkpoint *metav1.Duration `json:"checkpoint,omitempty"`
 	// Transfer bounds Transferring (default 5m).
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
 	Transfer *metav1.Duration `json:"transfer,omitempty"`
 	// Restore bounds Restoring (default 3m).
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
 	Restore *metav1.Duration `json:"restore,omitempty"`
 	// Replay bounds Replaying (default 10m).
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
 	Replay *metav1.Duration `json:"replay,omitempty"`
 	// Finalize bounds Finalizing (default 3m).
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
 	Finalize *metav1.Duration `json:"finalize,omitempty"`
 }
@@ -480,7 +492,7 @@ type AbortStatus struct {
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.totalDuration`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.failureReason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (self.spec.sourcePod == oldSelf.spec.sourcePod && self.spec.?containerName == oldSelf.spec.?containerName && self.spec.?targetNode == oldSelf.spec.?targetNode && self.spec.?checkpointImageRepository == oldSelf.spec.?checkpointImageRepository && self.spec.?replayCutoffSeconds == oldSelf.spec.?replayCutoffSeconds && self.spec.?replayMode == oldSelf.spec.?replayMode && self.spec.?messageQueueConfig == oldSelf.spec.?messageQueueConfig && self.spec.?migrationStrategy == oldSelf.spec.?migrationStrategy && self.spec.?transferMode == oldSelf.spec.?transferMode && self.spec.?identitySwapMode == oldSelf.spec.?identitySwapMode && self.spec.?timeouts == oldSelf.spec.?timeouts)",message="spec is immutable once the migration has started; only spec.abort may still change (create a new StatefulMigration to migrate differently)"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (self.spec.sourcePod == oldSelf.spec.sourcePod && has(self.spec.containerName) == has(oldSelf.spec.containerName) && (!has(self.spec.containerName) || self.spec.containerName == oldSelf.spec.containerName) && has(self.spec.targetNode) == has(oldSelf.spec.targetNode) && (!has(self.spec.targetNode) || self.spec.targetNode == oldSelf.spec.targetNode) && has(self.spec.checkpointImageRepository) == has(oldSelf.spec.checkpointImageRepository) && (!has(self.spec.checkpointImageRepository) || self.spec.checkpointImageRepository == oldSelf.spec.checkpointImageRepository) && has(self.spec.replayCutoffSeconds) == has(oldSelf.spec.replayCutoffSeconds) && (!has(self.spec.replayCutoffSeconds) || self.spec.replayCutoffSeconds == oldSelf.spec.replayCutoffSeconds) && has(self.spec.replayMode) == has(oldSelf.spec.replayMode) && (!has(self.spec.replayMode) || self.spec.replayMode == oldSelf.spec.replayMode) && has(self.spec.migrationStrategy) == has(oldSelf.spec.migrationStrategy) && (!has(self.spec.migrationStrategy) || self.spec.migrationStrategy == oldSelf.spec.migrationStrategy) && has(self.spec.transferMode) == has(oldSelf.spec.transferMode) && (!has(self.spec.transferMode) || self.spec.transferMode == oldSelf.spec.transferMode) && has(self.spec.identitySwapMode) == has(oldSelf.spec.identitySwapMode) && (!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == oldSelf.spec.identitySwapMode) && has(self.spec.messageQueueConfig) == has(oldSelf.spec.messageQueueConfig) && (!has(self.spec.messageQueueConfig) || self.spec.messageQueueConfig == oldSelf.spec.messageQueueConfig) && has(self.spec.timeouts) == has(oldSelf.spec.timeouts) && (!has(self.spec.timeouts) || self.spec.timeouts == oldSelf.spec.timeouts))",message="spec is immutable once the migration has started; only spec.abort may still change (create a new StatefulMigration to migrate differently)"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == 'None' || !has(self.spec.migrationStrategy) || self.spec.migrationStrategy != 'Sequential'",message="spec.identitySwapMode applies to ShadowPod migrations only: a Sequential migration already keeps the StatefulSet identity; drop identitySwapMode or use migrationStrategy ShadowPod"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == 'None' || has(self.spec.messageQueueConfig)",message="spec.identitySwapMode needs spec.messageQueueConfig: the identity swap fences the message stream on the broker"
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it names the migration's broker queues and pod labels"

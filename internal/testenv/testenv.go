@@ -40,3 +40,14 @@ func require(t testing.TB, env, how string) string {
 	}
 	return v
 }
+
+// ShortFlag reports -short from TestMain, before testing.Short may be
+// called.
+func ShortFlag() bool {
+	for _, a := range os.Args[1:] {
+		if a == "-test.short" || a == "-test.short=true" {
+			return true
+		}
+	}
+	return false
+}

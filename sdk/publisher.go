@@ -118,6 +118,10 @@ func (p *Publisher) Publish(ctx context.Context, body []byte) (int64, error) {
 	if p.closed {
 		return 0, errors.New("sdk: publisher closed")
 	}
+	// Before a sequence number is taken: a number taken is published.
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	p.reap()
 	for len(p.pending) >= p.cfg.Window {
 		if err := p.settleOldest(ctx); err != nil {
@@ -127,7 +131,7 @@ func (p *Publisher) Publish(ctx context.Context, body []byte) (int64, error) {
 	o := &outgoing{seq: p.next, body: body}
 	p.next++
 	p.pending = append(p.pending, o)
-	if p.ch == nil || p.send(ctx, o) != nil {
+	if p.ch == nil || p.send(o) != nil {
 		if err := p.recover(ctx); err != nil {
 			return o.seq, err
 		}
@@ -164,8 +168,10 @@ func (p *Publisher) Close() error {
 	return nil
 }
 
-func (p *Publisher) send(ctx context.Context, o *outgoing) error {
-	dc, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, p.cfg.Exchange, p.cfg.RoutingKey, true, false,
+// send fails only with the channel; pending messages are then sent again
+// from the first, so none can overtake another.
+func (p *Publisher) send(o *outgoing) error {
+	dc, err := p.ch.PublishWithDeferredConfirm(p.cfg.Exchange, p.cfg.RoutingKey, true, false,
 		amqp.Publishing{
 			Headers:      amqp.Table{SeqHeader: o.seq},
 			DeliveryMode: amqp.Persistent,
@@ -233,7 +239,7 @@ func (p *Publisher) recover(ctx context.Context) error {
 		err := p.connect()
 		if err == nil {
 			for _, o := range p.pending {
-				if err = p.send(ctx, o); err != nil {
+				if err = p.send(o); err != nil {
 					break
 				}
 			}

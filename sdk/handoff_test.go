@@ -1,0 +1,86 @@
+package sdk_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/ms2m/ms2m/sdk"
+	"github.com/ms2m/ms2m/sdk/control"
+	"github.com/ms2m/ms2m/sdk/sdktest"
+)
+
+// A whole ShadowPod handoff with the node side played in-process: the
+// "checkpoint" is a Snapshot of the source, the "restore" a consumer built
+// from it in another pod. Every confirmed message must be applied exactly
+// once across the two, in order, and the target's digest must equal the
+// producer's reference.
+func TestHandoffExactlyOnce(t *testing.T) {
+	b := broker(t)
+	ex, key := b.Name("orders"), "orders"
+	primary, replay := b.Name("orders"), b.Name("orders.replay")
+	podA, podB := b.Name("consumer-0"), b.Name("consumer-0-target")
+	b.Exchange(t, ex)
+	b.Queue(t, primary)
+	b.Bind(t, primary, ex, key)
+	b.DeleteAtCleanup(t, control.QueueName(podA))
+	b.DeleteAtCleanup(t, control.QueueName(podB))
+
+	var appA, appB recorder
+	a := start(t, sdk.Config{URL: b.URL, Queue: primary, Handler: appA.handle,
+		Identity: identity(t, t.TempDir(), "uid-a", podA)})
+	p := startProducer(t, b.URL, ex, key, "", 100)
+	sdktest.Eventually(t, 10*time.Second, "source applying", func() bool { return a.Snapshot().LastSeq >= 30 })
+
+	// Prepare: the replay queue is bound before the checkpoint and the
+	// source has applied past its first message, so it holds everything
+	// after the checkpoint (and some of what came before).
+	b.Queue(t, replay)
+	b.Bind(t, replay, ex, key)
+	bound := p.lastConfirmed()
+	sdktest.Eventually(t, 10*time.Second, "source past the bind", func() bool { return a.Snapshot().LastSeq >= bound+10 })
+
+	snap := a.Snapshot() // the checkpoint
+	t.Logf("checkpoint at seq %d (replay queue bound after seq %d)", snap.LastSeq, bound)
+	tgt := start(t, sdk.Config{URL: b.URL, Queue: primary, Handler: appB.handle, Restore: &snap,
+		Identity: identity(t, t.TempDir(), "uid-b", podB)})
+
+	sdktest.Eventually(t, 10*time.Second, "target on its control queue", func() bool {
+		return b.Inspect(t, control.QueueName(podB)).Consumers == 1
+	})
+	time.Sleep(500 * time.Millisecond) // 50 messages' worth of chances to misbehave
+	if q := b.Inspect(t, primary); q.Consumers != 1 {
+		t.Fatalf("primary queue has %d consumers while the target awaits replay, want the source only", q.Consumers)
+	}
+	if k := tgt.Counters(); k.Applied != 0 || tgt.Mode() != sdk.AwaitingReplay {
+		t.Fatalf("target before START_REPLAY: mode %s, applied %d", tgt.Mode(), k.Applied)
+	}
+
+	b.SendControl(t, podB, control.NewStartReplay(replay))
+	sdktest.Eventually(t, 10*time.Second, "target replaying", func() bool {
+		return tgt.Mode() == sdk.Replaying && tgt.Counters().Replayed > 0
+	})
+
+	a.stop() // the source goes; what it left unacked returns to the primary queue
+	b.Unbind(t, replay, ex, key)
+	sdktest.Eventually(t, 10*time.Second, "replay queue drained", func() bool { return b.Inspect(t, replay).Ready == 0 })
+	if q := b.Inspect(t, primary); q.Consumers != 0 {
+		t.Fatalf("primary queue has %d consumers during the replay, want none", q.Consumers)
+	}
+
+	b.SendControl(t, podB, control.NewEndReplay())
+	sdktest.Eventually(t, 10*time.Second, "target on the primary queue", func() bool {
+		return tgt.Mode() == sdk.Primary && b.Inspect(t, primary).Consumers == 1
+	})
+	time.Sleep(500 * time.Millisecond)
+
+	n, ref := p.stop(t)
+	sdktest.Eventually(t, 10*time.Second, "target caught up", func() bool { return tgt.Snapshot().LastSeq >= n })
+	time.Sleep(200 * time.Millisecond) // anything applied twice would show now
+
+	expectRun(t, "source up to the checkpoint", appA.applied()[:min(int64(len(appA.applied())), snap.LastSeq)], 1, snap.LastSeq)
+	expectRun(t, "target", appB.applied(), snap.LastSeq+1, n)
+	expectExactlyOnce(t, "target", tgt.Consumer, n, ref)
+	if k := tgt.Counters(); k.Duplicates == 0 || k.Replayed == 0 {
+		t.Errorf("the handoff exercised no de-duplication or no replay: %+v", k)
+	}
+}

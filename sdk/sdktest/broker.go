@@ -1,0 +1,148 @@
+// Package sdktest helps tests of migration-aware workloads drive a real
+// RabbitMQ the way the ms2m controller does: declare and bind queues, send
+// control messages, read queue depths, and kill connections from the broker
+// side. It never fakes the broker.
+package sdktest
+
+import (
+	"crypto/rand"
+	"errors"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/ms2m/ms2m/sdk/control"
+)
+
+// Broker is a test's administrative connection to a real RabbitMQ.
+type Broker struct {
+	URL, ManagementURL string
+	conn               *amqp.Connection
+	suffix             string
+}
+
+// Dial connects to url (management API at mgmtURL, may be empty when the
+// test kills no connection) and closes the connection when the test ends.
+func Dial(t testing.TB, url, mgmtURL string) *Broker {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return &Broker{URL: url, ManagementURL: mgmtURL, conn: conn, suffix: hex.EncodeToString(b)}
+}
+
+// Name is unique to this Broker value: tests sharing a broker never collide.
+func (b *Broker) Name(base string) string { return base + "-" + b.suffix }
+
+// do runs fn on a fresh channel: a channel error (404, 406) closes only it.
+func (b *Broker) do(t testing.TB, what string, fn func(ch *amqp.Channel) error) {
+	t.Helper()
+	ch, err := b.conn.Channel()
+	if err != nil {
+		t.Fatalf("%s: channel: %v", what, err)
+	}
+	defer func() { _ = ch.Close() }()
+	if err := fn(ch); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Exchange declares a direct exchange, deleted when the test ends.
+func (b *Broker) Exchange(t testing.TB, name string) {
+	t.Helper()
+	b.do(t, "declare exchange "+name, func(ch *amqp.Channel) error {
+		return ch.ExchangeDeclare(name, amqp.ExchangeDirect, true, false, false, false, nil)
+	})
+	t.Cleanup(func() {
+		if ch, err := b.conn.Channel(); err == nil {
+			_ = ch.ExchangeDelete(name, false, false)
+			_ = ch.Close()
+		}
+	})
+}
+
+// Queue declares a durable queue without arguments (as the SDK and the
+// controller do), deleted when the test ends.
+func (b *Broker) Queue(t testing.TB, name string) {
+	t.Helper()
+	b.do(t, "declare queue "+name, func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(name, true, false, false, false, nil)
+		return err
+	})
+	b.DeleteAtCleanup(t, name)
+}
+
+// DeleteAtCleanup deletes a queue someone else declares (a control queue).
+func (b *Broker) DeleteAtCleanup(t testing.TB, queue string) {
+	t.Cleanup(func() {
+		if ch, err := b.conn.Channel(); err == nil {
+			_, _ = ch.QueueDelete(queue, false, false, false)
+			_ = ch.Close()
+		}
+	})
+}
+
+// Bind binds queue to exchange with key.
+func (b *Broker) Bind(t testing.TB, queue, exchange, key string) {
+	t.Helper()
+	b.do(t, "bind "+queue, func(ch *amqp.Channel) error { return ch.QueueBind(queue, key, exchange, false, nil) })
+}
+
+// Unbind removes that binding.
+func (b *Broker) Unbind(t testing.TB, queue, exchange, key string) {
+	t.Helper()
+	b.do(t, "unbind "+queue, func(ch *amqp.Channel) error { return ch.QueueUnbind(queue, key, exchange, nil) })
+}
+
+// QueueState is a queue's ready messages and consumers, exact at the moment
+// of asking (a passive declare; the management API lags by seconds).
+type QueueState struct {
+	Ready, Consumers int
+	// Missing: the queue does not exist.
+	Missing bool
+}
+
+// Inspect reads a queue's state.
+func (b *Broker) Inspect(t testing.TB, queue string) QueueState {
+	t.Helper()
+	var q amqp.Queue
+	var missing bool
+	b.do(t, "inspect "+queue, func(ch *amqp.Channel) (err error) {
+		q, err = ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+			missing, err = true, nil
+		}
+		return err
+	})
+	return QueueState{Ready: q.Messages, Consumers: q.Consumers, Missing: missing}
+}
+
+// SendControl publishes a control message to a pod's control queue the way
+// the controller does (default exchange, persistent).
+func (b *Broker) SendControl(t testing.TB, pod string, m control.Message) {
+	t.Helper()
+	b.do(t, "send "+m.Type, func(ch *amqp.Channel) error {
+		return ch.Publish("", control.QueueName(pod), false, false, amqp.Publishing{
+			ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: m.Encode()})
+	})
+}
+
+// Eventually polls cond every 20 ms until it holds, failing the test after
+// timeout.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

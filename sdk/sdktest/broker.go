@@ -6,8 +6,8 @@ package sdktest
 
 import (
 	"crypto/rand"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"testing"
 	"time"
 

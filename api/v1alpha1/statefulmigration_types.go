@@ -254,13 +254,14 @@ type StatefulMigrationStatus struct {
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// StartTime is when the migration left Pending.
+	// StartTime is when the controller took the migration up.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
 	// CompletionTime is when it reached Completed or Failed.
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
-	// TotalDuration is CompletionTime - StartTime.
+	// TotalDuration is from taking the migration up to Completed or Failed,
+	// to the microsecond.
 	// +optional
 	TotalDuration *metav1.Duration `json:"totalDuration,omitempty"`
 
@@ -338,10 +339,10 @@ type PhaseTiming struct {
 	// Phase is the phase measured.
 	Phase Phase `json:"phase"`
 	// Start is when the phase was entered.
-	Start metav1.Time `json:"start"`
+	Start metav1.MicroTime `json:"start"`
 	// End is when the phase was left; empty while it runs.
 	// +optional
-	End *metav1.Time `json:"end,omitempty"`
+	End *metav1.MicroTime `json:"end,omitempty"`
 	// Duration is End - Start.
 	// +optional
 	Duration *metav1.Duration `json:"duration,omitempty"`
@@ -406,6 +407,9 @@ type MessageStatus struct {
 	// Remaining is how many still wait in the replay queue.
 	// +optional
 	Remaining int64 `json:"remaining,omitempty"`
+	// ReplayStartTime is when START_REPLAY was sent.
+	// +optional
+	ReplayStartTime *metav1.MicroTime `json:"replayStartTime,omitempty"`
 }
 
 // BrokerStatus records the migration's changes to the broker.
@@ -452,6 +456,13 @@ type DowntimeStatus struct {
 	// from it.
 	// +optional
 	HandoffGap *metav1.Duration `json:"handoffGap,omitempty"`
+	// SourceStoppedTime is when the source pod was gone.
+	// +optional
+	SourceStoppedTime *metav1.MicroTime `json:"sourceStoppedTime,omitempty"`
+	// TargetSwitchedTime is when the target was seen consuming the primary
+	// queue.
+	// +optional
+	TargetSwitchedTime *metav1.MicroTime `json:"targetSwitchedTime,omitempty"`
 }
 
 // AbortOutcome is what became of an abort request.

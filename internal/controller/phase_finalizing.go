@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
-	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/render"
 )
 
@@ -40,8 +39,8 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 		// A ShadowPod source serves until now, beside the target: no gap.
 		// A Sequential source stopped before the target existed.
 		var unavailable time.Duration
-		if s.isDone(v1alpha1.ConditionSourceStopped) {
-			unavailable = s.now.Sub(migration.ConditionTime(st, v1alpha1.ConditionSourceStopped))
+		if t := downtime(st).SourceStoppedTime; t != nil {
+			unavailable = s.now.Sub(t.Time)
 		}
 		downtime(st).Unavailable = &metav1.Duration{Duration: unavailable}
 	}
@@ -109,8 +108,12 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 			return s.poll(), false, nil
 		}
 		s.done(v1alpha1.ConditionTargetSwitched, "target "+target.Name+" consumes "+s.m.Spec.MessageQueueConfig.QueueName)
-		gap := s.now.Sub(migration.ConditionTime(st, v1alpha1.ConditionSourceStopped))
-		downtime(st).HandoffGap = &metav1.Duration{Duration: gap}
+		switched := metav1.NewMicroTime(s.now)
+		dt := downtime(st)
+		dt.TargetSwitchedTime = &switched
+		if dt.SourceStoppedTime != nil {
+			dt.HandoffGap = &metav1.Duration{Duration: s.now.Sub(dt.SourceStoppedTime.Time)}
+		}
 	}
 	if !s.isDone(v1alpha1.ConditionTopologyRestored) {
 		if err := h.Teardown(ctx, rec); err != nil {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,7 +39,8 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 		if err := h.StartReplay(ctx, st.TargetPod, rec); err != nil {
 			return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
 		}
-		st.Messages = &v1alpha1.MessageStatus{Buffered: p.Buffer.Depth(), Remaining: p.Buffer.Depth()}
+		started := metav1.NewMicroTime(s.now)
+		st.Messages = &v1alpha1.MessageStatus{Buffered: p.Buffer.Depth(), Remaining: p.Buffer.Depth(), ReplayStartTime: &started}
 		s.done(v1alpha1.ConditionReplayStarted, "START_REPLAY sent to "+st.TargetPod)
 		s.event(corev1.EventTypeNormal, v1alpha1.ConditionReplayStarted, "Replay", "target %s replays %d buffered message(s) from %s", st.TargetPod, p.Buffer.Depth(), rec.ReplayQueue)
 		return s.poll(), nil
@@ -50,7 +52,7 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 	updateMessages(st, p)
 	d := migration.DecideReplay(migration.ReplayState{
 		Mode: st.ReplayMode, Cutoff: s.m.Spec.ReplayCutoff(),
-		Started:   migration.ConditionTime(st, v1alpha1.ConditionReplayStarted),
+		Started:   replayStart(st),
 		Remaining: p.Buffer.Depth(), CaughtUpBelow: r.Options.CaughtUpBelow,
 	}, s.now)
 	if !d.CutOver {
@@ -89,4 +91,11 @@ func (s *scope) retryOrFail(err error, reason string) (reconcile.Result, error) 
 		return reconcile.Result{}, err
 	}
 	return s.fail(reason, "%v", err)
+}
+
+func replayStart(st *v1alpha1.StatefulMigrationStatus) time.Time {
+	if st.Messages != nil && st.Messages.ReplayStartTime != nil {
+		return st.Messages.ReplayStartTime.Time
+	}
+	return migration.ConditionTime(st, v1alpha1.ConditionReplayStarted)
 }

@@ -69,7 +69,11 @@ func (o Options) withDefaults() Options {
 // Reconciler drives StatefulMigrations.
 type Reconciler struct {
 	client.Client
-	Scheme   *runtime.Scheme
+	// APIReader reads migrations straight from the API server: a cached
+	// copy one status write behind would repeat a side effect (a second
+	// END_REPLAY) the status already records as done.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
 	Recorder recorder.EventRecorder
 	// Agents reaches the node agents (checkpoint, transfer, cleanup).
 	Agents agentapi.Client
@@ -97,6 +101,9 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
 	podToMigration := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		name := o.GetLabels()[render.LabelMigration]
 		if name == "" {
@@ -116,7 +123,7 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 // handler of its phase and writes status once, at the end.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res reconcile.Result, err error) {
 	m := &v1alpha1.StatefulMigration{}
-	if err := r.Get(ctx, req.NamespacedName, m); err != nil {
+	if err := r.APIReader.Get(ctx, req.NamespacedName, m); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if m.DeletionTimestamp.IsZero() && controllerutil.AddFinalizer(m, Finalizer) {
@@ -143,7 +150,9 @@ func (r *Reconciler) patchStatus(ctx context.Context, before, m *v1alpha1.Statef
 		return nil
 	}
 	m.Status.ObservedGeneration = m.Generation
-	err := r.Status().Patch(ctx, m, client.MergeFrom(before))
+	// The lock turns a write based on an outdated read into a conflict (and
+	// a retry) instead of a lost update.
+	err := r.Status().Patch(ctx, m, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
@@ -23,6 +24,8 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope) (bool, error) {
 	switch {
 	case apierrors.IsNotFound(err) || (err == nil && pod.Labels[render.LabelMigration] == s.m.Name):
 		s.done(v1alpha1.ConditionSourceStopped, fmt.Sprintf("source pod %s stopped", s.m.Spec.SourcePod))
+		stopped := metav1.NewMicroTime(s.now)
+		downtime(&s.m.Status).SourceStoppedTime = &stopped
 		s.event(corev1.EventTypeNormal, v1alpha1.ConditionSourceStopped, "StopSource", "source pod %s stopped on %s", s.m.Spec.SourcePod, s.m.Status.SourceNode)
 		return true, nil
 	case err != nil:

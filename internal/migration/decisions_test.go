@@ -59,8 +59,8 @@ func TestMigrationID(t *testing.T) {
 func TestEnterPhaseRecordsTimings(t *testing.T) {
 	st := &v1alpha1.StatefulMigrationStatus{}
 	EnterPhase(st, v1alpha1.PhasePending, t0)
-	if st.StartTime != nil {
-		t.Fatal("Pending must not start the clock")
+	if st.StartTime == nil {
+		t.Fatal("entering Pending starts the clock")
 	}
 	EnterPhase(st, v1alpha1.PhaseCheckpointing, t0.Add(time.Second))
 	EnterPhase(st, v1alpha1.PhaseCheckpointing, t0.Add(5*time.Second)) // re-run: no change
@@ -72,7 +72,7 @@ func TestEnterPhaseRecordsTimings(t *testing.T) {
 		t.Fatalf("transferring started %s", PhaseStart(st))
 	}
 	EnterPhase(st, v1alpha1.PhaseCompleted, t0.Add(10*time.Second))
-	if st.TotalDuration.Duration != 9*time.Second || st.CompletionTime == nil {
+	if st.TotalDuration.Duration != 10*time.Second || st.CompletionTime == nil {
 		t.Fatalf("total %v", st.TotalDuration)
 	}
 	for _, pt := range st.PhaseTimings {
@@ -80,7 +80,7 @@ func TestEnterPhaseRecordsTimings(t *testing.T) {
 			t.Fatalf("phase %s left open", pt.Phase)
 		}
 	}
-	if len(st.PhaseTimings) != 3 {
+	if len(st.PhaseTimings) != 3 || PhaseDuration(st, v1alpha1.PhasePending) != time.Second {
 		t.Fatalf("timings %+v", st.PhaseTimings)
 	}
 }

@@ -17,29 +17,31 @@ func EnterPhase(st *v1alpha1.StatefulMigrationStatus, p v1alpha1.Phase, now time
 		return
 	}
 	t := metav1.NewTime(now)
-	closeOpenTiming(st, t)
+	closeOpenTiming(st, now)
 	if !p.IsFinal() {
-		st.PhaseTimings = append(st.PhaseTimings, v1alpha1.PhaseTiming{Phase: p, Start: t})
+		st.PhaseTimings = append(st.PhaseTimings, v1alpha1.PhaseTiming{Phase: p, Start: metav1.NewMicroTime(now)})
 	}
-	if st.StartTime == nil && p != v1alpha1.PhasePending {
+	if st.StartTime == nil {
 		st.StartTime = &t
 	}
 	if p.IsFinal() {
 		st.CompletionTime = &t
-		if st.StartTime != nil {
-			st.TotalDuration = &metav1.Duration{Duration: now.Sub(st.StartTime.Time)}
+		if len(st.PhaseTimings) > 0 {
+			// from the first phase's precise start: StartTime has only
+			// second precision
+			st.TotalDuration = &metav1.Duration{Duration: now.Sub(st.PhaseTimings[0].Start.Time)}
 		}
 	}
 	st.Phase = p
 }
 
-func closeOpenTiming(st *v1alpha1.StatefulMigrationStatus, t metav1.Time) {
+func closeOpenTiming(st *v1alpha1.StatefulMigrationStatus, now time.Time) {
 	for i := range st.PhaseTimings {
 		pt := &st.PhaseTimings[i]
 		if pt.End == nil {
-			end := t
+			end := metav1.NewMicroTime(now)
 			pt.End = &end
-			pt.Duration = &metav1.Duration{Duration: t.Sub(pt.Start.Time)}
+			pt.Duration = &metav1.Duration{Duration: now.Sub(pt.Start.Time)}
 		}
 	}
 }

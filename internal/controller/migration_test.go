@@ -1,0 +1,150 @@
+package controller_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
+	"github.com/ms2m/ms2m/internal/render"
+	"github.com/ms2m/ms2m/sdk/sdktest"
+)
+
+const migrationTimeout = 60 * time.Second
+
+func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
+	w := newWorld(t)
+	before := w.topology()
+	src := w.sourcePod("consumer-0")
+	w.produce(100)
+	time.Sleep(time.Second)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	st := &m.Status
+	for _, p := range v1alpha1.Phases[1:] { // Pending may take no measurable time
+		if migration.PhaseDuration(st, p) <= 0 {
+			t.Errorf("phase %s has no recorded duration: %+v", p, st.PhaseTimings)
+		}
+	}
+	for _, c := range []string{v1alpha1.ConditionTopologyPrepared, v1alpha1.ConditionCheckpointCreated, v1alpha1.ConditionCheckpointTransferred,
+		v1alpha1.ConditionTargetRestored, v1alpha1.ConditionReplayStarted, v1alpha1.ConditionSourceStopped, v1alpha1.ConditionReplaySealed,
+		v1alpha1.ConditionTargetSwitched, v1alpha1.ConditionTopologyRestored, v1alpha1.ConditionSucceeded} {
+		if !migration.IsTrue(st, c) {
+			t.Errorf("condition %s is not True", c)
+		}
+	}
+	if st.Strategy != v1alpha1.StrategyShadowPod || st.SourceNode != "node-a" || st.TargetNode != "node-b" || st.TargetPod != "consumer-0-shadow" {
+		t.Errorf("resolved %s %s→%s %s", st.Strategy, st.SourceNode, st.TargetNode, st.TargetPod)
+	}
+	if st.Downtime == nil || st.Downtime.Unavailable == nil || st.Downtime.Unavailable.Duration != 0 || st.Downtime.HandoffGap == nil {
+		t.Errorf("downtime %+v: a ShadowPod source serves until the target is in", st.Downtime)
+	}
+	if st.TotalDuration == nil || st.Checkpoint == nil || st.Checkpoint.SizeBytes == 0 || st.Transfer == nil || st.Transfer.BytesTransferred == 0 {
+		t.Errorf("status lacks totals: %+v %+v %+v", st.TotalDuration, st.Checkpoint, st.Transfer)
+	}
+
+	// The source is gone; the target runs on node-b and is in its Services.
+	err := k8s.Get(context.Background(), client.ObjectKeyFromObject(src), &corev1.Pod{})
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("source pod still exists: %v", err)
+	}
+	target := &corev1.Pod{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: st.TargetPod}, target); err != nil {
+		t.Fatal(err)
+	}
+	if target.Spec.NodeName != "node-b" || !render.CutoverOpen(target) {
+		t.Errorf("target on %s, cutover gate open: %v", target.Spec.NodeName, render.CutoverOpen(target))
+	}
+	w.checkExactlyOnce(st.TargetPod)
+	if after := w.topology(); !slices.Equal(before, after) {
+		t.Errorf("broker topology changed:\nbefore %v\nafter  %v", before, after)
+	}
+	w.sim.mu.Lock()
+	snaps, cleanA, cleanB := w.sim.snapshots[st.Checkpoint.ID], w.sim.cleanups["node-a"], w.sim.cleanups["node-b"]
+	w.sim.mu.Unlock()
+	if snaps != 1 || cleanA == 0 || cleanB == 0 {
+		t.Errorf("checkpoints taken %d (want 1); cleanups node-a %d node-b %d", snaps, cleanA, cleanB)
+	}
+	sdktest.Eventually(t, 5*time.Second, "events", func() bool {
+		ev := w.events(name)
+		return slices.Contains(ev, v1alpha1.ReasonStarted) && slices.Contains(ev, string(v1alpha1.PhaseReplaying)) && slices.Contains(ev, v1alpha1.ReasonCompleted)
+	})
+}
+
+func TestSequentialDrainMigration(t *testing.T) {
+	w := newWorld(t)
+	before := w.topology()
+	src := w.sourcePod("consumer-0")
+	w.produce(100)
+	time.Sleep(500 * time.Millisecond)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+		s.MigrationStrategy, s.ReplayMode, s.TransferMode = v1alpha1.StrategySequential, v1alpha1.ReplayDrain, v1alpha1.TransferDirect
+	})
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	target := &corev1.Pod{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: "consumer-0"}, target); err != nil {
+		t.Fatal(err)
+	}
+	if target.UID == src.UID || target.Spec.NodeName != "node-b" {
+		t.Fatalf("consumer-0 is not the restored pod on node-b (uid %s, node %s)", target.UID, target.Spec.NodeName)
+	}
+	if m.Status.Downtime == nil || m.Status.Downtime.Unavailable == nil || m.Status.Downtime.Unavailable.Duration <= 0 {
+		t.Errorf("a Sequential migration has a measurable unavailability, got %+v", m.Status.Downtime)
+	}
+	w.checkExactlyOnce("consumer-0")
+	if after := w.topology(); !slices.Equal(before, after) {
+		t.Errorf("broker topology changed:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+// checkExactlyOnce stops the producer, waits for the target to apply the
+// last message, and checks that the target applied exactly the sequence
+// numbers after its checkpoint, once each and in order, and that its digest
+// equals the reference computed from what the broker confirmed.
+func (w *world) checkExactlyOnce(targetPod string) {
+	w.t.Helper()
+	last := w.stopPub()
+	refLast, refDigest := w.reference()
+	if refLast != last || last == 0 {
+		w.t.Fatalf("producer published up to %d, confirmed up to %d", last, refLast)
+	}
+	p := w.sim.pod(targetPod)
+	if p == nil || p.restored == nil {
+		w.t.Fatalf("no restored workload runs in %s", targetPod)
+	}
+	sdktest.Eventually(w.t, 20*time.Second, "target applied the last message", func() bool {
+		return p.consumer.Snapshot().LastSeq == last
+	})
+	from := p.restored.LastSeq
+	got := p.appliedSeqs()
+	if int64(len(got)) != last-from {
+		w.t.Errorf("target applied %d message(s) after its checkpoint at %d, want %d (through %d)", len(got), from, last-from, last)
+	}
+	for i, seq := range got {
+		if want := from + int64(i) + 1; seq != want {
+			w.t.Fatalf("target's %d-th message was seq %d, want %d (lost, duplicated or reordered)", i+1, seq, want)
+		}
+	}
+	if d := p.consumer.Snapshot().Digest.String(); d != refDigest {
+		w.t.Errorf("target digest %s != reference %s", d, refDigest)
+	}
+	if from == 0 || from >= last {
+		w.t.Errorf("checkpoint at seq %d of %d: the test did not exercise a replay window", from, last)
+	}
+}

@@ -1,0 +1,346 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/render"
+	"github.com/ms2m/ms2m/sdk"
+)
+
+// nodeSim plays the node side, which envtest lacks: the agents and the
+// kubelets. Everything else is real: the API server, the controller, the
+// broker, and the workloads, which are SDK consumers running in this
+// process. A "checkpoint" is the consumer's snapshot (taken between two
+// messages, as a CRIU freeze would), a "restore" a new consumer started
+// from it, in restored mode, under the target pod's identity.
+const (
+	imageConsumer  = "sim/consumer:1"
+	imageNoSuchRef = "sim/does-not-exist"
+)
+
+type nodeSim struct {
+	t        *testing.T
+	c        client.Client
+	ns       string
+	amqpURL  string
+	queue    string
+	delay    time.Duration
+	identity string
+
+	mu          sync.Mutex
+	agents      map[string]bool
+	running     map[string]*simPod // by pod UID
+	images      map[string]sdk.Snapshot
+	ops         map[string]time.Time // operation ID → when it finished
+	snapshots   map[string]int       // checkpoint ID → snapshots taken
+	cleanups    map[string]int       // node → cleanup calls
+	holds       map[string]chan struct{}
+	transferTo  map[string]string // checkpoint ID → image to hand out instead
+	createdPods map[string][]string
+}
+
+type simPod struct {
+	name     string
+	consumer *sdk.Consumer
+	cancel   context.CancelFunc
+	done     chan struct{}
+	restored *sdk.Snapshot
+	mu       sync.Mutex
+	applied  []int64
+}
+
+func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeSim {
+	s := &nodeSim{t: t, c: c, ns: ns, amqpURL: amqpURL, queue: queue, identity: t.TempDir(),
+		agents: map[string]bool{"node-a": true, "node-b": true}, running: map[string]*simPod{},
+		images: map[string]sdk.Snapshot{}, ops: map[string]time.Time{}, snapshots: map[string]int{},
+		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{},
+		createdPods: map[string][]string{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.kubelet(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, p := range s.running {
+			p.cancel()
+			<-p.done
+		}
+	})
+	return s
+}
+
+// hold makes the named step wait until release (checkpoint, transfer,
+// restore, replay, stop-source, agent-ready).
+func (s *nodeSim) hold(step string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holds[step] = make(chan struct{})
+}
+
+func (s *nodeSim) release(step string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ch, ok := s.holds[step]; ok {
+		close(ch)
+		delete(s.holds, step)
+	}
+}
+
+func (s *nodeSim) held(step string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.holds[step]
+	return ok
+}
+
+// ---- agents ----
+
+func (s *nodeSim) Ready(ctx context.Context, node string) error {
+	s.mu.Lock()
+	hold, held := s.holds["pending"]
+	s.mu.Unlock()
+	if held {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.agents[node] {
+		return agentapi.ErrNoAgent
+	}
+	return nil
+}
+
+func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.CheckpointRequest) (agentapi.Operation[agentapi.CheckpointResult], error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	op := agentapi.Operation[agentapi.CheckpointResult]{ID: req.ID, State: agentapi.OpRunning}
+	if _, ok := s.holds["checkpoint"]; ok {
+		return op, nil
+	}
+	if _, done := s.ops["ckpt/"+req.ID]; !done {
+		p := s.running[req.PodUID]
+		if p == nil {
+			op.State, op.Message = agentapi.OpFailed, fmt.Sprintf("pod %s (uid %s) does not run on %s", req.Pod, req.PodUID, node)
+			return op, nil
+		}
+		s.images["ckpt/"+req.ID] = p.consumer.Snapshot()
+		s.snapshots[req.ID]++
+		s.ops["ckpt/"+req.ID] = time.Now()
+	}
+	op.State = agentapi.OpSucceeded
+	op.Result = agentapi.CheckpointResult{Archive: "/var/lib/ms2m/" + req.ID + ".tar", SizeBytes: 4096, CreatedAt: s.ops["ckpt/"+req.ID], Freeze: 5 * time.Millisecond}
+	return op, nil
+}
+
+func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferRequest) (agentapi.Operation[agentapi.TransferResult], error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	op := agentapi.Operation[agentapi.TransferResult]{ID: req.ID, State: agentapi.OpRunning,
+		Progress: agentapi.Progress{BytesTotal: 4096, BytesDone: 1024, BytesPerSecond: 1 << 20}}
+	if _, ok := s.holds["transfer"]; ok {
+		return op, nil
+	}
+	snap, ok := s.images["ckpt/"+req.CheckpointID]
+	if !ok {
+		op.State, op.Message = agentapi.OpFailed, "no checkpoint "+req.CheckpointID
+		return op, nil
+	}
+	image := req.Repository + ":" + req.CheckpointID
+	if req.Mode == agentapi.TransferDirect {
+		image = "localhost/ms2m/checkpoint:" + req.CheckpointID
+	}
+	if alt, ok := s.transferTo["*"]; ok {
+		image = alt
+	} else {
+		s.images[image] = snap
+	}
+	op.State, op.Progress.BytesDone = agentapi.OpSucceeded, 4096
+	op.Result = agentapi.TransferResult{Image: image}
+	return op, nil
+}
+
+func (s *nodeSim) Cleanup(_ context.Context, node, _ string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cleanups[node]++
+	return nil
+}
+
+// ---- kubelets ----
+
+func (s *nodeSim) kubelet(ctx context.Context) {
+	for ctx.Err() == nil {
+		pods := &corev1.PodList{}
+		if err := s.c.List(ctx, pods, client.InNamespace(s.ns)); err == nil {
+			for i := range pods.Items {
+				s.syncPod(ctx, &pods.Items[i])
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
+	if pod.Spec.NodeName == "" {
+		return
+	}
+	s.mu.Lock()
+	p := s.running[string(pod.UID)]
+	_, holdStop := s.holds["stop-source"]
+	_, holdRestore := s.holds["restore"]
+	s.mu.Unlock()
+	if !pod.DeletionTimestamp.IsZero() {
+		if holdStop {
+			return
+		}
+		if p != nil {
+			p.cancel()
+			<-p.done
+			s.mu.Lock()
+			delete(s.running, string(pod.UID))
+			s.mu.Unlock()
+		}
+		_ = s.c.Delete(ctx, pod, client.GracePeriodSeconds(0))
+		return
+	}
+	if p != nil || pod.Status.Phase == corev1.PodFailed {
+		return
+	}
+	image := pod.Spec.Containers[0].Image
+	restore := pod.Labels[render.LabelRole] == render.RoleTarget
+	if restore && holdRestore {
+		return
+	}
+	s.mu.Lock()
+	snap, known := s.images[image]
+	s.mu.Unlock()
+	if restore && !known {
+		s.setStatus(ctx, pod, corev1.PodPending, false, &corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{
+			Reason: "ErrImagePull", Message: "failed to pull image " + image + ": not found"}})
+		return
+	}
+	if !restore && image != imageConsumer {
+		return
+	}
+	var from *sdk.Snapshot
+	if restore {
+		from = &snap
+	}
+	p, err := s.start(pod, from)
+	if err != nil {
+		s.t.Errorf("starting %s: %v", pod.Name, err)
+		return
+	}
+	s.mu.Lock()
+	s.running[string(pod.UID)] = p
+	s.createdPods[pod.Name] = append(s.createdPods[pod.Name], string(pod.UID))
+	s.mu.Unlock()
+	s.setStatus(ctx, pod, corev1.PodRunning, true, &corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}})
+}
+
+// start runs the pod's workload: an SDK consumer whose identity files say
+// which pod it is in.
+func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
+	dir := filepath.Join(s.identity, string(pod.UID))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	for f, v := range map[string]string{"uid": string(pod.UID), "name": pod.Name} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	p := &simPod{name: pod.Name, restored: from, done: make(chan struct{})}
+	c, err := sdk.NewConsumer(sdk.Config{
+		URL: s.amqpURL, Queue: s.queue, Prefetch: 10, Restore: from,
+		Identity: sdk.PodInfoFiles(dir), ConnectionName: "sim " + pod.Name,
+		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+		Handler: func(ctx context.Context, m sdk.Message) error {
+			if s.delay > 0 {
+				time.Sleep(s.delay)
+			}
+			if s.held("replay") && m.Replayed {
+				return fmt.Errorf("replay held by the test")
+			}
+			p.mu.Lock()
+			p.applied = append(p.applied, m.Seq)
+			p.mu.Unlock()
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.consumer = c
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go func() { defer close(p.done); _ = c.Run(ctx) }()
+	return p, nil
+}
+
+func (s *nodeSim) setStatus(ctx context.Context, pod *corev1.Pod, phase corev1.PodPhase, ready bool, state *corev1.ContainerState) {
+	cond := corev1.ConditionFalse
+	if ready {
+		cond = corev1.ConditionTrue
+	}
+	pod.Status.Phase = phase
+	pod.Status.PodIP = ""
+	setPodCondition(pod, corev1.ContainersReady, cond)
+	if !strings.Contains(pod.Name, "-shadow") || render.CutoverOpen(pod) {
+		setPodCondition(pod, corev1.PodReady, cond)
+	}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: pod.Spec.Containers[0].Name, Image: pod.Spec.Containers[0].Image, Ready: ready, State: *state}}
+	if err := s.c.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+		s.t.Errorf("kubelet status of %s: %v", pod.Name, err)
+	}
+}
+
+func setPodCondition(p *corev1.Pod, t corev1.PodConditionType, st corev1.ConditionStatus) {
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == t {
+			p.Status.Conditions[i].Status = st
+			return
+		}
+	}
+	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: t, Status: st, LastTransitionTime: metav1.Now()})
+}
+
+// pod returns the running workload of the named pod.
+func (s *nodeSim) pod(name string) *simPod {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.running {
+		if p.name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func (p *simPod) appliedSeqs() []int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int64(nil), p.applied...)
+}

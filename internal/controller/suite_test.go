@@ -1,0 +1,368 @@
+package controller_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/broker/rabbitmq"
+	"github.com/ms2m/ms2m/internal/controller"
+	"github.com/ms2m/ms2m/internal/testenv"
+	"github.com/ms2m/ms2m/sdk"
+	"github.com/ms2m/ms2m/sdk/sdktest"
+)
+
+var (
+	restCfg *rest.Config
+	scheme  = runtime.NewScheme()
+	k8s     client.Client
+)
+
+func TestMain(m *testing.M) {
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = v1alpha1.AddToScheme(scheme)
+	if testenv.ShortFlag() {
+		os.Exit(m.Run())
+	}
+	env, cfg, err := testenv.StartAPIServer()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	restCfg = cfg
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	if err == nil {
+		err = createNodes()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = env.Stop()
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// createNodes registers node-a and node-b (Ready) and node-c (NotReady).
+func createNodes() error {
+	for name, ready := range map[string]bool{"node-a": true, "node-b": true, "node-c": false} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if err := k8s.Create(context.Background(), n); err != nil {
+			return err
+		}
+		st := corev1.ConditionTrue
+		if !ready {
+			st = corev1.ConditionFalse
+		}
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: st, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+		if err := k8s.Status().Update(context.Background(), n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// world is one test's namespace, broker topology, node side and producer.
+type world struct {
+	t        *testing.T
+	ns       string
+	b        *sdktest.Broker
+	amqpURL  string
+	mgmtURL  string
+	exchange string
+	queue    string
+	sim      *nodeSim
+	opts     controller.Options
+
+	pubMu     sync.Mutex
+	published []pubRecord
+	stopPub   func() int64
+}
+
+type pubRecord struct {
+	seq  int64
+	body []byte
+}
+
+var worldSeq int
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	amqpURL, mgmtURL := testenv.AMQPURL(t), testenv.RabbitMQManagementURL(t)
+	worldSeq++
+	w := &world{t: t, ns: fmt.Sprintf("t%d-%s", worldSeq, strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))), amqpURL: amqpURL, mgmtURL: mgmtURL}
+	if len(w.ns) > 50 {
+		w.ns = w.ns[:50]
+	}
+	w.ns = strings.TrimRight(w.ns, "-")
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: w.ns}}); err != nil {
+		t.Fatal(err)
+	}
+	w.b = sdktest.Dial(t, amqpURL, mgmtURL)
+	w.exchange, w.queue = w.b.Name("orders"), w.b.Name("orders.q")
+	w.b.Exchange(t, w.exchange)
+	w.b.Queue(t, w.queue)
+	w.b.Bind(t, w.queue, w.exchange, "orders")
+	w.sim = newNodeSim(t, k8s, w.ns, amqpURL, w.queue)
+	w.opts = controller.Options{DefaultCheckpointRepository: "registry.test/ckpt", BrokerRetryWindow: 2 * time.Second,
+		CaughtUpBelow: 2, Poll: 50 * time.Millisecond}
+	return w
+}
+
+// startManager runs a controller manager for the world's namespace and
+// returns its stop function (stopping it is a controller crash: nothing
+// runs after).
+func (w *world) startManager() (stop func()) {
+	w.t.Helper()
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{w.ns: {}}},
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("ms2m"),
+		Agents: w.sim, DialBroker: rabbitmq.Dial, Options: w.opts}
+	if err := r.SetupWithManager(mgr); err != nil {
+		w.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			w.t.Errorf("manager: %v", err)
+		}
+	}
+	w.t.Cleanup(stop)
+	return stop
+}
+
+// sourcePod creates a running consumer pod on node-a.
+func (w *world) sourcePod(name string) *corev1.Pod {
+	w.t.Helper()
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: w.ns, Labels: map[string]string{"app": "consumer"}},
+		Spec: corev1.PodSpec{NodeName: "node-a", Containers: []corev1.Container{{Name: "consumer", Image: imageConsumer}}}}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		w.t.Fatal(err)
+	}
+	sdktest.Eventually(w.t, 10*time.Second, "source pod running", func() bool {
+		return w.sim.pod(name) != nil && w.b.Inspect(w.t, w.queue).Consumers == 1
+	})
+	return p
+}
+
+// produce publishes "order-<seq>" at rate msg/s until the returned stop is
+// called; every confirmed message is recorded for the reference.
+func (w *world) produce(rate int) {
+	w.t.Helper()
+	pub, err := sdk.NewPublisher(sdk.PublisherConfig{URL: w.amqpURL, Exchange: w.exchange, RoutingKey: "orders",
+		Confirmed: func(seq int64, body []byte) {
+			w.pubMu.Lock()
+			w.published = append(w.published, pubRecord{seq, append([]byte(nil), body...)})
+			w.pubMu.Unlock()
+		}})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int64)
+	go func() {
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		var last int64
+		for ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+				if seq, err := pub.Publish(ctx, fmt.Appendf(nil, "order-%d", last+1)); err == nil {
+					last = seq
+				}
+			}
+		}
+		_ = pub.Flush(context.Background())
+		_ = pub.Close()
+		done <- last
+	}()
+	var once sync.Once
+	var last int64
+	w.stopPub = func() int64 {
+		once.Do(func() { cancel(); last = <-done })
+		return last
+	}
+	w.t.Cleanup(func() { w.stopPub() })
+}
+
+// reference is the digest over everything the broker confirmed, computed
+// here from its definition, not with the SDK's code.
+func (w *world) reference() (last int64, digest string) {
+	w.pubMu.Lock()
+	defer w.pubMu.Unlock()
+	recs := append([]pubRecord(nil), w.published...)
+	sort.Slice(recs, func(i, j int) bool { return recs[i].seq < recs[j].seq })
+	d := make([]byte, 32)
+	for _, r := range recs {
+		var hdr [12]byte
+		binary.BigEndian.PutUint64(hdr[:8], uint64(r.seq))
+		binary.BigEndian.PutUint32(hdr[8:], uint32(len(r.body)))
+		h := sha256.New()
+		h.Write(d)
+		h.Write(hdr[:])
+		h.Write(r.body)
+		d = h.Sum(nil)
+		last = r.seq
+	}
+	return last, hex.EncodeToString(d)
+}
+
+func (w *world) migration(name, pod string, mutate func(*v1alpha1.StatefulMigrationSpec)) *v1alpha1.StatefulMigration {
+	w.t.Helper()
+	m := &v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: w.ns},
+		Spec: v1alpha1.StatefulMigrationSpec{SourcePod: pod, TargetNode: "node-b", ReplayCutoffSeconds: 30,
+			MessageQueueConfig: &v1alpha1.MessageQueueConfig{QueueName: w.queue, BrokerURL: w.amqpURL,
+				ExchangeName: w.exchange, RoutingKey: "orders", ManagementURL: w.mgmtURL}}}
+	if mutate != nil {
+		mutate(&m.Spec)
+	}
+	if err := k8s.Create(context.Background(), m); err != nil {
+		w.t.Fatal(err)
+	}
+	return m
+}
+
+func (w *world) get(name string) *v1alpha1.StatefulMigration {
+	w.t.Helper()
+	m := &v1alpha1.StatefulMigration{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: name}, m); err != nil {
+		w.t.Fatal(err)
+	}
+	return m
+}
+
+func (w *world) waitPhase(name string, timeout time.Duration, phases ...v1alpha1.Phase) *v1alpha1.StatefulMigration {
+	w.t.Helper()
+	var m *v1alpha1.StatefulMigration
+	sdktest.Eventually(w.t, timeout, fmt.Sprintf("%s in phase %v", name, phases), func() bool {
+		m = w.get(name)
+		for _, p := range phases {
+			if m.Status.Phase == p {
+				return true
+			}
+		}
+		return false
+	})
+	return m
+}
+
+// topology lists the queues and bindings of this test (their names carry
+// the test's suffix) as the broker reports them (management API).
+func (w *world) topology() []string {
+	w.t.Helper()
+	suffix := strings.TrimPrefix(w.b.Name(""), "-")
+	var out []string
+	var bindings []struct {
+		Source, Destination string
+		RoutingKey          string `json:"routing_key"`
+	}
+	var queues []struct{ Name string }
+	w.mgmt("/api/bindings/%2F", &bindings)
+	w.mgmt("/api/queues/%2F", &queues)
+	for _, b := range bindings {
+		if strings.Contains(b.Source+" "+b.Destination, suffix) {
+			out = append(out, "binding "+b.Source+" -> "+b.Destination+" ["+b.RoutingKey+"]")
+		}
+	}
+	for _, q := range queues {
+		if strings.Contains(q.Name, suffix) {
+			out = append(out, "queue "+q.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// replayQueues lists every replay queue on the broker.
+func (w *world) replayQueues() []string {
+	var queues []struct{ Name string }
+	w.mgmt("/api/queues/%2F", &queues)
+	var out []string
+	for _, q := range queues {
+		if strings.HasPrefix(q.Name, "ms2m.replay.") {
+			out = append(out, q.Name)
+		}
+	}
+	return out
+}
+
+func (w *world) mgmt(path string, out any) {
+	w.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, w.mgmtURL+path, nil)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if u, err := url.Parse(w.amqpURL); err == nil && u.User != nil {
+		pass, _ := u.User.Password()
+		req.SetBasicAuth(u.User.Username(), pass)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		w.t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// events lists the reasons of the Events about a migration.
+func (w *world) events(name string) []string {
+	w.t.Helper()
+	list := &corev1.EventList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(w.ns)); err != nil {
+		w.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		if e.InvolvedObject.Name == name {
+			out = append(out, e.Reason)
+		}
+	}
+	return out
+}

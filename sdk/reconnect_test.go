@@ -87,3 +87,32 @@ func TestHandlerErrorKeepsOrder(t *testing.T) {
 		t.Errorf("%d handler errors counted, want 4", k.HandlerErrors)
 	}
 }
+
+// A primary queue that does not exist yet fails every session after the
+// dial: the consumer must back off rather than spin, and start consuming
+// once the queue appears.
+func TestMissingQueueBacksOff(t *testing.T) {
+	b := broker(t)
+	q, pod := b.Name("later"), b.Name("early-consumer")
+	b.DeleteAtCleanup(t, control.QueueName(pod))
+	var app recorder
+	c := start(t, sdk.Config{URL: b.URL, Queue: q, Handler: app.handle, ReconnectMax: 400 * time.Millisecond,
+		Identity: identity(t, t.TempDir(), "uid-1", pod)})
+	time.Sleep(1500 * time.Millisecond)
+	// 100, 200, 400, 400... ms apart (with jitter down to half): at most ~8.
+	if k := c.Counters(); k.Reconnects > 8 {
+		t.Fatalf("%d sessions in 1.5 s against a missing queue", k.Reconnects+1)
+	}
+	b.Queue(t, q)
+	pub, err := sdk.NewPublisher(sdk.PublisherConfig{URL: b.URL, RoutingKey: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pub.Close() }()
+	for range 3 {
+		if _, err := pub.Publish(t.Context(), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sdktest.Eventually(t, 5*time.Second, "consuming once the queue exists", func() bool { return c.Snapshot().LastSeq == 3 })
+}

@@ -59,7 +59,6 @@ func (c *Consumer) session(ctx context.Context, bo *backoff, sessions *int) erro
 	if c.checkIdentity() {
 		return errRestored
 	}
-	bo.reset()
 	c.mu.Lock()
 	if *sessions > 0 {
 		c.counters.Reconnects++
@@ -76,6 +75,12 @@ func (c *Consumer) session(ctx context.Context, bo *backoff, sessions *int) erro
 	for {
 		if err := c.reconcile(ctx, s); err != nil {
 			return err
+		}
+		// Healthy once consuming what the route wants: only then may the
+		// next failure be retried at once. A queue that is missing fails
+		// after the dial, and must not make the consumer spin.
+		if s.sub != nil || c.currentRoute().source(c.cfg.Queue) == "" {
+			bo.reset()
 		}
 		var data <-chan amqp.Delivery
 		if s.sub != nil {

@@ -30,11 +30,15 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return def
 	}
 	var c config
-	var size, prefetch, port, delay, declare string
+	var size, prefetch, port, delay string
 	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
 	fs.StringVar(&c.amqpURL, "amqp-url", env("MS2M_AMQP_URL", "amqp://guest:guest@localhost:5672/"), "broker URL (MS2M_AMQP_URL)")
 	fs.StringVar(&c.queue, "queue", env("MS2M_QUEUE", "orders"), "primary queue (MS2M_QUEUE)")
-	fs.StringVar(&declare, "declare-queue", env("MS2M_DECLARE_QUEUE", "false"), "declare the queue, durable (MS2M_DECLARE_QUEUE)")
+	declareDefault, err := strconv.ParseBool(env("MS2M_DECLARE_QUEUE", "false"))
+	if err != nil {
+		return c, fmt.Errorf("MS2M_DECLARE_QUEUE: %w", err)
+	}
+	fs.BoolVar(&c.declare, "declare-queue", declareDefault, "declare the queue, durable (MS2M_DECLARE_QUEUE)")
 	fs.StringVar(&prefetch, "prefetch", env("MS2M_PREFETCH", "1"), "deliveries in flight (MS2M_PREFETCH)")
 	fs.StringVar(&delay, "processing-delay", env("MS2M_PROCESSING_DELAY", "0s"), "work per message, e.g. 20ms (MS2M_PROCESSING_DELAY)")
 	fs.StringVar(&size, "state-bytes", env("MS2M_STATE_BYTES", "0"), "in-memory state, e.g. 64Mi (MS2M_STATE_BYTES)")
@@ -43,10 +47,6 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.hostnameFile, "hostname-file", env("MS2M_HOSTNAME_FILE", "/etc/hostname"), "pod name fallback (MS2M_HOSTNAME_FILE)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
-	}
-	var err error
-	if c.declare, err = strconv.ParseBool(declare); err != nil {
-		return c, fmt.Errorf("declare-queue: %w", err)
 	}
 	if c.prefetch, err = strconv.Atoi(prefetch); err != nil || c.prefetch < 1 {
 		return c, fmt.Errorf("prefetch %q: want a positive integer", prefetch)

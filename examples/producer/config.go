@@ -30,14 +30,18 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return def
 	}
 	var c config
-	var declare, rate, count, size, first, window, port string
+	var rate, count, size, first, window, port string
 	fs := flag.NewFlagSet("producer", flag.ContinueOnError)
 	fs.StringVar(&c.amqpURL, "amqp-url", env("MS2M_AMQP_URL", "amqp://guest:guest@localhost:5672/"), "broker URL (MS2M_AMQP_URL)")
 	fs.StringVar(&c.exchange, "exchange", env("MS2M_EXCHANGE", "ms2m.demo"), "exchange to publish to (MS2M_EXCHANGE)")
 	fs.StringVar(&c.exchangeType, "exchange-type", env("MS2M_EXCHANGE_TYPE", "direct"), "type when declaring it (MS2M_EXCHANGE_TYPE)")
 	fs.StringVar(&c.routingKey, "routing-key", env("MS2M_ROUTING_KEY", "orders"), "routing key (MS2M_ROUTING_KEY)")
 	fs.StringVar(&c.queue, "queue", env("MS2M_QUEUE", "orders"), "queue to declare and bind with -declare (MS2M_QUEUE)")
-	fs.StringVar(&declare, "declare", env("MS2M_DECLARE", "false"), "declare exchange, queue and binding (MS2M_DECLARE)")
+	declareDefault, err := strconv.ParseBool(env("MS2M_DECLARE", "false"))
+	if err != nil {
+		return c, fmt.Errorf("MS2M_DECLARE: %w", err)
+	}
+	fs.BoolVar(&c.declare, "declare", declareDefault, "declare exchange, queue and binding (MS2M_DECLARE)")
 	fs.StringVar(&rate, "rate", env("MS2M_RATE", "10"), "messages per second, 0 for as fast as confirms allow (MS2M_RATE)")
 	fs.StringVar(&count, "count", env("MS2M_COUNT", "0"), "stop after this many, 0 to run until signalled (MS2M_COUNT)")
 	fs.StringVar(&size, "payload-size", env("MS2M_PAYLOAD_SIZE", "0"), "pad payloads to this many bytes (MS2M_PAYLOAD_SIZE)")
@@ -46,10 +50,6 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&port, "http-port", env("MS2M_HTTP_PORT", "8081"), "port of /published, 0 for none (MS2M_HTTP_PORT)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
-	}
-	var err error
-	if c.declare, err = strconv.ParseBool(declare); err != nil {
-		return c, fmt.Errorf("declare: %w", err)
 	}
 	if c.rate, err = strconv.ParseFloat(rate, 64); err != nil || c.rate < 0 {
 		return c, fmt.Errorf("rate %q: want messages per second >= 0", rate)

@@ -33,7 +33,7 @@ func TestParseConfig(t *testing.T) {
 	if c.rate != 120 || c.count != 500 || !c.declare || c.payloadSize != 256 || c.firstSeq != 1 || c.exchange != "ms2m.demo" {
 		t.Fatalf("%+v", c)
 	}
-	for _, args := range [][]string{{"-first-seq", "0"}, {"-rate", "-1"}, {"-declare", "-exchange", ""}} {
+	for _, args := range [][]string{{"-first-seq", "0"}, {"-rate", "-1"}, {"-declare", "-exchange", ""}, {"-declare=maybe"}} {
 		if _, err := parseConfig(args, func(string) string { return "" }); err == nil {
 			t.Errorf("%v accepted", args)
 		}

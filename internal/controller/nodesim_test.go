@@ -85,7 +85,7 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 }
 
 // hold makes the named step wait until release (checkpoint, transfer,
-// restore, replay, stop-source, agent-ready).
+// restore, replay, stop-source).
 func (s *nodeSim) hold(step string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -110,17 +110,7 @@ func (s *nodeSim) held(step string) bool {
 
 // ---- agents ----
 
-func (s *nodeSim) Ready(ctx context.Context, node string) error {
-	s.mu.Lock()
-	hold, held := s.holds["pending"]
-	s.mu.Unlock()
-	if held {
-		select {
-		case <-hold:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+func (s *nodeSim) Ready(_ context.Context, node string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.agents[node] {
@@ -134,6 +124,10 @@ func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.Checkp
 	defer s.mu.Unlock()
 	op := agentapi.Operation[agentapi.CheckpointResult]{ID: req.ID, State: agentapi.OpRunning}
 	if _, ok := s.holds["checkpoint"]; ok {
+		return op, nil
+	}
+	if s.agents["fail-checkpoint"] {
+		op.State, op.Message = agentapi.OpFailed, "kubelet refused the checkpoint: HTTP 500"
 		return op, nil
 	}
 	if _, done := s.ops["ckpt/"+req.ID]; !done {

@@ -2,6 +2,8 @@ package controller_test
 
 import (
 	"context"
+	"io"
+	"net"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -115,11 +117,8 @@ func newWorld(t *testing.T) *world {
 	t.Helper()
 	amqpURL, mgmtURL := testenv.AMQPURL(t), testenv.RabbitMQManagementURL(t)
 	worldSeq++
-	w := &world{t: t, ns: fmt.Sprintf("t%d-%s", worldSeq, strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))), amqpURL: amqpURL, mgmtURL: mgmtURL}
-	if len(w.ns) > 50 {
-		w.ns = w.ns[:50]
-	}
-	w.ns = strings.TrimRight(w.ns, "-")
+	w := &world{t: t, ns: fmt.Sprintf("test-%d", worldSeq), amqpURL: amqpURL, mgmtURL: mgmtURL}
+	t.Logf("namespace %s", w.ns)
 	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: w.ns}}); err != nil {
 		t.Fatal(err)
 	}
@@ -365,4 +364,62 @@ func (w *world) events(name string) []string {
 		}
 	}
 	return out
+}
+
+// brokerGate is a TCP forwarder in front of the real broker that can refuse
+// connections, as a broker that is down does: the controller sees a real
+// connection failure.
+type brokerGate struct {
+	addr string
+	mu   sync.Mutex
+	shut bool
+}
+
+func newBrokerGate(t *testing.T, amqpURL string) (*brokerGate, string) {
+	t.Helper()
+	u, err := url.Parse(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	g := &brokerGate{addr: u.Host}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go g.serve(c)
+		}
+	}()
+	gated := *u
+	gated.Host = l.Addr().String()
+	return g, gated.String()
+}
+
+func (g *brokerGate) serve(c net.Conn) {
+	defer c.Close()
+	g.mu.Lock()
+	shut := g.shut
+	g.mu.Unlock()
+	if shut {
+		return
+	}
+	up, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+	_, _ = io.Copy(c, up)
+}
+
+func (g *brokerGate) set(shut bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.shut = shut
 }

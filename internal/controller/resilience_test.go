@@ -1,0 +1,265 @@
+package controller_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/sdk/sdktest"
+)
+
+// A manager that dies in the middle of any phase is replaced by one that
+// finishes the migration: no checkpoint taken twice, no second target pod,
+// nothing lost or applied twice, the broker put back.
+func TestManagerRestartResumesEveryPhase(t *testing.T) {
+	for _, tc := range []struct {
+		phase v1alpha1.Phase
+		hold  string
+		spec  func(*v1alpha1.StatefulMigrationSpec)
+	}{
+		{v1alpha1.PhasePending, "broker", nil}, // Pending waits for an unreachable broker
+		{v1alpha1.PhaseCheckpointing, "checkpoint", nil},
+		{v1alpha1.PhaseTransferring, "transfer", nil},
+		{v1alpha1.PhaseRestoring, "restore", nil},
+		{v1alpha1.PhaseReplaying, "replay", func(s *v1alpha1.StatefulMigrationSpec) { s.ReplayMode = v1alpha1.ReplayDrain }},
+		{v1alpha1.PhaseFinalizing, "stop-source", nil},
+	} {
+		t.Run(string(tc.phase), func(t *testing.T) {
+			w := newWorld(t)
+			w.opts.BrokerRetryWindow = time.Minute
+			before := w.topology()
+			w.sourcePod("consumer-0")
+			w.produce(100)
+			gate, gatedURL := newBrokerGate(t, w.amqpURL)
+			spec := func(s *v1alpha1.StatefulMigrationSpec) {
+				s.MessageQueueConfig.BrokerURL = gatedURL
+				if tc.spec != nil {
+					tc.spec(s)
+				}
+			}
+			if tc.hold == "broker" {
+				gate.set(true)
+			} else {
+				w.sim.hold(tc.hold)
+			}
+			stop := w.startManager()
+			name := w.b.Name("mig")
+			w.migration(name, "consumer-0", spec)
+			w.waitPhase(name, migrationTimeout, tc.phase)
+			time.Sleep(300 * time.Millisecond) // let the held phase be reconciled a few times
+			stop()
+			if m := w.get(name); m.Status.Phase != tc.phase {
+				t.Fatalf("manager stopped in %s, want %s", m.Status.Phase, tc.phase)
+			}
+			time.Sleep(200 * time.Millisecond)
+			w.startManager()
+			w.sim.release(tc.hold)
+			gate.set(false)
+			m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+			if m.Status.Phase != v1alpha1.PhaseCompleted {
+				t.Fatalf("after the restart the migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+			}
+			w.checkExactlyOnce(m.Status.TargetPod)
+			w.sim.mu.Lock()
+			snaps, targets := w.sim.snapshots[m.Status.Checkpoint.ID], len(w.sim.createdPods[m.Status.TargetPod])
+			w.sim.mu.Unlock()
+			if snaps != 1 || targets != 1 {
+				t.Errorf("checkpoints taken %d, target pods started %d: want 1 each", snaps, targets)
+			}
+			if after := w.topology(); !slices.Equal(before, after) {
+				t.Errorf("broker topology changed:\nbefore %v\nafter  %v", before, after)
+			}
+		})
+	}
+}
+
+// Deleting a migration mid-flight rolls it back: the target goes, the
+// broker is as before, the source never stopped serving.
+func TestDeleteMidFlightRestoresTopology(t *testing.T) {
+	for _, tc := range []struct {
+		phase v1alpha1.Phase
+		hold  string
+	}{
+		{v1alpha1.PhaseCheckpointing, "checkpoint"},
+		{v1alpha1.PhaseRestoring, "restore"},
+		{v1alpha1.PhaseReplaying, "replay"},
+	} {
+		t.Run(string(tc.phase), func(t *testing.T) {
+			w := newWorld(t)
+			before := w.topology()
+			w.sourcePod("consumer-0")
+			w.produce(100)
+			w.sim.hold(tc.hold)
+			w.startManager()
+			name := w.b.Name("mig")
+			m := w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.ReplayMode = v1alpha1.ReplayDrain })
+			w.waitPhase(name, migrationTimeout, tc.phase)
+			if tc.phase != v1alpha1.PhaseCheckpointing && len(w.topology()) == len(before) {
+				t.Fatalf("the migration had not changed the broker yet; the test proves nothing")
+			}
+			if err := k8s.Delete(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+			sdktest.Eventually(t, 30*time.Second, "migration gone", func() bool {
+				return apierrors.IsNotFound(k8s.Get(context.Background(), client.ObjectKeyFromObject(m), m))
+			})
+			w.sim.release(tc.hold)
+			if after := w.topology(); !slices.Equal(before, after) {
+				t.Errorf("broker topology not restored:\nbefore %v\nafter  %v", before, after)
+			}
+			w.expectSourceServing("consumer-0")
+			if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: "consumer-0-shadow"}, &corev1.Pod{}); !apierrors.IsNotFound(err) {
+				t.Errorf("target pod left behind: %v", err)
+			}
+		})
+	}
+}
+
+func TestAbortBeforeCutoverRollsBack(t *testing.T) {
+	w := newWorld(t)
+	before := w.topology()
+	w.sourcePod("consumer-0")
+	w.produce(100)
+	w.sim.hold("restore")
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseRestoring)
+	setAbort(t, w, name)
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseFailed, v1alpha1.PhaseCompleted)
+	w.sim.release("restore")
+	if m.Status.Phase != v1alpha1.PhaseFailed || m.Status.FailureReason != v1alpha1.ReasonAborted || m.Status.FailedPhase != v1alpha1.PhaseRestoring {
+		t.Fatalf("phase %s reason %s in %s", m.Status.Phase, m.Status.FailureReason, m.Status.FailedPhase)
+	}
+	if a := m.Status.Abort; a == nil || a.Outcome != v1alpha1.AbortSucceeded {
+		t.Fatalf("abort status %+v", a)
+	}
+	if after := w.topology(); !slices.Equal(before, after) {
+		t.Errorf("broker topology not restored:\nbefore %v\nafter  %v", before, after)
+	}
+	w.expectSourceServing("consumer-0")
+}
+
+func TestAbortAfterSourceStoppedIsRejected(t *testing.T) {
+	w := newWorld(t)
+	w.sourcePod("consumer-0")
+	w.produce(100)
+	w.sim.hold("replay") // in Finalizing the target cannot drain: the cutover waits with the source gone
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.ReplayCutoffSeconds = 1 })
+	sdktest.Eventually(t, migrationTimeout, "source stopped", func() bool {
+		m := w.get(name)
+		return m.Status.Phase == v1alpha1.PhaseFinalizing && meta(m, v1alpha1.ConditionSourceStopped)
+	})
+	setAbort(t, w, name)
+	sdktest.Eventually(t, 10*time.Second, "abort answered", func() bool { return w.get(name).Status.Abort != nil })
+	w.sim.release("replay")
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted || m.Status.Abort.Outcome != v1alpha1.AbortRejected {
+		t.Fatalf("phase %s, abort %+v", m.Status.Phase, m.Status.Abort)
+	}
+	w.checkExactlyOnce(m.Status.TargetPod)
+}
+
+// Bad runtime input fails the migration with a reason, an Event, and
+// nothing changed: the source serves on, the broker is as it was.
+func TestFailuresLeaveNothingBehind(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		pod     string
+		spec    func(*v1alpha1.StatefulMigrationSpec)
+		prepare func(w *world)
+		reason  string
+		mention string
+	}{
+		{"missing source pod", "nobody", nil, nil, v1alpha1.ReasonSourcePodNotFound, `"nobody" not found`},
+		{"target is the source node", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-a" }, nil, v1alpha1.ReasonTargetIsSource, "already runs on"},
+		{"unknown target node", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-x" }, nil, v1alpha1.ReasonTargetNodeNotFound, "does not exist"},
+		{"target node not ready", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-c" }, nil, v1alpha1.ReasonTargetNodeNotReady, "not Ready"},
+		{"target node without agent", "consumer-0", nil, func(w *world) { w.sim.agents["node-b"] = false }, v1alpha1.ReasonAgentUnavailable, "no ready ms2m agent"},
+		{"no node to choose", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "" }, func(w *world) { w.sim.agents["node-b"] = false }, v1alpha1.ReasonNoTargetNode, "node-c: not Ready"},
+		{"unreachable broker", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.MessageQueueConfig.BrokerURL = "amqp://guest:guest@127.0.0.1:1/" }, nil, v1alpha1.ReasonBrokerUnreachable, "127.0.0.1:1"},
+		{"queue not bound", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.MessageQueueConfig.RoutingKey = "other" }, nil, v1alpha1.ReasonBrokerTopology, "other"},
+		{"credentials secret missing", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			s.MessageQueueConfig.CredentialsSecretRef = &v1alpha1.SecretReference{Name: "rabbit"}
+		}, nil, v1alpha1.ReasonCredentials, `"rabbit" not found`},
+		{"checkpoint refused", "consumer-0", nil, func(w *world) { w.sim.agents["fail-checkpoint"] = true }, v1alpha1.ReasonCheckpointFailed, "refused"},
+		{"target image cannot be pulled", "consumer-0", nil, func(w *world) { w.sim.transferTo["*"] = imageNoSuchRef }, v1alpha1.ReasonRestoreFailed, "ErrImagePull"},
+		{"phase timeout", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			s.Timeouts = &v1alpha1.MigrationTimeouts{Transfer: &metav1.Duration{Duration: time.Second}}
+		}, func(w *world) { w.sim.hold("transfer") }, v1alpha1.ReasonTimeout, "Transferring did not finish within its timeout of 1s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			before := w.topology()
+			w.sourcePod("consumer-0")
+			w.produce(50)
+			if tc.prepare != nil {
+				tc.prepare(w)
+			}
+			w.startManager()
+			name := w.b.Name("mig")
+			w.migration(name, tc.pod, tc.spec)
+			m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseFailed, v1alpha1.PhaseCompleted)
+			if m.Status.Phase != v1alpha1.PhaseFailed || m.Status.FailureReason != tc.reason {
+				t.Fatalf("phase %s reason %q (%s), want Failed with %q", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage, tc.reason)
+			}
+			if !strings.Contains(m.Status.FailureMessage, tc.mention) {
+				t.Errorf("failure message %q does not mention %q", m.Status.FailureMessage, tc.mention)
+			}
+			if !meta(m, v1alpha1.ConditionFailed) || !meta(m, v1alpha1.ConditionRolledBack) {
+				t.Errorf("conditions Failed/RolledBack not True: %+v", m.Status.Conditions)
+			}
+			sdktest.Eventually(t, 5*time.Second, "a Warning Event with the reason", func() bool { return slices.Contains(w.events(name), tc.reason) })
+			if after := w.topology(); !slices.Equal(before, after) {
+				t.Errorf("broker topology changed:\nbefore %v\nafter  %v", before, after)
+			}
+			w.expectSourceServing("consumer-0")
+			if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: "consumer-0-shadow"}, &corev1.Pod{}); !apierrors.IsNotFound(err) {
+				t.Errorf("target pod left behind: %v", err)
+			}
+		})
+	}
+}
+
+// expectSourceServing checks the source pod still runs and keeps applying.
+func (w *world) expectSourceServing(pod string) {
+	w.t.Helper()
+	p := w.sim.pod(pod)
+	if p == nil {
+		w.t.Fatalf("source %s no longer runs", pod)
+	}
+	n := len(p.appliedSeqs())
+	sdktest.Eventually(w.t, 10*time.Second, "source applying messages", func() bool { return len(p.appliedSeqs()) > n+5 })
+	if st := w.b.Inspect(w.t, w.queue); st.Consumers != 1 {
+		w.t.Errorf("primary queue has %d consumers, want the source alone", st.Consumers)
+	}
+}
+
+func setAbort(t *testing.T, w *world, name string) {
+	t.Helper()
+	m := w.get(name)
+	patch := client.MergeFrom(m.DeepCopy())
+	m.Spec.Abort = true
+	if err := k8s.Patch(context.Background(), m, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func meta(m *v1alpha1.StatefulMigration, cond string) bool {
+	for _, c := range m.Status.Conditions {
+		if c.Type == cond {
+			return c.Status == metav1.ConditionTrue
+		}
+	}
+	return false
+}

@@ -1,0 +1,223 @@
+// Package ckptimage wraps a container checkpoint archive, as the kubelet's
+// checkpoint API writes it, into an OCI image that container runtimes
+// restore from: creating a container whose image is such an image restores
+// the checkpoint instead of starting the image afresh.
+//
+// The image has a single layer, the archive itself (checkpoint/,
+// config.dump, spec.dump, rootfs-diff.tar, ...), and carries the
+// org.criu.checkpoint.* annotations on both its manifest and its index:
+// containerd 2.x recognises a checkpoint image by the container-name
+// annotation, CRI-O by the same annotation (older releases by
+// io.kubernetes.cri-o.annotations.checkpoint.name, also set).
+package ckptimage
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Annotations of checkpoint images (checkpointctl's metadata names).
+const (
+	AnnotationContainerName = "org.criu.checkpoint.container.name"
+	AnnotationEngine        = "org.criu.checkpoint.engine.name"
+	AnnotationPod           = "org.criu.checkpoint.pod.name"
+	AnnotationNamespace     = "org.criu.checkpoint.pod.namespace"
+	AnnotationRootfsImage   = "org.criu.checkpoint.rootfsImageName"
+	AnnotationRootfsImageID = "org.criu.checkpoint.rootfsImageID"
+	AnnotationRuntime       = "org.criu.checkpoint.runtime.name"
+	// AnnotationCRIOLegacy is what CRI-O releases before the shared
+	// annotations looked for.
+	AnnotationCRIOLegacy = "io.kubernetes.cri-o.annotations.checkpoint.name"
+	AnnotationCreated    = "org.opencontainers.image.created"
+)
+
+// Options of Build.
+type Options struct {
+	// ContainerName is the checkpointed container's name; required.
+	ContainerName string
+	// Annotations are added to (and override) what Build derives.
+	Annotations map[string]string
+	// Created stamps the image; zero means now.
+	Created time.Time
+	// Level is the gzip level of the layer; zero means the fastest (the
+	// archive is mostly memory pages and is pushed right away).
+	Level int
+}
+
+// Build makes the checkpoint image of the archive at path.
+func Build(path string, o Options) (v1.ImageIndex, error) {
+	if o.ContainerName == "" {
+		return nil, errors.New("ckptimage: the container name is required")
+	}
+	if o.Created.IsZero() {
+		o.Created = time.Now()
+	}
+	if o.Level == 0 {
+		o.Level = gzip.BestSpeed
+	}
+	meta, err := ReadMetadata(path)
+	if err != nil {
+		return nil, err
+	}
+	ann := map[string]string{
+		AnnotationContainerName: o.ContainerName,
+		AnnotationCRIOLegacy:    o.ContainerName,
+		AnnotationCreated:       o.Created.UTC().Format(time.RFC3339),
+	}
+	for k, v := range meta.Annotations() {
+		ann[k] = v
+	}
+	for k, v := range o.Annotations {
+		ann[k] = v
+	}
+	layer, err := tarball.LayerFromFile(path, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(o.Level))
+	if err != nil {
+		return nil, err
+	}
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, History: v1.History{Created: v1.Time{Time: o.Created}, CreatedBy: "ms2m checkpoint " + o.ContainerName}})
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Created = v1.Time{Time: o.Created}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return nil, err
+	}
+	img = mutate.Annotations(img, ann).(v1.Image)
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
+		Add:        img,
+		Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}},
+	})
+	return mutate.Annotations(idx, ann).(v1.ImageIndex), nil
+}
+
+// Push uploads the checkpoint image as ref (plain HTTP allowed) and returns
+// the index's digest reference.
+func Push(ctx context.Context, idx v1.ImageIndex, ref string, opts ...remote.Option) (name.Digest, error) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	if err := remote.WriteIndex(r, idx, append([]remote.Option{remote.WithContext(ctx)}, opts...)...); err != nil {
+		return name.Digest{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		return name.Digest{}, err
+	}
+	return r.Context().Digest(d.String()), nil
+}
+
+// Metadata is what the archive says about the checkpointed container.
+type Metadata struct {
+	Pod, Namespace, RootfsImage, RootfsImageID string
+	Engine                                     string
+}
+
+// Annotations maps the known metadata to annotations.
+func (m Metadata) Annotations() map[string]string {
+	a := map[string]string{}
+	set := func(k, v string) {
+		if v != "" {
+			a[k] = v
+		}
+	}
+	set(AnnotationPod, m.Pod)
+	set(AnnotationNamespace, m.Namespace)
+	set(AnnotationRootfsImage, m.RootfsImage)
+	set(AnnotationRootfsImageID, m.RootfsImageID)
+	set(AnnotationEngine, m.Engine)
+	return a
+}
+
+// ReadMetadata reads config.dump and spec.dump from the archive; an archive
+// without them is still a valid layer, its metadata just stays empty.
+func ReadMetadata(path string) (Metadata, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Metadata{}, err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	var magic [2]byte
+	if _, err := io.ReadFull(f, magic[:]); err == nil && magic == [2]byte{0x1f, 0x8b} {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return Metadata{}, err
+		}
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			return Metadata{}, err
+		}
+		r = gz
+	} else if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return Metadata{}, err
+	}
+	var m Metadata
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return m, nil
+		}
+		if err != nil {
+			return m, fmt.Errorf("checkpoint archive %s: %w", path, err)
+		}
+		switch h.Name {
+		case "config.dump", "./config.dump":
+			var c struct {
+				RootfsImageName string `json:"rootfsImageName"`
+				RootfsImageRef  string `json:"rootfsImageRef"`
+				RootfsImage     string `json:"rootfsImage"`
+				Engine          string `json:"engine"`
+			}
+			if json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&c) == nil {
+				m.RootfsImage = first(c.RootfsImageName, c.RootfsImage)
+				m.RootfsImageID = c.RootfsImageRef
+				m.Engine = c.Engine
+			}
+		case "spec.dump", "./spec.dump":
+			var s struct {
+				Annotations map[string]string `json:"annotations"`
+			}
+			if json.NewDecoder(io.LimitReader(tr, 4<<20)).Decode(&s) == nil {
+				m.Pod = first(s.Annotations["io.kubernetes.cri.sandbox-name"], s.Annotations["io.kubernetes.pod.name"])
+				m.Namespace = first(s.Annotations["io.kubernetes.cri.sandbox-namespace"], s.Annotations["io.kubernetes.pod.namespace"])
+				if m.RootfsImage == "" {
+					m.RootfsImage = s.Annotations["io.kubernetes.cri.image-name"]
+				}
+			}
+		}
+	}
+}
+
+func first(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

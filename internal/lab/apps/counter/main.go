@@ -1,0 +1,109 @@
+// Command counter is the lab's test workload: an HTTP server whose state
+// lives only in memory, so that a checkpoint restored elsewhere shows
+// whether the state came along. It also reaches out on request, so tests
+// can see what a pod can reach.
+//
+//	GET /          counts a hit and returns the state
+//	GET /peek      returns the state without counting
+//	GET /fetch?url=U   GETs U from inside the pod
+//	GET /dial?addr=A[&amqp=1]   opens TCP to A (and reads an AMQP greeting)
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+type state struct {
+	mu    sync.Mutex
+	Hits  int64 `json:"hits"`
+	Ticks int64 `json:"ticks"`
+	// Boot identifies the process incarnation: a restore keeps it, a
+	// restart changes it.
+	Boot    string    `json:"boot"`
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+}
+
+func main() {
+	addr := flag.String("listen", ":8080", "listen address")
+	flag.Parse()
+	host, _ := os.Hostname()
+	s := &state{Boot: fmt.Sprintf("%s-%d", host, time.Now().UnixNano()), PID: os.Getpid(), Started: time.Now().UTC()}
+	go func() {
+		for range time.Tick(100 * time.Millisecond) {
+			s.mu.Lock()
+			s.Ticks++
+			s.mu.Unlock()
+		}
+	}()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { s.reply(w, true) })
+	mux.HandleFunc("GET /peek", func(w http.ResponseWriter, _ *http.Request) { s.reply(w, false) })
+	mux.HandleFunc("GET /fetch", fetch)
+	mux.HandleFunc("GET /dial", dial)
+	log.Fatal(http.ListenAndServe(*addr, mux))
+}
+
+func (s *state) reply(w http.ResponseWriter, hit bool) {
+	s.mu.Lock()
+	if hit {
+		s.Hits++
+	}
+	b, _ := json.Marshal(s)
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+var client = &http.Client{Timeout: 5 * time.Second}
+
+func fetch(w http.ResponseWriter, r *http.Request) {
+	resp, err := client.Get(r.URL.Query().Get("url"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, io.LimitReader(resp.Body, 1<<20))
+}
+
+// dial proves reachability of a TCP service; with amqp=1 it also speaks the
+// AMQP 0-9-1 protocol header and wants the broker's Connection.Start frame.
+func dial(w http.ResponseWriter, r *http.Request) {
+	c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 5*time.Second)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer c.Close()
+	if r.URL.Query().Get("amqp") == "" {
+		fmt.Fprintf(w, "connected %s -> %s\n", c.LocalAddr(), c.RemoteAddr())
+		return
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	hdr := make([]byte, 11)
+	if _, err := io.ReadFull(c, hdr); err != nil {
+		http.Error(w, "no AMQP greeting: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	// frame type 1 (method), class 10 (connection), method 10 (start)
+	if hdr[0] != 1 || hdr[7] != 0 || hdr[8] != 10 || hdr[9] != 0 || hdr[10] != 10 {
+		http.Error(w, fmt.Sprintf("not a Connection.Start frame: % x", hdr), http.StatusBadGateway)
+		return
+	}
+	fmt.Fprintf(w, "amqp connection.start from %s\n", c.RemoteAddr())
+}

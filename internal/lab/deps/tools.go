@@ -1,0 +1,112 @@
+package deps
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+func installCrictl(ctx context.Context, bin string) error {
+	cmd := exec.CommandContext(ctx, "go", "install", "sigs.k8s.io/cri-tools/cmd/crictl@"+CrictlVersion)
+	cmd.Dir = bin
+	// GOFLAGS=-mod=mod of the project's Makefile is refused outside a module.
+	cmd.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go install crictl@%s: %w: %s", CrictlVersion, err, out)
+	}
+	return nil
+}
+
+// KubeOptions of Kube.
+type KubeOptions struct {
+	Version string
+	Cache   string
+	// Script is hack/kube-binaries.sh of the repository; empty when the
+	// lab runs outside one, and then only an existing build is used.
+	Script string
+	Logf   func(format string, args ...any)
+}
+
+// KubeCommands are the Kubernetes binaries the lab runs.
+var KubeCommands = []string{"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kubelet"}
+
+// Kube returns the directory of the Kubernetes binaries, building them with
+// the repository's script (it caches them by version and link flags, and
+// the envtest assets share that cache). The first build takes 11-15 min on
+// two cores: a ticker reports progress meanwhile.
+func Kube(ctx context.Context, o KubeOptions) (string, error) {
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	if o.Script == "" {
+		dir := filepath.Join(o.Cache, "k8s", o.Version, "bin")
+		for _, c := range KubeCommands {
+			if _, err := os.Stat(filepath.Join(dir, c)); err != nil {
+				return "", fmt.Errorf("%s %s is not built and hack/kube-binaries.sh is not found: run ms2m from the repository", c, o.Version)
+			}
+		}
+		return dir, nil
+	}
+	cmd := exec.CommandContext(ctx, o.Script, o.Version)
+	cmd.Env = append(os.Environ(), "MS2M_CACHE="+o.Cache, "MS2M_KUBE_CMDS="+strings.Join(KubeCommands, " "))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return "", err
+	}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	var last []string
+	t0, step := time.Now(), time.Now()
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	current := ""
+	for open := true; open; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				open = false
+				break
+			}
+			last = append(last, l)
+			if len(last) > 20 {
+				last = last[1:]
+			}
+			if strings.HasPrefix(l, "[kube-binaries]") {
+				o.Logf("%s", strings.TrimSpace(strings.TrimPrefix(l, "[kube-binaries]")))
+				current, step = l, time.Now()
+			}
+		case <-tick.C:
+			if current != "" {
+				o.Logf("  ... still at %q: %s (total %s)", strings.TrimPrefix(current, "[kube-binaries] "),
+					time.Since(step).Round(time.Second), time.Since(t0).Round(time.Second))
+			}
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return "", fmt.Errorf("%s %s: %w\n%s", o.Script, o.Version, err, strings.Join(last, "\n"))
+	}
+	dir := strings.TrimSpace(stdout.String())
+	if dir == "" {
+		return "", errors.New("kube-binaries.sh printed no directory")
+	}
+	return dir, nil
+}

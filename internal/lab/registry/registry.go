@@ -1,0 +1,65 @@
+// Package registry runs the lab's OCI registry (Debian's docker-registry,
+// the CNCF distribution server) on the host IP, where containerd, the agents
+// in pods and the host's tools all reach it over plain HTTP.
+package registry
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ms2m/ms2m/internal/lab/supervise"
+)
+
+// Params of the registry.
+type Params struct {
+	Dir    string // config and blobs
+	Binary string
+	Addr   string // host:port
+	Log    string
+}
+
+// Prepare writes the configuration.
+func Prepare(p Params) error {
+	if err := os.MkdirAll(filepath.Join(p.Dir, "data"), 0o755); err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(`version: 0.1
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+log:
+  level: warn
+  accesslog:
+    disabled: true
+`, filepath.Join(p.Dir, "data"), p.Addr)
+	return os.WriteFile(filepath.Join(p.Dir, "config.yml"), []byte(cfg), 0o644)
+}
+
+// Spec is the registry's process.
+func Spec(p Params) supervise.Spec {
+	return supervise.Spec{Name: "registry", Path: p.Binary, Args: []string{"serve", filepath.Join(p.Dir, "config.yml")}, Log: p.Log, Dir: p.Dir}
+}
+
+// Healthy checks the registry's API root.
+func Healthy(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("registry /v2/: %s", resp.Status)
+	}
+	return nil
+}

@@ -51,7 +51,7 @@ func (h *handoff) send(ctx context.Context, pod string, rec *v1alpha1.BrokerStat
 		// only a queue the migration created is the migration's to delete
 		broker.NoteDeclaredQueue(rec, q)
 	}
-	err = h.sess.do(ctx, func(ch *amqp.Channel) error {
+	err = h.sess.doAlone(ctx, func(ch *amqp.Channel) error {
 		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
 			return err
 		}

@@ -46,11 +46,15 @@ func testServer(t testing.TB) server {
 func env(t *testing.T) brokertest.Env {
 	srv := testServer(t)
 	return brokertest.Env{
-		Dial:      rabbitmq.Dial,
-		NewStream: func(t *testing.T) broker.Stream { return srv.stream(t, srv.newVhost(t), amqp.ExchangeDirect, "order.created") },
+		Dial: rabbitmq.Dial,
+		NewStream: func(t *testing.T) broker.Stream {
+			return srv.stream(t, srv.newVhost(t), amqp.ExchangeDirect, "order.created")
+		},
 		Shapes: map[string]func(*testing.T) broker.Stream{
 			"fanout": func(t *testing.T) broker.Stream { return srv.stream(t, srv.newVhost(t), amqp.ExchangeFanout, "") },
-			"topic":  func(t *testing.T) broker.Stream { return srv.stream(t, srv.newVhost(t), amqp.ExchangeTopic, "order.*.created") },
+			"topic": func(t *testing.T) broker.Stream {
+				return srv.stream(t, srv.newVhost(t), amqp.ExchangeTopic, "order.*.created")
+			},
 			// the default vhost, shared with whatever else runs against
 			// the broker: its name is "/", which the API wants as %2F
 			"default-vhost": func(t *testing.T) broker.Stream { return srv.stream(t, "/", amqp.ExchangeDirect, "order.created") },

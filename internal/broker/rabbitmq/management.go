@@ -138,23 +138,39 @@ type mgmtQueue struct {
 		// gone, hence raw
 		Channel json.RawMessage `json:"channel_details"`
 	} `json:"consumer_details"`
+	Stats struct {
+		Ack          int64 `json:"ack"`
+		DeliverNoAck int64 `json:"deliver_no_ack"`
+		GetNoAck     int64 `json:"get_no_ack"`
+	} `json:"message_stats"`
 }
 
-// queue returns a queue's unacked count and its consumers' addresses
-// (sorted, each once); ok is false when the API cannot tell.
-func (m *management) queue(ctx context.Context, name string) (unacked int64, peers []string, ok bool) {
+// queueCounts is what only the management API knows of a queue.
+type queueCounts struct {
+	unacked int64
+	// acked counts messages consumed for good: acked, or delivered to
+	// an auto-ack consumer (acked on delivery)
+	acked int64
+	// peers are the consumers' addresses, sorted, each once
+	peers []string
+}
+
+// queue returns a queue's counts; ok is false when the API cannot tell.
+func (m *management) queue(ctx context.Context, name string) (c queueCounts, ok bool) {
 	var q mgmtQueue
 	if found, err := m.get(ctx, &q, "queues", m.vhost, name); err != nil || !found {
-		return 0, nil, false
+		return c, false
 	}
-	for _, c := range q.Consumers {
+	c.unacked = q.Unacked
+	c.acked = q.Stats.Ack + q.Stats.DeliverNoAck + q.Stats.GetNoAck
+	for _, cd := range q.Consumers {
 		var ch struct {
 			PeerHost string `json:"peer_host"`
 		}
-		if json.Unmarshal(c.Channel, &ch) == nil && ch.PeerHost != "" && !slices.Contains(peers, ch.PeerHost) {
-			peers = append(peers, ch.PeerHost)
+		if json.Unmarshal(cd.Channel, &ch) == nil && ch.PeerHost != "" && !slices.Contains(c.peers, ch.PeerHost) {
+			c.peers = append(c.peers, ch.PeerHost)
 		}
 	}
-	slices.Sort(peers)
-	return q.Unacked, peers, true
+	slices.Sort(c.peers)
+	return c, true
 }

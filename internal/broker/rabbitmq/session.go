@@ -20,6 +20,7 @@ type session struct {
 	cfg  config
 	name string
 	conn *amqp.Connection
+	idle *amqp.Channel
 }
 
 func (s *session) connect(ctx context.Context) (*amqp.Connection, error) {
@@ -67,12 +68,24 @@ func dialContext(ctx context.Context) func(network, addr string) (net.Conn, erro
 	}
 }
 
-// do runs fn on a channel of its own: a failed passive declare or delete
-// closes its channel, and publisher confirms and return listeners must not
-// outlive the call. amqp091's calls ignore contexts, so fn runs aside and a
-// caller that gives up drops the connection, which ends fn; the next call
-// redials.
+// do runs fn on the session's channel. A channel exception (a failed
+// passive declare, a refused delete) closes a channel, so after any error
+// the channel is discarded and the next call opens another.
 func (s *session) do(ctx context.Context, fn func(*amqp.Channel) error) error {
+	return s.run(ctx, true, fn)
+}
+
+// doAlone runs fn on a channel of its own, closed afterwards: publisher
+// confirms and return listeners must not outlive the call.
+func (s *session) doAlone(ctx context.Context, fn func(*amqp.Channel) error) error {
+	return s.run(ctx, false, fn)
+}
+
+// run runs fn aside, since amqp091's calls ignore contexts: a caller that
+// gives up drops the connection, which ends fn, and the next call redials.
+// The idle channel is handed to fn and back, so that an abandoned fn never
+// shares it.
+func (s *session) run(ctx context.Context, reuse bool, fn func(*amqp.Channel) error) error {
 	if err := ctx.Err(); err != nil {
 		return broker.Unreachable(fmt.Errorf("gave up before asking %s: %w", s.addr(), err))
 	}
@@ -80,21 +93,36 @@ func (s *session) do(ctx context.Context, fn func(*amqp.Channel) error) error {
 	if err != nil {
 		return err
 	}
-	done := make(chan error, 1)
+	var ch *amqp.Channel
+	if reuse {
+		ch, s.idle = s.idle, nil
+	}
+	type result struct {
+		idle *amqp.Channel
+		err  error
+	}
+	done := make(chan result, 1)
 	go func() {
-		ch, err := conn.Channel()
-		if err != nil {
-			done <- err
-			return
+		if ch == nil || ch.IsClosed() {
+			var err error
+			if ch, err = conn.Channel(); err != nil {
+				done <- result{nil, err}
+				return
+			}
 		}
-		// after a channel exception the channel is closed already and
-		// Close only says so
-		defer ch.Close()
-		done <- fn(ch)
+		err := fn(ch)
+		if err != nil || !reuse {
+			// after a channel exception it is closed already and Close
+			// only says so
+			_ = ch.Close()
+			ch = nil
+		}
+		done <- result{ch, err}
 	}()
 	select {
-	case err := <-done:
-		return err
+	case r := <-done:
+		s.idle = r.idle
+		return r.err
 	case <-ctx.Done():
 		s.drop()
 		return broker.Unreachable(fmt.Errorf("%s did not answer in time: %w", s.addr(), ctx.Err()))
@@ -105,17 +133,17 @@ func (s *session) do(ctx context.Context, fn func(*amqp.Channel) error) error {
 func (s *session) drop() {
 	if s.conn != nil {
 		_ = s.conn.CloseDeadline(time.Now()) // closed whatever it returns
-		s.conn = nil
+		s.conn, s.idle = nil, nil
 	}
 }
 
 func (s *session) close() error {
 	if s.conn == nil || s.conn.IsClosed() {
-		s.conn = nil
+		s.conn, s.idle = nil, nil
 		return nil
 	}
 	err := s.conn.CloseDeadline(time.Now().Add(5 * time.Second))
-	s.conn = nil
+	s.conn, s.idle = nil, nil
 	if err != nil {
 		return broker.Unreachable(fmt.Errorf("closing the connection to %s: %w", s.addr(), err))
 	}

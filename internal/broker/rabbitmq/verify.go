@@ -72,16 +72,16 @@ func checkBinding(s broker.Stream, kind string, keys []string) error {
 		"set messageQueueConfig.routingKey to the key the producer publishes with", s.Queue, s.Exchange, keys, s.RoutingKey)
 }
 
-// stats is a queue's state: Ready and Consumers exact from AMQP, Unacked
-// and ConsumerPeers from the management API when it answers (lagging by
-// its collect_statistics_interval, 5 s by default).
+// stats is a queue's state: Ready and Consumers exact from AMQP; Unacked,
+// Acked and ConsumerPeers from the management API when it answers (lagging
+// by its collect_statistics_interval, 5 s by default).
 func (h *handoff) stats(ctx context.Context, queue string) (broker.QueueStats, error) {
 	st, err := h.queueStats(ctx, queue)
 	if err != nil {
 		return st, err
 	}
-	if unacked, peers, ok := h.mgmt.queue(ctx, queue); ok {
-		st.Unacked, st.ConsumerPeers = unacked, peers
+	if c, ok := h.mgmt.queue(ctx, queue); ok {
+		st.Unacked, st.Acked, st.ConsumerPeers = c.unacked, c.acked, c.peers
 	}
 	return st, nil
 }

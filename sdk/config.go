@@ -57,8 +57,8 @@ type Config struct {
 
 	// ConnectionName is shown by the broker (default "ms2m-sdk <pod>").
 	ConnectionName string
-	// Heartbeat of the AMQP connection (default: the broker's, 60 s on
-	// RabbitMQ; a dead peer with no TCP reset is noticed after two).
+	// Heartbeat of the AMQP connection (default 10 s): a peer gone without
+	// a TCP reset is noticed after two missed beats.
 	Heartbeat time.Duration
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// broker sessions (default 100 ms and 5 s); RetryMin is the first pause

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ms2m/ms2m/internal/lab"
+)
+
+func labCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "A real two-node Kubernetes lab on this machine (MS2M_LAB_DIR, default /var/tmp/ms2m-lab)",
+	}
+	dir := func() string {
+		c, err := lab.Default()
+		if err != nil {
+			return os.Getenv("MS2M_LAB_DIR")
+		}
+		return c.Dir
+	}
+	var repo string
+	up := &cobra.Command{
+		Use:   "up",
+		Short: "Bring the lab up (idempotent); the first run builds Kubernetes (~15 min)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := lab.Default()
+			if err != nil {
+				return err
+			}
+			if err := lab.Up(cmd.Context(), c, lab.Options{Out: os.Stderr, Repo: repo}); err != nil {
+				return err
+			}
+			fmt.Println(strings.Join(c.Env(), "\n"))
+			return nil
+		},
+	}
+	up.Flags().StringVar(&repo, "repo", "", "ms2m source tree (default: found from the working directory)")
+
+	var keep bool
+	down := &cobra.Command{
+		Use:   "down",
+		Short: "Stop the lab and leave the host as it was (also cleans a half-made lab)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return lab.Down(cmd.Context(), dir(), lab.Options{Out: os.Stderr}, keep)
+		},
+	}
+	down.Flags().BoolVar(&keep, "keep-state", false, "keep the state directory (logs) after stopping")
+
+	var asJSON bool
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "What runs, what is unhealthy, and the capability report; exits 1 when unhealthy",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := lab.GetStatus(cmd.Context(), dir())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(s); err != nil {
+					return err
+				}
+			} else {
+				s.Print(os.Stdout)
+			}
+			if !s.Healthy {
+				return errors.New("lab is unhealthy")
+			}
+			return nil
+		},
+	}
+	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	env := &cobra.Command{
+		Use:   "env",
+		Short: "Print the lab's addresses as shell exports: eval \"$(ms2m lab env)\"",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := lab.Load(dir())
+			if err != nil {
+				return err
+			}
+			fmt.Println(strings.Join(c.Env(), "\n"))
+			return nil
+		},
+	}
+
+	var tag string
+	var only []string
+	imgs := &cobra.Command{
+		Use:   "images",
+		Short: "Build the project's binaries (cmd/, examples/, lab apps) into images and push them to the lab registry",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := lab.Load(dir())
+			if err != nil {
+				return err
+			}
+			_, err = lab.PushImages(cmd.Context(), c, repo, tag, only, os.Stdout)
+			return err
+		},
+	}
+	imgs.Flags().StringVar(&tag, "tag", "latest", "image tag")
+	imgs.Flags().StringSliceVar(&only, "only", nil, "build only these apps")
+	imgs.Flags().StringVar(&repo, "repo", "", "ms2m source tree")
+
+	var out string
+	snap := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Record the host state the lab touches (mounts, cgroups, links, routes, netns, nft, sysctls, files) as JSON",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := lab.Default()
+			if err != nil {
+				return err
+			}
+			s, err := lab.HostSnapshot(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			b, _ := json.MarshalIndent(s, "", "  ")
+			if out == "" || out == "-" {
+				_, err = os.Stdout.Write(append(b, '\n'))
+				return err
+			}
+			return os.WriteFile(out, b, 0o644)
+		},
+	}
+	snap.Flags().StringVarP(&out, "output", "o", "", "file to write (default stdout)")
+	cmd.AddCommand(up, down, status, env, imgs, snap)
+	return cmd
+}

@@ -1,0 +1,24 @@
+// Command ms2m runs the project's lab: a real two-node Kubernetes cluster on
+// this machine, with a registry and RabbitMQ.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{Use: "ms2m", Short: "Live migration of stateful, message-driven pods: the lab", SilenceUsage: true}
+	root.AddCommand(labCommand())
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}

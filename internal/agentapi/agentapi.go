@@ -110,3 +110,41 @@ type Client interface {
 
 // ErrNoAgent is returned by Ready for a node without a ready agent.
 var ErrNoAgent = errors.New("no ready ms2m agent on the node")
+
+// HTTP paths of the agent API.
+const (
+	PathReady       = "/v1/ready"
+	PathCheckpoints = "/v1/checkpoints/"
+	PathTransfers   = "/v1/transfers/"
+	PathIncoming    = "/v1/incoming/"
+)
+
+// Headers of an incoming Direct transfer (the body is the archive).
+const (
+	HeaderContainer = "X-Ms2m-Container"
+	HeaderSource    = "X-Ms2m-Source-Node"
+)
+
+// Incoming describes a checkpoint sent straight to the target node's agent.
+type Incoming struct {
+	ID        string
+	Container string
+	Source    string
+}
+
+// ErrorBody is the agent's error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// ReadyReport is what an agent says of its node.
+type ReadyReport struct {
+	Node  string `json:"node"`
+	Ready bool   `json:"ready"`
+	// Problems explain why the node cannot take part in migrations.
+	Problems []string `json:"problems,omitempty"`
+	// DirectReceive is whether Direct transfers can be received.
+	DirectReceive bool `json:"directReceive"`
+	// CRIUConfig is the node's runc CRIU configuration as found.
+	CRIUConfig string `json:"criuConfig,omitempty"`
+}

@@ -1,0 +1,317 @@
+package agent_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ms2m/ms2m/internal/agent"
+	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/agentclient"
+	"github.com/ms2m/ms2m/internal/ckptimage"
+	"github.com/ms2m/ms2m/internal/lab/pki"
+)
+
+// Two agents talk over real mutual TLS on loopback, push to a real (in
+// process) OCI registry and stream to each other. The kubelet is played by
+// a checkpointer that writes an archive shaped like the kubelet's, and the
+// container runtime by an importer that unpacks what it is given: both are
+// exercised for real in the lab e2e.
+
+type kubelet struct {
+	dir   string
+	calls atomic.Int32
+}
+
+func (k *kubelet) Checkpoint(_ context.Context, ns, pod, ctr string) (string, error) {
+	k.calls.Add(1)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(name string, body []byte) {
+		_ = tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: int64(len(body)), Typeflag: tar.TypeReg})
+		_, _ = tw.Write(body)
+	}
+	add("checkpoint/pages-1.img", bytes.Repeat([]byte{9}, 256<<10))
+	add("config.dump", []byte(`{"rootfsImageName":"registry.test/consumer:1"}`))
+	spec, _ := json.Marshal(map[string]any{"annotations": map[string]string{"io.kubernetes.cri.sandbox-name": pod, "io.kubernetes.cri.sandbox-namespace": ns}})
+	add("spec.dump", spec)
+	_ = tw.Close()
+	p := filepath.Join(k.dir, "checkpoint-"+pod+"_"+ns+"-"+ctr+".tar")
+	return p, os.WriteFile(p, buf.Bytes(), 0o600)
+}
+
+type runtime struct {
+	mu       sync.Mutex
+	imported map[string][]byte // ref → index.json
+	removed  []string
+}
+
+func (r *runtime) Import(_ context.Context, oci io.Reader, ref string) error {
+	tr := tar.NewReader(oci)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return errors.New("OCI archive without index.json")
+		}
+		if err != nil {
+			return err
+		}
+		if h.Name == "index.json" {
+			b, _ := io.ReadAll(tr)
+			_, _ = io.Copy(io.Discard, oci)
+			r.mu.Lock()
+			r.imported[ref] = b
+			r.mu.Unlock()
+			return nil
+		}
+	}
+}
+
+func (r *runtime) Remove(_ context.Context, ref string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removed = append(r.removed, ref)
+	return nil
+}
+
+type staticResolver map[string]string
+
+func (s staticResolver) Endpoint(_ context.Context, node string) (string, error) {
+	if u, ok := s[node]; ok {
+		return u, nil
+	}
+	return "", agentapi.ErrNoAgent
+}
+
+func credentials(t *testing.T, ca *pki.CA) string {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key, err := ca.Issue(pki.Request{CommonName: "ms2m", DNSNames: []string{agentclient.ServerName}, Server: true, Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, _ := pki.KeyPEM(key)
+	_ = os.WriteFile(filepath.Join(dir, agentclient.CAFile), pki.CertPEM(ca.Cert), 0o600)
+	_ = os.WriteFile(filepath.Join(dir, agentclient.CertFile), pki.CertPEM(cert), 0o600)
+	_ = os.WriteFile(filepath.Join(dir, agentclient.KeyFile), kp, 0o600)
+	return dir
+}
+
+type cluster struct {
+	client   *agentclient.Client
+	kubelet  *kubelet
+	runtime  *runtime
+	registry string
+	tlsDir   string
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	ca, err := pki.NewCA("ms2m-agents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{tlsDir: credentials(t, ca), kubelet: &kubelet{dir: t.TempDir()}, runtime: &runtime{imported: map[string][]byte{}}}
+	tlsCfg, err := agentclient.LoadTLS(c.tlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := httptest.NewServer(registry.New())
+	t.Cleanup(reg.Close)
+	c.registry = strings.TrimPrefix(reg.URL, "http://")
+	resolver := staticResolver{}
+	peers := agentclient.New(resolver, tlsCfg)
+	criu := filepath.Join(t.TempDir(), "runc.conf")
+	_ = os.WriteFile(criu, []byte("tcp-close\nskip-in-flight\nnetwork-lock nftables\n"), 0o644)
+	for _, node := range []string{"node-a", "node-b"} {
+		srv, err := agent.NewServer(agent.Config{Node: node, StateDir: t.TempDir(), Kubelet: c.kubelet, Runtime: c.runtime,
+			Peers: peers, CRIUConfig: criu})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewUnstartedServer(srv.Handler())
+		hs.TLS = tlsCfg.Clone()
+		hs.StartTLS()
+		t.Cleanup(hs.Close)
+		resolver[node] = hs.URL
+	}
+	c.client = agentclient.New(resolver, tlsCfg)
+	return c
+}
+
+func poll[R any](t *testing.T, call func() (agentapi.Operation[R], error)) agentapi.Operation[R] {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		op, err := call()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op.State != agentapi.OpRunning || time.Now().After(deadline) {
+			return op
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestCheckpointTransferAndCleanup(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	if err := c.client.Ready(ctx, "node-a"); err != nil {
+		t.Fatalf("ready: %v", err)
+	}
+	req := agentapi.CheckpointRequest{ID: "mig-1234", Namespace: "shop", Pod: "consumer-0", Container: "app"}
+	ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) { return c.client.Checkpoint(ctx, "node-a", req) })
+	if ck.State != agentapi.OpSucceeded || ck.Result.SizeBytes == 0 {
+		t.Fatalf("checkpoint %+v", ck)
+	}
+	again, _ := c.client.Checkpoint(ctx, "node-a", req)
+	if c.kubelet.calls.Load() != 1 || again.Result.Archive != ck.Result.Archive {
+		t.Fatalf("a repeated request checkpointed again (%d kubelet calls)", c.kubelet.calls.Load())
+	}
+
+	// Registry: the image is in the registry, annotated for the runtimes.
+	reg := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
+		return c.client.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: "mig-1234-reg", CheckpointID: "mig-1234",
+			Mode: agentapi.TransferRegistry, Repository: c.registry + "/ckpt", TargetNode: "node-b", Container: "app"})
+	})
+	if reg.State != agentapi.OpSucceeded || !strings.Contains(reg.Result.Image, "@sha256:") || reg.Progress.BytesDone == 0 {
+		t.Fatalf("registry transfer %+v", reg)
+	}
+	ref, _ := name.ParseReference(reg.Result.Image, name.Insecure)
+	idx, err := remote.Index(ref)
+	if err != nil {
+		t.Fatalf("pulling back %s: %v", reg.Result.Image, err)
+	}
+	m, _ := idx.IndexManifest()
+	if m.Annotations[ckptimage.AnnotationContainerName] != "app" || m.Annotations[ckptimage.AnnotationPod] != "consumer-0" {
+		t.Fatalf("index annotations %v", m.Annotations)
+	}
+
+	// Direct: the archive goes to node-b's agent, which hands node-b's
+	// runtime an OCI image named for the kubelet.
+	dir := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
+		return c.client.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: "mig-1234", CheckpointID: "mig-1234",
+			Mode: agentapi.TransferDirect, TargetNode: "node-b", Container: "app"})
+	})
+	if dir.State != agentapi.OpSucceeded || dir.Result.Image != agent.DirectImageRef("mig-1234") || dir.Progress.BytesDone != ck.Result.SizeBytes {
+		t.Fatalf("direct transfer %+v", dir)
+	}
+	c.runtime.mu.Lock()
+	index := c.runtime.imported[dir.Result.Image]
+	c.runtime.mu.Unlock()
+	var layoutIndex struct {
+		Manifests []struct{ Annotations map[string]string }
+	}
+	if err := json.Unmarshal(index, &layoutIndex); err != nil || len(layoutIndex.Manifests) != 1 {
+		t.Fatalf("imported OCI layout index: %v: %s", err, index)
+	}
+	if a := layoutIndex.Manifests[0].Annotations; a["io.containerd.image.name"] != dir.Result.Image || a[ckptimage.AnnotationContainerName] != "app" {
+		t.Fatalf("imported image lacks its name or the checkpoint annotation: %v", a)
+	}
+
+	for _, node := range []string{"node-a", "node-b"} {
+		if err := c.client.Cleanup(ctx, node, "mig-1234"); err != nil {
+			t.Fatalf("cleanup on %s: %v", node, err)
+		}
+	}
+	if _, err := os.Stat(ck.Result.Archive); !os.IsNotExist(err) {
+		t.Errorf("checkpoint archive left on node-a: %v", err)
+	}
+	if err := c.client.Cleanup(ctx, "node-a", "mig-1234-reg"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Index(ref); err == nil {
+		t.Errorf("registry still serves %s after cleanup", ref)
+	}
+	c.runtime.mu.Lock()
+	removed := c.runtime.removed
+	c.runtime.mu.Unlock()
+	if len(removed) == 0 {
+		t.Errorf("runtime image not removed")
+	}
+}
+
+func TestTransferOfUnknownCheckpointIsRefused(t *testing.T) {
+	c := newCluster(t)
+	_, err := c.client.Transfer(context.Background(), "node-a", agentapi.TransferRequest{ID: "x", CheckpointID: "nope", Mode: agentapi.TransferDirect, TargetNode: "node-b", Container: "app"})
+	if err == nil || !strings.Contains(err.Error(), `no finished checkpoint "nope"`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// Only holders of a certificate from the agents' CA get in.
+func TestAgentsDemandCertificates(t *testing.T) {
+	c := newCluster(t)
+	ep, _ := c.client.Resolver.Endpoint(context.Background(), "node-a")
+	host := strings.TrimPrefix(ep, "https://")
+	trusted, _ := agentclient.LoadTLS(c.tlsDir)
+
+	noCert := &tls.Config{RootCAs: trusted.RootCAs, ServerName: agentclient.ServerName, MinVersion: tls.VersionTLS13}
+	if err := handshake(host, noCert); err == nil {
+		t.Error("a client without a certificate was let in")
+	}
+	other, _ := pki.NewCA("intruder")
+	strangerTLS, err := agentclient.LoadTLS(credentials(t, other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger := strangerTLS.Clone()
+	stranger.RootCAs = trusted.RootCAs // it trusts the agent, the agent must not trust it
+	if err := handshake(host, stranger); err == nil {
+		t.Error("a client with a certificate from another CA was let in")
+	}
+	if err := handshake(host, trusted); err != nil {
+		t.Errorf("the rightful client was refused: %v", err)
+	}
+}
+
+func handshake(host string, cfg *tls.Config) error {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", host, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// TLS 1.3 reports a refused client certificate on the first read.
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte("GET /v1/ready HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 1)
+	_, err = conn.Read(buf)
+	return err
+}
+
+func TestReadyReportsMissingCRIUConfig(t *testing.T) {
+	srv, err := agent.NewServer(agent.Config{Node: "node-x", StateDir: t.TempDir(), CRIUConfig: filepath.Join(t.TempDir(), "missing.conf")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := srv.Report(context.Background())
+	if rep.Ready || len(rep.Problems) == 0 || !strings.Contains(rep.Problems[0], "CRIUConfigMissing") || rep.DirectReceive {
+		t.Fatalf("%+v", rep)
+	}
+	partial := filepath.Join(t.TempDir(), "runc.conf")
+	_ = os.WriteFile(partial, []byte("# tcp-close\ntcp-established\n"), 0o644)
+	srv, _ = agent.NewServer(agent.Config{Node: "node-x", StateDir: t.TempDir(), CRIUConfig: partial})
+	if rep := srv.Report(context.Background()); rep.Ready || !strings.Contains(strings.Join(rep.Problems, ""), "lacks tcp-close, skip-in-flight") {
+		t.Fatalf("%+v", rep)
+	}
+}

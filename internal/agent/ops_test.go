@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ms2m/ms2m/internal/agentapi"
+)
+
+func waitDone[R any](t *testing.T, s *opStore[R], id string) agentapi.Operation[R] {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if op, _ := s.Get(id); op.State != agentapi.OpRunning {
+			return op
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("operation %s did not finish", id)
+	return agentapi.Operation[R]{}
+}
+
+func TestOpStoreRunsOnceAndRemembers(t *testing.T) {
+	dir := t.TempDir()
+	s, err := newOpStore[string]("checkpoints", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs atomic.Int32
+	release := make(chan struct{})
+	work := func(ctx context.Context, p progressFunc) (string, error) {
+		runs.Add(1)
+		p(50, 100)
+		<-release
+		return "archive.tar", nil
+	}
+	if op := s.StartOrGet("m1", work); op.State != agentapi.OpRunning {
+		t.Fatalf("first call: %+v", op)
+	}
+	if op := s.StartOrGet("m1", work); op.State != agentapi.OpRunning {
+		t.Fatalf("second call: %+v", op)
+	}
+	close(release)
+	op := waitDone(t, s, "m1")
+	if op.State != agentapi.OpSucceeded || op.Result != "archive.tar" || op.Progress.BytesDone != 50 {
+		t.Fatalf("finished op %+v", op)
+	}
+	if runs.Load() != 1 {
+		t.Fatalf("work ran %d times", runs.Load())
+	}
+	// A restarted agent knows the outcome.
+	s2, err := newOpStore[string]("checkpoints", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, ok := s2.Get("m1"); !ok || op.Result != "archive.tar" {
+		t.Fatalf("after restart: %+v %v", op, ok)
+	}
+	if err := s2.Forget("m1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s2.Get("m1"); ok {
+		t.Fatal("forgotten op still known")
+	}
+}
+
+func TestOpStoreReportsFailureAndInterruptedWork(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := newOpStore[int]("transfers", dir)
+	s.StartOrGet("bad", func(context.Context, progressFunc) (int, error) { return 0, errors.New("kubelet said 500") })
+	if op := waitDone(t, s, "bad"); op.State != agentapi.OpFailed || op.Message != "kubelet said 500" {
+		t.Fatalf("%+v", op)
+	}
+	block := make(chan struct{})
+	defer close(block)
+	s.StartOrGet("slow", func(context.Context, progressFunc) (int, error) { <-block; return 1, nil })
+	if err := s.Forget("slow"); err == nil {
+		t.Fatal("forgetting a running op must fail")
+	}
+	s2, _ := newOpStore[int]("transfers", dir)
+	if op, _ := s2.Get("slow"); op.State != agentapi.OpFailed {
+		t.Fatalf("an op running when the agent stopped must come back failed, got %+v", op)
+	}
+}

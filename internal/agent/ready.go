@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/ms2m/ms2m/internal/agentapi"
+)
+
+// Options a node's runc CRIU configuration needs for pods that hold live
+// TCP connections (an AMQP consumer does): without tcp-close the kubelet's
+// checkpoint of a connected container fails, and a restore on another node
+// (the pod IP changed) cannot re-create the connections.
+var requiredCRIUOptions = []string{"tcp-close", "skip-in-flight"}
+
+// Report says whether this node can take part in migrations and why not.
+func (s *Server) Report(_ context.Context) agentapi.ReadyReport {
+	rep := agentapi.ReadyReport{Node: s.cfg.Node, DirectReceive: s.cfg.Runtime != nil}
+	conf, missing, err := checkCRIUConfig(s.cfg.CRIUConfig)
+	rep.CRIUConfig = conf
+	switch {
+	case err != nil:
+		rep.Problems = append(rep.Problems, fmt.Sprintf("CRIUConfigMissing: %v; create it with the lines %s", err, strings.Join(requiredCRIUOptions, ", ")))
+	case len(missing) > 0:
+		rep.Problems = append(rep.Problems, fmt.Sprintf("CRIUConfigIncomplete: %s lacks %s, needed to checkpoint and move pods with live TCP connections", s.cfg.CRIUConfig, strings.Join(missing, ", ")))
+	}
+	rep.Ready = len(rep.Problems) == 0
+	return rep
+}
+
+// checkCRIUConfig reads a CRIU configuration file and lists the required
+// options it lacks.
+func checkCRIUConfig(path string) (content string, missing []string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	have := map[string]bool{}
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		lines = append(lines, line)
+		opt := strings.TrimPrefix(strings.Fields(line)[0], "--")
+		have[opt] = true
+	}
+	for _, o := range requiredCRIUOptions {
+		if !have[o] {
+			missing = append(missing, o)
+		}
+	}
+	return strings.Join(lines, "; "), missing, sc.Err()
+}

@@ -1,0 +1,196 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/ms2m/ms2m/internal/agentapi"
+)
+
+// Checkpointer checkpoints a container and returns where the archive is,
+// as a path the agent can open.
+type Checkpointer interface {
+	Checkpoint(ctx context.Context, namespace, pod, container string) (archive string, err error)
+}
+
+// Importer makes a checkpoint image available to the node's container
+// runtime under ref (Direct transfers).
+type Importer interface {
+	Import(ctx context.Context, ociArchive io.Reader, ref string) error
+	Remove(ctx context.Context, ref string) error
+}
+
+// Peers sends a checkpoint to another node's agent.
+type Peers interface {
+	Send(ctx context.Context, node string, in agentapi.Incoming, archive io.Reader, size int64) (agentapi.TransferResult, error)
+}
+
+// Config wires an agent.
+type Config struct {
+	Node     string
+	StateDir string
+	Kubelet  Checkpointer
+	// Runtime is nil where Direct transfers cannot be received.
+	Runtime Importer
+	Peers   Peers
+	// Registry pushes and deletes checkpoint images (Registry mode).
+	Registry Registry
+	// CRIUConfig is the path of the node's runc CRIU configuration.
+	CRIUConfig string
+	Log        *slog.Logger
+}
+
+// Server is the agent's HTTP API (served over mutual TLS by cmd/agent).
+type Server struct {
+	cfg         Config
+	checkpoints *opStore[agentapi.CheckpointResult]
+	transfers   *opStore[agentapi.TransferResult]
+}
+
+// NewServer opens the agent's state.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	c, err := newOpStore[agentapi.CheckpointResult]("checkpoints", cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	t, err := newOpStore[agentapi.TransferResult]("transfers", cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "incoming"), 0o700); err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, checkpoints: c, transfers: t}, nil
+}
+
+// Handler routes the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+agentapi.PathReady, s.ready)
+	mux.HandleFunc("PUT "+agentapi.PathCheckpoints+"{id}", s.checkpoint)
+	mux.HandleFunc("DELETE "+agentapi.PathCheckpoints+"{id}", s.cleanup)
+	mux.HandleFunc("PUT "+agentapi.PathTransfers+"{id}", s.transfer)
+	mux.HandleFunc("PUT "+agentapi.PathIncoming+"{id}", s.incoming)
+	return mux
+}
+
+var validID = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,200}[a-z0-9])?$`)
+
+func (s *Server) id(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if !validID.MatchString(id) {
+		httpError(w, http.StatusBadRequest, "invalid operation id %q", id)
+		return "", false
+	}
+	return id, true
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	rep := s.Report(r.Context())
+	code := http.StatusOK
+	if !rep.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, rep)
+}
+
+func (s *Server) checkpoint(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	var req agentapi.CheckpointRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.ID != id || req.Pod == "" || req.Namespace == "" || req.Container == "" {
+		httpError(w, http.StatusBadRequest, "checkpoint request needs id (matching the path), namespace, pod and container")
+		return
+	}
+	op := s.checkpoints.StartOrGet(id, func(ctx context.Context, _ progressFunc) (agentapi.CheckpointResult, error) {
+		return s.doCheckpoint(ctx, req)
+	})
+	writeJSON(w, http.StatusOK, op)
+}
+
+func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointRequest) (agentapi.CheckpointResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	archive, err := s.cfg.Kubelet.Checkpoint(ctx, req.Namespace, req.Pod, req.Container)
+	if err != nil {
+		return agentapi.CheckpointResult{}, err
+	}
+	fi, err := os.Stat(archive)
+	if err != nil {
+		return agentapi.CheckpointResult{}, fmt.Errorf("checkpoint archive: %w", err)
+	}
+	s.cfg.Log.Info("checkpointed", "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "archive", archive, "bytes", fi.Size(), "took", time.Since(start))
+	return agentapi.CheckpointResult{Archive: archive, SizeBytes: fi.Size(), CreatedAt: time.Now(), Freeze: time.Since(start)}, nil
+}
+
+func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	var req agentapi.TransferRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	ck, found := s.checkpoints.Get(req.CheckpointID)
+	if !found || ck.State != agentapi.OpSucceeded {
+		httpError(w, http.StatusConflict, "no finished checkpoint %q on node %s", req.CheckpointID, s.cfg.Node)
+		return
+	}
+	op := s.transfers.StartOrGet(id, func(ctx context.Context, progress progressFunc) (agentapi.TransferResult, error) {
+		return s.doTransfer(ctx, req, ck.Result, progress)
+	})
+	writeJSON(w, http.StatusOK, op)
+}
+
+func (s *Server) cleanup(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	if err := s.Cleanup(r.Context(), id); err != nil {
+		httpError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		httpError(w, http.StatusBadRequest, "request body: %v", err)
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func httpError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, agentapi.ErrorBody{Error: fmt.Sprintf(format, args...)})
+}
+
+var errNoRuntime = errors.New("this node's agent cannot hand images to the container runtime (no containerd socket configured): Direct transfers to it are impossible; use transferMode Registry")

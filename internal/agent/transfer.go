@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/ckptimage"
+)
+
+// Registry stores checkpoint images (Registry transfers).
+type Registry struct {
+	// Options for every registry call (auth, transport).
+	Options []remote.Option
+}
+
+func (s *Server) doTransfer(ctx context.Context, req agentapi.TransferRequest, ck agentapi.CheckpointResult, progress progressFunc) (agentapi.TransferResult, error) {
+	switch req.Mode {
+	case agentapi.TransferRegistry:
+		return s.pushToRegistry(ctx, req, ck, progress)
+	case agentapi.TransferDirect:
+		return s.sendDirect(ctx, req, ck, progress)
+	}
+	return agentapi.TransferResult{}, fmt.Errorf("unknown transfer mode %q", req.Mode)
+}
+
+// pushToRegistry wraps the archive as a checkpoint image and pushes it to
+// <repository>:<checkpoint id>; the target pulls it by digest.
+func (s *Server) pushToRegistry(ctx context.Context, req agentapi.TransferRequest, ck agentapi.CheckpointResult, progress progressFunc) (agentapi.TransferResult, error) {
+	if req.Repository == "" {
+		return agentapi.TransferResult{}, fmt.Errorf("Registry transfer without a repository")
+	}
+	idx, err := ckptimage.Build(ck.Archive, ckptimage.Options{ContainerName: req.Container})
+	if err != nil {
+		return agentapi.TransferResult{}, fmt.Errorf("building the checkpoint image: %w", err)
+	}
+	ref := req.Repository + ":" + req.CheckpointID
+	updates := make(chan v1Update, 16)
+	go forwardProgress(updates, progress)
+	opts := append([]remote.Option{remote.WithContext(ctx), remote.WithProgress(updates)}, s.cfg.Registry.Options...)
+	d, err := ckptimage.Push(ctx, idx, ref, opts...)
+	if err != nil {
+		return agentapi.TransferResult{}, fmt.Errorf("pushing %s: %w", ref, err)
+	}
+	return agentapi.TransferResult{Image: d.String(), Digest: d.DigestStr()}, nil
+}
+
+// sendDirect streams the archive to the target node's agent, which builds
+// the image there and hands it to its runtime: no registry ever holds it.
+func (s *Server) sendDirect(ctx context.Context, req agentapi.TransferRequest, ck agentapi.CheckpointResult, progress progressFunc) (agentapi.TransferResult, error) {
+	if s.cfg.Peers == nil {
+		return agentapi.TransferResult{}, fmt.Errorf("this agent cannot reach other agents")
+	}
+	f, err := os.Open(ck.Archive)
+	if err != nil {
+		return agentapi.TransferResult{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return agentapi.TransferResult{}, err
+	}
+	body := &countingReader{r: f, total: fi.Size(), progress: progress}
+	in := agentapi.Incoming{ID: req.CheckpointID, Container: req.Container, Source: s.cfg.Node}
+	return s.cfg.Peers.Send(ctx, req.TargetNode, in, body, fi.Size())
+}
+
+// DirectImageRef names a Direct checkpoint image in the target's runtime.
+func DirectImageRef(id string) string { return "localhost/ms2m-checkpoint:" + id }
+
+// Receive takes a Direct checkpoint: the archive is stored, wrapped as a
+// checkpoint image and imported into the node's runtime.
+func (s *Server) Receive(ctx context.Context, in agentapi.Incoming, archive io.Reader) (agentapi.TransferResult, error) {
+	if s.cfg.Runtime == nil {
+		return agentapi.TransferResult{}, errNoRuntime
+	}
+	path := s.incomingPath(in.ID)
+	if err := writeFileAtomic(path, archive); err != nil {
+		return agentapi.TransferResult{}, fmt.Errorf("storing the checkpoint: %w", err)
+	}
+	idx, err := ckptimage.Build(path, ckptimage.Options{ContainerName: in.Container})
+	if err != nil {
+		return agentapi.TransferResult{}, fmt.Errorf("building the checkpoint image: %w", err)
+	}
+	ref := DirectImageRef(in.ID)
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeOCIArchive(pw, idx, ref)) }()
+	if err := s.cfg.Runtime.Import(ctx, pr, ref); err != nil {
+		_ = pr.CloseWithError(err)
+		return agentapi.TransferResult{}, fmt.Errorf("importing %s into the runtime: %w", ref, err)
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		return agentapi.TransferResult{}, err
+	}
+	return agentapi.TransferResult{Image: ref, Digest: d.String()}, nil
+}
+
+func (s *Server) incomingPath(id string) string {
+	return filepath.Join(s.cfg.StateDir, "incoming", id+".tar")
+}
+
+// Cleanup removes everything this node holds of a checkpoint: the
+// archive the kubelet wrote, a received archive, the image in the runtime
+// and in the registry, and the operations' records. Checkpoints hold the
+// workload's whole memory, secrets included.
+func (s *Server) Cleanup(ctx context.Context, id string) error {
+	var errs []string
+	note := func(what string, err error) {
+		if err != nil && !os.IsNotExist(err) {
+			errs = append(errs, what+": "+err.Error())
+		}
+	}
+	if op, ok := s.checkpoints.Get(id); ok && op.Result.Archive != "" {
+		note("archive", os.Remove(op.Result.Archive))
+	}
+	if op, ok := s.transfers.Get(id); ok && op.State == agentapi.OpSucceeded && strings.Contains(op.Result.Image, "@") && !strings.HasPrefix(op.Result.Image, "localhost/") {
+		if ref, err := name.ParseReference(op.Result.Image, name.Insecure); err == nil {
+			note("registry image", remote.Delete(ref, append([]remote.Option{remote.WithContext(ctx)}, s.cfg.Registry.Options...)...))
+		}
+	}
+	note("received archive", os.Remove(s.incomingPath(id)))
+	if s.cfg.Runtime != nil {
+		note("runtime image", s.cfg.Runtime.Remove(ctx, DirectImageRef(id)))
+	}
+	note("checkpoint record", s.checkpoints.Forget(id))
+	note("transfer record", s.transfers.Forget(id))
+	if len(errs) > 0 {
+		return fmt.Errorf("cleanup of %s: %s", id, strings.Join(errs, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,145 @@
+// Package agentclient reaches ms2m node agents over mutual TLS: the
+// controller's implementation of agentapi.Client, and the agents' own way
+// to send a checkpoint to another node's agent (Direct transfers).
+package agentclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ms2m/ms2m/internal/agentapi"
+)
+
+// Resolver finds the agent of a node.
+type Resolver interface {
+	// Endpoint is the agent's base URL (https://host:port); an error
+	// wrapping agentapi.ErrNoAgent when the node has none.
+	Endpoint(ctx context.Context, node string) (string, error)
+}
+
+// Client calls node agents.
+type Client struct {
+	Resolver Resolver
+	HTTP     *http.Client
+}
+
+// New makes a client that authenticates with tlsConfig (client
+// certificate, CA of the agents, server name).
+func New(r Resolver, tlsConfig *tls.Config) *Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsConfig
+	tr.ResponseHeaderTimeout = 2 * time.Minute
+	return &Client{Resolver: r, HTTP: &http.Client{Transport: tr}}
+}
+
+var _ agentapi.Client = (*Client)(nil)
+
+// Ready asks the node's agent whether the node can take part.
+func (c *Client) Ready(ctx context.Context, node string) error {
+	var rep agentapi.ReadyReport
+	code, err := c.do(ctx, node, http.MethodGet, agentapi.PathReady, nil, nil, &rep)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK || !rep.Ready {
+		return fmt.Errorf("%w: %s", agentapi.ErrNoAgent, strings.Join(rep.Problems, "; "))
+	}
+	return nil
+}
+
+// Checkpoint starts or polls a checkpoint.
+func (c *Client) Checkpoint(ctx context.Context, node string, req agentapi.CheckpointRequest) (agentapi.Operation[agentapi.CheckpointResult], error) {
+	var op agentapi.Operation[agentapi.CheckpointResult]
+	_, err := c.doJSON(ctx, node, http.MethodPut, agentapi.PathCheckpoints+req.ID, req, &op)
+	return op, err
+}
+
+// Transfer starts or polls a transfer.
+func (c *Client) Transfer(ctx context.Context, node string, req agentapi.TransferRequest) (agentapi.Operation[agentapi.TransferResult], error) {
+	var op agentapi.Operation[agentapi.TransferResult]
+	_, err := c.doJSON(ctx, node, http.MethodPut, agentapi.PathTransfers+req.ID, req, &op)
+	return op, err
+}
+
+// Cleanup removes a checkpoint's traces from a node. A node without an
+// agent has nothing of it.
+func (c *Client) Cleanup(ctx context.Context, node, id string) error {
+	_, err := c.do(ctx, node, http.MethodDelete, agentapi.PathCheckpoints+id, nil, nil, nil)
+	if errors.Is(err, agentapi.ErrNoAgent) {
+		return nil
+	}
+	return err
+}
+
+// Send streams a checkpoint archive to node's agent (Direct transfer) and
+// returns the image the node's runtime now holds.
+func (c *Client) Send(ctx context.Context, node string, in agentapi.Incoming, archive io.Reader, size int64) (agentapi.TransferResult, error) {
+	var res agentapi.TransferResult
+	hdr := http.Header{}
+	hdr.Set(agentapi.HeaderContainer, in.Container)
+	hdr.Set(agentapi.HeaderSource, in.Source)
+	hdr.Set("Content-Length", strconv.FormatInt(size, 10))
+	_, err := c.do(ctx, node, http.MethodPut, agentapi.PathIncoming+in.ID, archive, hdr, &res)
+	return res, err
+}
+
+func (c *Client) doJSON(ctx context.Context, node, method, path string, in, out any) (int, error) {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return 0, err
+	}
+	hdr := http.Header{}
+	hdr.Set("Content-Type", "application/json")
+	return c.do(ctx, node, method, path, bytes.NewReader(b), hdr, out)
+}
+
+// do sends one request. HTTP errors other than 503 (a not-ready node)
+// become errors carrying the agent's message.
+func (c *Client) do(ctx context.Context, node, method, path string, body io.Reader, hdr http.Header, out any) (int, error) {
+	base, err := c.Resolver.Endpoint(ctx, node)
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
+	if err != nil {
+		return 0, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if cl := hdr.Get("Content-Length"); cl != "" {
+		req.ContentLength, _ = strconv.ParseInt(cl, 10, 64)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("agent on %s: %w", node, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("agent on %s: %w", node, err)
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusServiceUnavailable {
+		var e agentapi.ErrorBody
+		_ = json.Unmarshal(data, &e)
+		if e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return resp.StatusCode, fmt.Errorf("agent on %s: %s %s: %s: %s", node, method, path, resp.Status, e.Error)
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("agent on %s: reply: %w", node, err)
+		}
+	}
+	return resp.StatusCode, nil
+}

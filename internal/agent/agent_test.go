@@ -178,7 +178,9 @@ func TestCheckpointTransferAndCleanup(t *testing.T) {
 		t.Fatalf("ready: %v", err)
 	}
 	req := agentapi.CheckpointRequest{ID: "mig-1234", Namespace: "shop", Pod: "consumer-0", Container: "app"}
-	ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) { return c.client.Checkpoint(ctx, "node-a", req) })
+	ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
+		return c.client.Checkpoint(ctx, "node-a", req)
+	})
 	if ck.State != agentapi.OpSucceeded || ck.Result.SizeBytes == 0 {
 		t.Fatalf("checkpoint %+v", ck)
 	}

@@ -186,4 +186,3 @@ func podState(p *corev1.Pod) string {
 	}
 	return string(p.Status.Phase)
 }
-

@@ -187,7 +187,9 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 		{"target node not ready", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-c" }, nil, v1alpha1.ReasonTargetNodeNotReady, "not Ready"},
 		{"target node without agent", "consumer-0", nil, func(w *world) { w.sim.agents["node-b"] = false }, v1alpha1.ReasonAgentUnavailable, "no ready ms2m agent"},
 		{"no node to choose", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "" }, func(w *world) { w.sim.agents["node-b"] = false }, v1alpha1.ReasonNoTargetNode, "node-c: not Ready"},
-		{"unreachable broker", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.MessageQueueConfig.BrokerURL = "amqp://guest:guest@127.0.0.1:1/" }, nil, v1alpha1.ReasonBrokerUnreachable, "127.0.0.1:1"},
+		{"unreachable broker", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			s.MessageQueueConfig.BrokerURL = "amqp://guest:guest@127.0.0.1:1/"
+		}, nil, v1alpha1.ReasonBrokerUnreachable, "127.0.0.1:1"},
 		{"queue not bound", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.MessageQueueConfig.RoutingKey = "other" }, nil, v1alpha1.ReasonBrokerTopology, "other"},
 		{"credentials secret missing", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
 			s.MessageQueueConfig.CredentialsSecretRef = &v1alpha1.SecretReference{Name: "rabbit"}

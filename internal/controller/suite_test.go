@@ -2,13 +2,13 @@ package controller_test
 
 import (
 	"context"
-	"io"
-	"net"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"

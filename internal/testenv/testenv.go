@@ -21,7 +21,9 @@ func RabbitMQManagementURL(t testing.TB) string {
 
 // KubeAssets is the directory with kube-apiserver and etcd for envtest
 // (KUBEBUILDER_ASSETS, from hack/kube-binaries.sh).
-func KubeAssets(t testing.TB) string { return require(t, "KUBEBUILDER_ASSETS", "hack/kube-binaries.sh") }
+func KubeAssets(t testing.TB) string {
+	return require(t, "KUBEBUILDER_ASSETS", "hack/kube-binaries.sh")
+}
 
 // NeedsServices skips a test under -short: it talks to real services.
 func NeedsServices(t testing.TB) {

@@ -14,8 +14,9 @@ import (
 )
 
 // StartReplay tells targetPod to consume the replay queue. A repeated call
-// sends the message again: workloads treat a repeated START_REPLAY for the
-// same queue as one.
+// sends the message again: a record saved after a failed call cannot tell
+// whether the broker took it, and the SDK ignores a repeated START_REPLAY
+// for the queue it already replays.
 func (h *handoff) StartReplay(ctx context.Context, targetPod string, rec *v1alpha1.BrokerStatus) error {
 	if rec == nil || rec.ReplayQueue == "" {
 		return &broker.Error{Reason: v1alpha1.ReasonReplayFailed, Err: errors.New("no replay queue recorded: StartReplay before Prepare")}

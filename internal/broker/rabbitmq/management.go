@@ -151,7 +151,8 @@ type queueCounts struct {
 	// acked counts messages consumed for good: acked, or delivered to
 	// an auto-ack consumer (acked on delivery)
 	acked int64
-	// peers are the consumers' addresses, sorted, each once
+	// peers are the consumers' addresses, sorted, each once; empty, not
+	// nil, when there are none, as nil means unknown
 	peers []string
 }
 
@@ -161,7 +162,7 @@ func (m *management) queue(ctx context.Context, name string) (c queueCounts, ok 
 	if found, err := m.get(ctx, &q, "queues", m.vhost, name); err != nil || !found {
 		return c, false
 	}
-	c.unacked = q.Unacked
+	c.unacked, c.peers = q.Unacked, []string{}
 	c.acked = q.Stats.Ack + q.Stats.DeliverNoAck + q.Stats.GetNoAck
 	for _, cd := range q.Consumers {
 		var ch struct {

@@ -108,7 +108,7 @@ func TestManagementCounts(t *testing.T) {
 	srv.receive(t, s, rec.ReplayQueue, 2)
 
 	want := broker.Progress{
-		Buffer:  broker.QueueStats{Ready: 2, Acked: 2},
+		Buffer:  broker.QueueStats{Ready: 2, Acked: 2, ConsumerPeers: []string{}},
 		Primary: broker.QueueStats{Unacked: 3, Acked: 1, Consumers: 1, ConsumerPeers: []string{"127.0.0.1"}},
 	}
 	// the management API's statistics lag by collect_statistics_interval
@@ -387,5 +387,21 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("gave up waiting for %s", what)
 		}
+	}
+}
+
+func TestClosedHandoffStaysClosed(t *testing.T) {
+	t.Parallel()
+	srv := testServer(t)
+	s := srv.stream(t, srv.newVhost(t), amqp.ExchangeDirect, "k")
+	h := dial(t, s, "closed")
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := h.Verify(tctx(t)); err == nil {
+		t.Error("Verify on a closed handoff reconnected")
 	}
 }

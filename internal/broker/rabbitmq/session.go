@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -21,9 +22,17 @@ type session struct {
 	name string
 	conn *amqp.Connection
 	idle *amqp.Channel
+	// closed is set by Close: a redial after it would open a connection
+	// nobody closes
+	closed bool
 }
 
+var errClosed = errors.New("rabbitmq: the handoff is closed")
+
 func (s *session) connect(ctx context.Context) (*amqp.Connection, error) {
+	if s.closed {
+		return nil, errClosed
+	}
 	if s.conn != nil && !s.conn.IsClosed() {
 		return s.conn, nil
 	}
@@ -138,6 +147,7 @@ func (s *session) drop() {
 }
 
 func (s *session) close() error {
+	s.closed = true
 	if s.conn == nil || s.conn.IsClosed() {
 		s.conn, s.idle = nil, nil
 		return nil

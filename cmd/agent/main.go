@@ -1,0 +1,102 @@
+// Command agent is the ms2m node agent, run by a DaemonSet on every node
+// that takes part in migrations.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/internal/agent"
+	"github.com/ms2m/ms2m/internal/agentclient"
+)
+
+func main() {
+	var (
+		node, listen, stateDir, tlsDir, hostRoot, containerdSock, criuConfig, namespace string
+	)
+	flag.StringVar(&node, "node", os.Getenv("NODE_NAME"), "name of this node")
+	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agents (to find peers)")
+	flag.StringVar(&listen, "listen", ":9443", "address of the agent API (mutual TLS)")
+	flag.StringVar(&stateDir, "state-dir", "/var/lib/ms2m/agent", "where operations and received checkpoints are kept")
+	flag.StringVar(&tlsDir, "tls-dir", "/etc/ms2m/tls", "mounted agent TLS Secret")
+	flag.StringVar(&hostRoot, "host-root", "/host", "where the host's root filesystem is mounted")
+	flag.StringVar(&containerdSock, "containerd-socket", "/run/containerd/containerd.sock", "containerd's socket on the host ({node} is replaced by the node name); empty: Direct transfers cannot be received")
+	flag.StringVar(&criuConfig, "criu-config", "/etc/criu/runc.conf", "runc's CRIU configuration on the host")
+	flag.Parse()
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("node", node)
+	if node == "" || namespace == "" {
+		log.Error("--node and --namespace (or NODE_NAME and POD_NAMESPACE) are required")
+		os.Exit(2)
+	}
+	host := func(p string) string { return filepath.Join(hostRoot, strings.ReplaceAll(p, "{node}", node)) }
+
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		log.Error("in-cluster config", "error", err)
+		os.Exit(1)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		log.Error("clientset", "error", err)
+		os.Exit(1)
+	}
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	reader, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		log.Error("client", "error", err)
+		os.Exit(1)
+	}
+	tlsCfg, err := agentclient.LoadTLS(tlsDir)
+	if err != nil {
+		log.Error("agent TLS credentials", "dir", tlsDir, "error", err)
+		os.Exit(1)
+	}
+	ac := agent.Config{
+		Node: node, StateDir: stateDir, Log: log, CRIUConfig: host(criuConfig),
+		Kubelet: agent.KubeletProxy{REST: cs.CoreV1().RESTClient(), Node: node, HostRoot: hostRoot},
+		Peers:   agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
+		// Registry credentials come from a mounted docker config, if any;
+		// plain-HTTP registries are reached by fallback.
+		Registry: agent.Registry{Options: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}},
+	}
+	if containerdSock != "" {
+		ac.Runtime = agent.Containerd{Address: host(containerdSock)}
+	}
+	srv, err := agent.NewServer(ac)
+	if err != nil {
+		log.Error("agent state", "error", err)
+		os.Exit(1)
+	}
+	hs := &http.Server{Addr: listen, Handler: srv.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	log.Info("serving", "listen", listen, "report", srv.Report(ctx))
+	if err := hs.ListenAndServeTLS("", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("serving", "error", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,92 @@
+// Command manager runs the ms2m controller: it reconciles
+// StatefulMigrations, talking to the node agents and the brokers.
+package main
+
+import (
+	"flag"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/agentclient"
+	"github.com/ms2m/ms2m/internal/broker/rabbitmq"
+	"github.com/ms2m/ms2m/internal/controller"
+)
+
+func main() {
+	var (
+		metricsAddr, probeAddr, namespace, tlsSecret string
+		leaderElect                                  bool
+		opts                                         controller.Options
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "elect one active manager among replicas")
+	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the manager, the agents and their TLS Secret")
+	flag.StringVar(&tlsSecret, "agent-tls-secret", "ms2m-agent-tls", "Secret with the agents' CA and certificate (created if missing)")
+	flag.StringVar(&opts.DefaultCheckpointRepository, "default-checkpoint-repository", "", "repository for Registry transfers that name none")
+	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-migrations", 4, "migrations reconciled in parallel")
+	flag.DurationVar(&opts.BrokerRetryWindow, "broker-retry-window", 30*time.Second, "how long a new migration waits for an unreachable broker before failing")
+	zopts := zap.Options{}
+	zopts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
+	log := ctrl.Log.WithName("setup")
+	if namespace == "" {
+		log.Error(nil, "--namespace (or POD_NAMESPACE) is required")
+		os.Exit(2)
+	}
+
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = v1alpha1.AddToScheme(scheme)
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "ms2m-manager.migration.ms2m.io",
+	})
+	if err != nil {
+		log.Error(err, "creating the manager")
+		os.Exit(1)
+	}
+	direct, err := client.New(mgr.GetConfig(), client.Options{Scheme: scheme})
+	if err != nil {
+		log.Error(err, "creating a client")
+		os.Exit(1)
+	}
+	ctx := ctrl.SetupSignalHandler()
+	sec, err := agentclient.EnsureSecret(ctx, direct, namespace, tlsSecret)
+	if err != nil {
+		log.Error(err, "agent TLS Secret", "namespace", namespace, "name", tlsSecret)
+		os.Exit(1)
+	}
+	tlsCfg, err := agentclient.TLSFromSecret(sec)
+	if err != nil {
+		log.Error(err, "agent TLS Secret")
+		os.Exit(1)
+	}
+	agents := agentclient.New(agentclient.PodResolver{Reader: mgr.GetClient(), Namespace: namespace}, tlsCfg)
+	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("ms2m-manager"),
+		Agents: agents, DialBroker: rabbitmq.Dial, Options: opts}
+	if err := r.SetupWithManager(mgr); err != nil {
+		log.Error(err, "setting up the controller")
+		os.Exit(1)
+	}
+	_ = mgr.AddHealthzCheck("healthz", healthz.Ping)
+	_ = mgr.AddReadyzCheck("readyz", healthz.Ping)
+	log.Info("starting", "namespace", namespace)
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "manager stopped")
+		os.Exit(1)
+	}
+}

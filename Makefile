@@ -22,7 +22,9 @@ generate: $(CONTROLLER_GEN) ## deepcopy, CRDs, RBAC (config/ and the Helm chart)
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd rbac:roleName=ms2m-manager paths=./api/... paths=./internal/controller/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
-	mkdir -p charts/ms2m/crds && cp config/crd/bases/*.yaml charts/ms2m/crds/
+	mkdir -p charts/ms2m/crds charts/ms2m/files
+	cp config/crd/bases/*.yaml charts/ms2m/crds/
+	cp config/rbac/role.yaml charts/ms2m/files/manager-role.yaml
 
 .PHONY: fmt vet
 fmt:

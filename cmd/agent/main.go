@@ -34,7 +34,7 @@ func main() {
 	flag.StringVar(&node, "node", os.Getenv("NODE_NAME"), "name of this node")
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agents (to find peers)")
 	flag.StringVar(&listen, "listen", ":9443", "address of the agent API (mutual TLS)")
-	flag.StringVar(&stateDir, "state-dir", "/var/lib/ms2m/agent", "where operations and received checkpoints are kept")
+	flag.StringVar(&stateDir, "state-dir", "/var/lib/ms2m/agent/{node}", "where operations and received checkpoints are kept ({node} is replaced by the node name)")
 	flag.StringVar(&tlsDir, "tls-dir", "/etc/ms2m/tls", "mounted agent TLS Secret")
 	flag.StringVar(&hostRoot, "host-root", "/host", "where the host's root filesystem is mounted")
 	flag.StringVar(&containerdSock, "containerd-socket", "/run/containerd/containerd.sock", "containerd's socket on the host ({node} is replaced by the node name); empty: Direct transfers cannot be received")
@@ -70,7 +70,7 @@ func main() {
 		os.Exit(1)
 	}
 	ac := agent.Config{
-		Node: node, StateDir: stateDir, Log: log, CRIUConfig: host(criuConfig),
+		Node: node, StateDir: strings.ReplaceAll(stateDir, "{node}", node), Log: log, CRIUConfig: host(criuConfig),
 		Kubelet: agent.KubeletProxy{REST: cs.CoreV1().RESTClient(), Node: node, HostRoot: hostRoot},
 		Peers:   agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
 		// Registry credentials come from a mounted docker config, if any;

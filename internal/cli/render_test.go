@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
+)
+
+func TestRenderShowsPhasesAndProgress(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	m := &v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "m1", Namespace: "shop"},
+		Spec: v1alpha1.StatefulMigrationSpec{SourcePod: "consumer-0"}}
+	st := &m.Status
+	migration.EnterPhase(st, v1alpha1.PhasePending, t0)
+	migration.EnterPhase(st, v1alpha1.PhaseCheckpointing, t0.Add(12*time.Millisecond))
+	migration.EnterPhase(st, v1alpha1.PhaseTransferring, t0.Add(640*time.Millisecond))
+	st.SourceNode, st.TargetNode, st.TargetPod, st.Strategy = "node-a", "node-b", "consumer-0-shadow", v1alpha1.StrategyShadowPod
+	st.Checkpoint = &v1alpha1.CheckpointStatus{SizeBytes: 3 << 20, FreezeDuration: &metav1.Duration{Duration: 450 * time.Millisecond}}
+	st.Transfer = &v1alpha1.TransferStatus{BytesTotal: 3 << 20, BytesTransferred: 3 << 19, RateBytesPerSecond: 10 << 20}
+	out := Render(m, t0.Add(time.Second))
+	for _, want := range []string{"Phase:      Transferring", "consumer-0 -> consumer-0-shadow", "node-a -> node-b",
+		"Checkpointing  628ms", "Transferring   running 360ms", "3.0 MiB", "frozen 450ms", "(50%) at 10.0 MiB/s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+}
+
+func TestStreamFlagsFallBackToAnnotations(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{
+		AnnotationBrokerURL: "amqp://rabbit:5672/", AnnotationQueue: "orders", AnnotationExchange: "orders-x",
+		AnnotationRoutingKey: "orders", AnnotationCredentials: "rabbit-creds"}}}
+	c := StreamFlags{Queue: "override"}.MessageQueueConfig(pod)
+	if c.QueueName != "override" || c.BrokerURL != "amqp://rabbit:5672/" || c.ExchangeName != "orders-x" || c.CredentialsSecretRef.Name != "rabbit-creds" {
+		t.Fatalf("%+v", c)
+	}
+	if (StreamFlags{}).MessageQueueConfig(&corev1.Pod{}) != nil {
+		t.Fatal("no flags and no annotations must mean no message queue")
+	}
+}

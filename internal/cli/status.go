@@ -1,0 +1,168 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+)
+
+func newStatusCommand(e *env) *cobra.Command {
+	var watch bool
+	cmd := &cobra.Command{
+		Use:   "status NAME",
+		Short: "Show a migration's phases, durations and progress",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ns, err := e.client()
+			if err != nil {
+				return err
+			}
+			return watchStatus(cmd.Context(), e, c, client.ObjectKey{Namespace: ns, Name: args[0]}, watch)
+		},
+	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh until the migration ends")
+	return cmd
+}
+
+// watchStatus prints the migration, and with follow reprints it on every
+// change until it is Completed or Failed (failing then).
+func watchStatus(ctx context.Context, e *env, c client.Client, key client.ObjectKey, follow bool) error {
+	last := ""
+	for {
+		m := &v1alpha1.StatefulMigration{}
+		if err := c.Get(ctx, key, m); err != nil {
+			return err
+		}
+		if text := Render(m, e.now()); text != last {
+			if last != "" {
+				fmt.Fprintln(e.out)
+			}
+			fmt.Fprint(e.out, text)
+			last = text
+		}
+		if !follow || m.Status.Phase.IsFinal() {
+			if m.Status.Phase == v1alpha1.PhaseFailed {
+				return fmt.Errorf("migration %s failed: %s", m.Name, m.Status.FailureReason)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Render formats a migration's status for people.
+func Render(m *v1alpha1.StatefulMigration, now time.Time) string {
+	var b strings.Builder
+	st := &m.Status
+	phase := string(st.Phase)
+	if phase == "" {
+		phase = "(not yet picked up)"
+	}
+	fmt.Fprintf(&b, "Migration:  %s/%s\n", m.Namespace, m.Name)
+	fmt.Fprintf(&b, "Phase:      %s\n", phase)
+	fmt.Fprintf(&b, "Pod:        %s -> %s\n", m.Spec.SourcePod, orDash(st.TargetPod))
+	fmt.Fprintf(&b, "Nodes:      %s -> %s", orDash(st.SourceNode), orDash(st.TargetNode))
+	if st.TargetNodeReason != "" && m.Spec.TargetNode == "" {
+		fmt.Fprintf(&b, " (%s)", st.TargetNodeReason)
+	}
+	fmt.Fprintln(&b)
+	if st.Strategy != "" {
+		fmt.Fprintf(&b, "Strategy:   %s, %s transfer, %s replay (%s)\n", st.Strategy, st.TransferMode, st.ReplayMode, st.StrategyReason)
+	}
+	if len(st.PhaseTimings) > 0 {
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "\nPHASE\tDURATION\t")
+		for _, pt := range st.PhaseTimings {
+			d := "running " + fmtDuration(now.Sub(pt.Start.Time))
+			if pt.Duration != nil {
+				d = fmtDuration(pt.Duration.Duration)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t\n", pt.Phase, d)
+		}
+		if st.TotalDuration != nil {
+			fmt.Fprintf(tw, "Total\t%s\t\n", fmtDuration(st.TotalDuration.Duration))
+		}
+		_ = tw.Flush()
+		fmt.Fprintln(&b)
+	}
+	progress(&b, st)
+	if st.FailureReason != "" {
+		fmt.Fprintf(&b, "Failure:    %s in %s: %s\n", st.FailureReason, st.FailedPhase, st.FailureMessage)
+	}
+	if a := st.Abort; a != nil {
+		fmt.Fprintf(&b, "Abort:      %s %s\n", a.Outcome, a.Message)
+	}
+	return b.String()
+}
+
+func progress(w io.Writer, st *v1alpha1.StatefulMigrationStatus) {
+	if ck := st.Checkpoint; ck != nil {
+		fmt.Fprintf(w, "Checkpoint: %s", bytes(ck.SizeBytes))
+		if ck.FreezeDuration != nil {
+			fmt.Fprintf(w, ", source frozen %s", fmtDuration(ck.FreezeDuration.Duration))
+		}
+		if ck.Image != "" {
+			fmt.Fprintf(w, ", image %s", ck.Image)
+		}
+		fmt.Fprintln(w)
+	}
+	if t := st.Transfer; t != nil && t.BytesTotal > 0 {
+		fmt.Fprintf(w, "Transfer:   %s of %s (%d%%) at %s/s\n", bytes(t.BytesTransferred), bytes(t.BytesTotal), 100*t.BytesTransferred/t.BytesTotal, bytes(t.RateBytesPerSecond))
+	}
+	if msg := st.Messages; msg != nil {
+		fmt.Fprintf(w, "Messages:   %d buffered, %d replayed, %d remaining\n", msg.Buffered, msg.Replayed, msg.Remaining)
+	}
+	if d := st.Downtime; d != nil {
+		fmt.Fprintf(w, "Downtime:   unavailable %s, handoff gap %s\n", durOrDash(d.Unavailable), durOrDash(d.HandoffGap))
+	}
+}
+
+func bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return d.String()
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	}
+	return d.Round(10 * time.Millisecond).String()
+}
+
+func durOrDash(d *metav1.Duration) string {
+	if d == nil {
+		return "-"
+	}
+	return fmtDuration(d.Duration)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

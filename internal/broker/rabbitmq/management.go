@@ -16,13 +16,16 @@ import (
 
 const (
 	managementTimeout = 5 * time.Second
-	// managementRetry spaces attempts once the API failed, so that a
-	// blackholed API does not add its timeout to every Progress poll.
+	// managementRetry spaces attempts once the API could not be reached,
+	// so that a blackholed API does not add its timeout to every Progress
+	// poll.
 	managementRetry = 15 * time.Second
 	// maxManagementBody bounds a response (a queue with many consumers
 	// lists each of them).
 	maxManagementBody = 16 << 20
 )
+
+var errServer = errors.New("server error")
 
 // management is a minimal client of the RabbitMQ management HTTP API. Its
 // failures never fail a call: they leave it "unavailable", which the
@@ -59,6 +62,15 @@ func (m *management) get(ctx context.Context, out any, path ...string) (found bo
 	m.mu.Unlock()
 
 	found, err = m.fetch(ctx, out, path)
+	if errors.Is(err, errServer) {
+		// an occasional 500 was seen while other vhosts came and went:
+		// worth a second try before doing without
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+			found, err = m.fetch(ctx, out, path)
+		}
+	}
 	if ctx.Err() != nil {
 		// the caller gave up; that says nothing about the API
 		return false, err
@@ -67,7 +79,12 @@ func (m *management) get(ctx context.Context, out any, path ...string) (found bo
 	defer m.mu.Unlock()
 	if err != nil {
 		m.err = fmt.Errorf("management API %s unavailable: %w", m.base.Redacted(), err)
-		m.retryAt = time.Now().Add(managementRetry)
+		m.retryAt = time.Now()
+		// only a failure to talk to it costs a timeout worth avoiding
+		var unreachable *url.Error
+		if errors.As(err, &unreachable) {
+			m.retryAt = m.retryAt.Add(managementRetry)
+		}
 		return false, m.err
 	}
 	m.err = nil
@@ -100,7 +117,11 @@ func (m *management) fetch(ctx context.Context, out any, path []string) (bool, e
 		return false, errors.New("credentials refused (the user needs the management or monitoring tag)")
 	case resp.StatusCode != http.StatusOK:
 		msg, _ := io.ReadAll(io.LimitReader(body, 512))
-		return false, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))
+		err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))
+		if resp.StatusCode >= 500 {
+			err = fmt.Errorf("%w: %w", errServer, err)
+		}
+		return false, err
 	}
 	if err := json.NewDecoder(body).Decode(out); err != nil {
 		return false, fmt.Errorf("decoding the response: %w", err)

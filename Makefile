@@ -57,3 +57,32 @@ test: test-integration ## every layer that runs without the lab
 .PHONY: help
 help:
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+##@ Lab (a real two-node Kubernetes on this machine; needs root)
+LAB_SNAPSHOT ?= $(CACHE)/lab/host-before-up.json
+
+.PHONY: ms2m lab-up lab-down lab-status lab-images test-lab
+ms2m: ## the ms2m CLI (lab commands)
+	go build -o $(BIN)/ms2m ./cmd/ms2m
+
+lab-up: ms2m ## bring the lab up (first run builds Kubernetes, ~15 min); prints its env
+	$(BIN)/ms2m lab up
+
+lab-down: ms2m ## stop the lab and leave the host as it was
+	$(BIN)/ms2m lab down
+
+lab-status: ms2m ## health of the lab's parts and the capability report
+	$(BIN)/ms2m lab status
+
+lab-images: ms2m ## build and push the project's images to the lab registry
+	$(BIN)/ms2m lab images
+
+test-lab: ms2m ## up, lab tests, down, then check that down left nothing behind
+	mkdir -p $(dir $(LAB_SNAPSHOT))
+	$(BIN)/ms2m lab down
+	$(BIN)/ms2m lab snapshot -o $(LAB_SNAPSHOT)
+	$(BIN)/ms2m lab up
+	rc=0; go test -tags lab -count=1 -p 1 -timeout 20m ./test/lab || rc=$$?; \
+		$(BIN)/ms2m lab down || rc=1; \
+		MS2M_LAB_SNAPSHOT=$(LAB_SNAPSHOT) go test -tags lab -count=1 ./test/lab/afterdown || rc=1; \
+		exit $$rc

@@ -129,7 +129,10 @@ func FromBinary(bin, name string) (v1.Image, error) {
 	cf.OS, cf.Architecture = "linux", "amd64"
 	cf.Created = v1.Time{Time: epoch}
 	cf.Config.Entrypoint = []string{BinDir + "/" + name}
-	cf.Config.Env = []string{"PATH=" + BinDir + ":/usr/bin:/bin"}
+	// Go 1.24+ listens with MPTCP by default, and CRIU cannot dump MPTCP
+	// sockets ("Unsupported proto 262"): every image of the project may
+	// be checkpointed.
+	cf.Config.Env = []string{"PATH=" + BinDir + ":/usr/bin:/bin", "GODEBUG=multipathtcp=0"}
 	cf.Config.WorkingDir = "/"
 	return mutate.ConfigFile(img, cf)
 }

@@ -158,8 +158,16 @@ func (c *Config) CapabilitiesFile() string { return c.path("capabilities.json") 
 // HostRecordDir holds what the lab must restore on the host at `down`.
 func (c *Config) HostRecordDir() string { return c.path("host") }
 
-// Registry is the registry's host:port, as pods and containerd use it.
-func (c *Config) Registry() string { return fmt.Sprintf("%s:%d", c.HostIP, c.Ports.Registry) }
+// Registry is the registry's address in image references. It is a
+// loopback address on purpose: containerd restores a checkpoint by pulling
+// its base image with its default resolver, which ignores the registry
+// configuration (hosts.toml) and speaks plain HTTP to loopback registries
+// only. The host, both containerds and host-network pods (the node agents)
+// all reach it there, and go-containerregistry needs no insecure option.
+func (c *Config) Registry() string { return fmt.Sprintf("127.0.0.1:%d", c.Ports.Registry) }
+
+// RegistryFromPods is where pods on the pod network reach the registry.
+func (c *Config) RegistryFromPods() string { return fmt.Sprintf("%s:%d", c.HostIP, c.Ports.Registry) }
 
 // PauseImage is the sandbox image of both nodes.
 func (c *Config) PauseImage() string { return c.Registry() + "/ms2m/pause:latest" }
@@ -195,7 +203,7 @@ func (c *Config) NodeParams(n Node) node.Params {
 
 // RegistryParams returns the registry's parameters.
 func (c *Config) RegistryParams() registry.Params {
-	p := registry.Params{Dir: c.path("registry"), Addr: c.Registry(), Log: filepath.Join(c.LogDir(), "registry.log")}
+	p := registry.Params{Dir: c.path("registry"), Addr: fmt.Sprintf(":%d", c.Ports.Registry), Log: filepath.Join(c.LogDir(), "registry.log")}
 	if c.Deps != nil {
 		p.Binary = c.Deps.Registry
 	}
@@ -223,6 +231,7 @@ func (c *Config) Env() []string {
 	return []string{
 		"export KUBECONFIG=" + c.Kubeconfig(),
 		"export MS2M_REGISTRY=" + c.Registry(),
+		"export MS2M_REGISTRY_FROM_PODS=" + c.RegistryFromPods(),
 		"export MS2M_AMQP_URL=" + r.AMQPURL(),
 		"export MS2M_RABBITMQ_MGMT_URL=" + r.MgmtURL(),
 		"export MS2M_LAB_DIR=" + c.Dir,

@@ -285,7 +285,7 @@ func checkPorts(ctx context.Context, c *Config) error {
 		{"kube-apiserver", fmt.Sprintf(":%d", c.Ports.APIServer)},
 		{"etcd", fmt.Sprintf("127.0.0.1:%d", c.Ports.Etcd)},
 		{"etcd", fmt.Sprintf("127.0.0.1:%d", c.Ports.EtcdPeer)},
-		{"registry", c.Registry()},
+		{"registry", fmt.Sprintf(":%d", c.Ports.Registry)},
 		{"rabbitmq", fmt.Sprintf("%s:%d", c.HostIP, c.Ports.AMQP)},
 		{"rabbitmq", fmt.Sprintf("%s:%d", c.HostIP, c.Ports.AMQPMgmt)},
 		{"kube-controller-manager", fmt.Sprintf("127.0.0.1:%d", c.Ports.ControllerMg)},

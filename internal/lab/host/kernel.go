@@ -14,20 +14,28 @@ import (
 	"syscall"
 )
 
-// Mounts lists mount points, decoded from /proc/self/mountinfo.
-func Mounts() ([]string, error) {
+// Mount is one line of /proc/self/mountinfo.
+type Mount struct {
+	// Root is the mounted directory inside its filesystem: for a bind mount
+	// of a directory of the root filesystem, its absolute path.
+	Root  string
+	Point string
+}
+
+// Mounts lists the mounts, decoded from /proc/self/mountinfo.
+func Mounts() ([]Mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []string
+	var out []Mount
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
 		if len(fs) > 4 {
-			out = append(out, unescape(fs[4]))
+			out = append(out, Mount{Root: strings.TrimSuffix(unescape(fs[3]), "//deleted"), Point: unescape(fs[4])})
 		}
 	}
 	return out, sc.Err()
@@ -53,15 +61,22 @@ func unescape(s string) string {
 	return b.String()
 }
 
-// MountsUnder lists the mount points at or below any of prefixes, deepest
+func under(p, prefix string) bool {
+	prefix = strings.TrimSuffix(prefix, "/")
+	return p == prefix || strings.HasPrefix(p, prefix+"/")
+}
+
+// MountsUnder lists the mount points at or below any of prefixes, and
+// those elsewhere that bind a directory from below them (containerd mounts
+// container snapshots under the temporary directory to read them), deepest
 // first.
 func MountsUnder(prefixes ...string) []string {
 	all, _ := Mounts()
 	var out []string
 	for _, m := range all {
 		for _, p := range prefixes {
-			if m == p || strings.HasPrefix(m, strings.TrimSuffix(p, "/")+"/") {
-				out = append(out, m)
+			if under(m.Point, p) || under(m.Root, p) {
+				out = append(out, m.Point)
 				break
 			}
 		}

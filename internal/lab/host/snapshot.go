@@ -44,9 +44,12 @@ func Take(ctx context.Context, o SnapshotOptions) (*Snapshot, error) {
 		o.CgroupRoot = "/sys/fs/cgroup"
 	}
 	s := &Snapshot{Sysctls: map[string]string{}, Files: map[string]string{}}
-	var err error
-	if s.Mounts, err = Mounts(); err != nil {
+	ms, err := Mounts()
+	if err != nil {
 		return nil, err
+	}
+	for _, m := range ms {
+		s.Mounts = append(s.Mounts, m.Point)
 	}
 	sort.Strings(s.Mounts)
 	s.Cgroups = topCgroups(o.CgroupRoot)

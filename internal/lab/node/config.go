@@ -187,7 +187,10 @@ func (p Params) KubeletArgs() []string {
 	}
 }
 
-// Env of containerd: its PATH puts the lab's criu wrapper first.
+// Env of containerd and the kubelet: PATH puts the lab's criu wrapper
+// first; TMPDIR keeps the temporary mounts containerd makes while it
+// checkpoints and restores inside the node's directory, where `down`
+// finds them.
 func (p Params) Env() []string {
-	return []string{"PATH=" + p.Path, "HOME=/root", "LANG=C.UTF-8"}
+	return []string{"PATH=" + p.Path, "HOME=/root", "LANG=C.UTF-8", "TMPDIR=" + filepath.Join(p.Dir, "tmp")}
 }

@@ -10,7 +10,7 @@ import (
 // Prepare writes the node's configuration files and creates its cgroup
 // root.
 func Prepare(p Params) error {
-	for _, d := range []string{"containerd", "cni.d", "ipam", "kubelet/root", "pod-logs"} {
+	for _, d := range []string{"containerd", "cni.d", "ipam", "kubelet/root", "pod-logs", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(p.Dir, d), 0o755); err != nil {
 			return err
 		}

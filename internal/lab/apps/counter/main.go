@@ -7,6 +7,10 @@
 //	GET /peek      returns the state without counting
 //	GET /fetch?url=U   GETs U from inside the pod
 //	GET /dial?addr=A[&amqp=1]   opens TCP to A (and reads an AMQP greeting)
+
+// CRIU cannot dump the MPTCP sockets Go listens with by default.
+//
+//go:debug multipathtcp=0
 package main
 
 import (

@@ -1,0 +1,160 @@
+//go:build lab
+
+package lab_test
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ms2m/ms2m/internal/ckptimage"
+)
+
+// checkpointResponse is the kubelet's answer: the archives it wrote.
+type checkpointResponse struct {
+	Items []string `json:"items"`
+}
+
+// archiveEntries lists a checkpoint archive's top-level names.
+func archiveEntries(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	names := map[string]bool{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return names
+		}
+		if err != nil {
+			t.Fatalf("%s is not a tar archive: %v", path, err)
+		}
+		top, _, _ := strings.Cut(strings.TrimPrefix(h.Name, "./"), "/")
+		names[top] = true
+	}
+}
+
+// The kubelet's checkpoint API, called directly on node-a's kubelet port,
+// writes an archive holding CRIU's images and the container's metadata.
+func TestKubeletCheckpointAPIReturnsAnArchive(t *testing.T) {
+	c := labConfig(t)
+	cs := clientset(t, c)
+	ns := namespace(t, cs)
+	pod := counterPod(t, cs, ns, "ckpt-direct", "node-a", c.Registry()+"/ms2m/counter:latest")
+	hc := kubeletClient(t, c)
+	url := fmt.Sprintf("https://127.0.0.1:%d/checkpoint/%s/%s/counter?timeout=60", c.Nodes[0].KubeletPort, ns, pod.Name)
+	var resp *http.Response
+	// The kubelet caches authorization decisions; a fresh namespace may
+	// need a moment.
+	waitFor(t, 30*time.Second, func() error {
+		var err error
+		resp, err = hc.Post(url, "", nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return fmt.Errorf("%s: %s", resp.Status, b)
+		}
+		return nil
+	})
+	defer resp.Body.Close()
+	var out checkpointResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Items) != 1 {
+		t.Fatalf("kubelet returned %v", out.Items)
+	}
+	fi, err := os.Stat(out.Items[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("archive %s, %d bytes", out.Items[0], fi.Size())
+	entries := archiveEntries(t, out.Items[0])
+	for _, want := range []string{"checkpoint", "config.dump", "spec.dump"} {
+		if !entries[want] {
+			t.Errorf("archive lacks %s (has %v)", want, entries)
+		}
+	}
+	// The source keeps running after a checkpoint.
+	state(t, "http://"+pod.Status.PodIP+":8080/peek")
+}
+
+// A counter checkpointed on node-a, through the API server's node proxy as
+// the controller does it, resumes on node-b with the state it had.
+func TestCheckpointOnNodeARestoresOnNodeB(t *testing.T) {
+	c := labConfig(t)
+	cs := clientset(t, c)
+	ns := namespace(t, cs)
+	src := counterPod(t, cs, ns, "source", "node-a", c.Registry()+"/ms2m/counter:latest")
+	base := "http://" + src.Status.PodIP + ":8080"
+	for range 7 {
+		get(t, base+"/")
+	}
+	before := state(t, base+"/peek")
+	if before.Hits != 7 {
+		t.Fatalf("source has %d hits, want 7", before.Hits)
+	}
+
+	t0 := time.Now()
+	var out checkpointResponse
+	waitFor(t, 30*time.Second, func() error {
+		raw, err := cs.CoreV1().RESTClient().Post().
+			AbsPath("/api/v1/nodes", src.Spec.NodeName, "proxy", "checkpoint", ns, src.Name, "counter").
+			Param("timeout", "60").Do(context.Background()).Raw()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, raw)
+		}
+		return json.Unmarshal(raw, &out)
+	})
+	tCkpt := time.Since(t0)
+	if len(out.Items) != 1 {
+		t.Fatalf("kubelet returned %v", out.Items)
+	}
+
+	t1 := time.Now()
+	idx, err := ckptimage.Build(out.Items[0], ckptimage.Options{ContainerName: "counter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := fmt.Sprintf("%s/ms2m/counter-checkpoint:%s-%d", c.Registry(), ns, time.Now().Unix())
+	dig, err := ckptimage.Push(context.Background(), idx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tPush := time.Since(t1)
+
+	t2 := time.Now()
+	dst := counterPod(t, cs, ns, "restored", "node-b", dig.String())
+	tRestore := time.Since(t2)
+	t.Logf("checkpoint %.2fs, image build+push %.2fs, restored pod ready %.2fs", tCkpt.Seconds(), tPush.Seconds(), tRestore.Seconds())
+
+	after := state(t, "http://"+dst.Status.PodIP+":8080/")
+	if after.Boot != before.Boot || after.PID != before.PID {
+		t.Fatalf("node-b runs a fresh process (boot %s pid %d), not the checkpointed one (boot %s pid %d)", after.Boot, after.PID, before.Boot, before.PID)
+	}
+	if after.Hits != before.Hits+1 {
+		t.Fatalf("restored counter has %d hits, want %d: the state did not come along", after.Hits, before.Hits+1)
+	}
+	if after.Ticks < before.Ticks {
+		t.Fatalf("ticks went back: %d < %d", after.Ticks, before.Ticks)
+	}
+	// The source was not harmed by the checkpoint.
+	if s := state(t, base+"/peek"); s.Boot != before.Boot || s.Hits != before.Hits {
+		t.Fatalf("source changed: %+v", s)
+	}
+}

@@ -119,8 +119,12 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		if err := h.Teardown(ctx, rec); err != nil {
 			return reconcile.Result{}, false, err
 		}
-		if err := h.DeleteControlQueue(ctx, s.m.Spec.SourcePod); err != nil && s.m.Spec.SourcePod != target.Name {
-			return reconcile.Result{}, false, err
+		// The source's control queue goes with the source; a Sequential
+		// target took over the name, and the queue with it.
+		if s.m.Spec.SourcePod != target.Name {
+			if err := h.DeleteControlQueue(ctx, s.m.Spec.SourcePod); err != nil {
+				return reconcile.Result{}, false, err
+			}
 		}
 		s.done(v1alpha1.ConditionTopologyRestored, "replay queue removed; bindings as before the migration")
 	}

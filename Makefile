@@ -59,7 +59,7 @@ help:
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 ##@ Lab (a real two-node Kubernetes on this machine; needs root)
-LAB_SNAPSHOT ?= $(CACHE)/lab/host-before-up.json
+LAB_SNAPSHOT ?= $(CACHE)/lab-host-before-up.json
 
 .PHONY: ms2m lab-up lab-down lab-status lab-images test-lab
 ms2m: ## the ms2m CLI (lab commands)

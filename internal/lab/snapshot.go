@@ -12,7 +12,7 @@ import (
 // needs the lab's nft binary, so it is only taken once the packages are
 // fetched.
 func HostSnapshot(ctx context.Context, c *Config) (*host.Snapshot, error) {
-	o := host.SnapshotOptions{LabDirs: []string{c.Dir, filepath.Join(c.Cache, "lab")}}
+	o := host.SnapshotOptions{ExeDirs: []string{c.Dir, filepath.Join(c.Cache, "lab")}, ArgDirs: []string{c.Dir}}
 	if _, p, err := deps.ReadManifest(c.Cache, ""); err == nil {
 		o.Nft = p.Nft
 	}

@@ -25,7 +25,7 @@ type Snapshot struct {
 	Sysctls map[string]string `json:"sysctls"`
 	Files   map[string]string `json:"files"`
 	// Procs are live processes of the lab: running a binary from the lab's
-	// directories or naming them on their command line. Zombies are not
+	// directories or naming its state directory on their command line. Zombies are not
 	// counted: they hold no resource, and those whose parent is PID 1 (which
 	// never reaps here) cannot be removed by anyone.
 	Procs []string `json:"procs"`
@@ -33,9 +33,13 @@ type Snapshot struct {
 
 // SnapshotOptions says where the lab lives.
 type SnapshotOptions struct {
-	LabDirs    []string // state and binary caches
-	Nft        string   // nft binary; empty skips the nftables part
-	CgroupRoot string   // /sys/fs/cgroup
+	// ExeDirs: a process running a binary from below them is the lab's.
+	ExeDirs []string
+	// ArgDirs: a process naming them in its arguments is the lab's (the
+	// Erlang VM of RabbitMQ runs a system binary on the lab's data).
+	ArgDirs    []string
+	Nft        string // nft binary; empty skips the nftables part
+	CgroupRoot string // /sys/fs/cgroup
 }
 
 // Take records the host's state.
@@ -76,7 +80,7 @@ func Take(ctx context.Context, o SnapshotOptions) (*Snapshot, error) {
 	for _, d := range append(slices.Clone(HostDirs), RuncCRIUConf) {
 		s.Files[d] = fileState(d)
 	}
-	s.Procs = labProcs(o.LabDirs)
+	s.Procs = labProcs(o.ExeDirs, o.ArgDirs)
 	return s, nil
 }
 
@@ -142,7 +146,7 @@ func fileState(p string) string {
 	return "sha256:" + hex.EncodeToString(h[:8])
 }
 
-func labProcs(dirs []string) []string {
+func labProcs(exeDirs, argDirs []string) []string {
 	var out []string
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -159,15 +163,20 @@ func labProcs(dirs []string) []string {
 		exe, _ := os.Readlink("/proc/" + e.Name() + "/exe")
 		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		line := strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " ")
-		for _, d := range dirs {
-			if d != "" && (strings.HasPrefix(exe, d+"/") || strings.Contains(line, d+"/") || strings.HasSuffix(line, d)) {
-				if len(line) > 160 {
-					line = line[:160] + "..."
-				}
-				out = append(out, fmt.Sprintf("pid %s %s", e.Name(), line))
-				break
-			}
+		ours := false
+		for _, d := range exeDirs {
+			ours = ours || d != "" && strings.HasPrefix(exe, d+"/")
 		}
+		for _, d := range argDirs {
+			ours = ours || d != "" && (strings.Contains(line, d+"/") || strings.HasSuffix(line, d))
+		}
+		if !ours {
+			continue
+		}
+		if len(line) > 160 {
+			line = line[:160] + "..."
+		}
+		out = append(out, fmt.Sprintf("pid %s %s", e.Name(), line))
 	}
 	return out
 }

@@ -9,13 +9,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/ms2m/ms2m/internal/ckptimage"
+	"github.com/ms2m/ms2m/internal/lab"
 )
 
 // checkpointResponse is the kubelet's answer: the archives it wrote.
@@ -157,4 +161,87 @@ func TestCheckpointOnNodeARestoresOnNodeB(t *testing.T) {
 	if s := state(t, base+"/peek"); s.Boot != before.Boot || s.Hits != before.Hits {
 		t.Fatalf("source changed: %+v", s)
 	}
+}
+
+// A pod holding a live TCP connection checkpoints (runc's CRIU config has
+// tcp-close) and resumes on node-b with the connection closed, so that its
+// client code reconnects from the new pod IP.
+func TestCheckpointWithALiveTCPConnection(t *testing.T) {
+	c := labConfig(t)
+	cs := clientset(t, c)
+	ns := namespace(t, cs)
+	ln, err := net.Listen("tcp", c.HostIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if conn, err := ln.Accept(); err == nil {
+			accepted <- conn
+		}
+	}()
+	src := counterPod(t, cs, ns, "holder", "node-a", c.Registry()+"/ms2m/counter:latest")
+	base := "http://" + src.Status.PodIP + ":8080"
+	get(t, base+"/hold?addr="+ln.Addr().String())
+	var server net.Conn
+	select {
+	case server = <-accepted:
+		defer server.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pod's connection never arrived")
+	}
+	get(t, base+"/")
+
+	idx := checkpointImage(t, c, cs, ns, src.Name, src.Spec.NodeName)
+	dst := counterPod(t, cs, ns, "holder-restored", "node-b", idx)
+	restored := "http://" + dst.Status.PodIP + ":8080"
+	var s counterState
+	waitFor(t, 10*time.Second, func() error {
+		s = state(t, restored+"/peek")
+		if len(s.Held) != 1 || s.Held[0].Open {
+			return fmt.Errorf("restored pod's connection: %+v", s.Held)
+		}
+		return nil
+	})
+	if s.Hits != 1 {
+		t.Fatalf("restored hits %d, want 1", s.Hits)
+	}
+	t.Logf("restored pod saw its connection end: %s", s.Held[0].End)
+	// The source's connection is untouched: the checkpoint only froze it.
+	if src := state(t, base+"/peek"); len(src.Held) != 1 || !src.Held[0].Open {
+		t.Fatalf("source connection after the checkpoint: %+v", src.Held)
+	}
+	if _, err := server.Write([]byte("still there\n")); err != nil {
+		t.Fatalf("the source's peer lost the connection: %v", err)
+	}
+}
+
+// checkpointImage checkpoints a pod's counter container through the API
+// server and pushes it as a checkpoint image; it returns the digest ref.
+func checkpointImage(t *testing.T, c *lab.Config, cs *kubernetes.Clientset, ns, pod, node string) string {
+	t.Helper()
+	var out checkpointResponse
+	waitFor(t, 30*time.Second, func() error {
+		raw, err := cs.CoreV1().RESTClient().Post().
+			AbsPath("/api/v1/nodes", node, "proxy", "checkpoint", ns, pod, "counter").
+			Param("timeout", "60").Do(context.Background()).Raw()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, raw)
+		}
+		return json.Unmarshal(raw, &out)
+	})
+	if len(out.Items) != 1 {
+		t.Fatalf("kubelet returned %v", out.Items)
+	}
+	idx, err := ckptimage.Build(out.Items[0], ckptimage.Options{ContainerName: "counter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := fmt.Sprintf("%s/ms2m/counter-checkpoint:%s-%s", c.Registry(), ns, pod)
+	dig, err := ckptimage.Push(context.Background(), idx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dig.String()
 }

@@ -140,6 +140,11 @@ type counterState struct {
 	Ticks int64  `json:"ticks"`
 	Boot  string `json:"boot"`
 	PID   int    `json:"pid"`
+	Held  []struct {
+		Addr string `json:"addr"`
+		Open bool   `json:"open"`
+		End  string `json:"end"`
+	} `json:"held"`
 }
 
 func get(t *testing.T, url string) []byte {

@@ -7,6 +7,8 @@
 //	GET /peek      returns the state without counting
 //	GET /fetch?url=U   GETs U from inside the pod
 //	GET /dial?addr=A[&amqp=1]   opens TCP to A (and reads an AMQP greeting)
+//	GET /hold?addr=A   opens TCP to A and keeps it; the state shows whether
+//	                   it is still open (a restore elsewhere closes it)
 
 // CRIU cannot dump the MPTCP sockets Go listens with by default.
 //
@@ -35,6 +37,13 @@ type state struct {
 	Boot    string    `json:"boot"`
 	PID     int       `json:"pid"`
 	Started time.Time `json:"started"`
+	Held    []*held   `json:"held,omitempty"`
+}
+
+type held struct {
+	Addr string `json:"addr"`
+	Open bool   `json:"open"`
+	End  string `json:"end,omitempty"`
 }
 
 func main() {
@@ -54,6 +63,7 @@ func main() {
 	mux.HandleFunc("GET /peek", func(w http.ResponseWriter, _ *http.Request) { s.reply(w, false) })
 	mux.HandleFunc("GET /fetch", fetch)
 	mux.HandleFunc("GET /dial", dial)
+	mux.HandleFunc("GET /hold", s.hold)
 	log.Fatal(http.ListenAndServe(*addr, mux))
 }
 
@@ -66,6 +76,29 @@ func (s *state) reply(w http.ResponseWriter, hit bool) {
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b)
+}
+
+func (s *state) hold(w http.ResponseWriter, r *http.Request) {
+	addr := r.URL.Query().Get("addr")
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	h := &held{Addr: addr, Open: true}
+	s.mu.Lock()
+	s.Held = append(s.Held, h)
+	s.mu.Unlock()
+	go func() {
+		_, err := io.Copy(io.Discard, c)
+		if err == nil {
+			err = io.EOF
+		}
+		s.mu.Lock()
+		h.Open, h.End = false, err.Error()
+		s.mu.Unlock()
+	}()
+	fmt.Fprintf(w, "holding %s -> %s\n", c.LocalAddr(), c.RemoteAddr())
 }
 
 var client = &http.Client{Timeout: 5 * time.Second}

@@ -36,7 +36,7 @@ type App struct {
 var Roots = []string{"./cmd/...", "./examples/...", "./internal/lab/apps/..."}
 
 // hostOnly are mains that run on the host, never in a pod.
-var hostOnly = map[string]bool{"ms2m": true}
+var hostOnly = map[string]bool{"ms2m": true, "kubectl-migrate": true}
 
 // Discover lists the main packages under Roots of the module at dir.
 func Discover(ctx context.Context, dir string) ([]App, error) {

@@ -18,14 +18,19 @@ type Component struct {
 	Name    string `json:"name"`
 	PID     int    `json:"pid,omitempty"`
 	Running bool   `json:"running"`
+	// RSS is the process's resident memory, in bytes.
+	RSS     int64  `json:"rss,omitempty"`
 	Healthy bool   `json:"healthy"`
 	Detail  string `json:"detail,omitempty"`
 }
 
 // Status is the lab's health and capability report.
 type Status struct {
-	Dir          string        `json:"dir"`
-	Healthy      bool          `json:"healthy"`
+	Dir     string `json:"dir"`
+	Healthy bool   `json:"healthy"`
+	// RSS is the resident memory of everything the lab runs: the
+	// supervisor and all its descendants (daemons, shims, pods).
+	RSS          int64         `json:"rss"`
 	Components   []Component   `json:"components"`
 	Capabilities *probe.Report `json:"capabilities,omitempty"`
 	Env          []string      `json:"env,omitempty"`
@@ -47,7 +52,11 @@ func GetStatus(ctx context.Context, dir string) (*Status, error) {
 		s.Components = append(s.Components, Component{Name: "supervisor", Detail: "not answering: " + err.Error()})
 		return s, nil
 	}
-	s.Components = append(s.Components, Component{Name: "supervisor", PID: st.Daemon, Running: true, Healthy: true})
+	s.Components = append(s.Components, Component{Name: "supervisor", PID: st.Daemon, Running: true, Healthy: true, RSS: supervise.RSS(st.Daemon)})
+	s.RSS = supervise.RSS(st.Daemon)
+	for _, pid := range supervise.Descendants(st.Daemon) {
+		s.RSS += supervise.RSS(pid)
+	}
 	procs := map[string]*supervise.Proc{}
 	for _, p := range st.Procs {
 		procs[p.Name] = p
@@ -63,7 +72,7 @@ func GetStatus(ctx context.Context, dir string) (*Status, error) {
 		case !p.Alive():
 			comp.PID, comp.Detail = p.PID, p.String()
 		default:
-			comp.PID, comp.Running = p.PID, true
+			comp.PID, comp.Running, comp.RSS = p.PID, true, supervise.RSS(p.PID)
 			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err := health(hctx)
 			cancel()
@@ -108,7 +117,7 @@ func GetStatus(ctx context.Context, dir string) (*Status, error) {
 // Print writes the status for people.
 func (s *Status) Print(w io.Writer) {
 	word := map[bool]string{true: "healthy", false: "UNHEALTHY"}
-	fmt.Fprintf(w, "lab %s: %s\n", s.Dir, word[s.Healthy])
+	fmt.Fprintf(w, "lab %s: %s, %d MiB resident in all\n", s.Dir, word[s.Healthy], s.RSS>>20)
 	for _, c := range s.Components {
 		state := "down"
 		switch {
@@ -121,7 +130,11 @@ func (s *Status) Print(w io.Writer) {
 		if c.PID != 0 {
 			pid = fmt.Sprintf("pid %d", c.PID)
 		}
-		fmt.Fprintf(w, "  %-26s %-10s %-20s %s\n", c.Name, pid, state, c.Detail)
+		rss := ""
+		if c.RSS > 0 {
+			rss = fmt.Sprintf("%d MiB", c.RSS>>20)
+		}
+		fmt.Fprintf(w, "  %-24s %-10s %-8s %-18s %s\n", c.Name, pid, rss, state, c.Detail)
 	}
 	if s.Capabilities != nil {
 		r := s.Capabilities

@@ -159,3 +159,21 @@ func killWait(pid int, ticks uint64, sig syscall.Signal, d time.Duration) bool {
 	}
 	return !SameProcess(pid, ticks)
 }
+
+// RSS returns a process's resident set size in bytes (VmRSS).
+func RSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n * 1024
+			}
+		}
+	}
+	return 0
+}

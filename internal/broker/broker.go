@@ -41,6 +41,10 @@ type QueueStats struct {
 	Acked int64
 	// Consumers attached to the queue.
 	Consumers int
+	// Prefetch is the largest prefetch (QoS) among the consumers: at most
+	// that many messages each may hold delivered but not yet acked. 0 when
+	// unknown or unlimited.
+	Prefetch int
 	// ConsumerPeers are the consumers' client addresses (IPs), when the
 	// broker can tell (RabbitMQ: management API); nil when unknown.
 	ConsumerPeers []string

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,6 +12,7 @@ import (
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/broker"
+	"github.com/ms2m/ms2m/internal/migration"
 )
 
 // reconcileCheckpointing binds the replay queue, then checkpoints the
@@ -36,7 +38,14 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 			}
 			return s.fail(broker.ReasonOf(err), "preparing the replay queue: %v", err)
 		}
+		bound := metav1.NewMicroTime(s.now)
+		s.brokerRecord().ReplayBoundTime = &bound
 		s.done(v1alpha1.ConditionTopologyPrepared, "replay queue "+s.brokerRecord().ReplayQueue+" bound before the checkpoint")
+	}
+	if s.hasBroker() && !s.isDone(v1alpha1.ConditionReplayCoversSource) {
+		if res, covered, err := r.waitReplayCoverage(ctx, s); !covered {
+			return res, err
+		}
 	}
 	st := &s.m.Status
 	op, err := r.Agents.Checkpoint(ctx, st.SourceNode, agentapi.CheckpointRequest{
@@ -59,4 +68,32 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s: %d bytes, source frozen %s", pod.Name, st.ContainerName, res.SizeBytes, res.Freeze)
 	s.enter(v1alpha1.PhaseTransferring)
 	return next(), nil
+}
+
+// waitReplayCoverage holds the checkpoint until the replay queue holds
+// everything the source has not applied yet (see migration.ReplayCovers).
+func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
+	h, err := s.brokerSession(ctx)
+	if err != nil {
+		res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
+		return res, false, ferr
+	}
+	rec := s.brokerRecord()
+	p, err := h.Progress(ctx, rec)
+	if err != nil {
+		res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
+		return res, false, ferr
+	}
+	var since time.Duration
+	if rec.ReplayBoundTime != nil {
+		since = s.now.Sub(rec.ReplayBoundTime.Time)
+	}
+	covered, why := migration.ReplayCovers(migration.ReplayCoverage{PrimaryReady: p.Primary.Ready, BufferReady: p.Buffer.Ready,
+		InFlight: int64(p.Primary.Prefetch), SinceBind: since})
+	if !covered {
+		s.condition(v1alpha1.ConditionReplayCoversSource, metav1.ConditionFalse, "SourceBehind", why)
+		return s.poll(), false, nil
+	}
+	s.done(v1alpha1.ConditionReplayCoversSource, why)
+	return reconcile.Result{}, true, nil
 }

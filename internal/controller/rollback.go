@@ -60,12 +60,15 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 		}
 		return false, nil // wait until it is gone
 	}
-	if s.hasBroker() && st.Broker != nil && !s.isDone(v1alpha1.ConditionTopologyRestored) {
+	// Pending changes nothing on the broker; from Checkpointing on, the
+	// replay queue may exist even if its record never reached the status
+	// (a crash, a conflicting write): Teardown also removes it by name.
+	if s.hasBroker() && st.Phase != v1alpha1.PhasePending && !s.isDone(v1alpha1.ConditionTopologyRestored) {
 		h, err := s.brokerSession(ctx)
 		if err != nil {
 			return false, err
 		}
-		if err := h.Teardown(ctx, st.Broker); err != nil {
+		if err := h.Teardown(ctx, s.brokerRecord()); err != nil {
 			return false, err
 		}
 		if st.TargetPod != "" && st.TargetPod != s.m.Spec.SourcePod {

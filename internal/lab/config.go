@@ -175,6 +175,15 @@ func (c *Config) PauseImage() string { return c.Registry() + "/ms2m/pause:latest
 // APIServerURL is the address host tools use.
 func (c *Config) APIServerURL() string { return fmt.Sprintf("https://127.0.0.1:%d", c.Ports.APIServer) }
 
+// APIServerFromPods is where pods reach the API server. The lab runs no
+// kube-proxy, so the kubernetes Service's ClusterIP leads nowhere: in-cluster
+// clients of the lab (the controller, the agents) are given
+// KUBERNETES_SERVICE_HOST/PORT pointing here; the serving certificate
+// names the host IP.
+func (c *Config) APIServerFromPods() string {
+	return fmt.Sprintf("https://%s:%d", c.HostIP, c.Ports.APIServer)
+}
+
 // PathDir holds what containerd's PATH must find first (the criu wrapper).
 func (c *Config) PathDir() string { return c.path("bin") }
 
@@ -232,6 +241,7 @@ func (c *Config) Env() []string {
 		"export KUBECONFIG=" + c.Kubeconfig(),
 		"export MS2M_REGISTRY=" + c.Registry(),
 		"export MS2M_REGISTRY_FROM_PODS=" + c.RegistryFromPods(),
+		"export MS2M_APISERVER_FROM_PODS=" + c.APIServerFromPods(),
 		"export MS2M_AMQP_URL=" + r.AMQPURL(),
 		"export MS2M_RABBITMQ_MGMT_URL=" + r.MgmtURL(),
 		"export MS2M_LAB_DIR=" + c.Dir,

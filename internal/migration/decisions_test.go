@@ -144,3 +144,24 @@ func TestPointOfNoReturn(t *testing.T) {
 		t.Fatal("a stopped source is past it")
 	}
 }
+
+func TestReplayCovers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    ReplayCoverage
+		want bool
+	}{
+		{"backlog from before the bind", ReplayCoverage{PrimaryReady: 500, BufferReady: 20, InFlight: 1}, false},
+		{"backlog worked off", ReplayCoverage{PrimaryReady: 40, BufferReady: 60, InFlight: 10}, true},
+		{"prefetch may still hold pre-bind messages", ReplayCoverage{PrimaryReady: 0, BufferReady: 5, InFlight: 10}, false},
+		{"prefetch passed", ReplayCoverage{PrimaryReady: 0, BufferReady: 12, InFlight: 10}, true},
+		{"unknown prefetch counts as one", ReplayCoverage{PrimaryReady: 0, BufferReady: 1}, true},
+		{"idle right after the bind", ReplayCoverage{SinceBind: 100 * time.Millisecond}, false},
+		{"idle and settled", ReplayCoverage{SinceBind: 2 * time.Second}, true},
+	} {
+		got, why := ReplayCovers(tc.c)
+		if got != tc.want || why == "" {
+			t.Errorf("%s: %v (%s)", tc.name, got, why)
+		}
+	}
+}

@@ -53,3 +53,44 @@ func DecideReplay(s ReplayState, now time.Time) ReplayDecision {
 	return ReplayDecision{Recheck: recheck,
 		Reason: fmt.Sprintf("replaying: %d message(s) left", s.Remaining)}
 }
+
+// ReplayCoverage is what the controller sees of the two queues between
+// binding the replay queue and checkpointing.
+type ReplayCoverage struct {
+	// PrimaryReady and BufferReady are exact ready counts.
+	PrimaryReady, BufferReady int64
+	// InFlight bounds how many messages the source holds delivered but not
+	// yet applied (its prefetch); 0 when unknown.
+	InFlight int64
+	// SinceBind is how long ago the replay queue was bound.
+	SinceBind time.Duration
+}
+
+// Settle is how long an idle stream waits after the bind before the
+// checkpoint, for the source to apply what it held.
+const Settle = time.Second
+
+// ReplayCovers reports whether every message the source has not applied
+// yet is also in the replay queue, so that a checkpoint now loses nothing.
+//
+// The replay queue holds only what was published after its bind. Messages
+// published before it and still waiting in the primary queue (a backlog)
+// or held unapplied by the source (its prefetch) would be in neither the
+// checkpoint nor the replay queue. Both queues get every message published
+// since the bind and the source consumes in order, so once the primary
+// queue holds fewer ready messages than the replay queue by at least the
+// source's prefetch, the source has been handed, and has applied, every
+// message that predates the bind.
+func ReplayCovers(c ReplayCoverage) (bool, string) {
+	inFlight := max(c.InFlight, 1)
+	if c.PrimaryReady+inFlight <= c.BufferReady {
+		return true, fmt.Sprintf("the source has applied everything published before the replay queue was bound (%d ready in the primary queue, %d in the replay queue, prefetch %d)", c.PrimaryReady, c.BufferReady, inFlight)
+	}
+	if c.PrimaryReady == 0 && c.BufferReady == 0 && c.SinceBind >= Settle {
+		return true, "no message published since the replay queue was bound and none waiting: the source is idle"
+	}
+	if c.PrimaryReady > c.BufferReady {
+		return false, fmt.Sprintf("waiting for the source to work off %d message(s) published before the replay queue was bound", c.PrimaryReady-c.BufferReady)
+	}
+	return false, fmt.Sprintf("waiting for the source to apply the up to %d message(s) it holds from before the replay queue was bound", inFlight)
+}

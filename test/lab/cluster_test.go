@@ -91,7 +91,13 @@ func TestPodsReachEachOtherAndRabbitMQ(t *testing.T) {
 			t.Fatalf("%s -> RabbitMQ: %s", p.Name, out)
 		}
 	}
-	// And the registry, which the node agents will push checkpoints to.
+	// The API server, as an in-cluster client with the pod's service
+	// account (the lab has no kube-proxy: pods use the host IP).
+	api := string(get(t, fmt.Sprintf("http://%s:8080/fetch?url=%s", b.Status.PodIP, url.QueryEscape(c.APIServerFromPods()+"/api"))))
+	if !strings.Contains(api, `"kind":"APIVersions"`) {
+		t.Fatalf("API server from a pod: %s", api)
+	}
+	// And the registry, on the address pods reach it at.
 	out := string(get(t, fmt.Sprintf("http://%s:8080/fetch?url=%s", a.Status.PodIP, url.QueryEscape("http://"+c.RegistryFromPods()+"/v2/"))))
 	if strings.TrimSpace(out) != "{}" {
 		t.Fatalf("registry from a pod: %q", out)

@@ -157,7 +157,8 @@ type mgmtQueue struct {
 	Consumers []struct {
 		// channel_details is [] rather than an object once the channel is
 		// gone, hence raw
-		Channel json.RawMessage `json:"channel_details"`
+		Channel  json.RawMessage `json:"channel_details"`
+		Prefetch int             `json:"prefetch_count"`
 	} `json:"consumer_details"`
 	Stats struct {
 		Ack          int64 `json:"ack"`
@@ -175,6 +176,8 @@ type queueCounts struct {
 	// peers are the consumers' addresses, sorted, each once; empty, not
 	// nil, when there are none, as nil means unknown
 	peers []string
+	// prefetch is the largest consumer prefetch (0: none set)
+	prefetch int
 }
 
 // queue returns a queue's counts; ok is false when the API cannot tell.
@@ -186,6 +189,7 @@ func (m *management) queue(ctx context.Context, name string) (c queueCounts, ok 
 	c.unacked, c.peers = q.Unacked, []string{}
 	c.acked = q.Stats.Ack + q.Stats.DeliverNoAck + q.Stats.GetNoAck
 	for _, cd := range q.Consumers {
+		c.prefetch = max(c.prefetch, cd.Prefetch)
 		var ch struct {
 			PeerHost string `json:"peer_host"`
 		}

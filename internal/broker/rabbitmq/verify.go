@@ -81,7 +81,7 @@ func (h *handoff) stats(ctx context.Context, queue string) (broker.QueueStats, e
 		return st, err
 	}
 	if c, ok := h.mgmt.queue(ctx, queue); ok {
-		st.Unacked, st.Acked, st.ConsumerPeers = c.unacked, c.acked, c.peers
+		st.Unacked, st.Acked, st.ConsumerPeers, st.Prefetch = c.unacked, c.acked, c.peers, c.prefetch
 	}
 	return st, nil
 }

@@ -217,7 +217,8 @@ func Ensure(ctx context.Context, o Options) (*Paths, *Manifest, error) {
 	}
 	m.Crictl = CrictlVersion
 	_ = os.RemoveAll(debs)
-	_ = os.RemoveAll(filepath.Join(apt.Dir, "cache"))
+	// The lists are only needed to fetch; the roots are what the lab runs.
+	_ = os.RemoveAll(apt.Dir)
 	b, _ := json.MarshalIndent(m, "", "  ")
 	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o644); err != nil {
 		return nil, nil, err

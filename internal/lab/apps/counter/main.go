@@ -5,7 +5,8 @@
 //
 //	GET /          counts a hit and returns the state
 //	GET /peek      returns the state without counting
-//	GET /fetch?url=U   GETs U from inside the pod
+//	GET /fetch?url=U   GETs U from inside the pod; https URLs as an
+//	                   in-cluster client (service account CA and token)
 //	GET /dial?addr=A[&amqp=1]   opens TCP to A (and reads an AMQP greeting)
 //	GET /hold?addr=A   opens TCP to A and keeps it; the state shows whether
 //	                   it is still open (a restore elsewhere closes it)
@@ -16,6 +17,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -24,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -103,8 +107,22 @@ func (s *state) hold(w http.ResponseWriter, r *http.Request) {
 
 var client = &http.Client{Timeout: 5 * time.Second}
 
+const saDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
 func fetch(w http.ResponseWriter, r *http.Request) {
-	resp, err := client.Get(r.URL.Query().Get("url"))
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, r.URL.Query().Get("url"), nil)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	c := client
+	if req.URL.Scheme == "https" {
+		if c, err = inCluster(req); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
@@ -112,6 +130,23 @@ func fetch(w http.ResponseWriter, r *http.Request) {
 	defer resp.Body.Close()
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, io.LimitReader(resp.Body, 1<<20))
+}
+
+// inCluster authenticates req as the pod's service account and trusts the
+// cluster CA, as client-go's in-cluster configuration does.
+func inCluster(req *http.Request) (*http.Client, error) {
+	ca, err := os.ReadFile(saDir + "/ca.crt")
+	if err != nil {
+		return nil, err
+	}
+	token, err := os.ReadFile(saDir + "/token")
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}, nil
 }
 
 // dial proves reachability of a TCP service; with amqp=1 it also speaks the

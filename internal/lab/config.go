@@ -1,7 +1,3 @@
-// Package lab brings up, checks and tears down the lab: a real two-node
-// Kubernetes cluster on one machine, made only of upstream parts run as
-// plain processes (etcd, the control plane, two kubelets with a containerd
-// each, runc, CRIU, CNI), plus an OCI registry and RabbitMQ.
 package lab
 
 import (

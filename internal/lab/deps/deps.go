@@ -212,7 +212,7 @@ func Ensure(ctx context.Context, o Options) (*Paths, *Manifest, error) {
 		return nil, nil, err
 	}
 	o.Logf("go install sigs.k8s.io/cri-tools/cmd/crictl@%s", CrictlVersion)
-	if err := installCrictl(ctx, filepath.Dir(p.Crictl)); err != nil {
+	if err := installCrictl(ctx, filepath.Dir(p.Crictl), o.Logf); err != nil {
 		return nil, nil, err
 	}
 	m.Crictl = CrictlVersion

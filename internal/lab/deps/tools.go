@@ -13,11 +13,28 @@ import (
 	"time"
 )
 
-func installCrictl(ctx context.Context, bin string) error {
+// installCrictl compiles crictl (1-3 min on two cores from an empty build
+// cache), reporting every 30 s that it still runs.
+func installCrictl(ctx context.Context, bin string, logf func(string, ...any)) error {
 	cmd := exec.CommandContext(ctx, "go", "install", "sigs.k8s.io/cri-tools/cmd/crictl@"+CrictlVersion)
 	cmd.Dir = bin
 	// GOFLAGS=-mod=mod of the project's Makefile is refused outside a module.
 	cmd.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=", "CGO_ENABLED=0")
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t0 := time.Now()
+		tick := time.NewTicker(30 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				logf("  ... still compiling crictl (%s)", time.Since(t0).Round(time.Second))
+			}
+		}
+	}()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go install crictl@%s: %w: %s", CrictlVersion, err, out)
 	}

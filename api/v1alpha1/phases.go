@@ -59,7 +59,10 @@ const (
 	// ConditionCredentialsInSpec is True when brokerUrl carries a password.
 	ConditionCredentialsInSpec = "CredentialsInSpec"
 
-	ConditionTopologyPrepared      = "TopologyPrepared"
+	ConditionTopologyPrepared = "TopologyPrepared"
+	// ConditionReplayCoversSource: everything the source has not applied
+	// is in the replay queue, so the checkpoint may be taken.
+	ConditionReplayCoversSource    = "ReplayCoversSource"
 	ConditionCheckpointCreated     = "CheckpointCreated"
 	ConditionCheckpointTransferred = "CheckpointTransferred"
 	ConditionTargetRestored        = "TargetRestored"

@@ -417,6 +417,10 @@ type BrokerStatus struct {
 	// ReplayQueue duplicates the stream from before the checkpoint on.
 	// +optional
 	ReplayQueue string `json:"replayQueue,omitempty"`
+	// ReplayBoundTime is when the replay queue started to receive the
+	// stream.
+	// +optional
+	ReplayBoundTime *metav1.MicroTime `json:"replayBoundTime,omitempty"`
 	// ControlQueue carries START_REPLAY / END_REPLAY to the target.
 	// +optional
 	ControlQueue string `json:"controlQueue,omitempty"`

@@ -196,7 +196,9 @@ func TestSpecIsImmutableOnceStarted(t *testing.T) {
 		do   func(o map[string]any)
 	}{
 		{"sourcePod", func(o map[string]any) { _ = unstructured.SetNestedField(o, "consumer-1", "spec", "sourcePod") }},
-		{"queueName", func(o map[string]any) { _ = unstructured.SetNestedField(o, "other", "spec", "messageQueueConfig", "queueName") }},
+		{"queueName", func(o map[string]any) {
+			_ = unstructured.SetNestedField(o, "other", "spec", "messageQueueConfig", "queueName")
+		}},
 		{"add timeouts", func(o map[string]any) {
 			_ = unstructured.SetNestedField(o, "5m", "spec", "timeouts", "total")
 		}},

@@ -40,6 +40,10 @@ type nodeSim struct {
 	delay    time.Duration
 	identity string
 
+	// hmu guards holds alone: workload handlers consult it while the
+	// agent side may wait for them (a snapshot waits for the message
+	// being applied).
+	hmu         sync.Mutex
 	mu          sync.Mutex
 	agents      map[string]bool
 	running     map[string]*simPod // by pod UID
@@ -75,8 +79,10 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		cancel()
 		<-done
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, p := range s.running {
+		pods := s.running
+		s.running = map[string]*simPod{}
+		s.mu.Unlock()
+		for _, p := range pods {
 			p.cancel()
 			<-p.done
 		}
@@ -87,14 +93,14 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 // hold makes the named step wait until release (checkpoint, transfer,
 // restore, replay, stop-source).
 func (s *nodeSim) hold(step string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
 	s.holds[step] = make(chan struct{})
 }
 
 func (s *nodeSim) release(step string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
 	if ch, ok := s.holds[step]; ok {
 		close(ch)
 		delete(s.holds, step)
@@ -102,8 +108,8 @@ func (s *nodeSim) release(step string) {
 }
 
 func (s *nodeSim) held(step string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
 	_, ok := s.holds[step]
 	return ok
 }
@@ -123,7 +129,7 @@ func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.Checkp
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	op := agentapi.Operation[agentapi.CheckpointResult]{ID: req.ID, State: agentapi.OpRunning}
-	if _, ok := s.holds["checkpoint"]; ok {
+	if s.held("checkpoint") {
 		return op, nil
 	}
 	if s.agents["fail-checkpoint"] {
@@ -136,7 +142,10 @@ func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.Checkp
 			op.State, op.Message = agentapi.OpFailed, fmt.Sprintf("pod %s (uid %s) does not run on %s", req.Pod, req.PodUID, node)
 			return op, nil
 		}
-		s.images["ckpt/"+req.ID] = p.consumer.Snapshot()
+		s.mu.Unlock()
+		snap := p.consumer.Snapshot()
+		s.mu.Lock()
+		s.images["ckpt/"+req.ID] = snap
 		s.snapshots[req.ID]++
 		s.ops["ckpt/"+req.ID] = time.Now()
 	}
@@ -150,7 +159,7 @@ func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferReq
 	defer s.mu.Unlock()
 	op := agentapi.Operation[agentapi.TransferResult]{ID: req.ID, State: agentapi.OpRunning,
 		Progress: agentapi.Progress{BytesTotal: 4096, BytesDone: 1024, BytesPerSecond: 1 << 20}}
-	if _, ok := s.holds["transfer"]; ok {
+	if s.held("transfer") {
 		return op, nil
 	}
 	snap, ok := s.images["ckpt/"+req.CheckpointID]
@@ -202,9 +211,8 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 	}
 	s.mu.Lock()
 	p := s.running[string(pod.UID)]
-	_, holdStop := s.holds["stop-source"]
-	_, holdRestore := s.holds["restore"]
 	s.mu.Unlock()
+	holdStop, holdRestore := s.held("stop-source"), s.held("restore")
 	if !pod.DeletionTimestamp.IsZero() {
 		if holdStop {
 			return

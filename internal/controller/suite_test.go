@@ -274,17 +274,23 @@ func (w *world) get(name string) *v1alpha1.StatefulMigration {
 
 func (w *world) waitPhase(name string, timeout time.Duration, phases ...v1alpha1.Phase) *v1alpha1.StatefulMigration {
 	w.t.Helper()
-	var m *v1alpha1.StatefulMigration
-	sdktest.Eventually(w.t, timeout, fmt.Sprintf("%s in phase %v", name, phases), func() bool {
-		m = w.get(name)
+	deadline := time.Now().Add(timeout)
+	for {
+		m := w.get(name)
 		for _, p := range phases {
 			if m.Status.Phase == p {
-				return true
+				return m
 			}
 		}
-		return false
-	})
-	return m
+		if time.Now().After(deadline) {
+			var conds []string
+			for _, c := range m.Status.Conditions {
+				conds = append(conds, fmt.Sprintf("%s=%s (%s: %s)", c.Type, c.Status, c.Reason, c.Message))
+			}
+			w.t.Fatalf("%s still in phase %s after %s, want %v; messages %+v\n%s", name, m.Status.Phase, timeout, phases, m.Status.Messages, strings.Join(conds, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // topology lists the queues and bindings of this test (their names carry

@@ -43,16 +43,16 @@ kube-binaries: ## builds kube-apiserver, etcd, kubelet, ... from the Go module p
 	hack/kube-binaries.sh $(KUBE_VERSION) >/dev/null
 
 .PHONY: test-fast
-test-fast: generate ## unit tests only: no API server, no broker
+test-fast: generate ## unit tests only: no API server, no broker (seconds)
 	go test -short -count=1 ./...
 
 .PHONY: test-integration
-test-integration: generate kube-binaries ## envtest (real kube-apiserver + etcd) and real RabbitMQ
+test-integration: generate kube-binaries ## unit + envtest (real kube-apiserver + etcd) + real RabbitMQ
 	hack/with-rabbitmq.sh env KUBEBUILDER_ASSETS=$$(hack/kube-binaries.sh $(KUBE_VERSION)) \
-		go test -count=1 -p 1 -timeout 20m ./...
+		go test -count=1 -p 1 -timeout 30m ./...
 
 .PHONY: test
-test: test-integration ## every layer that runs without the lab
+test: test-integration test-lab test-e2e ## every layer: unit, envtest + RabbitMQ, lab, e2e (the README's test command)
 
 .PHONY: help
 help:

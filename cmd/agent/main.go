@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -39,6 +40,15 @@ func main() {
 	flag.StringVar(&hostRoot, "host-root", "/host", "where the host's root filesystem is mounted")
 	flag.StringVar(&containerdSock, "containerd-socket", "/run/containerd/containerd.sock", "containerd's socket on the host ({node} is replaced by the node name); empty: Direct transfers cannot be received")
 	flag.StringVar(&criuConfig, "criu-config", "/etc/criu/runc.conf", "runc's CRIU configuration on the host")
+	aliases := map[string]string{}
+	flag.Func("registry-alias", "REGISTRY=ADDRESS: push images for REGISTRY (as the nodes' runtimes name it) to ADDRESS (repeatable)", func(v string) error {
+		from, to, ok := strings.Cut(v, "=")
+		if !ok || from == "" || to == "" {
+			return fmt.Errorf("want REGISTRY=ADDRESS, got %q", v)
+		}
+		aliases[from] = to
+		return nil
+	})
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("node", node)
 	if node == "" || namespace == "" {
@@ -75,7 +85,7 @@ func main() {
 		Peers:   agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
 		// Registry credentials come from a mounted docker config, if any;
 		// plain-HTTP registries are reached by fallback.
-		Registry: agent.Registry{Options: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}},
+		Registry: agent.Registry{Options: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}, Aliases: aliases},
 	}
 	if containerdSock != "" {
 		ac.Runtime = agent.Containerd{Address: host(containerdSock)}

@@ -75,7 +75,7 @@ func TestOpStoreReportsFailureAndInterruptedWork(t *testing.T) {
 		t.Fatalf("%+v", op)
 	}
 	block := make(chan struct{})
-	defer close(block)
+	defer func() { close(block); waitDone(t, s, "slow") }() // its last write must land before the temp dir goes
 	s.StartOrGet("slow", func(context.Context, progressFunc) (int, error) { <-block; return 1, nil })
 	if err := s.Forget("slow"); err == nil {
 		t.Fatal("forgetting a running op must fail")

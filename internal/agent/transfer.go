@@ -19,6 +19,31 @@ import (
 type Registry struct {
 	// Options for every registry call (auth, transport).
 	Options []remote.Option
+	// Aliases map a registry as the nodes' runtimes name it to the address
+	// the agent reaches it at (a lab registry is 127.0.0.1 to the runtimes
+	// and the host's IP to pods).
+	Aliases map[string]string
+}
+
+// pushRef is where the agent pushes ref: the same repository, through the
+// alias of its registry, if any.
+func (r Registry) pushRef(ref string) string {
+	for from, to := range r.Aliases {
+		if rest, ok := strings.CutPrefix(ref, from+"/"); ok {
+			return to + "/" + rest
+		}
+	}
+	return ref
+}
+
+// nodeRef names, as the runtimes know it, what was pushed as pushed.
+func (r Registry) nodeRef(pushed string) string {
+	for from, to := range r.Aliases {
+		if rest, ok := strings.CutPrefix(pushed, to+"/"); ok {
+			return from + "/" + rest
+		}
+	}
+	return pushed
 }
 
 func (s *Server) doTransfer(ctx context.Context, req agentapi.TransferRequest, ck agentapi.CheckpointResult, progress progressFunc) (agentapi.TransferResult, error) {
@@ -41,7 +66,7 @@ func (s *Server) pushToRegistry(ctx context.Context, req agentapi.TransferReques
 	if err != nil {
 		return agentapi.TransferResult{}, fmt.Errorf("building the checkpoint image: %w", err)
 	}
-	ref := req.Repository + ":" + req.CheckpointID
+	ref := s.cfg.Registry.pushRef(req.Repository + ":" + req.CheckpointID)
 	updates := make(chan v1Update, 16)
 	go forwardProgress(updates, progress)
 	opts := append([]remote.Option{remote.WithContext(ctx), remote.WithProgress(updates)}, s.cfg.Registry.Options...)
@@ -49,7 +74,7 @@ func (s *Server) pushToRegistry(ctx context.Context, req agentapi.TransferReques
 	if err != nil {
 		return agentapi.TransferResult{}, fmt.Errorf("pushing %s: %w", ref, err)
 	}
-	return agentapi.TransferResult{Image: d.String(), Digest: d.DigestStr()}, nil
+	return agentapi.TransferResult{Image: s.cfg.Registry.nodeRef(d.String()), Digest: d.DigestStr()}, nil
 }
 
 // sendDirect streams the archive to the target node's agent, which builds
@@ -122,7 +147,7 @@ func (s *Server) Cleanup(ctx context.Context, id string) error {
 		note("archive", os.Remove(op.Result.Archive))
 	}
 	if op, ok := s.transfers.Get(id); ok && op.State == agentapi.OpSucceeded && strings.Contains(op.Result.Image, "@") && !strings.HasPrefix(op.Result.Image, "localhost/") {
-		if ref, err := name.ParseReference(op.Result.Image, name.Insecure); err == nil {
+		if ref, err := name.ParseReference(s.cfg.Registry.pushRef(op.Result.Image), name.Insecure); err == nil {
 			note("registry image", remote.Delete(ref, append([]remote.Option{remote.WithContext(ctx)}, s.cfg.Registry.Options...)...))
 		}
 	}

@@ -131,6 +131,18 @@ func labCommand() *cobra.Command {
 		},
 	}
 	snap.Flags().StringVarP(&out, "output", "o", "", "file to write (default stdout)")
-	cmd.AddCommand(up, down, status, env, imgs, snap)
+	deployCmd := &cobra.Command{
+		Use:   "deploy",
+		Short: "Build the images and install ms2m (manager, agents, CRD) into the lab from config/",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := lab.Load(dir())
+			if err != nil {
+				return err
+			}
+			_, err = lab.Deploy(cmd.Context(), c, repo, os.Stderr)
+			return err
+		},
+	}
+	cmd.AddCommand(deployCmd, up, down, status, env, imgs, snap)
 	return cmd
 }

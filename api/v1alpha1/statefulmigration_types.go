@@ -432,6 +432,11 @@ type BrokerStatus struct {
 	// teardown.
 	// +optional
 	RemovedBindings []Binding `json:"removedBindings,omitempty"`
+	// PrimaryConsumersAtSwitch counts the primary queue's consumers when
+	// END_REPLAY was sent (the source gone, the target not yet on it): one
+	// more means the target has switched.
+	// +optional
+	PrimaryConsumersAtSwitch *int32 `json:"primaryConsumersAtSwitch,omitempty"`
 	// DeclaredQueues were declared by the migration and are deleted by
 	// teardown.
 	// +optional

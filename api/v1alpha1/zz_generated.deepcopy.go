@@ -57,6 +57,11 @@ func (in *BrokerStatus) DeepCopyInto(out *BrokerStatus) {
 		*out = make([]Binding, len(*in))
 		copy(*out, *in)
 	}
+	if in.PrimaryConsumersAtSwitch != nil {
+		in, out := &in.PrimaryConsumersAtSwitch, &out.PrimaryConsumersAtSwitch
+		*out = new(int32)
+		**out = **in
+	}
 	if in.DeclaredQueues != nil {
 		in, out := &in.DeclaredQueues, &out.DeclaredQueues
 		*out = make([]string, len(*in))

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/render"
 )
 
@@ -97,6 +98,8 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 			return s.poll(), false, nil
 		}
 		if meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionTargetSwitched) == nil {
+			baseline := int32(p.Primary.Consumers)
+			rec.PrimaryConsumersAtSwitch = &baseline
 			if err := h.EndReplay(ctx, target.Name, rec); err != nil {
 				res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
 				return res, false, ferr
@@ -104,7 +107,7 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 			s.condition(v1alpha1.ConditionTargetSwitched, metav1.ConditionFalse, "EndReplaySent", "END_REPLAY sent; waiting for the target to consume "+s.m.Spec.MessageQueueConfig.QueueName)
 			return s.poll(), false, nil
 		}
-		if !consumesPrimary(p.Primary.Consumers, p.Primary.ConsumerPeers, target.Status.PodIP) {
+		if !consumesPrimary(p.Primary, rec.PrimaryConsumersAtSwitch, target.Status.PodIP) {
 			return s.poll(), false, nil
 		}
 		s.done(v1alpha1.ConditionTargetSwitched, "target "+target.Name+" consumes "+s.m.Spec.MessageQueueConfig.QueueName)
@@ -131,14 +134,18 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 	return reconcile.Result{}, true, nil
 }
 
-// consumesPrimary: the target consumes the primary queue. With consumer
-// addresses known it must be the target's own; without, any consumer counts
-// (the source is gone by now).
-func consumesPrimary(consumers int, peers []string, podIP string) bool {
-	if peers != nil && podIP != "" {
-		return slices.Contains(peers, podIP)
+// consumesPrimary: the target consumes the primary queue. The exact
+// consumer count (one more than when END_REPLAY went out) answers at once;
+// the management API's consumer addresses, which lag by its statistics
+// interval, answer for a controller restarted without that count.
+func consumesPrimary(primary broker.QueueStats, atSwitch *int32, podIP string) bool {
+	if atSwitch != nil {
+		return primary.Consumers > int(*atSwitch)
 	}
-	return consumers > 0
+	if primary.ConsumerPeers != nil && podIP != "" {
+		return slices.Contains(primary.ConsumerPeers, podIP)
+	}
+	return primary.Consumers > 0
 }
 
 // openCutoverGate lets the target join its Services.

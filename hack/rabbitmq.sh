@@ -45,6 +45,7 @@ loopback_users = none
 log.console = false
 log.file.level = warning
 vm_memory_high_watermark.relative = 0.2
+collect_statistics_interval = 1000
 disk_free_limit.absolute = 50MB
 EOT
   echo '[].' > "$DIR/advanced.config"

@@ -432,6 +432,10 @@ type BrokerStatus struct {
 	// teardown.
 	// +optional
 	RemovedBindings []Binding `json:"removedBindings,omitempty"`
+	// PrimaryConsumersAtStop counts the primary queue's consumers when the
+	// source was deleted: one fewer means the source has let go of it.
+	// +optional
+	PrimaryConsumersAtStop *int32 `json:"primaryConsumersAtStop,omitempty"`
 	// PrimaryConsumersAtSwitch counts the primary queue's consumers when
 	// END_REPLAY was sent (the source gone, the target not yet on it): one
 	// more means the target has switched.

@@ -57,6 +57,11 @@ func (in *BrokerStatus) DeepCopyInto(out *BrokerStatus) {
 		*out = make([]Binding, len(*in))
 		copy(*out, *in)
 	}
+	if in.PrimaryConsumersAtStop != nil {
+		in, out := &in.PrimaryConsumersAtStop, &out.PrimaryConsumersAtStop
+		*out = new(int32)
+		**out = **in
+	}
 	if in.PrimaryConsumersAtSwitch != nil {
 		in, out := &in.PrimaryConsumersAtSwitch, &out.PrimaryConsumersAtSwitch
 		*out = new(int32)

@@ -20,6 +20,9 @@ type config struct {
 	httpPort     int
 	podInfoDir   string
 	hostnameFile string
+	// drain is how long HTTP keeps answering after SIGTERM, once the
+	// consumer has stopped taking messages.
+	drain time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string) (config, error) {
@@ -30,7 +33,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return def
 	}
 	var c config
-	var size, prefetch, port, delay string
+	var size, prefetch, port, delay, drain string
 	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
 	fs.StringVar(&c.amqpURL, "amqp-url", env("MS2M_AMQP_URL", "amqp://guest:guest@localhost:5672/"), "broker URL (MS2M_AMQP_URL)")
 	fs.StringVar(&c.queue, "queue", env("MS2M_QUEUE", "orders"), "primary queue (MS2M_QUEUE)")
@@ -45,8 +48,12 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&port, "http-port", env("MS2M_HTTP_PORT", "8080"), "port of /state, /healthz, /readyz (MS2M_HTTP_PORT)")
 	fs.StringVar(&c.podInfoDir, "podinfo-dir", env("MS2M_PODINFO_DIR", "/etc/podinfo"), "downward-API directory with uid and name (MS2M_PODINFO_DIR)")
 	fs.StringVar(&c.hostnameFile, "hostname-file", env("MS2M_HOSTNAME_FILE", "/etc/hostname"), "pod name fallback (MS2M_HOSTNAME_FILE)")
+	fs.StringVar(&drain, "shutdown-drain", env("MS2M_SHUTDOWN_DRAIN", "3s"), "after SIGTERM: stop consuming at once, keep answering HTTP this long (MS2M_SHUTDOWN_DRAIN)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if c.drain, err = time.ParseDuration(drain); err != nil || c.drain < 0 {
+		return c, fmt.Errorf("shutdown-drain %q: want a duration like 3s", drain)
 	}
 	if c.prefetch, err = strconv.Atoi(prefetch); err != nil || c.prefetch < 1 {
 		return c, fmt.Errorf("prefetch %q: want a positive integer", prefetch)

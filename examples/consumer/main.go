@@ -80,6 +80,18 @@ func run(ctx context.Context, cfg config, log *slog.Logger, listening func(addr 
 	log.Info("consumer started", "queue", cfg.queue, "pod", st.Identity, "stateBytes", a.mem.bytes(), "http", ln.Addr().String())
 
 	runErr := c.Run(ctx)
+	// The consumer has let go of its queue; HTTP clients are still routed
+	// here until the endpoints controller sees the pod terminating, so keep
+	// answering them a little (a second signal ends it at once).
+	if cfg.drain > 0 {
+		log.Info("stopped consuming; serving HTTP while clients move away", "drain", cfg.drain)
+		again, stopAgain := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		select {
+		case <-again.Done():
+		case <-time.After(cfg.drain):
+		}
+		stopAgain()
+	}
 	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shut)

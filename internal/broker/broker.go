@@ -42,9 +42,12 @@ type QueueStats struct {
 	// Consumers attached to the queue.
 	Consumers int
 	// Prefetch is the largest prefetch (QoS) among the consumers: at most
-	// that many messages each may hold delivered but not yet acked. 0 when
-	// unknown or unlimited.
+	// that many messages each may hold delivered but not yet acked; 0 for
+	// unlimited. Meaningful only when PrefetchKnown.
 	Prefetch int
+	// PrefetchKnown: the broker described every consumer (RabbitMQ: the
+	// management API, whose consumer list lags behind new consumers).
+	PrefetchKnown bool
 	// ConsumerPeers are the consumers' client addresses (IPs), when the
 	// broker can tell (RabbitMQ: management API); nil when unknown.
 	ConsumerPeers []string

@@ -88,12 +88,37 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 	if rec.ReplayBoundTime != nil {
 		since = s.now.Sub(rec.ReplayBoundTime.Time)
 	}
+	inFlight, known := r.inFlightBound(p.Primary, broker.DegradedBy(h) != nil)
+	if !known {
+		s.condition(v1alpha1.ConditionReplayCoversSource, metav1.ConditionFalse, "SourceBehind",
+			"waiting for the broker to describe the source's consumer (its prefetch bounds what it holds unapplied)")
+		return s.poll(), false, nil
+	}
 	covered, why := migration.ReplayCovers(migration.ReplayCoverage{PrimaryReady: p.Primary.Ready, BufferReady: p.Buffer.Ready,
-		InFlight: int64(p.Primary.Prefetch), SinceBind: since})
+		InFlight: inFlight, SinceBind: since})
 	if !covered {
 		s.condition(v1alpha1.ConditionReplayCoversSource, metav1.ConditionFalse, "SourceBehind", why)
 		return s.poll(), false, nil
 	}
 	s.done(v1alpha1.ConditionReplayCoversSource, why)
 	return reconcile.Result{}, true, nil
+}
+
+// inFlightBound bounds how many messages the source may hold delivered but
+// unapplied: its consumer's prefetch, as the broker reports it. Unlimited
+// prefetch is bounded by what the broker counts as unacked; a broker that
+// cannot describe consumers (no management API) gets Options.AssumedPrefetch.
+// known is false while the broker has yet to describe the consumer.
+func (r *Reconciler) inFlightBound(primary broker.QueueStats, degraded bool) (int64, bool) {
+	switch {
+	case primary.Consumers == 0:
+		return 0, true
+	case primary.PrefetchKnown && primary.Prefetch > 0:
+		return int64(primary.Prefetch), true
+	case primary.PrefetchKnown:
+		return max(primary.Unacked, r.Options.AssumedPrefetch), true
+	case degraded:
+		return r.Options.AssumedPrefetch, true
+	}
+	return 0, false
 }

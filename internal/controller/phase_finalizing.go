@@ -45,7 +45,7 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 		}
 		downtime(st).Unavailable = &metav1.Duration{Duration: unavailable}
 	}
-	gone, err := r.stopSource(ctx, s)
+	gone, err := r.stopSource(ctx, s, false)
 	if err != nil || !gone {
 		return s.poll(), err
 	}
@@ -125,9 +125,7 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		// The source's control queue goes with the source; a Sequential
 		// target took over the name, and the queue with it.
 		if s.m.Spec.SourcePod != target.Name {
-			if err := h.DeleteControlQueue(ctx, s.m.Spec.SourcePod); err != nil {
-				return reconcile.Result{}, false, err
-			}
+			s.deleteControlQueue(ctx, h, s.m.Spec.SourcePod)
 		}
 		s.done(v1alpha1.ConditionTopologyRestored, "replay queue removed; bindings as before the migration")
 	}

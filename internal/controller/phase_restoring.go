@@ -52,7 +52,7 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 		if err != nil || tmpl == nil {
 			return reconcile.Result{}, err
 		}
-		gone, err := r.stopSource(ctx, s)
+		gone, err := r.stopSource(ctx, s, true)
 		if err != nil || !gone {
 			return s.poll(), err
 		}

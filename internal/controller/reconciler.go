@@ -48,6 +48,9 @@ type Options struct {
 	Poll time.Duration
 	// MaxConcurrentReconciles bounds parallel migrations.
 	MaxConcurrentReconciles int
+	// AssumedPrefetch bounds the messages a source holds unapplied when
+	// the broker cannot say (no RabbitMQ management API).
+	AssumedPrefetch int64
 }
 
 func (o Options) withDefaults() Options {
@@ -62,6 +65,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxConcurrentReconciles == 0 {
 		o.MaxConcurrentReconciles = 4
+	}
+	if o.AssumedPrefetch == 0 {
+		o.AssumedPrefetch = 50
 	}
 	return o
 }

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/render"
 )
@@ -72,9 +73,7 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 			return false, err
 		}
 		if st.TargetPod != "" && st.TargetPod != s.m.Spec.SourcePod {
-			if err := h.DeleteControlQueue(ctx, st.TargetPod); err != nil {
-				return false, err
-			}
+			s.deleteControlQueue(ctx, h, st.TargetPod)
 		}
 		s.done(v1alpha1.ConditionTopologyRestored, "broker topology as before the migration")
 	}
@@ -156,4 +155,14 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (reconcile.R
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil
+}
+
+// deleteControlQueue removes the control queue of a pod that is gone. Queue
+// names carry no namespace (the MS2M protocol), so one still consumed
+// belongs to a live pod of the same name elsewhere: it is left alone, which
+// is said in an Event rather than holding the migration up.
+func (s *scope) deleteControlQueue(ctx context.Context, h broker.Handoff, pod string) {
+	if err := h.DeleteControlQueue(ctx, pod); err != nil {
+		s.event(corev1.EventTypeWarning, "ControlQueueKept", "Cleanup", "left control queue of %s in place: %v", pod, err)
+	}
 }

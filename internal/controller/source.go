@@ -13,30 +13,69 @@ import (
 	"github.com/ms2m/ms2m/internal/render"
 )
 
-// stopSource removes the source pod and reports whether it is gone: only
-// then has its consumer stopped taking messages. The delete carries the
-// source's UID, so a pod that has since taken its name is never hit.
-func (r *Reconciler) stopSource(ctx context.Context, s *scope) (bool, error) {
+// stopSource deletes the source pod and reports whether it has stopped
+// taking messages. That is as soon as its consumer has left the primary
+// queue (the exact consumer count drops below what it was when the
+// deletion was issued): a well-behaved consumer lets go of the queue on
+// SIGTERM and keeps answering HTTP while clients move away, and the
+// handoff need not wait for that. Without a broker, or when the target
+// takes the source's name (needGone), the pod itself must be gone. The
+// delete carries the source's UID, so a pod that has since taken its name
+// is never hit.
+func (r *Reconciler) stopSource(ctx context.Context, s *scope, needGone bool) (bool, error) {
 	if s.isDone(v1alpha1.ConditionSourceStopped) {
 		return true, nil
 	}
 	pod, err := r.sourcePod(ctx, s.m)
 	switch {
 	case apierrors.IsNotFound(err) || (err == nil && pod.Labels[render.LabelMigration] == s.m.Name):
-		s.done(v1alpha1.ConditionSourceStopped, fmt.Sprintf("source pod %s stopped", s.m.Spec.SourcePod))
-		stopped := metav1.NewMicroTime(s.now)
-		downtime(&s.m.Status).SourceStoppedTime = &stopped
-		s.event(corev1.EventTypeNormal, v1alpha1.ConditionSourceStopped, "StopSource", "source pod %s stopped on %s", s.m.Spec.SourcePod, s.m.Status.SourceNode)
+		s.markSourceStopped("source pod " + s.m.Spec.SourcePod + " is gone")
 		return true, nil
 	case err != nil:
 		return false, err
 	}
+	rec := s.brokerRecord()
 	if pod.DeletionTimestamp.IsZero() {
+		if s.hasBroker() && rec.PrimaryConsumersAtStop == nil {
+			h, err := s.brokerSession(ctx)
+			if err != nil {
+				return false, err
+			}
+			p, err := h.Progress(ctx, rec)
+			if err != nil {
+				return false, err
+			}
+			n := int32(p.Primary.Consumers)
+			rec.PrimaryConsumersAtStop = &n
+		}
 		uid := pod.UID
 		err := r.Delete(ctx, pod, client.Preconditions{UID: &uid})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return false, err
 		}
+		return false, nil
+	}
+	if needGone || !s.hasBroker() || rec.PrimaryConsumersAtStop == nil {
+		return false, nil
+	}
+	h, err := s.brokerSession(ctx)
+	if err != nil {
+		return false, err
+	}
+	p, err := h.Progress(ctx, rec)
+	if err != nil {
+		return false, err
+	}
+	if p.Primary.Consumers < int(*rec.PrimaryConsumersAtStop) {
+		s.markSourceStopped(fmt.Sprintf("source pod %s is terminating and its consumer has left %s", pod.Name, s.m.Spec.MessageQueueConfig.QueueName))
+		return true, nil
 	}
 	return false, nil
+}
+
+func (s *scope) markSourceStopped(msg string) {
+	s.done(v1alpha1.ConditionSourceStopped, msg)
+	stopped := metav1.NewMicroTime(s.now)
+	downtime(&s.m.Status).SourceStoppedTime = &stopped
+	s.event(corev1.EventTypeNormal, v1alpha1.ConditionSourceStopped, "StopSource", "%s (on %s)", msg, s.m.Status.SourceNode)
 }

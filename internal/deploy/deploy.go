@@ -115,8 +115,12 @@ func editPodSpec[T interface {
 // Apply server-side applies the objects, CRDs first.
 func Apply(ctx context.Context, c client.Client, objs []*unstructured.Unstructured) error {
 	for _, pass := range []func(*unstructured.Unstructured) bool{
-		func(u *unstructured.Unstructured) bool { return u.GetKind() == "CustomResourceDefinition" || u.GetKind() == "Namespace" },
-		func(u *unstructured.Unstructured) bool { return u.GetKind() != "CustomResourceDefinition" && u.GetKind() != "Namespace" },
+		func(u *unstructured.Unstructured) bool {
+			return u.GetKind() == "CustomResourceDefinition" || u.GetKind() == "Namespace"
+		},
+		func(u *unstructured.Unstructured) bool {
+			return u.GetKind() != "CustomResourceDefinition" && u.GetKind() != "Namespace"
+		},
 	} {
 		for _, u := range objs {
 			if !pass(u) {

@@ -127,9 +127,11 @@ func toleratesAll(pod *corev1.Pod, taints []corev1.Taint) bool {
 	return true
 }
 
+// matchesSelector ignores the hostname label: it pins the source to its
+// node, which the migration is to change.
 func matchesSelector(sel, labels map[string]string) bool {
 	for k, v := range sel {
-		if labels[k] != v {
+		if k != corev1.LabelHostname && labels[k] != v {
 			return false
 		}
 	}

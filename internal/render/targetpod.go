@@ -71,6 +71,9 @@ func (t TargetPod) Build() *corev1.Pod {
 
 	spec := *src.Spec.DeepCopy()
 	spec.NodeName = t.Node
+	// A source pinned to its node by hostname would be refused by the
+	// target node's kubelet; other placement constraints stay.
+	delete(spec.NodeSelector, corev1.LabelHostname)
 	spec.EphemeralContainers = nil
 	// A restored container that dies must not be restored again by the
 	// kubelet from the same checkpoint (its state would silently go back in

@@ -13,7 +13,7 @@ func sourcePod() *corev1.Pod {
 			Labels:      map[string]string{"app": "consumer", "controller-revision-hash": "abc", "statefulset.kubernetes.io/pod-name": "consumer-0"},
 			Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: "{}", "team": "a"}},
 		Spec: corev1.PodSpec{
-			NodeName: "node-a", Hostname: "consumer-0", Subdomain: "consumer", RestartPolicy: corev1.RestartPolicyAlways,
+			NodeName: "node-a", NodeSelector: map[string]string{corev1.LabelHostname: "node-a", "disk": "ssd"}, Hostname: "consumer-0", Subdomain: "consumer", RestartPolicy: corev1.RestartPolicyAlways,
 			Containers: []corev1.Container{
 				{Name: "app", Image: "registry/consumer:1", VolumeMounts: []corev1.VolumeMount{
 					{Name: "kube-api-access-x1y2z", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"},
@@ -54,6 +54,9 @@ func TestTargetPodShadow(t *testing.T) {
 	}
 	if len(p.Spec.Volumes) != 1 || p.Spec.Volumes[0].Name != "podinfo" || len(p.Spec.Containers[0].VolumeMounts) != 1 {
 		t.Errorf("service account volume not dropped: %+v / %+v", p.Spec.Volumes, p.Spec.Containers[0].VolumeMounts)
+	}
+	if _, pinned := p.Spec.NodeSelector[corev1.LabelHostname]; pinned || p.Spec.NodeSelector["disk"] != "ssd" {
+		t.Errorf("node selector %v: the hostname pin must go, the rest stay", p.Spec.NodeSelector)
 	}
 	if !hasGate(p.Spec.ReadinessGates, CutoverGate) {
 		t.Errorf("no cutover readiness gate")

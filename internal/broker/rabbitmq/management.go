@@ -178,6 +178,8 @@ type queueCounts struct {
 	peers []string
 	// prefetch is the largest consumer prefetch (0: none set)
 	prefetch int
+	// described counts the consumers the API lists
+	described int
 }
 
 // queue returns a queue's counts; ok is false when the API cannot tell.
@@ -188,6 +190,7 @@ func (m *management) queue(ctx context.Context, name string) (c queueCounts, ok 
 	}
 	c.unacked, c.peers = q.Unacked, []string{}
 	c.acked = q.Stats.Ack + q.Stats.DeliverNoAck + q.Stats.GetNoAck
+	c.described = len(q.Consumers)
 	for _, cd := range q.Consumers {
 		c.prefetch = max(c.prefetch, cd.Prefetch)
 		var ch struct {

@@ -98,6 +98,7 @@ log.console.level = warning
 log.file = false
 vm_memory_high_watermark.relative = 0.2
 disk_free_limit.absolute = 50MB
+collect_statistics_interval = 1000
 `, p.Bind, p.Port, p.MgmtPort, p.Bind)
 	cookie := make([]byte, 16)
 	_, _ = rand.Read(cookie)

@@ -1,0 +1,294 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/sdk"
+)
+
+// Options of one demo run.
+type Options struct {
+	Client   client.Client
+	Workload Workload
+	// AMQPURL is the broker as this process reaches it; ManagementURL its
+	// management API (for the controller).
+	AMQPURL, ManagementURL string
+	Exchange               string
+	// Spec is the migration to run; the demo fills sourcePod and the
+	// message queue.
+	Spec   v1alpha1.StatefulMigrationSpec
+	Rate   int
+	Warmup time.Duration
+	// Settle is how long the producer keeps going after the migration.
+	Settle  time.Duration
+	Timeout time.Duration
+	Out     io.Writer
+}
+
+// Result is what a run measured.
+type Result struct {
+	Migration          *v1alpha1.StatefulMigration
+	Measures           Measures
+	Published, Applied int64
+	Lost, Duplicated   int64
+	DigestMatch        bool
+	Reference, Digest  string
+	SteadyInterval     time.Duration
+	StateIntact        bool
+}
+
+// Run prepares the workload, produces, migrates, and measures.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	w := o.Workload
+	c := o.Client
+	if err := resetNamespace(ctx, c, w.Namespace); err != nil {
+		return nil, err
+	}
+	if err := resetStream(o.AMQPURL, o.Exchange, w.Queue); err != nil {
+		return nil, err
+	}
+	source, err := w.Create(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("starting the %s consumer: %w", w.Kind, err)
+	}
+	fmt.Fprintf(o.Out, "consumer %s/%s (%s) runs on %s\n", w.Namespace, source, w.Kind, w.Node)
+
+	prober := NewProber(c, w.Namespace, w.Name)
+	pctx, stopProbe := context.WithCancel(ctx)
+	var pwg sync.WaitGroup
+	pwg.Add(1)
+	go func() { defer pwg.Done(); prober.Run(pctx) }()
+	defer func() { stopProbe(); pwg.Wait() }()
+
+	prod, err := startProducer(ctx, o.AMQPURL, o.Exchange, w.Queue, o.Rate)
+	if err != nil {
+		return nil, err
+	}
+	defer prod.stop()
+	fmt.Fprintf(o.Out, "producing %d msg/s; warming up %s\n", o.Rate, o.Warmup)
+	sleep(ctx, o.Warmup)
+	prober.ResetGap()
+
+	spec := o.Spec
+	spec.SourcePod = source
+	spec.MessageQueueConfig = &v1alpha1.MessageQueueConfig{BrokerURL: o.AMQPURL, ManagementURL: o.ManagementURL,
+		QueueName: w.Queue, ExchangeName: o.Exchange, RoutingKey: w.Queue}
+	m := &v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "demo-" + source, Namespace: w.Namespace}, Spec: spec}
+	if err := c.Create(ctx, m); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Out, "migrating %s to %s (%s, %s transfer, %s replay)\n", source, spec.TargetNode,
+		orAuto(string(spec.MigrationStrategy)), spec.EffectiveTransferMode(), spec.EffectiveReplayMode())
+	if err := poll(ctx, o.Timeout, func() (bool, error) {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
+			return false, err
+		}
+		return m.Status.Phase.IsFinal(), nil
+	}); err != nil {
+		return nil, fmt.Errorf("migration %s: %w (phase %s)", m.Name, err, m.Status.Phase)
+	}
+	res := &Result{Migration: m}
+	if m.Status.Phase == v1alpha1.PhaseFailed {
+		return res, fmt.Errorf("migration failed in %s: %s: %s", m.Status.FailedPhase, m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	sleep(ctx, o.Settle)
+	pub := prod.stop()
+	res.Measures = prober.Measures()
+	stopProbe()
+	pwg.Wait()
+	res.Published, res.Reference = pub.LastSeq, pub.Digest.String()
+	res.SteadyInterval = time.Second / time.Duration(o.Rate)
+
+	// The target must reach the last message; then its state is compared.
+	ip, err := podIP(ctx, c, w.Namespace, m.Status.TargetPod)
+	if err != nil {
+		return res, err
+	}
+	var st State
+	err = poll(ctx, 2*time.Minute, func() (bool, error) {
+		err := prober.get(ctx, ip, "/state", &st)
+		return err == nil && st.LastSeq >= pub.LastSeq, nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("target %s did not reach seq %d (at %d): %w", m.Status.TargetPod, pub.LastSeq, st.LastSeq, err)
+	}
+	res.Applied, res.Digest, res.StateIntact = st.Processed, st.Digest, st.State.Intact
+	res.Lost = st.Counters.Missing + max(pub.LastSeq-st.LastSeq, 0)
+	res.Duplicated = max(st.Processed-st.Unsequenced-(st.LastSeq-st.Counters.Missing), 0)
+	res.DigestMatch = st.Digest == res.Reference && st.LastSeq == pub.LastSeq
+	return res, nil
+}
+
+type producer struct {
+	pub    *sdk.Publisher
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+}
+
+func startProducer(ctx context.Context, amqpURL, exchange, queue string, rate int) (*producer, error) {
+	pub, err := sdk.NewPublisher(sdk.PublisherConfig{URL: amqpURL, Exchange: exchange, RoutingKey: queue, ConnectionName: "ms2m demo producer"})
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	p := &producer{pub: pub, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for n := 1; ; n++ {
+			select {
+			case <-pctx.Done():
+				return
+			case <-tick.C:
+				if _, err := pub.Publish(pctx, fmt.Appendf(nil, `{"order":%d}`, n)); err != nil && !errors.Is(err, context.Canceled) {
+					return
+				}
+			}
+		}
+	}()
+	return p, nil
+}
+
+// stop ends publishing, waits for every confirm and returns what the
+// broker confirmed: the reference.
+func (p *producer) stop() sdk.Published {
+	p.once.Do(func() {
+		p.cancel()
+		<-p.done
+		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = p.pub.Flush(fctx)
+		_ = p.pub.Close()
+	})
+	return p.pub.State()
+}
+
+// resetStream declares the exchange, and the queue afresh (empty), bound by
+// the queue's name.
+func resetStream(amqpURL, exchange, queue string) error {
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		return fmt.Errorf("broker at %s: %w", redact(amqpURL), err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	if _, err := ch.QueueDelete(queue, false, false, false); err != nil {
+		return err
+	}
+	if err := ch.ExchangeDeclare(exchange, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
+		return err
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		return err
+	}
+	return ch.QueueBind(queue, queue, exchange, false, nil)
+}
+
+func resetNamespace(ctx context.Context, c client.Client, ns string) error {
+	obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
+	if err := c.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	err := poll(ctx, 2*time.Minute, func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(obj), &corev1.Namespace{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	if err != nil {
+		return fmt.Errorf("namespace %s still terminating: %w", ns, err)
+	}
+	return c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+}
+
+func podIP(ctx context.Context, c client.Client, ns, name string) (string, error) {
+	p := &corev1.Pod{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
+		return "", err
+	}
+	return p.Status.PodIP, nil
+}
+
+func redact(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "<broker>"
+	}
+	return p.Redacted()
+}
+
+func orAuto(s string) string {
+	if s == "" {
+		return "auto strategy"
+	}
+	return s
+}
+
+// Report prints the run in words, and last a machine-readable line.
+func Report(w io.Writer, r *Result) {
+	m := r.Migration
+	st := &m.Status
+	fmt.Fprintf(w, "\nmigration %s: %s, %s -> %s (%s), %s transfer, %s replay\n", m.Name, st.Phase, st.SourceNode, st.TargetNode, st.TargetPod, st.Strategy, st.TransferMode, st.ReplayMode)
+	total := time.Duration(0)
+	if st.TotalDuration != nil {
+		total = st.TotalDuration.Duration
+	}
+	for _, pt := range st.PhaseTimings {
+		d := time.Duration(0)
+		if pt.Duration != nil {
+			d = pt.Duration.Duration
+		}
+		share := 0.0
+		if total > 0 {
+			share = 100 * float64(d) / float64(total)
+		}
+		fmt.Fprintf(w, "  %-14s %8s  %4.1f%%\n", pt.Phase, ms(d), share)
+	}
+	fmt.Fprintf(w, "  %-14s %8s\n", "total", ms(total))
+	if ck := st.Checkpoint; ck != nil {
+		fmt.Fprintf(w, "checkpoint: %d bytes, source frozen %s\n", ck.SizeBytes, durMS(ck.FreezeDuration))
+	}
+	mm := r.Measures
+	fmt.Fprintf(w, "service downtime: %s (%d of %d probes failed; /healthz every 10 ms, 1 s timeout)\n", ms(mm.Downtime), mm.Failures, mm.Probes)
+	fmt.Fprintf(w, "longest stall:    %s (slowest answered probe)\n", ms(mm.MaxStall))
+	fmt.Fprintf(w, "processing gap:   %s (longest time without a new message applied; steady state %s)\n", ms(mm.MaxGap), ms(r.SteadyInterval))
+	if d := st.Downtime; d != nil {
+		fmt.Fprintf(w, "controller:       handoff gap %s, unavailable %s\n", durMS(d.HandoffGap), durMS(d.Unavailable))
+	}
+	if msgs := st.Messages; msgs != nil {
+		fmt.Fprintf(w, "replay:           %d buffered, %d replayed\n", msgs.Buffered, msgs.Replayed)
+	}
+	match := "mismatch"
+	if r.DigestMatch {
+		match = "match"
+	}
+	fmt.Fprintf(w, "messages:         %d published, %d applied, %d lost, %d duplicated; memory intact: %v\n", r.Published, r.Applied, r.Lost, r.Duplicated, r.StateIntact)
+	fmt.Fprintf(w, "digest:           %s (consumer %.16s..., reference %.16s...)\n", match, r.Digest, r.Reference)
+	fmt.Fprintf(w, "RESULT strategy=%s transfer=%s lost=%d duplicated=%d digest=%s downtime_ms=%d stall_ms=%d gap_ms=%d total_ms=%d\n",
+		st.Strategy, st.TransferMode, r.Lost, r.Duplicated, match, mm.Downtime.Milliseconds(), mm.MaxStall.Milliseconds(), mm.MaxGap.Milliseconds(), total.Milliseconds())
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
+
+func durMS(d *metav1.Duration) string {
+	if d == nil {
+		return "-"
+	}
+	return ms(d.Duration)
+}

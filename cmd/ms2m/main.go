@@ -9,10 +9,15 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 )
 
 func main() {
+	// client-go logs cancelled requests when a command ends; the commands
+	// report what matters themselves.
+	klog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := &cobra.Command{Use: "ms2m", Short: "Live migration of stateful, message-driven pods: the lab", SilenceUsage: true, SilenceErrors: true}

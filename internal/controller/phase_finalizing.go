@@ -45,6 +45,12 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 		}
 		downtime(st).Unavailable = &metav1.Duration{Duration: unavailable}
 	}
+	// Make before break: the source goes only once the target is Ready,
+	// i.e. in its Services' endpoints (the kubelet folds the opened gate
+	// into Ready on its next status sync, which can take a second or two).
+	if !s.isDone(v1alpha1.ConditionSourceStopped) && !podReady(target) {
+		return s.poll(), nil
+	}
 	gone, err := r.stopSource(ctx, s, false)
 	if err != nil || !gone {
 		return s.poll(), err
@@ -111,6 +117,11 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 			return s.poll(), false, nil
 		}
 		s.done(v1alpha1.ConditionTargetSwitched, "target "+target.Name+" consumes "+s.m.Spec.MessageQueueConfig.QueueName)
+		// The sealed buffer is empty and the target has left it for the
+		// primary queue: it has taken all of it.
+		if msgs := st.Messages; msgs != nil {
+			msgs.Replayed, msgs.Remaining = max(msgs.Replayed, msgs.Buffered), 0
+		}
 		switched := metav1.NewMicroTime(s.now)
 		dt := downtime(st)
 		dt.TargetSwitchedTime = &switched
@@ -203,4 +214,13 @@ func downtime(st *v1alpha1.StatefulMigrationStatus) *v1alpha1.DowntimeStatus {
 		st.Downtime = &v1alpha1.DowntimeStatus{}
 	}
 	return st.Downtime
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

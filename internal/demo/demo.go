@@ -244,7 +244,7 @@ func orAuto(s string) string {
 func Report(w io.Writer, r *Result) {
 	m := r.Migration
 	st := &m.Status
-	fmt.Fprintf(w, "\nmigration %s: %s, %s -> %s (%s), %s transfer, %s replay\n", m.Name, st.Phase, st.SourceNode, st.TargetNode, st.TargetPod, st.Strategy, st.TransferMode, st.ReplayMode)
+	fmt.Fprintf(w, "\nmigration %s: %s, %s -> %s (%s), %s, %s transfer, %s replay\n", m.Name, st.Phase, st.SourceNode, st.TargetNode, st.TargetPod, st.Strategy, st.TransferMode, st.ReplayMode)
 	total := time.Duration(0)
 	if st.TotalDuration != nil {
 		total = st.TotalDuration.Duration
@@ -266,6 +266,13 @@ func Report(w io.Writer, r *Result) {
 	}
 	mm := r.Measures
 	fmt.Fprintf(w, "service downtime: %s (%d of %d probes failed; /healthz every 10 ms, 1 s timeout)\n", ms(mm.Downtime), mm.Failures, mm.Probes)
+	start := time.Time{}
+	if st.StartTime != nil {
+		start = st.StartTime.Time
+	}
+	for _, o := range mm.Outages {
+		fmt.Fprintf(w, "  outage at +%s (endpoint %s): %s\n", ms(o.At.Sub(start)), o.Endpoint, o.Error)
+	}
 	fmt.Fprintf(w, "longest stall:    %s (slowest answered probe)\n", ms(mm.MaxStall))
 	fmt.Fprintf(w, "processing gap:   %s (longest time without a new message applied; steady state %s)\n", ms(mm.MaxGap), ms(r.SteadyInterval))
 	if d := st.Downtime; d != nil {

@@ -33,6 +33,9 @@ type Prober struct {
 	endpoints []string
 	// progress of the stream: the highest sequence any pod has applied and
 	// when it last grew
+	armed bool
+	// outages are the first failure of each down period, for the report
+	outages  []Outage
 	maxSeq   int64
 	lastGrow time.Time
 	maxGap   time.Duration
@@ -82,24 +85,40 @@ func (p *Prober) probeLoop(ctx context.Context) {
 		eps := p.endpoints
 		p.mu.Unlock()
 		start := time.Now()
-		ok := false
+		ok, why, ep := false, "no ready endpoint", ""
 		if len(eps) > 0 {
-			ok = p.get(ctx, eps[i%len(eps)], "/healthz", nil) == nil
+			ep = eps[i%len(eps)]
+			if err := p.get(ctx, ep, "/healthz", nil); err != nil {
+				why = err.Error()
+			} else {
+				ok = true
+			}
 		}
-		p.record(start, time.Since(start), ok)
+		p.record(start, time.Since(start), ok, ep, why)
 		sleep(ctx, 10*time.Millisecond-time.Since(start))
 	}
 }
 
-func (p *Prober) record(at time.Time, took time.Duration, ok bool) {
+func (p *Prober) record(at time.Time, took time.Duration, ok bool, endpoint, why string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// The workload is measured from its first good answer on: before, the
+	// prober has only not found it yet.
+	if !p.armed {
+		if !ok {
+			return
+		}
+		p.armed = true
+	}
 	p.probes++
 	switch {
 	case !ok:
 		p.failures++
 		if p.downSince.IsZero() {
 			p.downSince = at
+			if len(p.outages) < 5 {
+				p.outages = append(p.outages, Outage{At: at, Endpoint: endpoint, Error: why})
+			}
 		}
 	case !p.downSince.IsZero():
 		p.downtime += at.Add(took).Sub(p.downSince)
@@ -155,6 +174,14 @@ func (p *Prober) ResetGap() {
 type Measures struct {
 	Downtime, MaxStall, MaxGap time.Duration
 	Probes, Failures           int
+	Outages                    []Outage
+}
+
+// Outage is the first failed probe of a down period.
+type Outage struct {
+	At       time.Time
+	Endpoint string
+	Error    string
 }
 
 // Measures returns the totals so far.
@@ -165,7 +192,8 @@ func (p *Prober) Measures() Measures {
 	if !p.downSince.IsZero() {
 		d += time.Since(p.downSince)
 	}
-	return Measures{Downtime: d, MaxStall: p.maxStall, MaxGap: p.maxGap, Probes: p.probes, Failures: p.failures}
+	return Measures{Downtime: d, MaxStall: p.maxStall, MaxGap: p.maxGap, Probes: p.probes, Failures: p.failures,
+		Outages: append([]Outage(nil), p.outages...)}
 }
 
 // State is the sample consumer's /state (the part the demo reads).

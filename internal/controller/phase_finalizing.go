@@ -51,7 +51,7 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	if !s.isDone(v1alpha1.ConditionSourceStopped) && !podReady(target) {
 		return s.poll(), nil
 	}
-	gone, err := r.stopSource(ctx, s, false)
+	gone, err := r.stopSource(ctx, s, target, false)
 	if err != nil || !gone {
 		return s.poll(), err
 	}
@@ -70,7 +70,13 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	if err := r.deleteSavedTarget(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}
-	s.done(v1alpha1.ConditionOwnershipTransferred, "target pod "+target.Name+" is a pod without a controller, like its source")
+	if !s.isDone(v1alpha1.ConditionOwnershipTransferred) {
+		msg, done, err := r.transferOwnership(ctx, s, target)
+		if err != nil || !done {
+			return s.poll(), err
+		}
+		s.done(v1alpha1.ConditionOwnershipTransferred, msg)
+	}
 	r.complete(s)
 	return reconcile.Result{}, nil
 }
@@ -223,4 +229,21 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// transferOwnership leaves the target with the source's owner.
+func (r *Reconciler) transferOwnership(ctx context.Context, s *scope, target *corev1.Pod) (string, bool, error) {
+	wl := s.m.Status.Workload
+	switch wl.Kind {
+	case "StatefulSet":
+		done, err := r.handBackToStatefulSet(ctx, s, target)
+		return fmt.Sprintf("StatefulSet %s owns %s again, scaled back to %d", wl.Name, target.Name, ptrOr(wl.Replicas)), done, err
+	case "Deployment", "ReplicaSet":
+		owner := metav1.GetControllerOf(target)
+		if owner == nil || owner.Kind != "ReplicaSet" {
+			return "", false, fmt.Errorf("target %s was not adopted by a ReplicaSet", target.Name)
+		}
+		return fmt.Sprintf("ReplicaSet %s of %s %s owns %s in place of the source", owner.Name, wl.Kind, wl.Name, target.Name), true, nil
+	}
+	return "target pod " + target.Name + " is a pod without a controller, like its source", true, nil
 }

@@ -40,10 +40,10 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if wl.Kind != "Pod" {
-		return s.fail(v1alpha1.ReasonUnsupported, "pod %q is owned by %s %q: this version migrates pods without a controller only", pod.Name, wl.Kind, wl.Name)
-	}
 	strategy, why := migration.ResolveStrategy(&m.Spec, wl.Kind)
+	if ok, msg := migration.CheckWorkload(wl.Kind, strategy, m.Spec.EffectiveIdentitySwapMode(), ordinal(pod), int(ptrOr(wl.Replicas))); !ok {
+		return s.fail(v1alpha1.ReasonUnsupported, "pod %q of %s %q: %s", pod.Name, wl.Kind, wl.Name, msg)
+	}
 
 	placement, err := r.place(ctx, m, pod)
 	if err != nil {

@@ -31,6 +31,15 @@ func (r *Reconciler) reconcileRestoring(ctx context.Context, s *scope) (reconcil
 	if msg := restoreFailure(target, st.ContainerName); msg != "" {
 		return s.fail(v1alpha1.ReasonRestoreFailed, "target pod %s on %s: %s", target.Name, st.TargetNode, msg)
 	}
+	if wl := st.Workload; wl != nil && wl.Kind == "StatefulSet" && !s.isDone(v1alpha1.ConditionOwnershipTransferred) {
+		// Handed back as soon as it exists: the cutover gate, not the
+		// labels, keeps it out of its Services until it has caught up, so
+		// it joins them the moment the gate opens.
+		if _, err := r.handBackToStatefulSet(ctx, s, target); err != nil {
+			return reconcile.Result{}, err
+		}
+		s.done(v1alpha1.ConditionOwnershipTransferred, fmt.Sprintf("StatefulSet %s owns %s again, scaled back to %d", wl.Name, target.Name, ptrOr(wl.Replicas)))
+	}
 	if !render.ContainersReady(target) {
 		return s.poll(), nil
 	}
@@ -52,7 +61,14 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 		if err != nil || tmpl == nil {
 			return reconcile.Result{}, err
 		}
-		gone, err := r.stopSource(ctx, s, true)
+		if wl := st.Workload; wl != nil && wl.Kind == "StatefulSet" {
+			// One replica fewer: the StatefulSet deletes the source and
+			// does not recreate it while the target takes its name.
+			if err := r.scaleStatefulSet(ctx, s.m.Namespace, wl.Name, ptrOr(wl.Replicas)-1); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
+		gone, err := r.stopSource(ctx, s, nil, true)
 		if err != nil || !gone {
 			return s.poll(), err
 		}

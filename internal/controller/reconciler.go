@@ -75,9 +75,11 @@ func (o Options) withDefaults() Options {
 // Reconciler drives StatefulMigrations.
 type Reconciler struct {
 	client.Client
-	// APIReader reads migrations straight from the API server: a cached
-	// copy one status write behind would repeat a side effect (a second
-	// END_REPLAY) the status already records as done.
+	// APIReader reads straight from the API server: migrations, because a
+	// cached copy one status write behind would repeat a side effect (a
+	// second END_REPLAY) the status already records as done; and what a
+	// migration reads once or twice (owners, Secrets, ConfigMaps), which
+	// is not worth caching cluster-wide.
 	APIReader client.Reader
 	Scheme    *runtime.Scheme
 	Recorder  recorder.EventRecorder
@@ -92,12 +94,13 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
 // +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;delete
-// +kubebuilder:rbac:groups=apps,resources=replicasets;deployments;statefulsets,verbs=get
+// +kubebuilder:rbac:groups=apps,resources=replicasets;deployments,verbs=get
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 

@@ -25,10 +25,7 @@ import (
 func (r *Reconciler) rollback(ctx context.Context, s *scope) (reconcile.Result, error) {
 	st := &s.m.Status
 	if migration.PastPointOfNoReturn(st) {
-		s.condition(v1alpha1.ConditionRolledBack, metav1.ConditionFalse, "PastPointOfNoReturn",
-			"the source had already stopped; the target "+st.TargetPod+" was kept")
-		r.markFailed(s)
-		return reconcile.Result{}, nil
+		return r.failForward(ctx, s)
 	}
 	done, err := r.undo(ctx, s)
 	if err != nil || !done {
@@ -165,4 +162,33 @@ func (s *scope) deleteControlQueue(ctx context.Context, h broker.Handoff, pod st
 	if err := h.DeleteControlQueue(ctx, pod); err != nil {
 		s.event(corev1.EventTypeWarning, "ControlQueueKept", "Cleanup", "left control queue of %s in place: %v", pod, err)
 	}
+}
+
+// failForward ends a migration that failed after the source stopped. A
+// target that took over the stream stays. One that did not is of no use:
+// a Sequential target goes, and the StatefulSet is scaled back to recreate
+// its pod — from its image, the memory state lost, as the condition says.
+func (r *Reconciler) failForward(ctx context.Context, s *scope) (reconcile.Result, error) {
+	st := &s.m.Status
+	msg := "the source had already stopped; the target " + st.TargetPod + " was kept"
+	if !s.isDone(v1alpha1.ConditionTargetSwitched) && st.Strategy == v1alpha1.StrategySequential {
+		target, err := r.targetPod(ctx, s.m)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if target != nil {
+			uid := target.UID
+			if err := r.Delete(ctx, target, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
+				return reconcile.Result{}, err
+			}
+			return s.poll(), nil
+		}
+		if err := r.restoreOwner(ctx, s); err != nil {
+			return reconcile.Result{}, err
+		}
+		msg = "the source had already stopped and the target never took over; its owner recreates the pod from its image, without the migrated state"
+	}
+	s.condition(v1alpha1.ConditionRolledBack, metav1.ConditionFalse, "PastPointOfNoReturn", msg)
+	r.markFailed(s)
+	return reconcile.Result{}, nil
 }

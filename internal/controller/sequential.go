@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,7 +27,7 @@ func savedTargetName(s *scope) string { return "ms2m-" + s.id + "-target" }
 func (r *Reconciler) savedTarget(ctx context.Context, s *scope) (*corev1.Pod, error) {
 	key := client.ObjectKey{Namespace: s.m.Namespace, Name: savedTargetName(s)}
 	cm := &corev1.ConfigMap{}
-	err := r.Get(ctx, key, cm)
+	err := r.APIReader.Get(ctx, key, cm)
 	if err == nil {
 		pod := &corev1.Pod{}
 		if err := json.Unmarshal([]byte(cm.Data[targetPodKey]), pod); err != nil {
@@ -46,6 +47,9 @@ func (r *Reconciler) savedTarget(ctx context.Context, s *scope) (*corev1.Pod, er
 		return nil, err
 	}
 	pod := r.renderTarget(s, src)
+	if err := r.stripOwnerSelector(ctx, s, pod); err != nil {
+		return nil, err
+	}
 	b, err := json.Marshal(pod)
 	if err != nil {
 		return nil, err
@@ -64,4 +68,25 @@ func (r *Reconciler) savedTarget(ctx context.Context, s *scope) (*corev1.Pod, er
 func (r *Reconciler) deleteSavedTarget(ctx context.Context, s *scope) error {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: savedTargetName(s), Namespace: s.m.Namespace}}
 	return client.IgnoreNotFound(r.Delete(ctx, cm))
+}
+
+// stripOwnerSelector removes the labels its StatefulSet selects by from a
+// Sequential target: the StatefulSet, scaled down meanwhile, would adopt a
+// matching pod of its own pod's name and delete it as one too many. The
+// labels come back when it is handed back.
+func (r *Reconciler) stripOwnerSelector(ctx context.Context, s *scope, pod *corev1.Pod) error {
+	wl := s.m.Status.Workload
+	if wl == nil || wl.Kind != "StatefulSet" {
+		return nil
+	}
+	sts := &appsv1.StatefulSet{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: s.m.Namespace, Name: wl.Name}, sts); err != nil {
+		return err
+	}
+	if sts.Spec.Selector != nil {
+		for k := range sts.Spec.Selector.MatchLabels {
+			delete(pod.Labels, k)
+		}
+	}
+	return nil
 }

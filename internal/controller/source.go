@@ -21,8 +21,9 @@ import (
 // handoff need not wait for that. Without a broker, or when the target
 // takes the source's name (needGone), the pod itself must be gone. The
 // delete carries the source's UID, so a pod that has since taken its name
-// is never hit.
-func (r *Reconciler) stopSource(ctx context.Context, s *scope, needGone bool) (bool, error) {
+// is never hit. A ReplicaSet's source is first handed over with the target
+// (see handOverToReplicaSet).
+func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Pod, needGone bool) (bool, error) {
 	if s.isDone(v1alpha1.ConditionSourceStopped) {
 		return true, nil
 	}
@@ -48,8 +49,19 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, needGone bool) (b
 			n := int32(p.Primary.Consumers)
 			rec.PrimaryConsumersAtStop = &n
 		}
+		if target != nil {
+			if err := r.handOverToReplicaSet(ctx, pod, target); err != nil {
+				return false, fmt.Errorf("handing %s over to its ReplicaSet: %w", target.Name, err)
+			}
+		}
 		uid := pod.UID
-		err := r.Delete(ctx, pod, client.Preconditions{UID: &uid})
+		opts := []client.DeleteOption{client.Preconditions{UID: &uid}}
+		if needGone {
+			// Nothing replaces a source whose name the target takes: a
+			// graceful drain would only lengthen the outage.
+			opts = append(opts, client.GracePeriodSeconds(1))
+		}
+		err := r.Delete(ctx, pod, opts...)
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return false, err
 		}

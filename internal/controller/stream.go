@@ -29,7 +29,7 @@ func (r *Reconciler) resolveStream(ctx context.Context, m *v1alpha1.StatefulMigr
 	}
 	sec := &corev1.Secret{}
 	key := client.ObjectKey{Namespace: m.Namespace, Name: c.CredentialsSecretRef.Name}
-	if err := r.Get(ctx, key, sec); err != nil {
+	if err := r.APIReader.Get(ctx, key, sec); err != nil {
 		if apierrors.IsNotFound(err) {
 			return s, &broker.Error{Reason: v1alpha1.ReasonCredentials,
 				Err: fmt.Errorf("credentials Secret %q not found in namespace %q", key.Name, key.Namespace)}

@@ -23,13 +23,13 @@ func (r *Reconciler) workloadOf(ctx context.Context, pod *corev1.Pod) (v1alpha1.
 	switch ref.Kind {
 	case "StatefulSet":
 		sts := &appsv1.StatefulSet{}
-		if err := r.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: ref.Name}, sts); err != nil {
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: ref.Name}, sts); err != nil {
 			return wl, client.IgnoreNotFound(err)
 		}
 		wl.Replicas = sts.Spec.Replicas
 	case "ReplicaSet":
 		rs := &appsv1.ReplicaSet{}
-		err := r.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: ref.Name}, rs)
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: ref.Name}, rs)
 		if apierrors.IsNotFound(err) {
 			return wl, nil
 		}

@@ -102,3 +102,36 @@ func NextDeadline(spec *v1alpha1.StatefulMigrationSpec, st *v1alpha1.StatefulMig
 func PastPointOfNoReturn(st *v1alpha1.StatefulMigrationStatus) bool {
 	return IsTrue(st, v1alpha1.ConditionSourceStopped)
 }
+
+// CheckWorkload says whether a pod of this owner can move with this
+// strategy, and if not, what to do instead.
+//   - Pods without a controller move either way.
+//   - Deployment (ReplicaSet) pods move as ShadowPods: the ReplicaSet adopts
+//     the target as the source goes. A Sequential move gains nothing there
+//     (the name changes anyway) and is refused.
+//   - StatefulSet pods move Sequentially (the target takes the source's
+//     name; the StatefulSet is scaled down by one meanwhile, so only its
+//     highest ordinal can move) or as a ShadowPod with an identity swap.
+func CheckWorkload(kind string, strategy v1alpha1.MigrationStrategy, swap v1alpha1.IdentitySwapMode, ordinal, replicas int) (bool, string) {
+	switch kind {
+	case "Pod":
+		return true, ""
+	case "ReplicaSet", "Deployment":
+		if strategy == v1alpha1.StrategySequential {
+			return false, kind + " pods move as ShadowPods (the ReplicaSet adopts the target); use migrationStrategy ShadowPod or leave it empty"
+		}
+		return true, ""
+	case "StatefulSet":
+		if strategy == v1alpha1.StrategyShadowPod {
+			if swap == v1alpha1.IdentitySwapNone || swap == "" {
+				return false, "a StatefulSet pod moved as a ShadowPod would lose its StatefulSet identity; set identitySwapMode or use migrationStrategy Sequential"
+			}
+			return false, "identitySwapMode " + string(swap) + " is not implemented yet; use migrationStrategy Sequential"
+		}
+		if ordinal != replicas-1 {
+			return false, fmt.Sprintf("only the highest ordinal (%d) of a StatefulSet can move Sequentially: the StatefulSet is scaled down by one while its pod moves; this pod has ordinal %d", replicas-1, ordinal)
+		}
+		return true, ""
+	}
+	return false, "pods owned by a " + kind + " cannot be migrated: its controller would replace or fight the target"
+}

@@ -165,3 +165,28 @@ func TestReplayCovers(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckWorkload(t *testing.T) {
+	for _, tc := range []struct {
+		kind              string
+		strategy          v1alpha1.MigrationStrategy
+		swap              v1alpha1.IdentitySwapMode
+		ordinal, replicas int
+		ok                bool
+	}{
+		{"Pod", v1alpha1.StrategyShadowPod, "", 0, 0, true},
+		{"Pod", v1alpha1.StrategySequential, "", 0, 0, true},
+		{"Deployment", v1alpha1.StrategyShadowPod, "", 0, 1, true},
+		{"Deployment", v1alpha1.StrategySequential, "", 0, 1, false},
+		{"StatefulSet", v1alpha1.StrategySequential, "", 0, 1, true},
+		{"StatefulSet", v1alpha1.StrategySequential, "", 0, 3, false},
+		{"StatefulSet", v1alpha1.StrategySequential, "", 2, 3, true},
+		{"StatefulSet", v1alpha1.StrategyShadowPod, v1alpha1.IdentitySwapNone, 0, 1, false},
+		{"Job", v1alpha1.StrategyShadowPod, "", 0, 1, false},
+	} {
+		ok, why := CheckWorkload(tc.kind, tc.strategy, tc.swap, tc.ordinal, tc.replicas)
+		if ok != tc.ok || (!ok && why == "") {
+			t.Errorf("%+v: %v %q", tc, ok, why)
+		}
+	}
+}

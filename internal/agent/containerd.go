@@ -17,6 +17,8 @@ const criNamespace = "k8s.io"
 // without pulling it.
 type Containerd struct {
 	Address string
+	// Snapshotter the kubelet's containers use (default overlayfs).
+	Snapshotter string
 }
 
 // Import loads an OCI archive named ref into containerd.
@@ -30,10 +32,20 @@ func (c Containerd) Import(ctx context.Context, oci io.Reader, ref string) error
 	if err != nil {
 		return err
 	}
-	for _, img := range imgs {
-		if img.Name == ref {
-			return nil
+	for _, rec := range imgs {
+		if rec.Name != ref {
+			continue
 		}
+		// Unpacked like a pulled image: the runtime creates the restored
+		// container on a snapshot of its layers.
+		snap := c.Snapshotter
+		if snap == "" {
+			snap = "overlayfs"
+		}
+		if err := containerd.NewImage(cl, rec).Unpack(ctx, snap); err != nil {
+			return fmt.Errorf("unpacking %s into %s: %w", ref, snap, err)
+		}
+		return nil
 	}
 	return fmt.Errorf("containerd imported %d image(s), none named %s", len(imgs), ref)
 }

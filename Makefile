@@ -86,3 +86,14 @@ test-lab: ms2m ## up, lab tests, down, then check that down left nothing behind
 		$(BIN)/ms2m lab down || rc=1; \
 		MS2M_LAB_SNAPSHOT=$(LAB_SNAPSHOT) go test -tags lab -count=1 ./test/lab/afterdown || rc=1; \
 		exit $$rc
+
+##@ End to end (in the lab; needs root)
+.PHONY: test-e2e demo
+test-e2e: ms2m ## live migrations in the lab under a producer: up, e2e suite, down
+	$(BIN)/ms2m lab up >/dev/null
+	rc=0; go test -tags e2e -count=1 -p 1 -timeout 45m ./test/e2e || rc=$$?; \
+		$(BIN)/ms2m lab down || rc=1; \
+		exit $$rc
+
+demo: ms2m ## the demo: lab up, ms2m deployed, a live consumer migrated node-a -> node-b, report
+	$(BIN)/ms2m demo --workload Deployment

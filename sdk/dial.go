@@ -6,7 +6,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // open dials and sets up the control queue's consumer and the data channel.
@@ -42,7 +41,7 @@ func (c *Consumer) open(id Identity) (_ *session, err error) {
 		return nil, fmt.Errorf("control channel: %w", err)
 	}
 	s.ctrlClosed = s.ctrl.NotifyClose(make(chan *amqp.Error, 1))
-	q := control.QueueName(id.Name)
+	q := id.ControlQueue()
 	// Durable and without arguments: the controller declares it the same
 	// way, whichever of the two comes first.
 	if _, err = s.ctrl.QueueDeclare(q, true, false, false, false, nil); err != nil {

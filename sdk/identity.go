@@ -3,6 +3,7 @@ package sdk
 import (
 	"errors"
 	"fmt"
+	"github.com/ms2m/ms2m/sdk/control"
 	"io/fs"
 	"os"
 	"strings"
@@ -17,7 +18,14 @@ type Identity struct {
 	UID string `json:"uid,omitempty"`
 	// Name is the pod name.
 	Name string `json:"name"`
+	// Namespace, when mounted, puts the control queue in the namespace
+	// (control.PodQueueName): pods of the same name elsewhere then never
+	// receive this pod's control messages.
+	Namespace string `json:"namespace,omitempty"`
 }
+
+// ControlQueue is the control queue this pod listens on.
+func (id Identity) ControlQueue() string { return control.PodQueueName(id.Namespace, id.Name) }
 
 func (id Identity) String() string {
 	if id.UID == "" {
@@ -46,6 +54,8 @@ type IdentityFiles struct {
 	UID string
 	// Name is a downward-API file with metadata.name.
 	Name string
+	// Namespace is a downward-API file with metadata.namespace.
+	Namespace string
 	// Hostname is read when Name is missing: the kubelet writes the pod
 	// name there (a restored process's gethostname() still returns the
 	// source's).
@@ -56,7 +66,8 @@ type IdentityFiles struct {
 //
 //	volumes: [{name: podinfo, downwardAPI: {items: [
 //	  {path: uid,  fieldRef: {fieldPath: metadata.uid}},
-//	  {path: name, fieldRef: {fieldPath: metadata.name}}]}}]
+//	  {path: name, fieldRef: {fieldPath: metadata.name}},
+//	  {path: namespace, fieldRef: {fieldPath: metadata.namespace}}]}}]
 //	volumeMounts: [{name: podinfo, mountPath: /etc/podinfo}]
 func DefaultIdentityFiles() IdentityFiles {
 	return PodInfoFiles("/etc/podinfo")
@@ -65,7 +76,7 @@ func DefaultIdentityFiles() IdentityFiles {
 // PodInfoFiles are the uid and name files in a downward-API directory, with
 // /etc/hostname as the name's fallback.
 func PodInfoFiles(dir string) IdentityFiles {
-	return IdentityFiles{UID: dir + "/uid", Name: dir + "/name", Hostname: "/etc/hostname"}
+	return IdentityFiles{UID: dir + "/uid", Name: dir + "/name", Namespace: dir + "/namespace", Hostname: "/etc/hostname"}
 }
 
 // Read reads the current identity. Missing files are not errors (the UID is
@@ -78,6 +89,9 @@ func (f IdentityFiles) Read() (Identity, error) {
 		return id, err
 	}
 	if id.Name, err = readTrimmed(f.Name); err != nil {
+		return id, err
+	}
+	if id.Namespace, err = readTrimmed(f.Namespace); err != nil {
 		return id, err
 	}
 	if id.Name == "" {

@@ -54,13 +54,13 @@ func TestIdentityDiffers(t *testing.T) {
 		a, b Identity
 		want bool
 	}{
-		{"same pod", Identity{"u1", "c-0"}, Identity{"u1", "c-0"}, false},
-		{"StatefulSet restore: same name, new UID", Identity{"u1", "c-0"}, Identity{"u2", "c-0"}, true},
-		{"ShadowPod restore", Identity{"u1", "c-0"}, Identity{"u2", "c-0-shadow"}, true},
-		{"no UIDs, new name", Identity{"", "c-0"}, Identity{"", "c-1"}, true},
-		{"no UIDs, same name: undetectable", Identity{"", "c-0"}, Identity{"", "c-0"}, false},
-		{"UID vanished: unknown, not a move", Identity{"u1", "c-0"}, Identity{"", "c-0"}, false},
-		{"UID appeared, name kept", Identity{"", "c-0"}, Identity{"u1", "c-0"}, false},
+		{"same pod", Identity{UID: "u1", Name: "c-0"}, Identity{UID: "u1", Name: "c-0"}, false},
+		{"StatefulSet restore: same name, new UID", Identity{UID: "u1", Name: "c-0"}, Identity{UID: "u2", Name: "c-0"}, true},
+		{"ShadowPod restore", Identity{UID: "u1", Name: "c-0"}, Identity{UID: "u2", Name: "c-0-shadow"}, true},
+		{"no UIDs, new name", Identity{UID: "", Name: "c-0"}, Identity{UID: "", Name: "c-1"}, true},
+		{"no UIDs, same name: undetectable", Identity{UID: "", Name: "c-0"}, Identity{UID: "", Name: "c-0"}, false},
+		{"UID vanished: unknown, not a move", Identity{UID: "u1", Name: "c-0"}, Identity{UID: "", Name: "c-0"}, false},
+		{"UID appeared, name kept", Identity{UID: "", Name: "c-0"}, Identity{UID: "u1", Name: "c-0"}, false},
 	} {
 		if got := tc.a.Differs(tc.b); got != tc.want {
 			t.Errorf("%s: Differs = %v, want %v", tc.name, got, tc.want)
@@ -97,10 +97,10 @@ func TestConsumerDetectsRestore(t *testing.T) {
 	if !c.checkIdentity() || c.Mode() != AwaitingReplay {
 		t.Fatal("second migration missed")
 	}
-	if len(restores) != 2 || restores[1] != (Identity{"u3", "consumer-0-b"}) || c.Counters().Restores != 2 {
+	if len(restores) != 2 || restores[1] != (Identity{UID: "u3", Name: "consumer-0-b"}) || c.Counters().Restores != 2 {
 		t.Fatalf("restores %v, counter %d", restores, c.Counters().Restores)
 	}
-	if st := c.Status(); st.BootIdentity != (Identity{"u1", "consumer-0"}) || st.Identity.UID != "u3" {
+	if st := c.Status(); st.BootIdentity != (Identity{UID: "u1", Name: "consumer-0"}) || st.Identity.UID != "u3" {
 		t.Fatalf("status identities %+v / %+v", st.BootIdentity, st.Identity)
 	}
 }

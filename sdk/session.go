@@ -8,7 +8,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // errRestored ends a session whose process was restored into a new pod: its
@@ -57,7 +56,7 @@ func (c *Consumer) session(ctx context.Context, bo *backoff, sessions *int) erro
 		c.counters.Reconnects++
 	}
 	*sessions++
-	c.connected, c.control = true, control.QueueName(id.Name)
+	c.connected, c.control = true, id.ControlQueue()
 	c.mu.Unlock()
 	if h := c.cfg.Hooks.Connected; h != nil {
 		h()

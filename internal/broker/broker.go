@@ -76,9 +76,10 @@ type Handoff interface {
 	// Prepare creates the replay buffer (before the checkpoint), noting
 	// every change in rec before making it.
 	Prepare(ctx context.Context, rec *v1alpha1.BrokerStatus) error
-	// StartReplay tells targetPod to consume the buffer (START_REPLAY on its
-	// control queue, which is declared if missing and noted in rec).
-	StartReplay(ctx context.Context, targetPod string, rec *v1alpha1.BrokerStatus) error
+	// StartReplay tells the target, through its control queue, to consume
+	// the buffer (START_REPLAY; the queue is declared if missing and noted
+	// in rec).
+	StartReplay(ctx context.Context, controlQueue string, rec *v1alpha1.BrokerStatus) error
 	// Progress reports the buffer and the primary queue.
 	Progress(ctx context.Context, rec *v1alpha1.BrokerStatus) (Progress, error)
 	// Seal stops new messages from entering the buffer: from here on only
@@ -86,10 +87,13 @@ type Handoff interface {
 	Seal(ctx context.Context, rec *v1alpha1.BrokerStatus) error
 	// EndReplay tells targetPod to finish the buffer and switch to the
 	// primary queue (END_REPLAY).
-	EndReplay(ctx context.Context, targetPod string, rec *v1alpha1.BrokerStatus) error
-	// DeleteControlQueue removes a pod's control queue if nothing consumes
-	// it any more (the pod is gone).
-	DeleteControlQueue(ctx context.Context, pod string) error
+	EndReplay(ctx context.Context, controlQueue string, rec *v1alpha1.BrokerStatus) error
+	// Listeners counts the consumers of a queue (0 when it does not exist):
+	// whether a restored target already listens on a control queue.
+	Listeners(ctx context.Context, queue string) (int, error)
+	// DeleteControlQueue removes a gone pod's control queue if nothing
+	// consumes it any more.
+	DeleteControlQueue(ctx context.Context, controlQueue string) error
 	// Teardown undoes everything rec lists (added bindings removed, removed
 	// bindings restored, declared queues deleted) and clears those entries.
 	Teardown(ctx context.Context, rec *v1alpha1.BrokerStatus) error

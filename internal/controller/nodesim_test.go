@@ -227,7 +227,17 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 		_ = s.c.Delete(ctx, pod, client.GracePeriodSeconds(0))
 		return
 	}
-	if p != nil || pod.Status.Phase == corev1.PodFailed {
+	if p != nil {
+		// The kubelet folds an opened readiness gate into Ready.
+		if render.CutoverOpen(pod) && !podIsReady(pod) {
+			setPodCondition(pod, corev1.PodReady, corev1.ConditionTrue)
+			if err := s.c.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+				s.t.Errorf("kubelet status of %s: %v", pod.Name, err)
+			}
+		}
+		return
+	}
+	if pod.Status.Phase == corev1.PodFailed {
 		return
 	}
 	image := pod.Spec.Containers[0].Image
@@ -269,7 +279,7 @@ func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	for f, v := range map[string]string{"uid": string(pod.UID), "name": pod.Name} {
+	for f, v := range map[string]string{"uid": string(pod.UID), "name": pod.Name, "namespace": pod.Namespace} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o644); err != nil {
 			return nil, err
 		}
@@ -345,4 +355,13 @@ func (p *simPod) appliedSeqs() []int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]int64(nil), p.applied...)
+}
+
+func podIsReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

@@ -145,4 +145,3 @@ func ptrOr(p *int32) int32 {
 	}
 	return *p
 }
-

@@ -112,7 +112,7 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		if meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionTargetSwitched) == nil {
 			baseline := int32(p.Primary.Consumers)
 			rec.PrimaryConsumersAtSwitch = &baseline
-			if err := h.EndReplay(ctx, target.Name, rec); err != nil {
+			if err := h.EndReplay(ctx, rec.ControlQueue, rec); err != nil {
 				res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
 				return res, false, ferr
 			}
@@ -142,7 +142,9 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		// The source's control queue goes with the source; a Sequential
 		// target took over the name, and the queue with it.
 		if s.m.Spec.SourcePod != target.Name {
-			s.deleteControlQueue(ctx, h, s.m.Spec.SourcePod)
+			for _, q := range controlQueues(s.m.Namespace, s.m.Spec.SourcePod) {
+				s.deleteControlQueue(ctx, h, q)
+			}
 		}
 		s.done(v1alpha1.ConditionTopologyRestored, "replay queue removed; bindings as before the migration")
 	}
@@ -150,17 +152,18 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 }
 
 // consumesPrimary: the target consumes the primary queue. The exact
-// consumer count (one more than when END_REPLAY went out) answers at once;
-// the management API's consumer addresses, which lag by its statistics
-// interval, answer for a controller restarted without that count.
+// consumer count (one more than when END_REPLAY went out) answers at once
+// for an SDK target; the management API's consumer addresses, which lag by
+// its statistics interval, answer for a workload that took the primary
+// queue before END_REPLAY (one written for MS2M does on reconnecting).
 func consumesPrimary(primary broker.QueueStats, atSwitch *int32, podIP string) bool {
-	if atSwitch != nil {
-		return primary.Consumers > int(*atSwitch)
+	if atSwitch != nil && primary.Consumers > int(*atSwitch) {
+		return true
 	}
 	if primary.ConsumerPeers != nil && podIP != "" {
 		return slices.Contains(primary.ConsumerPeers, podIP)
 	}
-	return primary.Consumers > 0
+	return atSwitch == nil && primary.Consumers > 0
 }
 
 // openCutoverGate lets the target join its Services.

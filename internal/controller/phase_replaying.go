@@ -11,6 +11,7 @@ import (
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/migration"
+	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // reconcileReplaying tells the restored target to replay the buffered
@@ -36,7 +37,14 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 		if err != nil {
 			return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
 		}
-		if err := h.StartReplay(ctx, st.TargetPod, rec); err != nil {
+		q, listening, err := r.targetControlQueue(ctx, s, h)
+		if err != nil {
+			return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
+		}
+		if !listening {
+			return s.poll(), nil
+		}
+		if err := h.StartReplay(ctx, q, rec); err != nil {
 			return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
 		}
 		started := metav1.NewMicroTime(s.now)
@@ -98,4 +106,36 @@ func replayStart(st *v1alpha1.StatefulMigrationStatus) time.Time {
 		return st.Messages.ReplayStartTime.Time
 	}
 	return migration.ConditionTime(st, v1alpha1.ConditionReplayStarted)
+}
+
+// listenGrace is how long a restored target may take to listen on its
+// control queue before START_REPLAY is queued for it anyway.
+const listenGrace = 15 * time.Second
+
+// targetControlQueue picks where the target listens: its namespaced queue
+// (an SDK workload that knows its namespace), else MS2M's queue named by
+// the pod alone (a workload written for MS2M). A restored process needs a
+// moment to reconnect; until one of them has a consumer it waits, up to
+// listenGrace, after which the message is queued on MS2M's queue for
+// whoever comes.
+func (r *Reconciler) targetControlQueue(ctx context.Context, s *scope, h broker.Handoff) (string, bool, error) {
+	pod := s.m.Status.TargetPod
+	for _, q := range []string{control.PodQueueName(s.m.Namespace, pod), control.QueueName(pod)} {
+		n, err := h.Listeners(ctx, q)
+		if err != nil {
+			return "", false, err
+		}
+		if n > 0 {
+			return q, true, nil
+		}
+	}
+	if s.now.Sub(migration.PhaseStart(&s.m.Status)) < listenGrace {
+		return "", false, nil
+	}
+	return control.QueueName(pod), true, nil
+}
+
+// controlQueues are every control queue a pod may have used.
+func controlQueues(namespace, pod string) []string {
+	return []string{control.PodQueueName(namespace, pod), control.QueueName(pod)}
 }

@@ -70,7 +70,9 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 			return false, err
 		}
 		if st.TargetPod != "" && st.TargetPod != s.m.Spec.SourcePod {
-			s.deleteControlQueue(ctx, h, st.TargetPod)
+			for _, q := range controlQueues(s.m.Namespace, st.TargetPod) {
+				s.deleteControlQueue(ctx, h, q)
+			}
 		}
 		s.done(v1alpha1.ConditionTopologyRestored, "broker topology as before the migration")
 	}
@@ -154,13 +156,13 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (reconcile.R
 	return reconcile.Result{}, nil
 }
 
-// deleteControlQueue removes the control queue of a pod that is gone. Queue
-// names carry no namespace (the MS2M protocol), so one still consumed
-// belongs to a live pod of the same name elsewhere: it is left alone, which
-// is said in an Event rather than holding the migration up.
-func (s *scope) deleteControlQueue(ctx context.Context, h broker.Handoff, pod string) {
-	if err := h.DeleteControlQueue(ctx, pod); err != nil {
-		s.event(corev1.EventTypeWarning, "ControlQueueKept", "Cleanup", "left control queue of %s in place: %v", pod, err)
+// deleteControlQueue removes a control queue of a pod that is gone. MS2M's
+// queue names carry no namespace, so one still consumed belongs to a live
+// pod of the same name elsewhere: it is left alone, which is said in an
+// Event rather than holding the migration up.
+func (s *scope) deleteControlQueue(ctx context.Context, h broker.Handoff, q string) {
+	if err := h.DeleteControlQueue(ctx, q); err != nil {
+		s.event(corev1.EventTypeWarning, "ControlQueueKept", "Cleanup", "left control queue %s in place: %v", q, err)
 	}
 }
 

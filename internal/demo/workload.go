@@ -65,6 +65,7 @@ func (w Workload) podSpec() corev1.PodSpec {
 			Items: []corev1.DownwardAPIVolumeFile{
 				{Path: "uid", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.uid"}},
 				{Path: "name", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}},
+				{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
 			}}}}},
 	}
 }

@@ -22,8 +22,20 @@ const (
 // QueuePrefix prefixes every control queue.
 const QueuePrefix = "ms2m.control."
 
-// QueueName is the control queue of a pod.
+// QueueName is the control queue of a pod, as MS2M names it: by pod name
+// alone, so that pods of the same name in two namespaces share it (and
+// steal each other's messages).
 func QueueName(pod string) string { return QueuePrefix + pod }
+
+// PodQueueName is the control queue of a pod that knows its namespace:
+// ms2m.control.<namespace>/<pod> ('/' appears in neither name, so no two
+// pods share it). Without a namespace it is QueueName.
+func PodQueueName(namespace, pod string) string {
+	if namespace == "" {
+		return QueueName(pod)
+	}
+	return QueuePrefix + namespace + "/" + pod
+}
 
 // Message is one control message: {"type": "...", "payload": {...}}.
 type Message struct {

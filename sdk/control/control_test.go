@@ -41,3 +41,12 @@ func TestQueueName(t *testing.T) {
 		t.Fatal(QueueName("consumer-0"))
 	}
 }
+
+func TestPodQueueName(t *testing.T) {
+	if PodQueueName("", "c-0") != QueueName("c-0") || PodQueueName("shop", "c-0") != "ms2m.control.shop/c-0" {
+		t.Fatal(PodQueueName("shop", "c-0"))
+	}
+	if PodQueueName("a.b", "c") == PodQueueName("a", "b.c") {
+		t.Fatal("namespaced queue names collide")
+	}
+}

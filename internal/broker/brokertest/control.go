@@ -16,8 +16,8 @@ func runControl(t *testing.T, env Env) {
 		pod := podName(s, "target")
 		var rec v1alpha1.BrokerStatus
 		must(t, "Prepare", h.Prepare(ctx(t), &rec))
-		must(t, "StartReplay", h.StartReplay(ctx(t), pod, &rec))
-		must(t, "EndReplay", h.EndReplay(ctx(t), pod, &rec))
+		must(t, "StartReplay", h.StartReplay(ctx(t), control.QueueName(pod), &rec))
+		must(t, "EndReplay", h.EndReplay(ctx(t), control.QueueName(pod), &rec))
 		if rec.ControlQueue != control.QueueName(pod) {
 			t.Errorf("recorded control queue %q, want %q", rec.ControlQueue, control.QueueName(pod))
 		}
@@ -49,7 +49,7 @@ func runControl(t *testing.T, env Env) {
 	t.Run("StartBeforePrepare", func(t *testing.T) {
 		t.Parallel()
 		s := env.NewStream(t)
-		err := dial(t, env, s, migrationID(s, "c")).StartReplay(ctx(t), podName(s, "target"), &v1alpha1.BrokerStatus{})
+		err := dial(t, env, s, migrationID(s, "c")).StartReplay(ctx(t), control.QueueName(podName(s, "target")), &v1alpha1.BrokerStatus{})
 		if err == nil {
 			t.Fatal("StartReplay without a replay queue succeeded")
 		}
@@ -63,11 +63,11 @@ func runControl(t *testing.T, env Env) {
 		var rec v1alpha1.BrokerStatus
 		must(t, "Prepare", h.Prepare(ctx(t), &rec))
 		prepared := env.Snapshot(t, s)
-		must(t, "StartReplay", h.StartReplay(ctx(t), pod, &rec))
-		must(t, "DeleteControlQueue", h.DeleteControlQueue(ctx(t), pod))
+		must(t, "StartReplay", h.StartReplay(ctx(t), control.QueueName(pod), &rec))
+		must(t, "DeleteControlQueue", h.DeleteControlQueue(ctx(t), control.QueueName(pod)))
 		wantSameTopology(t, "after DeleteControlQueue", prepared, env.Snapshot(t, s))
-		must(t, "DeleteControlQueue again", h.DeleteControlQueue(ctx(t), pod))
-		must(t, "DeleteControlQueue of a pod that never had one", h.DeleteControlQueue(ctx(t), podName(s, "never")))
+		must(t, "DeleteControlQueue again", h.DeleteControlQueue(ctx(t), control.QueueName(pod)))
+		must(t, "DeleteControlQueue of a pod that never had one", h.DeleteControlQueue(ctx(t), control.QueueName(podName(s, "never"))))
 		must(t, "Teardown", h.Teardown(ctx(t), &rec))
 	})
 }

@@ -1,6 +1,7 @@
 package brokertest
 
 import (
+	"github.com/ms2m/ms2m/sdk/control"
 	"reflect"
 	"testing"
 
@@ -59,12 +60,12 @@ func runTeardown(t *testing.T, env Env) {
 		lost := dial(t, env, s, id)
 		var lostRec v1alpha1.BrokerStatus
 		must(t, "Prepare", lost.Prepare(ctx(t), &lostRec))
-		must(t, "StartReplay", lost.StartReplay(ctx(t), pod, &lostRec))
+		must(t, "StartReplay", lost.StartReplay(ctx(t), control.QueueName(pod), &lostRec))
 		must(t, "Close", lost.Close())
 
 		h := dial(t, env, s, id)
 		must(t, "Teardown with an empty record", h.Teardown(ctx(t), &v1alpha1.BrokerStatus{}))
-		must(t, "DeleteControlQueue", h.DeleteControlQueue(ctx(t), pod))
+		must(t, "DeleteControlQueue", h.DeleteControlQueue(ctx(t), control.QueueName(pod)))
 		wantSameTopology(t, "after Teardown", before, env.Snapshot(t, s))
 	})
 

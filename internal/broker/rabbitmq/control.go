@@ -13,36 +13,36 @@ import (
 	"github.com/ms2m/ms2m/sdk/control"
 )
 
-// StartReplay tells targetPod to consume the replay queue. A repeated call
+// StartReplay tells the target listening on controlQueue to consume the
+// replay queue. A repeated call
 // sends the message again: a record saved after a failed call cannot tell
 // whether the broker took it, and the SDK ignores a repeated START_REPLAY
 // for the queue it already replays.
-func (h *handoff) StartReplay(ctx context.Context, targetPod string, rec *v1alpha1.BrokerStatus) error {
+func (h *handoff) StartReplay(ctx context.Context, controlQueue string, rec *v1alpha1.BrokerStatus) error {
 	if rec == nil || rec.ReplayQueue == "" {
 		return &broker.Error{Reason: v1alpha1.ReasonReplayFailed, Err: errors.New("no replay queue recorded: StartReplay before Prepare")}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.send(ctx, targetPod, rec, control.NewStartReplay(rec.ReplayQueue))
+	return h.send(ctx, controlQueue, rec, control.NewStartReplay(rec.ReplayQueue))
 }
 
-// EndReplay tells targetPod to finish the replay queue and go on with its
-// own.
-func (h *handoff) EndReplay(ctx context.Context, targetPod string, rec *v1alpha1.BrokerStatus) error {
+// EndReplay tells the target listening on controlQueue to finish the
+// replay queue and go on with its own.
+func (h *handoff) EndReplay(ctx context.Context, controlQueue string, rec *v1alpha1.BrokerStatus) error {
 	if rec == nil {
 		return errors.New("rabbitmq: EndReplay needs a record")
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.send(ctx, targetPod, rec, control.NewEndReplay())
+	return h.send(ctx, controlQueue, rec, control.NewEndReplay())
 }
 
-// send publishes m to pod's control queue and returns once the broker has
+// send publishes m to control queue q and returns once the broker has
 // it on disk (publisher confirm). The queue is declared durable without
 // arguments, as MS2M workloads declare it: other arguments would make
 // RabbitMQ refuse one of the two declarations.
-func (h *handoff) send(ctx context.Context, pod string, rec *v1alpha1.BrokerStatus, m control.Message) error {
-	q := control.QueueName(pod)
+func (h *handoff) send(ctx context.Context, q string, rec *v1alpha1.BrokerStatus, m control.Message) error {
 	rec.ControlQueue = q
 	exists, err := h.queueExists(ctx, q)
 	if err != nil {
@@ -101,14 +101,13 @@ func (h *handoff) queueExists(ctx context.Context, q string) (bool, error) {
 // DeleteControlQueue deletes pod's control queue unless something still
 // consumes it; that refusal is retryable, as a gone pod's connection can
 // take a heartbeat to close.
-func (h *handoff) DeleteControlQueue(ctx context.Context, pod string) error {
+func (h *handoff) DeleteControlQueue(ctx context.Context, q string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	q := control.QueueName(pod)
 	inUse, err := h.deleteQueue(ctx, q, true)
 	if err == nil && inUse {
 		return &broker.Error{Reason: v1alpha1.ReasonBrokerTopology, Retryable: true,
-			Err: fmt.Errorf("control queue %q still has consumers: pod %s (or a pod of the same name) is connected", q, pod)}
+			Err: fmt.Errorf("control queue %q still has consumers: its pod (or one of the same name) is connected", q)}
 	}
 	return err
 }
@@ -127,4 +126,20 @@ func (h *handoff) deleteQueue(ctx context.Context, q string, ifUnused bool) (inU
 		return true, nil
 	}
 	return false, classify(err, fmt.Sprintf("deleting queue %q", q))
+}
+
+// Listeners counts q's consumers; a missing queue has none.
+func (h *handoff) Listeners(ctx context.Context, q string) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var n int
+	err := h.sess.do(ctx, func(ch *amqp.Channel) error {
+		st, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
+		n = st.Consumers
+		return err
+	})
+	if isNotFound(err) {
+		return 0, nil
+	}
+	return n, classify(err, fmt.Sprintf("looking up queue %q", q))
 }

@@ -207,7 +207,7 @@ func TestControlQueueOfALivePod(t *testing.T) {
 	if err := h.Prepare(tctx(t), &rec); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.StartReplay(tctx(t), pod, &rec); err != nil {
+	if err := h.StartReplay(tctx(t), control.QueueName(pod), &rec); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -222,7 +222,7 @@ func TestControlQueueOfALivePod(t *testing.T) {
 		t.Errorf("the pod's own control queue was recorded as the migration's: %+v", rec)
 	}
 
-	err := h.DeleteControlQueue(tctx(t), pod)
+	err := h.DeleteControlQueue(tctx(t), control.QueueName(pod))
 	wantReason(t, err, v1alpha1.ReasonBrokerTopology, q)
 	if !broker.IsRetryable(err) {
 		t.Errorf("a control queue still consumed must be retried: %v", err)
@@ -235,7 +235,7 @@ func TestControlQueueOfALivePod(t *testing.T) {
 	}
 
 	close(stop)
-	waitFor(t, "the pod's consumer to go", func() bool { return h.DeleteControlQueue(tctx(t), pod) == nil })
+	waitFor(t, "the pod's consumer to go", func() bool { return h.DeleteControlQueue(tctx(t), control.QueueName(pod)) == nil })
 }
 
 // A control queue the migration made, which the target then consumes, is
@@ -250,7 +250,7 @@ func TestTeardownLeavesAConsumedControlQueue(t *testing.T) {
 	if err := h.Prepare(tctx(t), &rec); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.StartReplay(tctx(t), pod, &rec); err != nil {
+	if err := h.StartReplay(tctx(t), control.QueueName(pod), &rec); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
@@ -262,7 +262,7 @@ func TestTeardownLeavesAConsumedControlQueue(t *testing.T) {
 	if lines := srv.snapshot(t, s); !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "queue "+control.QueueName(pod)+" ") }) {
 		t.Errorf("Teardown deleted the target's control queue: %q", lines)
 	}
-	if err := h.EndReplay(tctx(t), pod, &rec); err != nil {
+	if err := h.EndReplay(tctx(t), control.QueueName(pod), &rec); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -277,7 +277,7 @@ func TestTeardownLeavesAConsumedControlQueue(t *testing.T) {
 		t.Fatal("the target got no END_REPLAY")
 	}
 	close(stop)
-	waitFor(t, "the target's consumer to go", func() bool { return h.DeleteControlQueue(tctx(t), pod) == nil })
+	waitFor(t, "the target's consumer to go", func() bool { return h.DeleteControlQueue(tctx(t), control.QueueName(pod)) == nil })
 }
 
 func TestControlQueueDeclaredDifferently(t *testing.T) {
@@ -294,7 +294,7 @@ func TestControlQueueDeclaredDifferently(t *testing.T) {
 	if err := h.Prepare(tctx(t), &rec); err != nil {
 		t.Fatal(err)
 	}
-	err := h.StartReplay(tctx(t), pod, &rec)
+	err := h.StartReplay(tctx(t), control.QueueName(pod), &rec)
 	wantReason(t, err, v1alpha1.ReasonBrokerTopology, control.QueueName(pod))
 }
 

@@ -104,6 +104,7 @@ func main() {
 		defer cancel()
 		_ = hs.Shutdown(sctx)
 	}()
+	go srv.ReportNodeCondition(ctx, cs, time.Minute)
 	log.Info("serving", "listen", listen, "report", srv.Report(ctx))
 	if err := hs.ListenAndServeTLS("", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error("serving", "error", err)

@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// NodeConditionType is the node condition an agent keeps up to date, so
+// that `kubectl describe node` says whether the node can take part in
+// migrations, and why not.
+const NodeConditionType corev1.NodeConditionType = "MigrationReady"
+
+// ReportNodeCondition writes the agent's report as the node's
+// MigrationReady condition now and every interval until ctx ends.
+func (s *Server) ReportNodeCondition(ctx context.Context, cs kubernetes.Interface, interval time.Duration) {
+	last := ""
+	for {
+		rep := s.Report(ctx)
+		cond := corev1.NodeCondition{Type: NodeConditionType, Status: corev1.ConditionTrue, Reason: "AgentReady",
+			Message: "ms2m agent ready: CRIU configured (" + rep.CRIUConfig + ")", LastHeartbeatTime: metav1.Now()}
+		if !rep.Ready {
+			cond.Status, cond.Reason = corev1.ConditionFalse, problemReason(rep.Problems)
+			cond.Message = strings.Join(rep.Problems, "; ")
+		}
+		if key := string(cond.Status) + cond.Message; key != last {
+			cond.LastTransitionTime = cond.LastHeartbeatTime
+			patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
+			if _, err := cs.CoreV1().Nodes().PatchStatus(ctx, s.cfg.Node, patch); err != nil {
+				s.cfg.Log.Warn("node condition", "error", err)
+			} else {
+				last = key
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// problemReason is the CamelCase word each problem starts with.
+func problemReason(problems []string) string {
+	if len(problems) == 0 {
+		return "AgentNotReady"
+	}
+	reason, _, _ := strings.Cut(problems[0], ":")
+	return reason
+}
+

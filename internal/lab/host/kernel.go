@@ -208,13 +208,22 @@ func RemovePodLinks(ctx context.Context, subnets []string) ([]string, error) {
 	var removed []string
 	var errs []error
 	for name := range victims {
-		if out, err := exec.CommandContext(ctx, "ip", "link", "del", name).CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(ctx, "ip", "link", "del", name).CombinedOutput(); err != nil && linkExists(name) {
 			errs = append(errs, fmt.Errorf("ip link del %s: %w: %s", name, err, out))
 			continue
 		}
 		removed = append(removed, name)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// linkExists: a veth's host end vanishes by itself once the kernel frees
+// the netns of its pod (the runtime was killed, the namespace's last
+// reference goes asynchronously) or once its peer is deleted, so a failed
+// delete of a link that is gone anyway is not a leftover.
+func linkExists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
 }
 
 // NftTables lists the nftables tables as "family name", through the nft

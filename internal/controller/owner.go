@@ -78,13 +78,12 @@ func (r *Reconciler) scaleStatefulSet(ctx context.Context, ns, name string, repl
 // the pod would be one too many and deleted; scaled up first, the
 // StatefulSet finds the name taken and waits. Without the revision the
 // StatefulSet would take the pod for outdated and replace it.
-func (r *Reconciler) handBackToStatefulSet(ctx context.Context, s *scope, target *corev1.Pod) (bool, error) {
-	wl := s.m.Status.Workload
-	if err := r.scaleStatefulSet(ctx, s.m.Namespace, wl.Name, ptrOr(wl.Replicas)); err != nil {
+func (r *Reconciler) handBackToStatefulSet(ctx context.Context, ns, set string, replicas int32, target *corev1.Pod) (bool, error) {
+	if err := r.scaleStatefulSet(ctx, ns, set, replicas); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
 	sts := &appsv1.StatefulSet{}
-	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: s.m.Namespace, Name: wl.Name}, sts); err != nil {
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: set}, sts); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
 	if owner := metav1.GetControllerOf(target); owner != nil && owner.UID == sts.UID {

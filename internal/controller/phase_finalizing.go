@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -29,6 +30,11 @@ import (
 // Each step is a condition, so a restart resumes at the first undone one.
 func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconcile.Result, error) {
 	st := &s.m.Status
+	if r.swapping(s) {
+		// The shadow has the stream; the identity swap moves it into the
+		// StatefulSet's name and deletes it on the way.
+		return r.finishSwap(ctx, s)
+	}
 	target, res, lost := r.liveTarget(ctx, s)
 	if lost {
 		return res, nil
@@ -61,22 +67,58 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 			return res, err
 		}
 	}
-	if err := r.Agents.Cleanup(ctx, st.SourceNode, st.Checkpoint.ID); err != nil {
-		return reconcile.Result{}, fmt.Errorf("removing the checkpoint from %s: %w", st.SourceNode, err)
-	}
-	if err := r.Agents.Cleanup(ctx, st.TargetNode, st.Checkpoint.ID); err != nil {
-		return reconcile.Result{}, fmt.Errorf("removing the checkpoint from %s: %w", st.TargetNode, err)
-	}
-	if err := r.deleteSavedTarget(ctx, s); err != nil {
+	if err := r.cleanupCheckpoint(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}
 	if !s.isDone(v1alpha1.ConditionOwnershipTransferred) {
 		msg, done, err := r.transferOwnership(ctx, s, target)
+		var f *failure
+		if errors.As(err, &f) {
+			return s.fail(f.reason, "%s", f.msg)
+		}
 		if err != nil || !done {
 			return s.poll(), err
 		}
 		s.done(v1alpha1.ConditionOwnershipTransferred, msg)
 	}
+	r.complete(s)
+	return reconcile.Result{}, nil
+}
+
+// cleanupCheckpoint removes the checkpoint from both nodes (it holds the
+// workload's memory, secrets included).
+func (r *Reconciler) cleanupCheckpoint(ctx context.Context, s *scope) error {
+	st := &s.m.Status
+	for _, node := range []string{st.SourceNode, st.TargetNode} {
+		if err := r.Agents.Cleanup(ctx, node, st.Checkpoint.ID); err != nil {
+			return fmt.Errorf("removing the checkpoint from %s: %w", node, err)
+		}
+	}
+	return r.deleteSavedTarget(ctx, s)
+}
+
+// swapping: a StatefulSet's ShadowPod migration whose shadow has taken the
+// stream over, now waiting for its identity swap.
+func (r *Reconciler) swapping(s *scope) bool {
+	st := &s.m.Status
+	return st.Workload != nil && st.Workload.Kind == "StatefulSet" && st.Strategy == v1alpha1.StrategyShadowPod &&
+		s.isDone(v1alpha1.ConditionSourceStopped) && (!s.hasBroker() || s.isDone(v1alpha1.ConditionTopologyRestored)) &&
+		!s.isDone(v1alpha1.ConditionOwnershipTransferred)
+}
+
+func (r *Reconciler) finishSwap(ctx context.Context, s *scope) (reconcile.Result, error) {
+	if err := r.cleanupCheckpoint(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	}
+	msg, done, err := r.swapIdentity(ctx, s)
+	var f *failure
+	if errors.As(err, &f) {
+		return s.fail(f.reason, "%s", f.msg)
+	}
+	if err != nil || !done {
+		return s.poll(), err
+	}
+	s.done(v1alpha1.ConditionOwnershipTransferred, msg)
 	r.complete(s)
 	return reconcile.Result{}, nil
 }
@@ -239,7 +281,7 @@ func (r *Reconciler) transferOwnership(ctx context.Context, s *scope, target *co
 	wl := s.m.Status.Workload
 	switch wl.Kind {
 	case "StatefulSet":
-		done, err := r.handBackToStatefulSet(ctx, s, target)
+		done, err := r.handBackToStatefulSet(ctx, s.m.Namespace, wl.Name, ptrOr(wl.Replicas), target)
 		return fmt.Sprintf("StatefulSet %s owns %s again, scaled back to %d", wl.Name, target.Name, ptrOr(wl.Replicas)), done, err
 	case "Deployment", "ReplicaSet":
 		owner := metav1.GetControllerOf(target)
@@ -250,3 +292,8 @@ func (r *Reconciler) transferOwnership(ctx context.Context, s *scope, target *co
 	}
 	return "target pod " + target.Name + " is a pod without a controller, like its source", true, nil
 }
+
+// failure is an error that fails the migration instead of being retried.
+type failure struct{ reason, msg string }
+
+func (f *failure) Error() string { return f.reason + ": " + f.msg }

@@ -67,6 +67,9 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	st.TargetNode, st.TargetNodeReason = placement.Node, placement.Reason
 	st.TransferMode, st.ReplayMode = mode, m.Spec.EffectiveReplayMode()
 	st.TargetPod = migration.TargetPodName(pod.Name, strategy)
+	if isSwap(m) {
+		st.TargetPod = m.Annotations[AnnotationSwapPod]
+	}
 	s.event(corev1.EventTypeNormal, v1alpha1.ReasonStarted, "Start", "migrating %s from %s to %s (%s, %s transfer)", pod.Name, st.SourceNode, st.TargetNode, strategy, mode)
 	s.enter(v1alpha1.PhaseCheckpointing)
 	return next(), nil
@@ -117,6 +120,9 @@ func (r *Reconciler) repository(m *v1alpha1.StatefulMigration) string {
 
 // place validates spec.targetNode or chooses a node.
 func (r *Reconciler) place(ctx context.Context, m *v1alpha1.StatefulMigration, pod *corev1.Pod) (migration.Placement, error) {
+	if isSwap(m) {
+		return migration.Placement{Node: pod.Spec.NodeName, Reason: "identity swap of " + m.Annotations[AnnotationSwapFor] + ": same node, new name"}, nil
+	}
 	if m.Spec.TargetNode != "" {
 		n := &corev1.Node{}
 		err := r.Get(ctx, client.ObjectKey{Name: m.Spec.TargetNode}, n)

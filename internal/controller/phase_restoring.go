@@ -31,14 +31,14 @@ func (r *Reconciler) reconcileRestoring(ctx context.Context, s *scope) (reconcil
 	if msg := restoreFailure(target, st.ContainerName); msg != "" {
 		return s.fail(v1alpha1.ReasonRestoreFailed, "target pod %s on %s: %s", target.Name, st.TargetNode, msg)
 	}
-	if wl := st.Workload; wl != nil && wl.Kind == "StatefulSet" && !s.isDone(v1alpha1.ConditionOwnershipTransferred) {
+	if set, replicas, ok := statefulSetTakingTarget(s.m); ok && !s.isDone(v1alpha1.ConditionOwnershipTransferred) {
 		// Handed back as soon as it exists: the cutover gate, not the
 		// labels, keeps it out of its Services until it has caught up, so
 		// it joins them the moment the gate opens.
-		if _, err := r.handBackToStatefulSet(ctx, s, target); err != nil {
+		if _, err := r.handBackToStatefulSet(ctx, s.m.Namespace, set, replicas, target); err != nil {
 			return reconcile.Result{}, err
 		}
-		s.done(v1alpha1.ConditionOwnershipTransferred, fmt.Sprintf("StatefulSet %s owns %s again, scaled back to %d", wl.Name, target.Name, ptrOr(wl.Replicas)))
+		s.done(v1alpha1.ConditionOwnershipTransferred, fmt.Sprintf("StatefulSet %s owns %s again, scaled back to %d", set, target.Name, replicas))
 	}
 	if !render.ContainersReady(target) {
 		return s.poll(), nil
@@ -82,6 +82,11 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 			return reconcile.Result{}, err
 		}
 		pod = r.renderTarget(s, src)
+		if isSwap(s.m) {
+			if err := r.prepareSwapTarget(ctx, s.m, pod); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
 	}
 	if err := r.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
 		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
@@ -139,4 +144,17 @@ func restoreFailure(p *corev1.Pod, container string) string {
 		}
 	}
 	return ""
+}
+
+// statefulSetTakingTarget names the StatefulSet whose pod the target is:
+// a Sequential migration's own, or an identity swap's.
+func statefulSetTakingTarget(m *v1alpha1.StatefulMigration) (string, int32, bool) {
+	if isSwap(m) {
+		set, replicas := swapOwner(m)
+		return set, replicas, true
+	}
+	if wl := m.Status.Workload; wl != nil && wl.Kind == "StatefulSet" && m.Status.Strategy == v1alpha1.StrategySequential {
+		return wl.Name, ptrOr(wl.Replicas), true
+	}
+	return "", 0, false
 }

@@ -49,6 +49,14 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 			n := int32(p.Primary.Consumers)
 			rec.PrimaryConsumersAtStop = &n
 		}
+		if wl := s.m.Status.Workload; wl != nil && wl.Kind == "StatefulSet" && !needGone {
+			// A ShadowPod source of a StatefulSet: one replica fewer, so the
+			// StatefulSet does not bring the source back; the identity swap
+			// scales it back with the target in the pod's name.
+			if err := r.scaleStatefulSet(ctx, s.m.Namespace, wl.Name, ptrOr(wl.Replicas)-1); err != nil {
+				return false, err
+			}
+		}
 		if target != nil {
 			if err := r.handOverToReplicaSet(ctx, pod, target); err != nil {
 				return false, fmt.Errorf("handing %s over to its ReplicaSet: %w", target.Name, err)

@@ -110,8 +110,9 @@ func PastPointOfNoReturn(st *v1alpha1.StatefulMigrationStatus) bool {
 //     the target as the source goes. A Sequential move gains nothing there
 //     (the name changes anyway) and is refused.
 //   - StatefulSet pods move Sequentially (the target takes the source's
-//     name; the StatefulSet is scaled down by one meanwhile, so only its
-//     highest ordinal can move) or as a ShadowPod with an identity swap.
+//     name) or as a ShadowPod followed by an identity swap into that name;
+//     either way the StatefulSet is scaled down by one meanwhile, so only
+//     its highest ordinal can move.
 func CheckWorkload(kind string, strategy v1alpha1.MigrationStrategy, swap v1alpha1.IdentitySwapMode, ordinal, replicas int) (bool, string) {
 	switch kind {
 	case "Pod":
@@ -122,14 +123,11 @@ func CheckWorkload(kind string, strategy v1alpha1.MigrationStrategy, swap v1alph
 		}
 		return true, ""
 	case "StatefulSet":
-		if strategy == v1alpha1.StrategyShadowPod {
-			if swap == v1alpha1.IdentitySwapNone || swap == "" {
-				return false, "a StatefulSet pod moved as a ShadowPod would lose its StatefulSet identity; set identitySwapMode or use migrationStrategy Sequential"
-			}
-			return false, "identitySwapMode " + string(swap) + " is not implemented yet; use migrationStrategy Sequential"
+		if strategy == v1alpha1.StrategyShadowPod && (swap == v1alpha1.IdentitySwapNone || swap == "") {
+			return false, "a StatefulSet pod moved as a ShadowPod would lose its StatefulSet identity; set identitySwapMode or use migrationStrategy Sequential"
 		}
 		if ordinal != replicas-1 {
-			return false, fmt.Sprintf("only the highest ordinal (%d) of a StatefulSet can move Sequentially: the StatefulSet is scaled down by one while its pod moves; this pod has ordinal %d", replicas-1, ordinal)
+			return false, fmt.Sprintf("only the highest ordinal (%d) of a StatefulSet can move: the StatefulSet is scaled down by one while its pod moves; this pod has ordinal %d", replicas-1, ordinal)
 		}
 		return true, ""
 	}

@@ -182,6 +182,8 @@ func TestCheckWorkload(t *testing.T) {
 		{"StatefulSet", v1alpha1.StrategySequential, "", 0, 3, false},
 		{"StatefulSet", v1alpha1.StrategySequential, "", 2, 3, true},
 		{"StatefulSet", v1alpha1.StrategyShadowPod, v1alpha1.IdentitySwapNone, 0, 1, false},
+		{"StatefulSet", v1alpha1.StrategyShadowPod, v1alpha1.IdentitySwapExchangeFence, 0, 1, true},
+		{"StatefulSet", v1alpha1.StrategyShadowPod, v1alpha1.IdentitySwapExchangeFence, 0, 2, false},
 		{"Job", v1alpha1.StrategyShadowPod, "", 0, 1, false},
 	} {
 		ok, why := CheckWorkload(tc.kind, tc.strategy, tc.swap, tc.ordinal, tc.replicas)

@@ -158,6 +158,18 @@ func TestSequentialStatefulSet(t *testing.T) {
 		spec: v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferRegistry}})
 }
 
+func TestShadowPodStatefulSetExchangeFenceRegistry(t *testing.T) {
+	run(t, scenario{kind: demo.KindStatefulSet, exactly: true, strategy: v1alpha1.StrategyShadowPod,
+		spec: v1alpha1.StatefulMigrationSpec{MigrationStrategy: v1alpha1.StrategyShadowPod,
+			IdentitySwapMode: v1alpha1.IdentitySwapExchangeFence, TransferMode: v1alpha1.TransferRegistry}})
+}
+
+func TestShadowPodStatefulSetExchangeFenceDirect(t *testing.T) {
+	run(t, scenario{kind: demo.KindStatefulSet, exactly: true, strategy: v1alpha1.StrategyShadowPod,
+		spec: v1alpha1.StatefulMigrationSpec{MigrationStrategy: v1alpha1.StrategyShadowPod,
+			IdentitySwapMode: v1alpha1.IdentitySwapExchangeFence, TransferMode: v1alpha1.TransferDirect}})
+}
+
 // A workload written for MS2M, speaking only the control protocol, without
 // the SDK: it migrates, at least once (it neither de-duplicates nor
 // notices the restore).

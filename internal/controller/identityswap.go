@@ -1,0 +1,117 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+)
+
+// A StatefulSet pod moved as a ShadowPod (identitySwapMode set) ends up
+// serving as <pod>-shadow, outside its StatefulSet. The identity swap moves
+// it once more, on the same node, into the StatefulSet's name: a second
+// migration, child of the first, whose replay queue is the fence — bound
+// before the shadow's checkpoint, it holds every message the shadow applies
+// meanwhile, and the SDK skips what the checkpoint already had. The
+// StatefulSet stays scaled down by one from the first cutover until the
+// swap's target, carrying the pod's name, is handed back to it.
+const (
+	// AnnotationSwapFor marks an identity-swap migration with its parent.
+	AnnotationSwapFor = "migration.ms2m.io/identity-swap-for"
+	// AnnotationSwapPod is the StatefulSet pod name the swap restores into.
+	AnnotationSwapPod = "migration.ms2m.io/identity-swap-pod"
+	// AnnotationSwapSet and AnnotationSwapReplicas name the StatefulSet and
+	// the replicas to scale it back to.
+	AnnotationSwapSet      = "migration.ms2m.io/identity-swap-statefulset"
+	AnnotationSwapReplicas = "migration.ms2m.io/identity-swap-replicas"
+)
+
+// isSwap reports whether m is an identity swap.
+func isSwap(m *v1alpha1.StatefulMigration) bool { return m.Annotations[AnnotationSwapFor] != "" }
+
+func swapName(parent *v1alpha1.StatefulMigration) string {
+	n := parent.Name + "-swap"
+	if len(n) > 63 {
+		n = n[:58] + "-swap"
+	}
+	return n
+}
+
+// swapIdentity creates the parent's identity swap and reports whether it
+// has completed; its failure fails the parent.
+func (r *Reconciler) swapIdentity(ctx context.Context, s *scope) (string, bool, error) {
+	p := s.m
+	wl := p.Status.Workload
+	shadow := p.Status.TargetPod
+	child := &v1alpha1.StatefulMigration{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: swapName(p)}, child)
+	if apierrors.IsNotFound(err) {
+		replay := v1alpha1.ReplayDrain
+		if p.Spec.EffectiveIdentitySwapMode() == v1alpha1.IdentitySwapCutoff {
+			replay = v1alpha1.ReplayCutoff
+		}
+		child = &v1alpha1.StatefulMigration{
+			ObjectMeta: metav1.ObjectMeta{Name: swapName(p), Namespace: p.Namespace, Annotations: map[string]string{
+				AnnotationSwapFor: p.Name, AnnotationSwapPod: p.Spec.SourcePod, AnnotationSwapSet: wl.Name,
+				AnnotationSwapReplicas: strconv.Itoa(int(ptrOr(wl.Replicas)))}},
+			Spec: v1alpha1.StatefulMigrationSpec{SourcePod: shadow, ContainerName: p.Status.ContainerName,
+				TargetNode: p.Status.TargetNode, MigrationStrategy: v1alpha1.StrategyShadowPod,
+				TransferMode: p.Status.TransferMode, CheckpointImageRepository: p.Spec.CheckpointImageRepository,
+				ReplayMode: replay, ReplayCutoffSeconds: p.Spec.ReplayCutoffSeconds,
+				MessageQueueConfig: p.Spec.MessageQueueConfig.DeepCopy(), Timeouts: p.Spec.Timeouts.DeepCopy()},
+		}
+		if err := controllerutil.SetOwnerReference(p, child, r.Scheme); err != nil {
+			return "", false, err
+		}
+		if err := r.Create(ctx, child); err != nil && !apierrors.IsAlreadyExists(err) {
+			return "", false, err
+		}
+		s.event(corev1.EventTypeNormal, "IdentitySwap", "Finalize", "swapping %s into the StatefulSet's pod %s with migration %s", shadow, p.Spec.SourcePod, child.Name)
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	switch child.Status.Phase {
+	case v1alpha1.PhaseCompleted:
+		p.Status.TargetPod = child.Status.TargetPod
+		return fmt.Sprintf("identity swap %s restored %s into %s, owned by StatefulSet %s again", child.Name, shadow, child.Status.TargetPod, wl.Name), true, nil
+	case v1alpha1.PhaseFailed:
+		return "", false, &failure{reason: v1alpha1.ReasonCutoverFailed, msg: fmt.Sprintf("identity swap %s failed (%s): %s; %s keeps serving outside its StatefulSet",
+			child.Name, child.Status.FailureReason, child.Status.FailureMessage, shadow)}
+	}
+	return "", false, nil
+}
+
+// swapOwner is the StatefulSet an identity swap hands its target to.
+func swapOwner(m *v1alpha1.StatefulMigration) (string, int32) {
+	n, _ := strconv.Atoi(m.Annotations[AnnotationSwapReplicas])
+	return m.Annotations[AnnotationSwapSet], int32(n)
+}
+
+// prepareSwapTarget gives an identity swap's target the StatefulSet pod's
+// DNS identity and keeps it from being adopted (and deleted as one too
+// many) by the scaled-down StatefulSet until it is handed back.
+func (r *Reconciler) prepareSwapTarget(ctx context.Context, m *v1alpha1.StatefulMigration, pod *corev1.Pod) error {
+	set, _ := swapOwner(m)
+	sts := &appsv1.StatefulSet{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: set}, sts); err != nil {
+		return err
+	}
+	pod.Spec.Hostname, pod.Spec.Subdomain = pod.Name, sts.Spec.ServiceName
+	if sts.Spec.Selector != nil {
+		for k := range sts.Spec.Selector.MatchLabels {
+			delete(pod.Labels, k)
+		}
+	}
+	return nil
+}
+

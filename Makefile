@@ -97,3 +97,9 @@ test-e2e: ms2m ## live migrations in the lab under a producer: up, e2e suite, do
 
 demo: ms2m ## the demo: lab up, ms2m deployed, a live consumer migrated node-a -> node-b, report
 	$(BIN)/ms2m demo --workload Deployment
+
+##@ Bench (in the lab; needs root)
+BENCH_PRESET ?= quick
+.PHONY: bench
+bench: ms2m ## every migration mode across rates and state sizes: CSV, report, plots in ~/.cache/ms2m/bench/PRESET; resumable (BENCH_PRESET=quick|full, BENCH_ARGS="--out DIR --reps 5 ...")
+	$(BIN)/ms2m bench --preset $(BENCH_PRESET) $(BENCH_ARGS)

@@ -1,0 +1,124 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// scripted plays the lab: every run completes with a total that depends
+// on the mode and rate, and cancel interrupts the bench at a given run.
+type scripted struct {
+	calls    []string
+	cancelAt int
+	cancel   context.CancelFunc
+}
+
+func (s *scripted) Do(_ context.Context, run Run) Row {
+	s.calls = append(s.calls, run.String())
+	if len(s.calls) == s.cancelAt {
+		s.cancel()
+	}
+	r := completed(run)
+	total := float64(run.Rate) * 100
+	downtime := 0.0
+	if run.Mode.Name == "cold" {
+		total, downtime = total*4, 30000
+	}
+	r.Values = map[string]float64{ColTotal: total, ColDowntime: downtime, ColFreeze: 300, ColLost: 0, ColDuplicated: 0,
+		PhaseColumn("Checkpointing"): total / 2, PhaseColumn("Replaying"): total / 2}
+	return r
+}
+
+func TestExecuteResumes(t *testing.T) {
+	c := testConfig(t)
+	m, _ := c.Matrix("small", Preset{})
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &scripted{cancelAt: 3, cancel: cancel}
+	o := Options{Dir: dir, Matrix: m, Meta: Meta{Preset: "small", Config: c}, Progress: io.Discard}
+	if err := Execute(ctx, s, o); err == nil {
+		t.Fatal("an interrupted bench reported success")
+	}
+	rows, _ := ReadCSVFile(filepath.Join(dir, ResultsFile))
+	if len(rows) != 2 {
+		t.Fatalf("%d rows after an interruption at run 3: want the two finished runs, not the interrupted one", len(rows))
+	}
+	s2 := &scripted{}
+	if err := Execute(context.Background(), s2, o); err != nil {
+		t.Fatal(err)
+	}
+	if len(s2.calls) != len(m.Runs())-2 || s2.calls[0] != m.Runs()[2].String() {
+		t.Fatalf("resumed with %v", s2.calls)
+	}
+	s3 := &scripted{}
+	if err := Execute(context.Background(), s3, o); err != nil || len(s3.calls) != 0 {
+		t.Fatalf("a complete directory ran %v (%v)", s3.calls, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ReportFile)); err != nil {
+		t.Fatal("no report written")
+	}
+}
+
+func TestReport(t *testing.T) {
+	c := testConfig(t)
+	m, _ := c.Matrix("small", Preset{})
+	dir := t.TempDir()
+	if err := Execute(context.Background(), &scripted{}, Options{Dir: dir, Matrix: m, Meta: Meta{Preset: "small", Config: c, Command: "ms2m bench --preset small"}, Progress: io.Discard}); err != nil {
+		t.Fatal(err)
+	}
+	// one failure, to be listed
+	rows, _ := ReadCSVFile(filepath.Join(dir, ResultsFile))
+	mode, _ := c.Mode("direct")
+	bad := failed(Run{Mode: mode, Rate: 60, State: "1Mi", Rep: 1})
+	bad.Error = "migration failed in Replaying: ReplayTimedOut | 90s"
+	if err := WriteCSVFile(filepath.Join(dir, ResultsFile), append(rows, bad)); err != nil {
+		t.Fatal(err)
+	}
+	// regenerated from the directory alone
+	for _, f := range []string{ReportFile, "downtime.png"} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	if err := WriteReport(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ReportFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := string(b)
+	for _, want := range []string{
+		"# ms2m bench: small preset",
+		"`ms2m bench --preset small`",
+		"| `cold` (baseline) | StatefulSet | Sequential |",
+		"| `ms2m` (MS2M) | Pod | ShadowPod |",
+		// ms2m at 10 msg/s: 1 s against cold's 4 s; no downtime against 30 s
+		"| `ms2m` | 1Mi | 1.0 s, 0.25×, 1.00× | 6.0 s, 0.25×, 1.00× |",
+		"| `ms2m` | 1Mi | 0 ms, 0.00×, 1.00× | 0 ms, 0.00×, 1.00× |",
+		"| `cold` | 1Mi | 4.0 s [4.0 s–4.0 s] | 24.0 s [24.0 s–24.0 s] |",
+		"## Phases at 60 msg/s",
+		"| `ms2m` | 1Mi | — | 3.0 s (50%) |",
+		"| `direct` | 60 | 1Mi | 1 | Failed | migration failed in Replaying: ReplayTimedOut \\| 90s |",
+		"| `ms2m` | 4 | 0 | 4 | 0 | 0 | 0 |",
+		"![Total migration time vs message rate, state 1Mi](total-vs-rate-1Mi.png)",
+		"![Service downtime per mode (all rates and states)](downtime.png)",
+		"(phases-60-1Mi.png)",
+		"(freeze-vs-state.png)",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(report)
+	}
+	for _, f := range []string{"total-vs-rate-1Mi.png", "downtime.png", "phases-60-1Mi.png", "freeze-vs-state.png"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil || len(b) < 1000 || string(b[1:4]) != "PNG" {
+			t.Errorf("%s: not a PNG (%d bytes, %v)", f, len(b), err)
+		}
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-
 )
 
 // open dials and sets up the control queue's consumer and the data channel.

@@ -56,7 +56,7 @@ func replayBench(b *testing.B, url string, prefetch int, n int64, snap sdk.Snaps
 		b.Fatal(err)
 	}
 	c, err := sdk.NewConsumer(sdk.Config{URL: url, Queue: primary, Prefetch: prefetch, Restore: &snap,
-		Handler: func(context.Context, sdk.Message) error { return nil },
+		Handler:  func(context.Context, sdk.Message) error { return nil },
 		Identity: sdk.IdentityFiles{Name: filepath.Join(dir, "name")}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-
 )
 
 // errRestored ends a session whose process was restored into a new pod: its

@@ -53,4 +53,3 @@ func problemReason(problems []string) string {
 	reason, _, _ := strings.Cut(problems[0], ":")
 	return reason
 }
-

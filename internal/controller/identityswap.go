@@ -114,4 +114,3 @@ func (r *Reconciler) prepareSwapTarget(ctx context.Context, m *v1alpha1.Stateful
 	}
 	return nil
 }
-

@@ -77,7 +77,9 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	before := replayQueues(t)
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) })
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	})
 	res, err := demo.Run(ctx, demo.Options{
 		Client: k8s, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), Exchange: "e2e",
 		Workload: demo.Workload{Kind: sc.kind, Namespace: ns, Name: "consumer", Image: sc.image, AMQPURL: rmq.AMQPURL(),

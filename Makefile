@@ -82,7 +82,7 @@ test-lab: ms2m ## up, lab tests, down, then check that down left nothing behind
 	$(BIN)/ms2m lab down
 	$(BIN)/ms2m lab snapshot -o $(LAB_SNAPSHOT)
 	$(BIN)/ms2m lab up
-	rc=0; go test -tags lab -count=1 -p 1 -timeout 20m ./test/lab || rc=$$?; \
+	rc=0; go test -tags lab -count=1 -p 1 -timeout 20m -v ./test/lab || rc=$$?; \
 		$(BIN)/ms2m lab down || rc=1; \
 		MS2M_LAB_SNAPSHOT=$(LAB_SNAPSHOT) go test -tags lab -count=1 ./test/lab/afterdown || rc=1; \
 		exit $$rc
@@ -91,7 +91,7 @@ test-lab: ms2m ## up, lab tests, down, then check that down left nothing behind
 .PHONY: test-e2e demo
 test-e2e: ms2m ## live migrations in the lab under a producer: up, e2e suite, down
 	$(BIN)/ms2m lab up >/dev/null
-	rc=0; go test -tags e2e -count=1 -p 1 -timeout 45m ./test/e2e || rc=$$?; \
+	rc=0; go test -tags e2e -count=1 -p 1 -timeout 45m -v ./test/e2e || rc=$$?; \
 		$(BIN)/ms2m lab down || rc=1; \
 		exit $$rc
 

@@ -23,6 +23,9 @@ type config struct {
 	// drain is how long HTTP keeps answering after SIGTERM, once the
 	// consumer has stopped taking messages.
 	drain time.Duration
+	// journal, if set, is a file kept open that gets one line per applied
+	// message.
+	journal string
 }
 
 func parseConfig(args []string, getenv func(string) string) (config, error) {
@@ -49,6 +52,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.podInfoDir, "podinfo-dir", env("MS2M_PODINFO_DIR", "/etc/podinfo"), "downward-API directory with uid and name (MS2M_PODINFO_DIR)")
 	fs.StringVar(&c.hostnameFile, "hostname-file", env("MS2M_HOSTNAME_FILE", "/etc/hostname"), "pod name fallback (MS2M_HOSTNAME_FILE)")
 	fs.StringVar(&drain, "shutdown-drain", env("MS2M_SHUTDOWN_DRAIN", "3s"), "after SIGTERM: stop consuming at once, keep answering HTTP this long (MS2M_SHUTDOWN_DRAIN)")
+	fs.StringVar(&c.journal, "journal", env("MS2M_JOURNAL", ""), "append each applied sequence number to this file, kept open (MS2M_JOURNAL); on a node-local volume it pins the pod to its node: a checkpoint carries open files by path, not volume contents")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

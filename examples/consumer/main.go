@@ -38,6 +38,7 @@ type app struct {
 	consumer *sdk.Consumer
 	mem      *memState
 	delay    time.Duration
+	journal  *os.File
 }
 
 func (a *app) handle(ctx context.Context, m sdk.Message) error {
@@ -51,12 +52,25 @@ func (a *app) handle(ctx context.Context, m sdk.Message) error {
 		}
 	}
 	a.mem.apply(m.Seq, m.Body)
+	if a.journal != nil {
+		if _, err := fmt.Fprintf(a.journal, "%d\n", m.Seq); err != nil {
+			return fmt.Errorf("journal: %w", err)
+		}
+	}
 	return nil
 }
 
 // run serves until ctx ends; listening reports the HTTP address once bound.
 func run(ctx context.Context, cfg config, log *slog.Logger, listening func(addr string)) error {
 	a := &app{mem: newMemState(cfg.stateBytes), delay: cfg.delay}
+	if cfg.journal != "" {
+		f, err := os.OpenFile(cfg.journal, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("journal: %w", err)
+		}
+		defer f.Close()
+		a.journal = f
+	}
 	ids := sdk.PodInfoFiles(cfg.podInfoDir)
 	ids.Hostname = cfg.hostnameFile
 	c, err := sdk.NewConsumer(sdk.Config{URL: cfg.amqpURL, Queue: cfg.queue, DeclareQueue: cfg.declare,

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ func TestConsumerServesState(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc, done := make(chan string, 1), make(chan error, 1)
 	cfg := config{amqpURL: b.URL, queue: q, declare: true, prefetch: 2, delay: time.Millisecond,
-		stateBytes: 1 << 20, podInfoDir: dir, hostnameFile: filepath.Join(dir, "hostname")}
+		stateBytes: 1 << 20, podInfoDir: dir, hostnameFile: filepath.Join(dir, "hostname"), journal: filepath.Join(dir, "journal")}
 	go func() {
 		done <- run(ctx, cfg, slog.New(slog.DiscardHandler), func(a string) { addrc <- a })
 	}()
@@ -92,6 +93,13 @@ func TestConsumerServesState(t *testing.T) {
 	}
 	if code := get(t, base+"/healthz", nil); code != 200 {
 		t.Fatalf("/healthz %d", code)
+	}
+	journal, err := os.ReadFile(cfg.journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(journal)), "\n"); len(lines) != n || lines[0] != "1" || lines[n-1] != fmt.Sprint(n) {
+		t.Fatalf("journal holds %d line(s) from %q to %q, want 1..%d", len(lines), lines[0], lines[len(lines)-1], n)
 	}
 }
 

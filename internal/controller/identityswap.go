@@ -54,6 +54,11 @@ func (r *Reconciler) swapIdentity(ctx context.Context, s *scope) (string, bool, 
 	child := &v1alpha1.StatefulMigration{}
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: swapName(p)}, child)
 	if apierrors.IsNotFound(err) {
+		// The swap's target takes the source's name: the source, which let
+		// go of the stream already, must have finished shutting down.
+		if _, err := r.sourcePod(ctx, p); !apierrors.IsNotFound(err) {
+			return "", false, err
+		}
 		replay := v1alpha1.ReplayDrain
 		if p.Spec.EffectiveIdentitySwapMode() == v1alpha1.IdentitySwapCutoff {
 			replay = v1alpha1.ReplayCutoff

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -241,7 +240,9 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 		return
 	}
 	image := pod.Spec.Containers[0].Image
-	restore := pod.Labels[render.LabelRole] == render.RoleTarget
+	// The checkpoint image, not a label: a target handed back to its
+	// StatefulSet loses ms2m's role label before the kubelet starts it.
+	restore := pod.Annotations[render.AnnotationCheckpointImage] != ""
 	if restore && holdRestore {
 		return
 	}
@@ -320,7 +321,7 @@ func (s *nodeSim) setStatus(ctx context.Context, pod *corev1.Pod, phase corev1.P
 	pod.Status.Phase = phase
 	pod.Status.PodIP = ""
 	setPodCondition(pod, corev1.ContainersReady, cond)
-	if !strings.Contains(pod.Name, "-shadow") || render.CutoverOpen(pod) {
+	if len(pod.Spec.ReadinessGates) == 0 || render.CutoverOpen(pod) {
 		setPodCondition(pod, corev1.PodReady, cond)
 	}
 	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: pod.Spec.Containers[0].Name, Image: pod.Spec.Containers[0].Image, Ready: ready, State: *state}}

@@ -67,6 +67,9 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 			return res, err
 		}
 	}
+	if r.swapping(s) {
+		return r.finishSwap(ctx, s)
+	}
 	if err := r.cleanupCheckpoint(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}

@@ -91,7 +91,7 @@ type Reconciler struct {
 	Options    Options
 }
 
-// +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
@@ -104,8 +104,8 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
-// SetupWithManager registers the controller: migrations, and the pods they
-// create (labelled with their migration) wake it.
+// SetupWithManager registers the controller: migrations, their identity
+// swaps, and the pods they create (labelled with their migration) wake it.
 func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 	r.Options = r.Options.withDefaults()
 	if r.Clock == nil {
@@ -123,6 +123,8 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 	})
 	return builder.ControllerManagedBy(mgr).
 		For(&v1alpha1.StatefulMigration{}).
+		// An identity swap is a child migration: its progress wakes its parent.
+		Owns(&v1alpha1.StatefulMigration{}).
 		Watches(&corev1.Pod{}, podToMigration).
 		WithOptions(crcontroller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
 		Named("statefulmigration").

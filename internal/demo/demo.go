@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -40,7 +41,10 @@ type Options struct {
 
 // Result is what a run measured.
 type Result struct {
-	Migration          *v1alpha1.StatefulMigration
+	Migration *v1alpha1.StatefulMigration
+	// Serving is the pod whose state was checked: the target, or the
+	// source of a migration that rolled back.
+	Serving            string
 	Measures           Measures
 	Published, Applied int64
 	Lost, Duplicated   int64
@@ -100,9 +104,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("migration %s: %w (phase %s)", m.Name, err, m.Status.Phase)
 	}
-	res := &Result{Migration: m}
+	res := &Result{Migration: m, Serving: m.Status.TargetPod}
+	var failed error
 	if m.Status.Phase == v1alpha1.PhaseFailed {
-		return res, fmt.Errorf("migration failed in %s: %s: %s", m.Status.FailedPhase, m.Status.FailureReason, m.Status.FailureMessage)
+		failed = fmt.Errorf("migration failed in %s: %s: %s", m.Status.FailedPhase, m.Status.FailureReason, m.Status.FailureMessage)
+		if !rolledBack(m) {
+			return res, failed
+		}
+		// Rolled back: the source must have served on, nothing lost.
+		res.Serving = source
+		fmt.Fprintf(o.Out, "%v\nrolled back: checking that %s kept serving\n", failed, source)
 	}
 	sleep(ctx, o.Settle)
 	pub := prod.stop()
@@ -112,10 +123,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Published, res.Reference = pub.LastSeq, pub.Digest.String()
 	res.SteadyInterval = time.Second / time.Duration(o.Rate)
 
-	// The target must reach the last message; then its state is compared.
-	ip, err := podIP(ctx, c, w.Namespace, m.Status.TargetPod)
+	// The serving pod must reach the last message; then its state is
+	// compared.
+	ip, err := podIP(ctx, c, w.Namespace, res.Serving)
 	if err != nil {
-		return res, err
+		return res, errors.Join(failed, err)
 	}
 	var st State
 	err = poll(ctx, 2*time.Minute, func() (bool, error) {
@@ -123,13 +135,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return err == nil && st.LastSeq >= pub.LastSeq, nil
 	})
 	if err != nil {
-		return res, fmt.Errorf("target %s did not reach seq %d (at %d): %w", m.Status.TargetPod, pub.LastSeq, st.LastSeq, err)
+		return res, errors.Join(failed, fmt.Errorf("%s did not reach seq %d (at %d): %w", res.Serving, pub.LastSeq, st.LastSeq, err))
 	}
 	res.Applied, res.Digest, res.StateIntact = st.Processed, st.Digest, st.State.Intact
 	res.Lost = st.Counters.Missing + max(pub.LastSeq-st.LastSeq, 0)
 	res.Duplicated = max(st.Processed-st.Unsequenced-(st.LastSeq-st.Counters.Missing), 0)
 	res.DigestMatch = st.Digest == res.Reference && st.LastSeq == pub.LastSeq
-	return res, nil
+	return res, failed
+}
+
+func rolledBack(m *v1alpha1.StatefulMigration) bool {
+	c := meta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionRolledBack)
+	return c != nil && c.Status == metav1.ConditionTrue
 }
 
 type producer struct {
@@ -285,7 +302,7 @@ func Report(w io.Writer, r *Result) {
 	if r.DigestMatch {
 		match = "match"
 	}
-	fmt.Fprintf(w, "messages:         %d published, %d applied, %d lost, %d duplicated; memory intact: %v\n", r.Published, r.Applied, r.Lost, r.Duplicated, r.StateIntact)
+	fmt.Fprintf(w, "messages:         %d published, %d applied by %s, %d lost, %d duplicated; memory intact: %v\n", r.Published, r.Applied, r.Serving, r.Lost, r.Duplicated, r.StateIntact)
 	fmt.Fprintf(w, "digest:           %s (consumer %.16s..., reference %.16s...)\n", match, r.Digest, r.Reference)
 	fmt.Fprintf(w, "RESULT strategy=%s transfer=%s lost=%d duplicated=%d digest=%s downtime_ms=%d stall_ms=%d gap_ms=%d total_ms=%d\n",
 		st.Strategy, st.TransferMode, r.Lost, r.Duplicated, match, mm.Downtime.Milliseconds(), mm.MaxStall.Milliseconds(), mm.MaxGap.Milliseconds(), total.Milliseconds())

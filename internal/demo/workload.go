@@ -38,11 +38,27 @@ type Workload struct {
 	StateBytes string
 	Prefetch   int
 	Node       string
+	// Journal, if set, has the consumer journal applied messages to this
+	// file name on a node-local emptyDir volume: state a checkpoint does not
+	// carry (it holds open files by path, not volume contents), so the pod
+	// cannot be restored on another node.
+	Journal string
 }
 
 func (w Workload) labels() map[string]string { return map[string]string{"app": w.Name} }
 
 func (w Workload) podSpec() corev1.PodSpec {
+	spec := w.baseSpec()
+	if w.Journal != "" {
+		c := &spec.Containers[0]
+		c.Env = append(c.Env, corev1.EnvVar{Name: "MS2M_JOURNAL", Value: "/scratch/" + w.Journal})
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "scratch", MountPath: "/scratch"})
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	}
+	return spec
+}
+
+func (w Workload) baseSpec() corev1.PodSpec {
 	return corev1.PodSpec{
 		NodeSelector:                  map[string]string{"kubernetes.io/hostname": w.Node},
 		TerminationGracePeriodSeconds: ptr.To[int64](5),

@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -146,7 +147,11 @@ func WaitReady(ctx context.Context, c client.Client, namespace string, timeout t
 		ds := &appsv1.DaemonSet{}
 		errD := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "ms2m-manager"}, dep)
 		errA := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "ms2m-agent"}, ds)
+		// A rollout is over once the old manager is gone, not merely once
+		// the new one is up: until then the old one may still hold the
+		// leader lease and reconcile with the old code.
 		if errD == nil && errA == nil && dep.Status.ObservedGeneration >= dep.Generation && dep.Status.UpdatedReplicas == *dep.Spec.Replicas &&
+			dep.Status.Replicas == *dep.Spec.Replicas && ptrOr(dep.Status.TerminatingReplicas) == 0 && noTerminating(ctx, c, namespace, dep.Spec.Selector) &&
 			dep.Status.AvailableReplicas == *dep.Spec.Replicas && ds.Status.ObservedGeneration >= ds.Generation &&
 			ds.Status.DesiredNumberScheduled > 0 && ds.Status.NumberReady == ds.Status.DesiredNumberScheduled &&
 			ds.Status.UpdatedNumberScheduled == ds.Status.DesiredNumberScheduled {
@@ -162,6 +167,23 @@ func WaitReady(ctx context.Context, c client.Client, namespace string, timeout t
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// noTerminating: no pod of the selector is shutting down.
+func noTerminating(ctx context.Context, c client.Client, namespace string, sel *metav1.LabelSelector) bool {
+	if sel == nil {
+		return true
+	}
+	pods := &corev1.PodList{}
+	if err := c.List(ctx, pods, client.InNamespace(namespace), client.MatchingLabels(sel.MatchLabels)); err != nil {
+		return false
+	}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func ptrOr(p *int32) int32 {

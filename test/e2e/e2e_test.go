@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -60,6 +61,7 @@ type scenario struct {
 	rate     int
 	exactly  bool // the SDK consumer: exactly once; else at least once
 	strategy v1alpha1.MigrationStrategy
+	journal  string // see demo.Workload.Journal
 }
 
 func run(t *testing.T, sc scenario) *demo.Result {
@@ -226,4 +228,133 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// ---- failures: the source keeps serving, nothing is left behind ----
+
+// failing runs a migration that must fail with reason and roll back: the
+// source served on and applied every published message exactly once, the
+// target pod is gone, and no replay queue is left.
+func failing(t *testing.T, sc scenario, reason string) {
+	t.Helper()
+	rmq := labCfg.RabbitMQ()
+	ns := "e2e-" + strings.ToLower(t.Name()[len("Test"):])
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	before := replayQueues(t)
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	})
+	sc.spec.TargetNode, sc.spec.ReplayCutoffSeconds = "node-b", 30
+	wl := demo.Workload{Kind: sc.kind, Namespace: ns, Name: "consumer", Image: images["consumer"], AMQPURL: rmq.AMQPURL(),
+		Queue: ns, Delay: 10 * time.Millisecond, StateBytes: "1Mi", Prefetch: 10, Node: "node-a", Journal: sc.journal}
+	res, err := demo.Run(ctx, demo.Options{Client: k8s, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), Exchange: "e2e",
+		Workload: wl, Spec: sc.spec, Rate: 20, Warmup: 3 * time.Second, Settle: 3 * time.Second, Timeout: 4 * time.Minute, Out: testWriter{t}})
+	if res == nil || res.Migration == nil {
+		t.Fatalf("no migration ran: %v", err)
+	}
+	m := res.Migration
+	demo.Report(testWriter{t}, res)
+	if m.Status.Phase != v1alpha1.PhaseFailed || m.Status.FailureReason != reason {
+		t.Fatalf("migration %s (%s: %s), want Failed with %s", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage, reason)
+	}
+	if res.Serving != m.Spec.SourcePod {
+		t.Fatalf("state checked on %q, want the source %s (rolled back: %v)", res.Serving, m.Spec.SourcePod, err)
+	}
+	if res.Lost != 0 || res.Duplicated != 0 || !res.DigestMatch {
+		t.Errorf("the source after the rollback: lost=%d duplicated=%d digest match=%v", res.Lost, res.Duplicated, res.DigestMatch)
+	}
+	events := &corev1.EventList{}
+	if err := k8s.List(ctx, events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(events.Items, func(e corev1.Event) bool { return e.Reason == reason && e.Type == corev1.EventTypeWarning }) {
+		t.Errorf("no Warning Event with reason %s", reason)
+	}
+	if m.Status.TargetPod != "" {
+		err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: m.Status.TargetPod}, &corev1.Pod{})
+		if !apierrors.IsNotFound(err) {
+			t.Errorf("target pod %s left behind: %v", m.Status.TargetPod, err)
+		}
+	}
+	if after := replayQueues(t); !slices.Equal(before, after) {
+		t.Errorf("replay queues before %v, after %v", before, after)
+	}
+	t.Logf("failed as expected: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+}
+
+// A consumer that keeps a journal open on a node-local emptyDir volume:
+// the checkpoint holds the open file by path, not the volume's contents,
+// so CRIU on node-b cannot restore it (the file is not there). Real
+// restore failure, real rollback.
+func TestRestoreFailureRollsBack(t *testing.T) {
+	failing(t, scenario{kind: demo.KindPod, journal: "journal", spec: v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferRegistry}},
+		v1alpha1.ReasonRestoreFailed)
+}
+
+// node-b without its agent (the DaemonSet kept off it): the migration is
+// refused before it changes anything.
+func TestTargetWithoutAgentFails(t *testing.T) {
+	withoutAgentOn(t, "node-b")
+	failing(t, scenario{kind: demo.KindPod, spec: v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferDirect}},
+		v1alpha1.ReasonAgentUnavailable)
+}
+
+// withoutAgentOn keeps the agent DaemonSet off node until the test ends.
+func withoutAgentOn(t *testing.T, node string) {
+	t.Helper()
+	ctx := context.Background()
+	key := client.ObjectKey{Namespace: "ms2m-system", Name: "ms2m-agent"}
+	ds := &appsv1.DaemonSet{}
+	if err := k8s.Get(ctx, key, ds); err != nil {
+		t.Fatal(err)
+	}
+	orig := ds.Spec.Template.Spec.Affinity
+	setAffinity := func(a *corev1.Affinity) {
+		t.Helper()
+		if err := k8s.Get(ctx, key, ds); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(ds.DeepCopy())
+		ds.Spec.Template.Spec.Affinity = a
+		if err := k8s.Patch(ctx, ds, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agentsOn := func(node string, ready bool) bool {
+		pods := &corev1.PodList{}
+		if err := k8s.List(ctx, pods, client.InNamespace(key.Namespace), client.MatchingLabels(ds.Spec.Selector.MatchLabels)); err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool {
+			return p.Spec.NodeName == node && (!ready || (p.DeletionTimestamp == nil && podReady(&p)))
+		})
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	setAffinity(&corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
+			Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpNotIn, Values: []string{node}}}}}}}})
+	t.Cleanup(func() {
+		setAffinity(orig)
+		waitFor("the agent back on "+node, func() bool { return agentsOn(node, true) })
+	})
+	waitFor("no agent on "+node, func() bool { return !agentsOn(node, false) })
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

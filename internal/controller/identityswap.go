@@ -73,7 +73,7 @@ func (r *Reconciler) swapIdentity(ctx context.Context, s *scope) (string, bool, 
 				ReplayMode: replay, ReplayCutoffSeconds: p.Spec.ReplayCutoffSeconds,
 				MessageQueueConfig: p.Spec.MessageQueueConfig.DeepCopy(), Timeouts: p.Spec.Timeouts.DeepCopy()},
 		}
-		if err := controllerutil.SetOwnerReference(p, child, r.Scheme); err != nil {
+		if err := controllerutil.SetControllerReference(p, child, r.Scheme); err != nil {
 			return "", false, err
 		}
 		if err := r.Create(ctx, child); err != nil && !apierrors.IsAlreadyExists(err) {

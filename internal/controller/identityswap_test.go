@@ -89,6 +89,7 @@ func TestShadowPodStatefulSetWithoutSwapIsRefused(t *testing.T) {
 	before := w.topology()
 	sts := w.statefulSet("consumer", 1)
 	w.sourcePodOf("consumer-0", sts)
+	w.produce(50)
 	w.startManager()
 	name := w.b.Name("mig")
 	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -29,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/broker/rabbitmq"
@@ -55,10 +58,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	restCfg = cfg
 	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
 	if err == nil {
 		err = createNodes()
+	}
+	if err == nil {
+		restCfg, err = asManager(cfg)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -68,6 +73,32 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	_ = env.Stop()
 	os.Exit(code)
+}
+
+// asManager returns cfg acting as the manager's ServiceAccount, bound to
+// the ClusterRole that `make generate` writes for deployment: the tests run
+// the controller with exactly the permissions it ships with.
+func asManager(cfg *rest.Config) (*rest.Config, error) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", "role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.UnmarshalStrict(raw, role); err != nil {
+		return nil, fmt.Errorf("config/rbac/role.yaml: %w", err)
+	}
+	const ns, sa = "ms2m-system", "ms2m-manager"
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: sa}}}
+	for _, o := range []client.Object{role, binding} {
+		if err := k8s.Create(context.Background(), o); err != nil {
+			return nil, err
+		}
+	}
+	m := rest.CopyConfig(cfg)
+	m.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + sa}
+	return m, nil
 }
 
 // createNodes registers node-a and node-b (Ready) and node-c (NotReady).

@@ -100,6 +100,9 @@ demo: ms2m ## the demo: lab up, ms2m deployed, a live consumer migrated node-a -
 
 ##@ Bench (in the lab; needs root)
 BENCH_PRESET ?= quick
-.PHONY: bench
+.PHONY: bench bench-go
+bench-go: generate ## Go benchmarks of the hot paths (checkpoint image build/push, Direct transfer, SDK replay, broker topology) on a private RabbitMQ
+	hack/with-rabbitmq.sh go test -run '^$$' -bench . -benchmem -count=$${COUNT:-1} ./internal/ckptimage ./internal/agent ./sdk ./internal/broker/rabbitmq
+
 bench: ms2m ## every migration mode across rates and state sizes: CSV, report, plots in ~/.cache/ms2m/bench/PRESET; resumable (BENCH_PRESET=quick|full, BENCH_ARGS="--out DIR --reps 5 ...")
 	$(BIN)/ms2m bench --preset $(BENCH_PRESET) $(BENCH_ARGS)

@@ -51,7 +51,7 @@ RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downt
 			res, err := demo.Run(ctx, demo.Options{
 				Client: cl, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), Exchange: "ms2m.demo",
 				Workload: demo.Workload{Kind: kind, Namespace: "ms2m-demo", Name: "consumer", Image: images["consumer"],
-					AMQPURL: rmq.AMQPURL(), Queue: "orders", Delay: delay, StateBytes: state, Prefetch: 10, Node: "node-a"},
+					AMQPURL: rmq.AMQPURL(), Queue: "ms2m-demo.orders", Delay: delay, StateBytes: state, Prefetch: 10, Node: "node-a"},
 				Spec: v1alpha1.StatefulMigrationSpec{TargetNode: "node-b", MigrationStrategy: v1alpha1.MigrationStrategy(strategy),
 					TransferMode: v1alpha1.TransferMode(transfer), ReplayMode: v1alpha1.ReplayMode(replay),
 					IdentitySwapMode: v1alpha1.IdentitySwapMode(swap), ReplayCutoffSeconds: int32(cutoff)},

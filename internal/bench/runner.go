@@ -54,7 +54,7 @@ func (r *Runner) Do(ctx context.Context, run Run) Row {
 	res, err := demo.Run(ctx, demo.Options{
 		Client: r.Lab.Client, AMQPURL: r.Lab.AMQPURL, ManagementURL: r.Lab.ManagementURL, Exchange: "ms2m.bench",
 		Workload: demo.Workload{Kind: run.Mode.Workload, Namespace: Namespace, Name: "consumer", Image: r.Lab.ConsumerImage,
-			AMQPURL: r.Lab.AMQPURL, Queue: "orders", Delay: s.Delay.Duration, StateBytes: run.State, Prefetch: s.Prefetch,
+			AMQPURL: r.Lab.AMQPURL, Queue: "ms2m-bench.orders", Delay: s.Delay.Duration, StateBytes: run.State, Prefetch: s.Prefetch,
 			Node: r.Lab.SourceNode},
 		Spec: spec, Rate: run.Rate, Warmup: s.Warmup.Duration, Settle: s.Settle.Duration, Timeout: s.Timeout.Duration,
 		Out: r.Log,

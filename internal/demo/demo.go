@@ -69,6 +69,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("starting the %s consumer: %w", w.Kind, err)
 	}
 	fmt.Fprintf(o.Out, "consumer %s/%s (%s) runs on %s\n", w.Namespace, source, w.Kind, w.Node)
+	// Anything else consuming the queue (a workload left from another run
+	// on the same queue name) would take messages the digest expects.
+	if err := poll(ctx, 30*time.Second, func() (bool, error) {
+		n, err := queueConsumers(o.AMQPURL, w.Queue)
+		if err == nil && n > 1 {
+			err = fmt.Errorf("queue %s has %d consumers: something besides %s consumes it", w.Queue, n, source)
+		}
+		return n == 1, err
+	}); err != nil {
+		return nil, err
+	}
 
 	prober := NewProber(c, w.Namespace, w.Name)
 	pctx, stopProbe := context.WithCancel(ctx)
@@ -197,6 +208,20 @@ func (p *producer) stop() sdk.Published {
 
 // resetStream declares the exchange, and the queue afresh (empty), bound by
 // the queue's name.
+func queueConsumers(amqpURL, queue string) (int, error) {
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		return 0, fmt.Errorf("broker at %s: %w", redact(amqpURL), err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	return q.Consumers, err
+}
+
 func resetStream(amqpURL, exchange, queue string) error {
 	conn, err := amqp.Dial(amqpURL)
 	if err != nil {

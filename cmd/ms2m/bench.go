@@ -13,6 +13,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/bench"
 	"github.com/ms2m/ms2m/internal/lab"
+	"github.com/ms2m/ms2m/internal/lab/registry"
 )
 
 func benchCommand() *cobra.Command {
@@ -93,7 +94,11 @@ every mode with the stop-and-copy baseline and the MS2M configuration.
 			rmq := c.RabbitMQ()
 			r := &bench.Runner{
 				Lab: bench.Lab{Client: cl, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), ConsumerImage: images["consumer"],
-					SourceNode: "node-a", TargetNode: "node-b"},
+					SourceNode: "node-a", TargetNode: "node-b",
+					BetweenRuns: func(ctx context.Context) error {
+						_, err := registry.GarbageCollect(ctx, c.RegistryParams())
+						return err
+					}},
 				Settings: cfg.Run,
 				Meter:    bench.Meter{ProcRoot: "/proc", CgroupRoots: roots, Every: 100 * time.Millisecond},
 				Log:      logf,

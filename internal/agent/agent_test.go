@@ -243,6 +243,11 @@ func TestCheckpointTransferAndCleanup(t *testing.T) {
 	if _, err := remote.Index(ref); err == nil {
 		t.Errorf("registry still serves %s after cleanup", ref)
 	}
+	// The manifest, which holds the memory layer, goes with its index.
+	child := ref.Context().Digest(m.Manifests[0].Digest.String())
+	if _, err := remote.Image(child); err == nil {
+		t.Errorf("registry still serves the checkpoint's manifest %s after cleanup", child)
+	}
 	c.runtime.mu.Lock()
 	removed := c.runtime.removed
 	c.runtime.mu.Unlock()

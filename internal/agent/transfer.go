@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
@@ -147,9 +146,7 @@ func (s *Server) Cleanup(ctx context.Context, id string) error {
 		note("archive", os.Remove(op.Result.Archive))
 	}
 	if op, ok := s.transfers.Get(id); ok && op.State == agentapi.OpSucceeded && strings.Contains(op.Result.Image, "@") && !strings.HasPrefix(op.Result.Image, "localhost/") {
-		if ref, err := name.ParseReference(s.cfg.Registry.pushRef(op.Result.Image), name.Insecure); err == nil {
-			note("registry image", remote.Delete(ref, append([]remote.Option{remote.WithContext(ctx)}, s.cfg.Registry.Options...)...))
-		}
+		note("registry image", ckptimage.Delete(ctx, s.cfg.Registry.pushRef(op.Result.Image), s.cfg.Registry.Options...))
 	}
 	note("received archive", os.Remove(s.incomingPath(id)))
 	if s.cfg.Runtime != nil {

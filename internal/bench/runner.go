@@ -23,6 +23,9 @@ type Lab struct {
 	AMQPURL, ManagementURL string
 	ConsumerImage          string
 	SourceNode, TargetNode string
+	// BetweenRuns, if set, runs after each run (the lab's registry garbage
+	// collection: a 512 MiB checkpoint would otherwise stay on disk).
+	BetweenRuns func(context.Context) error
 }
 
 // Runner runs one migration per Run with internal/demo, which measures it
@@ -60,6 +63,14 @@ func (r *Runner) Do(ctx context.Context, run Run) Row {
 		Out: r.Log,
 	})
 	row.setDuration(ColWall, time.Since(row.Started))
+	defer func() {
+		if r.Lab.BetweenRuns == nil {
+			return
+		}
+		if err := r.Lab.BetweenRuns(ctx); err != nil {
+			fmt.Fprintf(r.Log, "between runs: %v\n", err)
+		}
+	}()
 	if err != nil {
 		row.Error = err.Error()
 		fmt.Fprintf(r.Log, "run failed: %v\n", err)

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -129,6 +131,44 @@ func Push(ctx context.Context, idx v1.ImageIndex, ref string, opts ...remote.Opt
 		return name.Digest{}, err
 	}
 	return r.Context().Digest(d.String()), nil
+}
+
+// Delete removes a pushed checkpoint image from its registry: the index
+// and every manifest in it. Deleting the index alone would leave the
+// manifest, and with it the layer that holds the workload's memory,
+// reachable in the repository. What is gone already is not an error.
+func Delete(ctx context.Context, ref string, opts ...remote.Option) error {
+	d, err := name.NewDigest(ref, name.Insecure)
+	if err != nil {
+		return err
+	}
+	opts = append([]remote.Option{remote.WithContext(ctx)}, opts...)
+	idx, err := remote.Index(d, opts...)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", ref, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range im.Manifests {
+		if err := remote.Delete(d.Context().Digest(m.Digest.String()), opts...); err != nil && !isNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	if err := remote.Delete(d, opts...); err != nil && !isNotFound(err) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func isNotFound(err error) bool {
+	var te *transport.Error
+	return errors.As(err, &te) && te.StatusCode == http.StatusNotFound
 }
 
 // Metadata is what the archive says about the checkpointed container.

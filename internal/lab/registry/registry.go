@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ms2m/ms2m/internal/lab/supervise"
@@ -62,4 +64,24 @@ func Healthy(ctx context.Context, addr string) error {
 		return fmt.Errorf("registry /v2/: %s", resp.Status)
 	}
 	return nil
+}
+
+// GarbageCollect frees the storage of blobs no manifest references any
+// more. Deleting a manifest (as agents do with a used checkpoint) only
+// unlinks it: a checkpoint's memory stays on disk until this runs. The
+// distribution server wants no push while it collects; callers run it
+// between migrations. Untagged manifests are kept: the lab's images are
+// referenced by digest.
+func GarbageCollect(ctx context.Context, p Params) (string, error) {
+	out, err := exec.CommandContext(ctx, p.Binary, "garbage-collect", filepath.Join(p.Dir, "config.yml")).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("registry garbage-collect: %w: %s", err, tail(out))
+	}
+	return tail(out), nil
+}
+
+// tail is the last line of a command's output.
+func tail(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
 }

@@ -166,7 +166,7 @@ func (s *Server) cleanup(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.Cleanup(r.Context(), id); err != nil {
+	if err := s.Cleanup(r.Context(), id, r.URL.Query().Get(agentapi.QueryImage)); err != nil {
 		httpError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}

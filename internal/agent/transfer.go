@@ -133,9 +133,10 @@ func (s *Server) incomingPath(id string) string {
 
 // Cleanup removes everything this node holds of a checkpoint: the
 // archive the kubelet wrote, a received archive, the image in the runtime
-// and in the registry, and the operations' records. Checkpoints hold the
-// workload's whole memory, secrets included.
-func (s *Server) Cleanup(ctx context.Context, id string) error {
+// (received, or pulled from a registry as image) and in the registry, and
+// the operations' records. Checkpoints hold the workload's whole memory,
+// secrets included.
+func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 	var errs []string
 	note := func(what string, err error) {
 		if err != nil && !os.IsNotExist(err) {
@@ -151,6 +152,9 @@ func (s *Server) Cleanup(ctx context.Context, id string) error {
 	note("received archive", os.Remove(s.incomingPath(id)))
 	if s.cfg.Runtime != nil {
 		note("runtime image", s.cfg.Runtime.Remove(ctx, DirectImageRef(id)))
+		if image != "" && image != DirectImageRef(id) {
+			note("pulled image", s.cfg.Runtime.Remove(ctx, image))
+		}
 	}
 	note("checkpoint record", s.checkpoints.Forget(id))
 	note("transfer record", s.transfers.Forget(id))

@@ -104,8 +104,9 @@ type Client interface {
 	// Transfer starts or polls a transfer from the source node.
 	Transfer(ctx context.Context, node string, req TransferRequest) (Operation[TransferResult], error)
 	// Cleanup deletes everything the agent on node holds for the
-	// checkpoint (archive, images); missing is fine.
-	Cleanup(ctx context.Context, node, checkpointID string) error
+	// checkpoint (archive, images); missing is fine. image, if set, is the
+	// checkpoint image as the node's runtime may have pulled it.
+	Cleanup(ctx context.Context, node, checkpointID, image string) error
 }
 
 // ErrNoAgent is returned by Ready for a node without a ready agent.
@@ -117,6 +118,9 @@ const (
 	PathCheckpoints = "/v1/checkpoints/"
 	PathTransfers   = "/v1/transfers/"
 	PathIncoming    = "/v1/incoming/"
+	// QueryImage on a checkpoint's DELETE names its image as the node's
+	// runtime may have pulled it.
+	QueryImage = "image"
 )
 
 // Headers of an incoming Direct transfer (the body is the archive).

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -72,8 +73,12 @@ func (c *Client) Transfer(ctx context.Context, node string, req agentapi.Transfe
 
 // Cleanup removes a checkpoint's traces from a node. A node without an
 // agent has nothing of it.
-func (c *Client) Cleanup(ctx context.Context, node, id string) error {
-	_, err := c.do(ctx, node, http.MethodDelete, agentapi.PathCheckpoints+id, nil, nil, nil)
+func (c *Client) Cleanup(ctx context.Context, node, id, image string) error {
+	path := agentapi.PathCheckpoints + id
+	if image != "" {
+		path += "?" + url.Values{agentapi.QueryImage: {image}}.Encode()
+	}
+	_, err := c.do(ctx, node, http.MethodDelete, path, nil, nil, nil)
 	if errors.Is(err, agentapi.ErrNoAgent) {
 		return nil
 	}

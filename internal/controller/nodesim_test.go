@@ -180,7 +180,7 @@ func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferReq
 	return op, nil
 }
 
-func (s *nodeSim) Cleanup(_ context.Context, node, _ string) error {
+func (s *nodeSim) Cleanup(_ context.Context, node, _, _ string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cleanups[node]++

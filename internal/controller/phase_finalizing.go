@@ -93,7 +93,7 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 func (r *Reconciler) cleanupCheckpoint(ctx context.Context, s *scope) error {
 	st := &s.m.Status
 	for _, node := range []string{st.SourceNode, st.TargetNode} {
-		if err := r.Agents.Cleanup(ctx, node, st.Checkpoint.ID); err != nil {
+		if err := r.Agents.Cleanup(ctx, node, st.Checkpoint.ID, st.Checkpoint.Image); err != nil {
 			return fmt.Errorf("removing the checkpoint from %s: %w", node, err)
 		}
 	}

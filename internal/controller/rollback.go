@@ -78,7 +78,7 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 	}
 	if st.Checkpoint != nil {
 		for _, node := range []string{st.SourceNode, st.TargetNode} {
-			if err := r.Agents.Cleanup(ctx, node, st.Checkpoint.ID); err != nil {
+			if err := r.Agents.Cleanup(ctx, node, st.Checkpoint.ID, st.Checkpoint.Image); err != nil {
 				return false, fmt.Errorf("removing the checkpoint from %s: %w", node, err)
 			}
 		}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -50,16 +51,34 @@ func (c Containerd) Import(ctx context.Context, oci io.Reader, ref string) error
 	return fmt.Errorf("containerd imported %d image(s), none named %s", len(imgs), ref)
 }
 
-// Remove deletes the image; a missing image is fine.
+// Remove deletes the image with every other name of it: the kubelet's
+// runtime also records a pulled image under its ID ("sha256:..."), which
+// would keep the content alive. A missing image is fine; containerd's
+// garbage collector frees the content and, once no container uses it, the
+// snapshot.
 func (c Containerd) Remove(ctx context.Context, ref string) error {
 	cl, err := containerd.New(c.Address, containerd.WithDefaultNamespace(criNamespace))
 	if err != nil {
 		return fmt.Errorf("containerd at %s: %w", c.Address, err)
 	}
 	defer cl.Close()
-	err = cl.ImageService().Delete(ctx, ref)
+	is := cl.ImageService()
+	img, err := is.Get(ctx, ref)
 	if errdefs.IsNotFound(err) {
 		return nil
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	same, err := is.List(ctx, "target.digest=="+img.Target.Digest.String())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, i := range same {
+		if err := is.Delete(ctx, i.Name); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

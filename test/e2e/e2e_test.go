@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -134,6 +135,11 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	}
 	if gotOwner != wantOwner {
 		t.Errorf("target owned by %q, want %q", gotOwner, wantOwner)
+	}
+	// The checkpoint (the workload's memory) is gone from the target
+	// node's runtime under every name.
+	if left := runtimeImages(t, "node-b", m.Status.Checkpoint.Image); len(left) > 0 {
+		t.Errorf("node-b's runtime still holds the checkpoint %s as %v", m.Status.Checkpoint.Image, left)
 	}
 	// The broker is as before: no replay queue left.
 	if after := replayQueues(t); !slices.Equal(before, after) {
@@ -357,4 +363,34 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// runtimeImages lists the names under which node's containerd (the
+// kubelet's namespace) holds image: the name itself, or any name of the
+// same content (the runtime also records a pulled image by its ID).
+func runtimeImages(t *testing.T, node, image string) []string {
+	t.Helper()
+	var n lab.Node
+	for _, x := range labCfg.Nodes {
+		if x.Name == node {
+			n = x
+		}
+	}
+	cl, err := containerd.New(labCfg.NodeParams(n).Socket(), containerd.WithDefaultNamespace("k8s.io"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	imgs, err := cl.ImageService().List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, digest, _ := strings.Cut(image, "@")
+	var out []string
+	for _, i := range imgs {
+		if i.Name == image || (digest != "" && i.Target.Digest.String() == digest) {
+			out = append(out, i.Name)
+		}
+	}
+	return out
 }

@@ -60,22 +60,7 @@ every mode with the stop-and-copy baseline and the MS2M configuration.
 				}
 				return nil
 			}
-			c, err := lab.Default()
-			if err != nil {
-				return err
-			}
-			if !noUp {
-				if err := lab.Up(ctx, c, lab.Options{Out: os.Stderr, Repo: repo}); err != nil {
-					return err
-				}
-			} else if c, err = lab.Load(c.Dir); err != nil {
-				return err
-			}
-			images, err := lab.Deploy(ctx, c, repo, os.Stderr)
-			if err != nil {
-				return err
-			}
-			cl, err := c.Client()
+			c, images, cl, err := labWithMS2M(ctx, noUp, repo)
 			if err != nil {
 				return err
 			}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/demo"
-	"github.com/ms2m/ms2m/internal/lab"
 )
 
 func demoCommand() *cobra.Command {
@@ -28,22 +27,7 @@ measure what a client and the stream see. The last line is machine-readable:
 RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downtime_ms=N stall_ms=N gap_ms=N total_ms=N`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			c, err := lab.Default()
-			if err != nil {
-				return err
-			}
-			if !noUp {
-				if err := lab.Up(ctx, c, lab.Options{Out: os.Stderr, Repo: repo}); err != nil {
-					return err
-				}
-			} else if c, err = lab.Load(c.Dir); err != nil {
-				return err
-			}
-			images, err := lab.Deploy(ctx, c, repo, os.Stderr)
-			if err != nil {
-				return err
-			}
-			cl, err := c.Client()
+			c, images, cl, err := labWithMS2M(ctx, noUp, repo)
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/lab"
 )
@@ -145,4 +147,27 @@ func labCommand() *cobra.Command {
 	}
 	cmd.AddCommand(deployCmd, up, down, status, env, imgs, snap)
 	return cmd
+}
+
+// labWithMS2M brings the lab up (or, with noUp, takes it as it runs),
+// deploys ms2m from the source tree repo, and returns the lab, the images
+// it pushed and a client.
+func labWithMS2M(ctx context.Context, noUp bool, repo string) (*lab.Config, map[string]string, client.Client, error) {
+	c, err := lab.Default()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !noUp {
+		if err := lab.Up(ctx, c, lab.Options{Out: os.Stderr, Repo: repo}); err != nil {
+			return nil, nil, nil, err
+		}
+	} else if c, err = lab.Load(c.Dir); err != nil {
+		return nil, nil, nil, err
+	}
+	images, err := lab.Deploy(ctx, c, repo, os.Stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cl, err := c.Client()
+	return c, images, cl, err
 }

@@ -73,17 +73,26 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	if err := r.cleanupCheckpoint(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}
-	if !s.isDone(v1alpha1.ConditionOwnershipTransferred) {
-		msg, done, err := r.transferOwnership(ctx, s, target)
-		var f *failure
-		if errors.As(err, &f) {
-			return s.fail(f.reason, "%s", f.msg)
-		}
-		if err != nil || !done {
-			return s.poll(), err
-		}
-		s.done(v1alpha1.ConditionOwnershipTransferred, msg)
+	if s.isDone(v1alpha1.ConditionOwnershipTransferred) {
+		r.complete(s)
+		return reconcile.Result{}, nil
 	}
+	msg, done, err := r.transferOwnership(ctx, s, target)
+	return r.completeWhenOwned(s, msg, done, err)
+}
+
+// completeWhenOwned ends Finalizing with the outcome of the step that
+// leaves the target with its owner: a failure fails the migration, an
+// unfinished step is looked at again, a finished one completes it.
+func (r *Reconciler) completeWhenOwned(s *scope, msg string, done bool, err error) (reconcile.Result, error) {
+	var f *failure
+	if errors.As(err, &f) {
+		return s.fail(f.reason, "%s", f.msg)
+	}
+	if err != nil || !done {
+		return s.poll(), err
+	}
+	s.done(v1alpha1.ConditionOwnershipTransferred, msg)
 	r.complete(s)
 	return reconcile.Result{}, nil
 }
@@ -114,16 +123,7 @@ func (r *Reconciler) finishSwap(ctx context.Context, s *scope) (reconcile.Result
 		return reconcile.Result{}, err
 	}
 	msg, done, err := r.swapIdentity(ctx, s)
-	var f *failure
-	if errors.As(err, &f) {
-		return s.fail(f.reason, "%s", f.msg)
-	}
-	if err != nil || !done {
-		return s.poll(), err
-	}
-	s.done(v1alpha1.ConditionOwnershipTransferred, msg)
-	r.complete(s)
-	return reconcile.Result{}, nil
+	return r.completeWhenOwned(s, msg, done, err)
 }
 
 // switchStream hands the primary queue to the target: seal the buffer, let

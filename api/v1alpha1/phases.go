@@ -74,6 +74,12 @@ const (
 	ConditionTopologyRestored      = "TopologyRestored"
 	ConditionOwnershipTransferred  = "OwnershipTransferred"
 	ConditionRolledBack            = "RolledBack"
+	// ConditionCheckpointRemoved: the checkpoint (the workload's memory) is
+	// gone from both nodes and the registry; False says what was left.
+	ConditionCheckpointRemoved = "CheckpointRemoved"
+	// ConditionIdentitySwapStarted names the identity-swap migration a
+	// StatefulSet ShadowPod migration started.
+	ConditionIdentitySwapStarted = "IdentitySwapStarted"
 )
 
 // Reasons used in conditions, Events and status.failureReason.
@@ -107,4 +113,12 @@ const (
 	ReasonTargetLost          = "TargetPodLost"
 	ReasonUnsupported         = "Unsupported"
 	ReasonAtLeastOnceWorkload = "CredentialsInBrokerURL"
+	// ReasonSourceStopping is SourceStopped's reason (status False) from
+	// the moment the source's stop is issued: the point of no return.
+	ReasonSourceStopping = "Stopping"
+	// ReasonOverdue: a timeout passed after the point of no return, where
+	// failing would roll nothing back; the migration keeps rolling forward.
+	ReasonOverdue = "Overdue"
+	// ReasonLeftBehind: part of the checkpoint could not be removed.
+	ReasonLeftBehind = "CheckpointLeftBehind"
 )

@@ -24,7 +24,7 @@ func demoCommand() *cobra.Command {
 		Long: `The demo migration: a consumer fed by a producer at --rate msg/s moves from node-a
 to node-b while HTTP probes (every 10 ms, 1 s timeout) and the message digest
 measure what a client and the stream see. The last line is machine-readable:
-RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downtime_ms=N stall_ms=N gap_ms=N total_ms=N`,
+RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downtime_ms=N stall_ms=N gap_ms=N total_ms=N phase=Completed|Failed`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			c, images, cl, err := labWithMS2M(ctx, noUp, repo)

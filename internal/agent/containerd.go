@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 
@@ -74,11 +73,17 @@ func (c Containerd) Remove(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
+	// The name asked for goes last: it is how a retry finds the others.
 	for _, i := range same {
+		if i.Name == ref {
+			continue
+		}
 		if err := is.Delete(ctx, i.Name); err != nil && !errdefs.IsNotFound(err) {
-			errs = append(errs, err)
+			return err
 		}
 	}
-	return errors.Join(errs...)
+	if err := is.Delete(ctx, ref); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
 }

@@ -167,7 +167,11 @@ func (s *Server) cleanup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.Cleanup(r.Context(), id, r.URL.Query().Get(agentapi.QueryImage)); err != nil {
-		httpError(w, http.StatusInternalServerError, "%v", err)
+		code := http.StatusInternalServerError
+		if errors.Is(err, errLeftBehind) {
+			code = http.StatusConflict
+		}
+		httpError(w, code, "%v", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -192,5 +196,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func httpError(w http.ResponseWriter, code int, format string, args ...any) {
 	writeJSON(w, code, agentapi.ErrorBody{Error: fmt.Sprintf(format, args...)})
 }
+
+// errLeftBehind: Cleanup did all it can; the rest cannot be removed.
+var errLeftBehind = errors.New("left behind")
 
 var errNoRuntime = errors.New("this node's agent cannot hand images to the container runtime (no containerd socket configured): Direct transfers to it are impossible; use transferMode Registry")

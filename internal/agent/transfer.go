@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -137,9 +138,13 @@ func (s *Server) incomingPath(id string) string {
 // the operations' records. Checkpoints hold the workload's whole memory,
 // secrets included.
 func (s *Server) Cleanup(ctx context.Context, id, image string) error {
-	var errs []string
+	var errs, left []string
 	note := func(what string, err error) {
-		if err != nil && !os.IsNotExist(err) {
+		switch {
+		case err == nil || os.IsNotExist(err):
+		case errors.Is(err, ckptimage.ErrDeleteRefused):
+			left = append(left, what+": "+err.Error())
+		default:
 			errs = append(errs, what+": "+err.Error())
 		}
 	}
@@ -156,10 +161,17 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 			note("pulled image", s.cfg.Runtime.Remove(ctx, image))
 		}
 	}
+	if len(errs) > 0 {
+		// The records stay: they are how a retry finds what is left.
+		return fmt.Errorf("cleanup of %s: %s", id, strings.Join(errs, "; "))
+	}
 	note("checkpoint record", s.checkpoints.Forget(id))
 	note("transfer record", s.transfers.Forget(id))
 	if len(errs) > 0 {
 		return fmt.Errorf("cleanup of %s: %s", id, strings.Join(errs, "; "))
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("%w: %s", errLeftBehind, strings.Join(left, "; "))
 	}
 	return nil
 }

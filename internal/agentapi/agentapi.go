@@ -112,6 +112,11 @@ type Client interface {
 // ErrNoAgent is returned by Ready for a node without a ready agent.
 var ErrNoAgent = errors.New("no ready ms2m agent on the node")
 
+// ErrLeftBehind is returned by Cleanup when part of a checkpoint cannot be
+// removed by any retry (a registry that refuses deletes): the caller says
+// so instead of waiting for it.
+var ErrLeftBehind = errors.New("part of the checkpoint cannot be removed")
+
 // HTTP paths of the agent API.
 const (
 	PathReady       = "/v1/ready"

@@ -78,9 +78,12 @@ func (c *Client) Cleanup(ctx context.Context, node, id, image string) error {
 	if image != "" {
 		path += "?" + url.Values{agentapi.QueryImage: {image}}.Encode()
 	}
-	_, err := c.do(ctx, node, http.MethodDelete, path, nil, nil, nil)
-	if errors.Is(err, agentapi.ErrNoAgent) {
+	code, err := c.do(ctx, node, http.MethodDelete, path, nil, nil, nil)
+	switch {
+	case errors.Is(err, agentapi.ErrNoAgent):
 		return nil
+	case err != nil && code == http.StatusConflict:
+		return fmt.Errorf("%w: %v", agentapi.ErrLeftBehind, err)
 	}
 	return err
 }

@@ -154,16 +154,29 @@ func Delete(ctx context.Context, ref string, opts ...remote.Option) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
 	for _, m := range im.Manifests {
 		if err := remote.Delete(d.Context().Digest(m.Digest.String()), opts...); err != nil && !isNotFound(err) {
-			errs = append(errs, err)
+			// The index stays until its manifests are gone: it is how a
+			// retry finds them.
+			return refused(err)
 		}
 	}
 	if err := remote.Delete(d, opts...); err != nil && !isNotFound(err) {
-		errs = append(errs, err)
+		return refused(err)
 	}
-	return errors.Join(errs...)
+	return nil
+}
+
+// ErrDeleteRefused: the registry does not allow deletes (the distribution
+// server without storage.delete.enabled answers 405).
+var ErrDeleteRefused = errors.New("the registry refuses to delete images")
+
+func refused(err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) && te.StatusCode == http.StatusMethodNotAllowed {
+		return fmt.Errorf("%w: %v", ErrDeleteRefused, err)
+	}
+	return err
 }
 
 func isNotFound(err error) bool {

@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -37,12 +38,14 @@ const (
 // isSwap reports whether m is an identity swap.
 func isSwap(m *v1alpha1.StatefulMigration) bool { return m.Annotations[AnnotationSwapFor] != "" }
 
+// swapName is the parent's name with "-swap", within the 63 characters a
+// migration's name may have (it labels pods); a longer parent's is cut and
+// told apart by its UID.
 func swapName(parent *v1alpha1.StatefulMigration) string {
-	n := parent.Name + "-swap"
-	if len(n) > 63 {
-		n = n[:58] + "-swap"
+	if n := parent.Name + "-swap"; len(n) <= 63 {
+		return n
 	}
-	return n
+	return parent.Name[:50] + "-" + string(parent.UID)[:7] + "-swap"
 }
 
 // swapIdentity creates the parent's identity swap and reports whether it
@@ -53,6 +56,18 @@ func (r *Reconciler) swapIdentity(ctx context.Context, s *scope) (string, bool, 
 	shadow := p.Status.TargetPod
 	child := &v1alpha1.StatefulMigration{}
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: swapName(p)}, child)
+	started := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionIdentitySwapStarted) != nil
+	switch {
+	case err == nil && !metav1.IsControlledBy(child, p):
+		return "", false, &failure{reason: v1alpha1.ReasonCutoverFailed, msg: fmt.Sprintf(
+			"StatefulMigration %s exists and is not this migration's identity swap; %s keeps serving outside its StatefulSet", child.Name, shadow)}
+	case apierrors.IsNotFound(err) && started:
+		return "", false, &failure{reason: v1alpha1.ReasonCutoverFailed, msg: fmt.Sprintf(
+			"identity swap %s was deleted before it completed; %s keeps serving outside its StatefulSet", swapName(p), shadow)}
+	case apierrors.IsNotFound(err) && !p.DeletionTimestamp.IsZero():
+		return "", false, &failure{reason: v1alpha1.ReasonDeleted, msg: fmt.Sprintf(
+			"deleted before its identity swap; %s keeps serving outside its StatefulSet", shadow)}
+	}
 	if apierrors.IsNotFound(err) {
 		// The swap's target takes the source's name: the source, which let
 		// go of the stream already, must have finished shutting down.
@@ -79,6 +94,7 @@ func (r *Reconciler) swapIdentity(ctx context.Context, s *scope) (string, bool, 
 		if err := r.Create(ctx, child); err != nil && !apierrors.IsAlreadyExists(err) {
 			return "", false, err
 		}
+		s.done(v1alpha1.ConditionIdentitySwapStarted, fmt.Sprintf("identity swap %s moves %s into %s", child.Name, shadow, p.Spec.SourcePod))
 		s.event(corev1.EventTypeNormal, "IdentitySwap", "Finalize", "swapping %s into the StatefulSet's pod %s with migration %s", shadow, p.Spec.SourcePod, child.Name)
 		return "", false, nil
 	}
@@ -103,8 +119,11 @@ func swapOwner(m *v1alpha1.StatefulMigration) (string, int32) {
 }
 
 // prepareSwapTarget gives an identity swap's target the StatefulSet pod's
-// DNS identity and keeps it from being adopted (and deleted as one too
-// many) by the scaled-down StatefulSet until it is handed back.
+// DNS identity, and makes the swap its controller until the cutover: the
+// scaled-down StatefulSet then neither adopts it (and deletes it as one too
+// many) nor, should the swap roll back, recreates the pod beside the shadow
+// that still serves. The pod keeps its labels, so it joins its Services
+// the moment its cutover gate opens.
 func (r *Reconciler) prepareSwapTarget(ctx context.Context, m *v1alpha1.StatefulMigration, pod *corev1.Pod) error {
 	set, _ := swapOwner(m)
 	sts := &appsv1.StatefulSet{}
@@ -112,10 +131,5 @@ func (r *Reconciler) prepareSwapTarget(ctx context.Context, m *v1alpha1.Stateful
 		return err
 	}
 	pod.Spec.Hostname, pod.Spec.Subdomain = pod.Name, sts.Spec.ServiceName
-	if sts.Spec.Selector != nil {
-		for k := range sts.Spec.Selector.MatchLabels {
-			delete(pod.Labels, k)
-		}
-	}
-	return nil
+	return controllerutil.SetControllerReference(m, pod, r.Scheme)
 }

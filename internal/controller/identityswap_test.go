@@ -145,3 +145,46 @@ func (w *world) sourcePodOf(name string, sts *appsv1.StatefulSet) *corev1.Pod {
 	})
 	return p
 }
+
+// An identity swap that fails (its restore fails) rolls back on its own and
+// fails its parent forward: the shadow, which never stopped, serves on
+// alone; the StatefulSet stays one replica down and does not recreate its
+// pod beside the shadow.
+func TestFailedIdentitySwapLeavesTheShadowServing(t *testing.T) {
+	w := newWorld(t)
+	sts := w.statefulSet("consumer", 1)
+	w.sourcePodOf("consumer-0", sts)
+	w.sim.mu.Lock()
+	w.sim.badRestore["consumer-0"] = true
+	w.sim.mu.Unlock()
+	w.produce(50)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+		s.MigrationStrategy, s.IdentitySwapMode = v1alpha1.StrategyShadowPod, v1alpha1.IdentitySwapExchangeFence
+	})
+	m := w.waitPhase(name, 2*migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseFailed || m.Status.FailureReason != v1alpha1.ReasonCutoverFailed ||
+		!strings.Contains(m.Status.FailureMessage, "consumer-0-shadow keeps serving") {
+		t.Fatalf("parent %s (%s: %s), want Failed saying the shadow keeps serving", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	swap := w.get(name + "-swap")
+	if swap.Status.Phase != v1alpha1.PhaseFailed || swap.Status.FailureReason != v1alpha1.ReasonRestoreFailed || !meta(swap, v1alpha1.ConditionRolledBack) {
+		t.Errorf("identity swap %s (%s), want Failed with RestoreFailed and rolled back", swap.Status.Phase, swap.Status.FailureReason)
+	}
+	got := &appsv1.StatefulSet{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(sts), got); err != nil {
+		t.Fatal(err)
+	}
+	if r := ptr.Deref(got.Spec.Replicas, -1); r != 0 {
+		t.Errorf("StatefulSet at %d replicas, want 0 (one down while the shadow serves)", r)
+	}
+	sdktest.Eventually(t, 10*time.Second, "the swap's target gone", func() bool {
+		err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: "consumer-0"}, &corev1.Pod{})
+		return apierrors.IsNotFound(err)
+	})
+	w.expectSourceServing("consumer-0-shadow")
+	if len(w.replayQueues()) != 0 {
+		t.Errorf("replay queues left: %v", w.replayQueues())
+	}
+}

@@ -53,6 +53,8 @@ type nodeSim struct {
 	holds       map[string]chan struct{}
 	transferTo  map[string]string // checkpoint ID → image to hand out instead
 	createdPods map[string][]string
+	// badRestore: restores into these pod names fail as a missing image.
+	badRestore map[string]bool
 }
 
 type simPod struct {
@@ -70,7 +72,7 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		agents: map[string]bool{"node-a": true, "node-b": true}, running: map[string]*simPod{},
 		images: map[string]sdk.Snapshot{}, ops: map[string]time.Time{}, snapshots: map[string]int{},
 		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{},
-		createdPods: map[string][]string{}}
+		createdPods: map[string][]string{}, badRestore: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.kubelet(ctx) }()
@@ -248,6 +250,7 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 	}
 	s.mu.Lock()
 	snap, known := s.images[image]
+	known = known && !s.badRestore[pod.Name]
 	s.mu.Unlock()
 	if restore && !known {
 		s.setStatus(ctx, pod, corev1.PodPending, false, &corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -13,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/render"
 )
 
@@ -79,17 +81,27 @@ func (r *Reconciler) scaleStatefulSet(ctx context.Context, ns, name string, repl
 // StatefulSet finds the name taken and waits. Without the revision the
 // StatefulSet would take the pod for outdated and replace it.
 func (r *Reconciler) handBackToStatefulSet(ctx context.Context, ns, set string, replicas int32, target *corev1.Pod) (bool, error) {
+	gone := func(err error) error {
+		if apierrors.IsNotFound(err) {
+			return &failure{reason: v1alpha1.ReasonCutoverFailed, msg: fmt.Sprintf("StatefulSet %s no longer exists; %s serves without an owner", set, target.Name)}
+		}
+		return err
+	}
 	if err := r.scaleStatefulSet(ctx, ns, set, replicas); err != nil {
-		return false, client.IgnoreNotFound(err)
+		return false, gone(err)
 	}
 	sts := &appsv1.StatefulSet{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: set}, sts); err != nil {
-		return false, client.IgnoreNotFound(err)
+		return false, gone(err)
 	}
 	if owner := metav1.GetControllerOf(target); owner != nil && owner.UID == sts.UID {
 		return true, nil
 	}
 	patch := client.MergeFrom(target.DeepCopy())
+	// An identity swap held the pod as its controller until now.
+	target.OwnerReferences = slices.DeleteFunc(target.OwnerReferences, func(o metav1.OwnerReference) bool {
+		return o.Kind == "StatefulMigration" && o.Controller != nil && *o.Controller
+	})
 	for k, v := range sts.Spec.Template.Labels {
 		target.Labels[k] = v
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/render"
 )
@@ -97,16 +99,50 @@ func (r *Reconciler) completeWhenOwned(s *scope, msg string, done bool, err erro
 	return reconcile.Result{}, nil
 }
 
-// cleanupCheckpoint removes the checkpoint from both nodes (it holds the
-// workload's memory, secrets included).
+// cleanupCheckpoint removes the checkpoint from both nodes and the
+// registry (it holds the workload's memory, secrets included), once. What
+// cannot be removed at all (a registry that refuses deletes) is said in
+// the CheckpointRemoved condition and a Warning Event rather than holding
+// the migration up.
 func (r *Reconciler) cleanupCheckpoint(ctx context.Context, s *scope) error {
+	if s.m.Status.Checkpoint == nil {
+		return r.deleteSavedTarget(ctx, s)
+	}
+	if meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionCheckpointRemoved) != nil {
+		return nil
+	}
+	left, err := r.removeCheckpoint(ctx, s)
+	if err != nil {
+		return err
+	}
+	if err := r.deleteSavedTarget(ctx, s); err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		msg := "left behind, remove it by hand (it holds the workload's memory): " + strings.Join(left, "; ")
+		s.condition(v1alpha1.ConditionCheckpointRemoved, metav1.ConditionFalse, v1alpha1.ReasonLeftBehind, msg)
+		s.event(corev1.EventTypeWarning, v1alpha1.ReasonLeftBehind, "Cleanup", "%s", msg)
+		return nil
+	}
+	s.done(v1alpha1.ConditionCheckpointRemoved, "checkpoint removed from "+s.m.Status.SourceNode+", "+s.m.Status.TargetNode+" and the registry")
+	return nil
+}
+
+// removeCheckpoint asks both nodes' agents to remove the checkpoint and
+// returns what they could not remove at all.
+func (r *Reconciler) removeCheckpoint(ctx context.Context, s *scope) ([]string, error) {
 	st := &s.m.Status
+	var left []string
 	for _, node := range []string{st.SourceNode, st.TargetNode} {
-		if err := r.Agents.Cleanup(ctx, node, st.Checkpoint.ID, st.Checkpoint.Image); err != nil {
-			return fmt.Errorf("removing the checkpoint from %s: %w", node, err)
+		err := r.Agents.Cleanup(ctx, node, st.Checkpoint.ID, st.Checkpoint.Image)
+		switch {
+		case errors.Is(err, agentapi.ErrLeftBehind):
+			left = append(left, err.Error())
+		case err != nil:
+			return nil, fmt.Errorf("removing the checkpoint from %s: %w", node, err)
 		}
 	}
-	return r.deleteSavedTarget(ctx, s)
+	return left, nil
 }
 
 // swapping: a StatefulSet's ShadowPod migration whose shadow has taken the
@@ -282,6 +318,14 @@ func podReady(p *corev1.Pod) bool {
 // transferOwnership leaves the target with the source's owner.
 func (r *Reconciler) transferOwnership(ctx context.Context, s *scope, target *corev1.Pod) (string, bool, error) {
 	wl := s.m.Status.Workload
+	if isSwap(s.m) {
+		// The shadow has let go of the stream: the StatefulSet takes the
+		// swap's target, which carries its pod's name, in place of the
+		// swap's hold on it.
+		set, replicas := swapOwner(s.m)
+		done, err := r.handBackToStatefulSet(ctx, s.m.Namespace, set, replicas, target)
+		return fmt.Sprintf("StatefulSet %s owns %s again, scaled back to %d", set, target.Name, replicas), done, err
+	}
 	switch wl.Kind {
 	case "StatefulSet":
 		done, err := r.handBackToStatefulSet(ctx, s.m.Namespace, wl.Name, ptrOr(wl.Replicas), target)

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,14 +32,20 @@ func (r *Reconciler) reconcileRestoring(ctx context.Context, s *scope) (reconcil
 	if msg := restoreFailure(target, st.ContainerName); msg != "" {
 		return s.fail(v1alpha1.ReasonRestoreFailed, "target pod %s on %s: %s", target.Name, st.TargetNode, msg)
 	}
-	if set, replicas, ok := statefulSetTakingTarget(s.m); ok && !s.isDone(v1alpha1.ConditionOwnershipTransferred) {
-		// Handed back as soon as it exists: the cutover gate, not the
-		// labels, keeps it out of its Services until it has caught up, so
-		// it joins them the moment the gate opens.
-		if _, err := r.handBackToStatefulSet(ctx, s.m.Namespace, set, replicas, target); err != nil {
-			return reconcile.Result{}, err
+	if wl := st.Workload; wl != nil && wl.Kind == "StatefulSet" && st.Strategy == v1alpha1.StrategySequential && !s.isDone(v1alpha1.ConditionOwnershipTransferred) {
+		// A Sequential target is handed back as soon as it exists (its
+		// source is gone): the cutover gate, not the labels, keeps it out
+		// of its Services until it has caught up, so it joins them the
+		// moment the gate opens.
+		done, err := r.handBackToStatefulSet(ctx, s.m.Namespace, wl.Name, ptrOr(wl.Replicas), target)
+		var f *failure
+		if errors.As(err, &f) {
+			return s.fail(f.reason, "%s", f.msg)
 		}
-		s.done(v1alpha1.ConditionOwnershipTransferred, fmt.Sprintf("StatefulSet %s owns %s again, scaled back to %d", set, target.Name, replicas))
+		if err != nil || !done {
+			return s.poll(), err
+		}
+		s.done(v1alpha1.ConditionOwnershipTransferred, fmt.Sprintf("StatefulSet %s owns %s again, scaled back to %d", wl.Name, target.Name, ptrOr(wl.Replicas)))
 	}
 	if !render.ContainersReady(target) {
 		return s.poll(), nil
@@ -60,6 +67,9 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 		tmpl, err := r.savedTarget(ctx, s)
 		if err != nil || tmpl == nil {
 			return reconcile.Result{}, err
+		}
+		if src, err := r.sourcePod(ctx, s.m); err == nil && src.Labels[render.LabelMigration] != s.m.Name {
+			s.markSourceStopping(src)
 		}
 		if wl := st.Workload; wl != nil && wl.Kind == "StatefulSet" {
 			// One replica fewer: the StatefulSet deletes the source and
@@ -146,15 +156,3 @@ func restoreFailure(p *corev1.Pod, container string) string {
 	return ""
 }
 
-// statefulSetTakingTarget names the StatefulSet whose pod the target is:
-// a Sequential migration's own, or an identity swap's.
-func statefulSetTakingTarget(m *v1alpha1.StatefulMigration) (string, int32, bool) {
-	if isSwap(m) {
-		set, replicas := swapOwner(m)
-		return set, replicas, true
-	}
-	if wl := m.Status.Workload; wl != nil && wl.Kind == "StatefulSet" && m.Status.Strategy == v1alpha1.StrategySequential {
-		return wl.Name, ptrOr(wl.Replicas), true
-	}
-	return "", 0, false
-}

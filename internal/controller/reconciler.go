@@ -101,6 +101,9 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;delete
 // +kubebuilder:rbac:groups=apps,resources=replicasets;deployments,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;patch
+// Owner references with blockOwnerDeletion on handed-over pods need these
+// where the OwnerReferencesPermissionEnforcement admission plugin runs.
+// +kubebuilder:rbac:groups=apps,resources=statefulsets/finalizers;replicasets/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 

@@ -265,3 +265,30 @@ func meta(m *v1alpha1.StatefulMigration, cond string) bool {
 	}
 	return false
 }
+
+// A timeout that runs out after the source's stop was issued fails
+// nothing: there is no source to roll back to. The migration says it is
+// overdue and completes once the source is gone, exactly once.
+func TestTimeoutPastThePointOfNoReturnRollsForward(t *testing.T) {
+	w := newWorld(t)
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	w.sim.hold("stop-source")
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+		s.Timeouts = &v1alpha1.MigrationTimeouts{Finalize: &metav1.Duration{Duration: 2 * time.Second}}
+	})
+	sdktest.Eventually(t, migrationTimeout, "Overdue reported", func() bool {
+		return slices.Contains(w.events(name), v1alpha1.ReasonOverdue)
+	})
+	if m := w.get(name); m.Status.Phase != v1alpha1.PhaseFinalizing || m.Status.FailureReason != "" {
+		t.Fatalf("phase %s, failure %q: an overdue cutover must not fail", m.Status.Phase, m.Status.FailureReason)
+	}
+	w.sim.release("stop-source")
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("migration %s: %s: %s", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	w.checkExactlyOnce(m.Status.TargetPod)
+}

@@ -2,10 +2,10 @@ package controller
 
 import (
 	"context"
-	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -76,14 +76,7 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 		}
 		s.done(v1alpha1.ConditionTopologyRestored, "broker topology as before the migration")
 	}
-	if st.Checkpoint != nil {
-		for _, node := range []string{st.SourceNode, st.TargetNode} {
-			if err := r.Agents.Cleanup(ctx, node, st.Checkpoint.ID, st.Checkpoint.Image); err != nil {
-				return false, fmt.Errorf("removing the checkpoint from %s: %w", node, err)
-			}
-		}
-	}
-	return true, r.deleteSavedTarget(ctx, s)
+	return true, r.cleanupCheckpoint(ctx, s)
 }
 
 func (r *Reconciler) markFailed(s *scope) {
@@ -118,12 +111,23 @@ func (r *Reconciler) handleAbort(s *scope) (reconcile.Result, bool) {
 }
 
 // checkDeadlines fails a migration whose phase or total budget ran out.
+// Past the point of no return failing would roll nothing back (the source
+// is gone): the overrun is said, in the Progressing condition and an
+// Event, and the migration goes on.
 func (r *Reconciler) checkDeadlines(s *scope) (reconcile.Result, bool) {
-	if over, msg := migration.Overrun(&s.m.Spec, &s.m.Status, s.now); over {
-		res, _ := s.fail(v1alpha1.ReasonTimeout, "%s", msg)
-		return res, true
+	over, msg := migration.Overrun(&s.m.Spec, &s.m.Status, s.now)
+	if !over {
+		return reconcile.Result{}, false
 	}
-	return reconcile.Result{}, false
+	if migration.PastPointOfNoReturn(&s.m.Status) {
+		if c := meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionProgressing); c == nil || c.Reason != v1alpha1.ReasonOverdue {
+			s.condition(v1alpha1.ConditionProgressing, metav1.ConditionTrue, v1alpha1.ReasonOverdue, msg+"; past the point of no return, rolling forward")
+			s.event(corev1.EventTypeWarning, v1alpha1.ReasonOverdue, "Timeout", "%s; past the point of no return, rolling forward", msg)
+		}
+		return reconcile.Result{}, false
+	}
+	res, _ := s.fail(v1alpha1.ReasonTimeout, "%s", msg)
+	return res, true
 }
 
 // reconcileDelete treats deletion as an abort: a migration still able to

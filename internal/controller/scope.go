@@ -98,7 +98,7 @@ func next() reconcile.Result { return reconcile.Result{RequeueAfter: time.Millis
 // clampRequeue makes sure a waiting migration wakes up in time to notice
 // its own timeout.
 func (s *scope) clampRequeue(res reconcile.Result) reconcile.Result {
-	if s.m.Status.Phase.IsFinal() {
+	if s.m.Status.Phase.IsFinal() || migration.PastPointOfNoReturn(&s.m.Status) {
 		return res
 	}
 	d := migration.NextDeadline(&s.m.Spec, &s.m.Status, s.now) + 10*time.Millisecond

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -36,6 +37,7 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 		return false, err
 	}
 	rec := s.brokerRecord()
+	s.markSourceStopping(pod)
 	if pod.DeletionTimestamp.IsZero() {
 		if s.hasBroker() && rec.PrimaryConsumersAtStop == nil {
 			h, err := s.brokerSession(ctx)
@@ -91,6 +93,17 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 		return true, nil
 	}
 	return false, nil
+}
+
+// markSourceStopping records the point of no return before the source's
+// stop is issued (or, after a crash between the two, once it is seen
+// terminating): from here the migration only rolls forward.
+func (s *scope) markSourceStopping(pod *corev1.Pod) {
+	if c := meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionSourceStopped); c != nil {
+		return
+	}
+	s.condition(v1alpha1.ConditionSourceStopped, metav1.ConditionFalse, v1alpha1.ReasonSourceStopping,
+		"stopping source pod "+pod.Name+": past the point of no return, the migration rolls forward")
 }
 
 func (s *scope) markSourceStopped(msg string) {

@@ -329,8 +329,8 @@ func Report(w io.Writer, r *Result) {
 	}
 	fmt.Fprintf(w, "messages:         %d published, %d applied by %s, %d lost, %d duplicated; memory intact: %v\n", r.Published, r.Applied, r.Serving, r.Lost, r.Duplicated, r.StateIntact)
 	fmt.Fprintf(w, "digest:           %s (consumer %.16s..., reference %.16s...)\n", match, r.Digest, r.Reference)
-	fmt.Fprintf(w, "RESULT strategy=%s transfer=%s lost=%d duplicated=%d digest=%s downtime_ms=%d stall_ms=%d gap_ms=%d total_ms=%d\n",
-		st.Strategy, st.TransferMode, r.Lost, r.Duplicated, match, mm.Downtime.Milliseconds(), mm.MaxStall.Milliseconds(), mm.MaxGap.Milliseconds(), total.Milliseconds())
+	fmt.Fprintf(w, "RESULT strategy=%s transfer=%s lost=%d duplicated=%d digest=%s downtime_ms=%d stall_ms=%d gap_ms=%d total_ms=%d phase=%s\n",
+		st.Strategy, st.TransferMode, r.Lost, r.Duplicated, match, mm.Downtime.Milliseconds(), mm.MaxStall.Milliseconds(), mm.MaxGap.Milliseconds(), total.Milliseconds(), st.Phase)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/ms2m/ms2m/api/v1alpha1"
 )
 
@@ -94,13 +97,14 @@ func NextDeadline(spec *v1alpha1.StatefulMigrationSpec, st *v1alpha1.StatefulMig
 	return next
 }
 
-// PastPointOfNoReturn reports whether the source has stopped serving
+// PastPointOfNoReturn reports whether the source's stop has been issued
 // (ShadowPod: at cutover; Sequential: just before the target takes its
-// name). Rolling back after that would throw away what the target applied
-// since, so from then on an abort is rejected and the migration rolls
-// forward.
+// name): from then on nothing brings the source back, and rolling back
+// would throw away what the target applied since, so an abort is rejected,
+// timeouts no longer fail the migration, and it rolls forward.
 func PastPointOfNoReturn(st *v1alpha1.StatefulMigrationStatus) bool {
-	return IsTrue(st, v1alpha1.ConditionSourceStopped)
+	c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionSourceStopped)
+	return c != nil && (c.Status == metav1.ConditionTrue || c.Reason == v1alpha1.ReasonSourceStopping)
 }
 
 // CheckWorkload says whether a pod of this owner can move with this

@@ -139,6 +139,14 @@ func TestPointOfNoReturn(t *testing.T) {
 	if PastPointOfNoReturn(st) {
 		t.Fatal("fresh migration is not past the point of no return")
 	}
+	SetCondition(st, 1, v1alpha1.ConditionSourceStopped, metav1.ConditionFalse, "SomethingElse", "", t0)
+	if PastPointOfNoReturn(st) {
+		t.Fatal("a SourceStopped condition that is neither True nor Stopping is not past it")
+	}
+	SetCondition(st, 1, v1alpha1.ConditionSourceStopped, metav1.ConditionFalse, v1alpha1.ReasonSourceStopping, "", t0)
+	if !PastPointOfNoReturn(st) {
+		t.Fatal("a source whose stop was issued is past it: nothing brings it back")
+	}
 	SetCondition(st, 1, v1alpha1.ConditionSourceStopped, metav1.ConditionTrue, "Done", "", t0)
 	if !PastPointOfNoReturn(st) {
 		t.Fatal("a stopped source is past it")

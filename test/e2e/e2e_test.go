@@ -138,8 +138,21 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	}
 	// The checkpoint (the workload's memory) is gone from the target
 	// node's runtime under every name.
-	if left := runtimeImages(t, "node-b", m.Status.Checkpoint.Image); len(left) > 0 {
-		t.Errorf("node-b's runtime still holds the checkpoint %s as %v", m.Status.Checkpoint.Image, left)
+	checkpoints := []string{m.Status.Checkpoint.Image}
+	if sc.spec.IdentitySwapMode != "" {
+		swap := &v1alpha1.StatefulMigration{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: m.Name + "-swap"}, swap); err != nil {
+			t.Fatal(err)
+		}
+		if swap.Status.Phase != v1alpha1.PhaseCompleted || swap.Status.Checkpoint == nil {
+			t.Fatalf("identity swap %s: %s", swap.Name, swap.Status.Phase)
+		}
+		checkpoints = append(checkpoints, swap.Status.Checkpoint.Image)
+	}
+	for _, ck := range checkpoints {
+		if left := runtimeImages(t, "node-b", ck); len(left) > 0 {
+			t.Errorf("node-b's runtime still holds the checkpoint %s as %v", ck, left)
+		}
 	}
 	// The broker is as before: no replay queue left.
 	if after := replayQueues(t); !slices.Equal(before, after) {

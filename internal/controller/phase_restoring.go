@@ -155,4 +155,3 @@ func restoreFailure(p *corev1.Pod, container string) string {
 	}
 	return ""
 }
-

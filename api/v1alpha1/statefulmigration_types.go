@@ -58,9 +58,10 @@ const (
 	IdentitySwapNone IdentitySwapMode = "None"
 	// IdentitySwapExchangeFence re-checkpoints the shadow pod under the
 	// StatefulSet's name while a fence queue holds the stream, so the swap
-	// loses and duplicates nothing.
+	// loses and duplicates nothing; its replay ends as replayMode says.
 	IdentitySwapExchangeFence IdentitySwapMode = "ExchangeFence"
-	// IdentitySwapCutoff swaps identity with a time-bounded replay.
+	// IdentitySwapCutoff swaps identity with a time-bounded replay
+	// (replayCutoffSeconds), whatever replayMode says.
 	IdentitySwapCutoff IdentitySwapMode = "Cutoff"
 )
 

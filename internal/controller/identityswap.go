@@ -74,7 +74,9 @@ func (r *Reconciler) swapIdentity(ctx context.Context, s *scope) (string, bool, 
 		if _, err := r.sourcePod(ctx, p); !apierrors.IsNotFound(err) {
 			return "", false, err
 		}
-		replay := v1alpha1.ReplayDrain
+		// The swap's replay ends as the migration's did: a Drain above the
+		// consumer's capacity never ends, a Cutoff is bounded.
+		replay := p.Spec.EffectiveReplayMode()
 		if p.Spec.EffectiveIdentitySwapMode() == v1alpha1.IdentitySwapCutoff {
 			replay = v1alpha1.ReplayCutoff
 		}

@@ -188,3 +188,28 @@ func TestFailedIdentitySwapLeavesTheShadowServing(t *testing.T) {
 		t.Errorf("replay queues left: %v", w.replayQueues())
 	}
 }
+
+// Above the consumer's capacity a replay never drains: with a Cutoff
+// replay the identity swap ends its handoff at the cutoff too, as its
+// parent did, instead of waiting for a drain that never comes.
+func TestIdentitySwapAboveCapacityEndsAtTheCutoff(t *testing.T) {
+	w := newWorld(t)
+	w.sim.delay = 20 * time.Millisecond // ~45 msg/s of capacity
+	sts := w.statefulSet("consumer", 1)
+	w.sourcePodOf("consumer-0", sts)
+	w.produce(60)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+		s.MigrationStrategy, s.IdentitySwapMode = v1alpha1.StrategyShadowPod, v1alpha1.IdentitySwapExchangeFence
+		s.ReplayMode, s.ReplayCutoffSeconds = v1alpha1.ReplayCutoff, 2
+	})
+	m := w.waitPhase(name, 2*migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	if swap := w.get(name + "-swap"); swap.Spec.ReplayMode != v1alpha1.ReplayCutoff || swap.Spec.ReplayCutoffSeconds != 2 {
+		t.Errorf("identity swap replays %s with a cutoff of %d s, want its parent's Cutoff of 2 s", swap.Spec.ReplayMode, swap.Spec.ReplayCutoffSeconds)
+	}
+	w.checkExactlyOnce("consumer-0")
+}

@@ -114,14 +114,22 @@ func totalVsRate(t *Table, st, title string) *plot.Plot {
 		ticks = append(ticks, plot.Tick{Value: float64(r), Label: strconv.Itoa(r)})
 	}
 	p.X.Tick.Marker = plot.ConstantTicks(ticks)
-	drawn := false
-	for i, mode := range t.Modes {
-		var pts []point
+	return linePerMode(p, t, func(mode string) (pts []point) {
 		for _, rate := range t.Rates {
 			if s := t.Summary(Cell{mode, rate, st}, ColTotal); s.N > 0 {
 				pts = append(pts, point{float64(rate), s.Median / 1000, s.Min / 1000, s.Max / 1000})
 			}
 		}
+		return pts
+	})
+}
+
+// linePerMode draws one line per mode from the points pointsOf gives it, or
+// returns nil when no mode has any.
+func linePerMode(p *plot.Plot, t *Table, pointsOf func(mode string) []point) *plot.Plot {
+	drawn := false
+	for i, mode := range t.Modes {
+		pts := pointsOf(mode)
 		if series(p, i, mode, pts) == nil && len(pts) > 0 {
 			drawn = true
 		}
@@ -216,9 +224,7 @@ func freezeVsState(t *Table) *plot.Plot {
 	if len(t.States) > 1 {
 		p.X.Scale = plot.LogScale{}
 	}
-	drawn := false
-	for i, mode := range t.Modes {
-		var pts []point
+	return linePerMode(p, t, func(mode string) (pts []point) {
 		for _, st := range t.States {
 			var xs []float64
 			for _, rate := range t.Rates {
@@ -233,13 +239,6 @@ func freezeVsState(t *Table) *plot.Plot {
 				pts = append(pts, point{float64(b) / (1 << 20), s.Median, s.Min, s.Max})
 			}
 		}
-		if series(p, i, mode, pts) == nil && len(pts) > 0 {
-			drawn = true
-		}
-	}
-	if !drawn {
-		return nil
-	}
-	roomForLegend(p)
-	return p
+		return pts
+	})
 }

@@ -120,7 +120,7 @@ func renderSetup(w io.Writer, meta Meta, t *Table) {
 	}
 	fmt.Fprintf(w, "- Each run: a fresh namespace and queue, the producer at the rate for %s before the migration and %s after it; then the target must reach the last message published, and its digest is compared with the producer's.\n",
 		rs.Warmup.Duration, rs.Settle.Duration)
-	fmt.Fprintln(w, "- Service downtime, stall and processing gap are measured from outside as `make demo` does: `/healthz` through the Service's ready endpoints every 10 ms with a 1 s timeout (downtime: from a failed probe to the next good one; stall: the slowest good answer), and the stream's progress from every pod's `/state` every 20 ms (gap: the longest time without a new message applied, after warm-up).")
+	fmt.Fprintln(w, "- Service downtime, stall and processing gap are measured from outside as `make demo` does: `/healthz` through the Service's ready endpoints every 10 ms with a 1 s timeout (downtime: from a failed probe to the next good one; stall: the slowest good answer), and the stream's progress from every pod's `/state` every 20 ms (gap: the longest time without a new message applied, after warm-up). A target joins the Service only at cutover, when its replay ends (caught up, or at the Cutoff), so clients are not sent to state far behind the stream: with Sequential (no source left serving) the downtime therefore spans restore and replay, while the processing gap shows how long no message was applied at all.")
 	fmt.Fprintln(w, "- Total and phase times, checkpoint size and freeze, bytes moved (Registry: the gzip-compressed image layer the source agent pushed to the registry, which the target node then pulls; Direct: the archive streamed agent to agent, uncompressed), messages buffered and replayed come from the StatefulMigration's status.")
 	fmt.Fprintln(w, "- CPU and peak RSS of the manager and the agents are read from `/proc` on the host: the lab runs every container as a host process. The processes are those whose argv[0] is the project image's binary (`/usr/local/bin/manager`, `/usr/local/bin/agent`) inside a lab node's cgroup (an agent's node is its cgroup's). CPU is utime+stime sampled every 100 ms and cut to the migration (first phase's start to last phase's end, ±100 ms); peak RSS is VmHWM after resetting it (`clear_refs` 5) at the start of the run, so it covers the whole run. A process restarted during a run is left out of that run.")
 	if t.Stale > 0 {
@@ -171,43 +171,37 @@ func hasData(t *Table, col string) bool {
 }
 
 func renderMetric(w io.Writer, t *Table, m metric) {
-	if !hasData(t, m.col) {
-		return
-	}
-	fmt.Fprintf(w, "### %s\n\n", m.title)
-	header(w, t)
-	for _, st := range t.States {
-		for _, mode := range t.Modes {
-			fmt.Fprintf(w, "| `%s` | %s |", mode, st)
-			for _, rate := range t.Rates {
-				c := Cell{mode, rate, st}
-				runs, _, _ := t.Counts(c)
-				fmt.Fprintf(w, " %s |", formatSummary(t.Summary(c, m.col), m.unit, runs))
-			}
-			fmt.Fprintln(w)
-		}
-	}
-	fmt.Fprintln(w)
+	renderCells(w, t, m.col, m.title, func(c Cell) string {
+		runs, _, _ := t.Counts(c)
+		return formatSummary(t.Summary(c, m.col), m.unit, runs)
+	})
 }
 
 func renderRatios(w io.Writer, t *Table, m metric, baseline, reference string) {
-	if !hasData(t, m.col) {
+	title := fmt.Sprintf("%s: median, ÷ %s, ÷ %s", m.title, baseline, reference)
+	renderCells(w, t, m.col, title, func(c Cell) string {
+		s := t.Summary(c, m.col)
+		if s.N == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%s, %s, %s", m.unit.format(s.Median),
+			formatRatio(t.Ratio(c, m.col, baseline)), formatRatio(t.Ratio(c, m.col, reference)))
+	})
+}
+
+// renderCells writes a state × mode by rate table of col under title, one
+// cell as format gives it, or nothing when no run recorded col.
+func renderCells(w io.Writer, t *Table, col, title string, format func(Cell) string) {
+	if !hasData(t, col) {
 		return
 	}
-	fmt.Fprintf(w, "### %s: median, ÷ %s, ÷ %s\n\n", m.title, baseline, reference)
+	fmt.Fprintf(w, "### %s\n\n", title)
 	header(w, t)
 	for _, st := range t.States {
 		for _, mode := range t.Modes {
 			fmt.Fprintf(w, "| `%s` | %s |", mode, st)
 			for _, rate := range t.Rates {
-				c := Cell{mode, rate, st}
-				s := t.Summary(c, m.col)
-				if s.N == 0 {
-					fmt.Fprint(w, " — |")
-					continue
-				}
-				fmt.Fprintf(w, " %s, %s, %s |", m.unit.format(s.Median),
-					formatRatio(t.Ratio(c, m.col, baseline)), formatRatio(t.Ratio(c, m.col, reference)))
+				fmt.Fprintf(w, " %s |", format(Cell{mode, rate, st}))
 			}
 			fmt.Fprintln(w)
 		}

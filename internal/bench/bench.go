@@ -28,6 +28,47 @@ type Meta struct {
 	Machine Machine   `json:"machine"`
 	Commit  string    `json:"commit,omitempty"`
 	Started time.Time `json:"started"`
+	// Resumed lists the later sessions that added runs to the same
+	// directory: a matrix of hours is often filled in several.
+	Resumed []Session `json:"resumed,omitempty"`
+}
+
+// Session is one later start of the bench on a results directory.
+type Session struct {
+	Started time.Time `json:"started"`
+	Commit  string    `json:"commit,omitempty"`
+	Command string    `json:"command"`
+	Machine Machine   `json:"machine"`
+}
+
+// recordSession writes bench.json for a session that starts on dir:
+// afresh, or, when dir already holds runs, as a resumption of the session
+// that made them (only if this one has runs to add).
+func recordSession(dir string, next Meta, hasRows, hasTodo bool) error {
+	if !hasRows {
+		return WriteMeta(dir, next)
+	}
+	prev, err := ReadMeta(dir)
+	if err != nil {
+		return err
+	}
+	switch {
+	case prev.Started.IsZero():
+		return WriteMeta(dir, next)
+	case hasTodo:
+		return WriteMeta(dir, resume(prev, next))
+	}
+	return nil
+}
+
+// resume is the meta of a directory that already holds runs, now
+// continued by next: the first session's description stays, next is added
+// to its history, and next's configuration is the one that runs.
+func resume(prev, next Meta) Meta {
+	m := prev
+	m.Config = next.Config
+	m.Resumed = append(m.Resumed, Session{Started: next.Started, Commit: next.Commit, Command: next.Command, Machine: next.Machine})
+	return m
 }
 
 // Doer runs one migration; Runner is the real one.
@@ -57,11 +98,11 @@ func Execute(ctx context.Context, d Doer, o Options) error {
 	if err != nil {
 		return err
 	}
-	if err := WriteMeta(o.Dir, o.Meta); err != nil {
-		return err
-	}
 	all := o.Matrix.Runs()
 	todo := Pending(all, rows, o.RetryFailed)
+	if err := recordSession(o.Dir, o.Meta, len(rows) > 0, len(todo) > 0); err != nil {
+		return err
+	}
 	fmt.Fprintf(o.Progress, "%d runs in the matrix, %d already in %s, %d to run\n", len(all), len(all)-len(todo), csvPath, len(todo))
 	var runErr error
 	for i, run := range todo {

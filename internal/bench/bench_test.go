@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // scripted plays the lab: every run completes with a total that depends
@@ -39,7 +40,8 @@ func TestExecuteResumes(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &scripted{cancelAt: 3, cancel: cancel}
-	o := Options{Dir: dir, Matrix: m, Meta: Meta{Preset: "small", Config: c}, Progress: io.Discard}
+	first := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
+	o := Options{Dir: dir, Matrix: m, Meta: Meta{Preset: "small", Config: c, Commit: "aaaa", Started: first, Command: "ms2m bench"}, Progress: io.Discard}
 	if err := Execute(ctx, s, o); err == nil {
 		t.Fatal("an interrupted bench reported success")
 	}
@@ -48,6 +50,7 @@ func TestExecuteResumes(t *testing.T) {
 		t.Fatalf("%d rows after an interruption at run 3: want the two finished runs, not the interrupted one", len(rows))
 	}
 	s2 := &scripted{}
+	o.Meta.Commit, o.Meta.Started = "bbbb", first.Add(time.Hour)
 	if err := Execute(context.Background(), s2, o); err != nil {
 		t.Fatal(err)
 	}
@@ -55,11 +58,25 @@ func TestExecuteResumes(t *testing.T) {
 		t.Fatalf("resumed with %v", s2.calls)
 	}
 	s3 := &scripted{}
+	o.Meta.Commit = "cccc"
 	if err := Execute(context.Background(), s3, o); err != nil || len(s3.calls) != 0 {
 		t.Fatalf("a complete directory ran %v (%v)", s3.calls, err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, ReportFile)); err != nil {
+	// The directory's history: made at aaaa, completed at bbbb; the third
+	// session added nothing and is not in it.
+	meta, err := ReadMeta(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Commit != "aaaa" || !meta.Started.Equal(first) || len(meta.Resumed) != 1 || meta.Resumed[0].Commit != "bbbb" {
+		t.Fatalf("bench.json after two sessions and an idle one: commit %s started %s resumed %+v", meta.Commit, meta.Started, meta.Resumed)
+	}
+	report, err := os.ReadFile(filepath.Join(dir, ReportFile))
+	if err != nil {
 		t.Fatal("no report written")
+	}
+	if !strings.Contains(string(report), "Resumed 2026-01-02 04:04 UTC: `ms2m bench` at commit `bbbb`") {
+		t.Fatalf("the report does not say the matrix was resumed at another commit:\n%s", report)
 	}
 }
 

@@ -113,6 +113,16 @@ func renderSetup(w io.Writer, meta Meta, t *Table) {
 	if meta.Machine.Cores > 0 {
 		fmt.Fprintf(w, "- Machine: %s. The whole lab (two kubelets, control plane, registry, RabbitMQ, producer and probes) shares it.\n", meta.Machine)
 	}
+	for _, s := range meta.Resumed {
+		fmt.Fprintf(w, "- Resumed %s: `%s`", s.Started.UTC().Format("2006-01-02 15:04 MST"), s.Command)
+		if s.Commit != "" && s.Commit != meta.Commit {
+			fmt.Fprintf(w, " at commit `%s`", s.Commit)
+		}
+		if s.Machine != meta.Machine {
+			fmt.Fprintf(w, " on %s", s.Machine)
+		}
+		fmt.Fprintln(w)
+	}
 	rs := meta.Config.Run
 	if d := rs.Delay.Duration; d > 0 {
 		fmt.Fprintf(w, "- Consumer: `examples/consumer` on the SDK, %s per message (capacity ≈ %.0f msg/s), prefetch %d; at higher rates its backlog grows throughout the run. Source `node-a`, target `node-b`.\n",

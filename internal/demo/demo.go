@@ -11,7 +11,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -58,7 +57,7 @@ type Result struct {
 func Run(ctx context.Context, o Options) (*Result, error) {
 	w := o.Workload
 	c := o.Client
-	if err := resetNamespace(ctx, c, w.Namespace); err != nil {
+	if err := clearNamespace(ctx, c, w.Namespace); err != nil {
 		return nil, err
 	}
 	if err := resetStream(o.AMQPURL, o.Exchange, w.Queue); err != nil {
@@ -242,21 +241,6 @@ func resetStream(amqpURL, exchange, queue string) error {
 		return err
 	}
 	return ch.QueueBind(queue, queue, exchange, false, nil)
-}
-
-func resetNamespace(ctx context.Context, c client.Client, ns string) error {
-	obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
-	if err := c.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
-	err := poll(ctx, 2*time.Minute, func() (bool, error) {
-		err := c.Get(ctx, client.ObjectKeyFromObject(obj), &corev1.Namespace{})
-		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
-	})
-	if err != nil {
-		return fmt.Errorf("namespace %s still terminating: %w", ns, err)
-	}
-	return c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 }
 
 func podIP(ctx context.Context, c client.Client, ns, name string) (string, error) {

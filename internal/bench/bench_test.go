@@ -92,7 +92,10 @@ func TestReport(t *testing.T) {
 	mode, _ := c.Mode("direct")
 	bad := failed(Run{Mode: mode, Rate: 60, State: "1Mi", Rep: 1})
 	bad.Error = "migration failed in Replaying: ReplayTimedOut | 90s"
-	if err := WriteCSVFile(filepath.Join(dir, ResultsFile), append(rows, bad)); err != nil {
+	// and one that failed but rolled back with the source's stream intact
+	rolledBack := failed(Run{Mode: mode, Rate: 10, State: "1Mi", Rep: 1})
+	rolledBack.Digest, rolledBack.Values = "match", map[string]float64{ColLost: 0, ColDuplicated: 0}
+	if err := WriteCSVFile(filepath.Join(dir, ResultsFile), append(rows, bad, rolledBack)); err != nil {
 		t.Fatal(err)
 	}
 	// regenerated from the directory alone
@@ -119,7 +122,8 @@ func TestReport(t *testing.T) {
 		"## Phases at 60 msg/s",
 		"| `ms2m` | 1Mi | — | 3.0 s (50%) |",
 		"| `direct` | 60 | 1Mi | 1 | Failed | migration failed in Replaying: ReplayTimedOut \\| 90s |",
-		"| `ms2m` | 4 | 0 | 4 | 0 | 0 | 0 |",
+		"| `ms2m` | 4 | 4 | 0 | 0 | 0 | 0 | 0 |",
+		"| `direct` | 2 | 0 | 2 | 1 | 0 | 0 | 0 |",
 		"![Total migration time vs message rate, state 1Mi](total-vs-rate-1Mi.png)",
 		"![Service downtime per mode (all rates and states)](downtime.png)",
 		"(phases-60-1Mi.png)",

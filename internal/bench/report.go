@@ -265,9 +265,9 @@ func renderPhases(w io.Writer, t *Table) {
 }
 
 func renderCorrectness(w io.Writer, t *Table) {
-	fmt.Fprintln(w, "## Correctness\n\nPer mode, over all its runs: exactly-once holds when the target's digest equals the producer's reference with nothing lost or applied twice.\n\n| mode | runs | failed | verified exactly-once | lost | duplicated | digest mismatches |\n|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "## Correctness\n\nPer mode, over all its runs: exactly-once holds when the serving pod's digest equals the producer's reference with nothing lost or applied twice — the target's after a completed migration, the source's after a failed one rolled back.\n\n| mode | runs | completed, exactly-once | failed | failed, source kept serving exactly-once | lost | duplicated | digest mismatches |\n|---|---|---|---|---|---|---|---|")
 	for _, mode := range t.Modes {
-		var runs, failed, verified, mismatches int
+		var runs, failed, verified, keptServing, mismatches int
 		var lost, dup float64
 		for _, r := range t.All() {
 			if r.Mode != mode {
@@ -285,8 +285,11 @@ func renderCorrectness(w io.Writer, t *Table) {
 			if r.Verified() {
 				verified++
 			}
+			if r.KeptServing() {
+				keptServing++
+			}
 		}
-		fmt.Fprintf(w, "| `%s` | %d | %d | %d | %.0f | %.0f | %d |\n", mode, runs, failed, verified, lost, dup, mismatches)
+		fmt.Fprintf(w, "| `%s` | %d | %d | %d | %d | %.0f | %.0f | %d |\n", mode, runs, verified, failed, keptServing, lost, dup, mismatches)
 	}
 	fmt.Fprintln(w)
 }

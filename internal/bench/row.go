@@ -42,6 +42,14 @@ func (r Row) Verified() bool {
 	return !r.Failed() && r.Digest == "match" && ok1 && ok2 && lost == 0 && dup == 0
 }
 
+// KeptServing reports a failed migration whose source, rolled back,
+// applied exactly the producer's stream: the failure lost nothing.
+func (r Row) KeptServing() bool {
+	lost, ok1 := r.Value(ColLost)
+	dup, ok2 := r.Value(ColDuplicated)
+	return r.Failed() && r.Digest == "match" && ok1 && ok2 && lost == 0 && dup == 0
+}
+
 // Completed reports a migration that reached Completed: its timings are
 // comparable with other modes' even when a later check failed.
 func (r Row) Completed() bool { return r.Phase == string(v1alpha1.PhaseCompleted) }

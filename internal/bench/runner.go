@@ -76,7 +76,9 @@ func (r *Runner) Do(ctx context.Context, run Run) Row {
 		fmt.Fprintf(r.Log, "run failed: %v\n", err)
 	}
 	if res != nil {
-		fromResult(&row, res, err == nil)
+		// The serving pod's state was checked (the target's, or the
+		// source's after a rollback) when the demo got its digest.
+		fromResult(&row, res, res.Digest != "")
 		if res.Migration != nil && res.Migration.Status.Phase.IsFinal() {
 			demo.Report(r.Log, res)
 		}
@@ -102,8 +104,8 @@ func newRow(run Run) Row {
 }
 
 // fromResult copies what the migration's status and the outside probes
-// measured; verified says whether the target's state was checked against
-// the producer's reference.
+// measured; verified says whether the serving pod's state was checked
+// against the producer's reference.
 func fromResult(row *Row, res *demo.Result, verified bool) {
 	if m := res.Migration; m != nil {
 		st := &m.Status

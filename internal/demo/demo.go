@@ -139,10 +139,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return res, errors.Join(failed, err)
 	}
+	// Above the consumer's capacity its backlog takes as long as it takes:
+	// wait while it advances, give up when it stops.
 	var st State
-	err = poll(ctx, 2*time.Minute, func() (bool, error) {
-		err := prober.get(ctx, ip, "/state", &st)
-		return err == nil && st.LastSeq >= pub.LastSeq, nil
+	progress, last := time.Now(), int64(-1)
+	err = poll(ctx, 24*time.Hour, func() (bool, error) {
+		if err := prober.get(ctx, ip, "/state", &st); err == nil && st.LastSeq != last {
+			last, progress = st.LastSeq, time.Now()
+		}
+		if time.Since(progress) > catchUpStall {
+			return false, fmt.Errorf("no message applied for %s", catchUpStall)
+		}
+		return st.LastSeq >= pub.LastSeq, nil
 	})
 	if err != nil {
 		return res, errors.Join(failed, fmt.Errorf("%s did not reach seq %d (at %d): %w", res.Serving, pub.LastSeq, st.LastSeq, err))
@@ -153,6 +161,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.DigestMatch = st.Digest == res.Reference && st.LastSeq == pub.LastSeq
 	return res, failed
 }
+
+// catchUpStall is how long the serving pod may apply nothing before the
+// run stops waiting for it to reach the producer's last message.
+const catchUpStall = 30 * time.Second
 
 func rolledBack(m *v1alpha1.StatefulMigration) bool {
 	c := meta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionRolledBack)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -87,8 +88,9 @@ func TestReport(t *testing.T) {
 	if err := Execute(context.Background(), &scripted{}, Options{Dir: dir, Matrix: m, Meta: Meta{Preset: "small", Config: c, Command: "ms2m bench --preset small"}, Progress: io.Discard}); err != nil {
 		t.Fatal(err)
 	}
-	// one failure, to be listed
+	// one failure, to be listed; one run (of ms2m) missing, as in a matrix not done
 	rows, _ := ReadCSVFile(filepath.Join(dir, ResultsFile))
+	rows = rows[1:]
 	mode, _ := c.Mode("direct")
 	bad := failed(Run{Mode: mode, Rate: 60, State: "1Mi", Rep: 1})
 	bad.Error = "migration failed in Replaying: ReplayTimedOut | 90s"
@@ -112,6 +114,7 @@ func TestReport(t *testing.T) {
 	report := string(b)
 	for _, want := range []string{
 		"# ms2m bench: small preset",
+		fmt.Sprintf("**In progress: %d of the small preset's %d runs done.**", len(m.Runs())-1, len(m.Runs())),
 		"`ms2m bench --preset small`",
 		"| `cold` (baseline) | StatefulSet | Sequential |",
 		"| `ms2m` (MS2M) | Pod | ShadowPod |",
@@ -122,7 +125,7 @@ func TestReport(t *testing.T) {
 		"## Phases at 60 msg/s",
 		"| `ms2m` | 1Mi | — | 3.0 s (50%) |",
 		"| `direct` | 60 | 1Mi | 1 | Failed | migration failed in Replaying: ReplayTimedOut \\| 90s |",
-		"| `ms2m` | 4 | 4 | 0 | 0 | 0 | 0 | 0 |",
+		"| `ms2m` | 3 | 3 | 0 | 0 | 0 | 0 | 0 |", // one of its 4 runs missing
 		"| `direct` | 2 | 0 | 2 | 1 | 0 | 0 | 0 |",
 		"![Total migration time vs message rate, state 1Mi](total-vs-rate-1Mi.png)",
 		"![Service downtime per mode (all rates and states)](downtime.png)",

@@ -104,6 +104,12 @@ func renderSetup(w io.Writer, meta Meta, t *Table) {
 	}
 	fmt.Fprintln(w, ".")
 	fmt.Fprintln(w)
+	if m, err := meta.Config.Matrix(meta.Preset, Preset{}); err == nil {
+		all := m.Runs()
+		if left := len(Pending(all, t.All(), false)); left > 0 {
+			fmt.Fprintf(w, "**In progress: %d of the %s preset's %d runs done.** Running the command again adds the rest (runs go repetition by repetition).\n\n", len(all)-left, meta.Preset, len(all))
+		}
+	}
 	if meta.Command != "" {
 		fmt.Fprintf(w, "- Command: `%s`\n", meta.Command)
 	}
@@ -128,7 +134,7 @@ func renderSetup(w io.Writer, meta Meta, t *Table) {
 		fmt.Fprintf(w, "- Consumer: `examples/consumer` on the SDK, %s per message (capacity ≈ %.0f msg/s), prefetch %d; at higher rates its backlog grows throughout the run. Source `node-a`, target `node-b`.\n",
 			d, 1/d.Seconds(), rs.Prefetch)
 	}
-	fmt.Fprintf(w, "- Each run: a fresh namespace and queue, the producer at the rate for %s before the migration and %s after it; then the target must reach the last message published, and its digest is compared with the producer's.\n",
+	fmt.Fprintf(w, "- Each run: the run namespace cleared of the last run's objects, a fresh queue, the producer at the rate for %s before the migration and %s after it; then the serving pod (the target, or the source after a rollback) must reach the last message published — waited for as long as it keeps applying messages — and its digest is compared with the producer's.\n",
 		rs.Warmup.Duration, rs.Settle.Duration)
 	fmt.Fprintln(w, "- Service downtime, stall and processing gap are measured from outside as `make demo` does: `/healthz` through the Service's ready endpoints every 10 ms with a 1 s timeout (downtime: from a failed probe to the next good one; stall: the slowest good answer), and the stream's progress from every pod's `/state` every 20 ms (gap: the longest time without a new message applied, after warm-up). A target joins the Service only at cutover, when its replay ends (caught up, or at the Cutoff), so clients are not sent to state far behind the stream: with Sequential (no source left serving) the downtime therefore spans restore and replay, while the processing gap shows how long no message was applied at all.")
 	fmt.Fprintln(w, "- Total and phase times, checkpoint size and freeze, bytes moved (Registry: the gzip-compressed image layer the source agent pushed to the registry, which the target node then pulls; Direct: the archive streamed agent to agent, uncompressed), messages buffered and replayed come from the StatefulMigration's status.")

@@ -10,7 +10,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/ms2m/ms2m/internal/testenv"
@@ -22,22 +24,10 @@ import (
 var k8s client.Client
 
 func TestMain(m *testing.M) {
-	if testenv.ShortFlag() {
-		os.Exit(m.Run())
-	}
-	env, cfg, err := testenv.StartAPIServer()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	k8s, err = client.New(cfg, client.Options{Scheme: runtime.NewScheme()})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	os.Exit(testenv.MainWithAPIServer(m, func(_ *envtest.Environment, cfg *rest.Config) (err error) {
+		k8s, err = client.New(cfg, client.Options{Scheme: runtime.NewScheme()})
+		return err
+	}))
 }
 
 // shadowManifest uses every field of the MS2M/SHADOW StatefulMigration, as

@@ -11,8 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -27,38 +26,25 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if testenv.ShortFlag() {
-		os.Exit(m.Run())
-	}
-	env, cfg, err := testenv.StartAPIServer()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := func() int {
-		defer env.Stop() //nolint:errcheck
-		scheme := runtime.NewScheme()
-		_ = clientgoscheme.AddToScheme(scheme)
-		_ = v1alpha1.AddToScheme(scheme)
-		if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+	code := testenv.MainWithAPIServer(m, func(env *envtest.Environment, cfg *rest.Config) error {
+		var err error
+		if k8s, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()}); err != nil {
+			return err
 		}
 		user, err := env.AddUser(envtest.User{Name: "sre", Groups: []string{"system:masters"}}, nil)
-		if err == nil {
-			var kc []byte
-			if kc, err = user.KubeConfig(); err == nil {
-				kubeconfig = filepath.Join(os.TempDir(), fmt.Sprintf("ms2m-cli-%d.kubeconfig", os.Getpid()))
-				err = os.WriteFile(kubeconfig, kc, 0o600)
-				defer os.Remove(kubeconfig)
-			}
-		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+			return err
 		}
-		return m.Run()
-	}()
+		kc, err := user.KubeConfig()
+		if err != nil {
+			return err
+		}
+		kubeconfig = filepath.Join(os.TempDir(), fmt.Sprintf("ms2m-cli-%d.kubeconfig", os.Getpid()))
+		return os.WriteFile(kubeconfig, kc, 0o600)
+	})
+	if kubeconfig != "" {
+		os.Remove(kubeconfig)
+	}
 	os.Exit(code)
 }
 

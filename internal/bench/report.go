@@ -271,9 +271,9 @@ func renderPhases(w io.Writer, t *Table) {
 }
 
 func renderCorrectness(w io.Writer, t *Table) {
-	fmt.Fprintln(w, "## Correctness\n\nPer mode, over all its runs: exactly-once holds when the serving pod's digest equals the producer's reference with nothing lost or applied twice — the target's after a completed migration, the source's after a failed one rolled back.\n\n| mode | runs | completed, exactly-once | failed | failed, source kept serving exactly-once | lost | duplicated | digest mismatches |\n|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "## Correctness\n\nPer mode, over all its runs: exactly-once holds when the serving pod's digest equals the producer's reference with nothing lost or applied twice — the target's after a completed migration; after a failed one, the source's if it rolled back, the target's if it failed forward past the point of no return.\n\n| mode | runs | completed, exactly-once | failed | failed, stream still exactly-once | lost | duplicated | digest mismatches |\n|---|---|---|---|---|---|---|---|")
 	for _, mode := range t.Modes {
-		var runs, failed, verified, keptServing, mismatches int
+		var runs, failed, verified, intact, mismatches int
 		var lost, dup float64
 		for _, r := range t.All() {
 			if r.Mode != mode {
@@ -291,11 +291,11 @@ func renderCorrectness(w io.Writer, t *Table) {
 			if r.Verified() {
 				verified++
 			}
-			if r.KeptServing() {
-				keptServing++
+			if r.StreamIntact() {
+				intact++
 			}
 		}
-		fmt.Fprintf(w, "| `%s` | %d | %d | %d | %d | %.0f | %.0f | %d |\n", mode, runs, verified, failed, keptServing, lost, dup, mismatches)
+		fmt.Fprintf(w, "| `%s` | %d | %d | %d | %d | %.0f | %.0f | %d |\n", mode, runs, verified, failed, intact, lost, dup, mismatches)
 	}
 	fmt.Fprintln(w)
 }

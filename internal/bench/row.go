@@ -42,9 +42,10 @@ func (r Row) Verified() bool {
 	return !r.Failed() && r.Digest == "match" && ok1 && ok2 && lost == 0 && dup == 0
 }
 
-// KeptServing reports a failed migration whose source, rolled back,
-// applied exactly the producer's stream: the failure lost nothing.
-func (r Row) KeptServing() bool {
+// StreamIntact reports a failed migration whose serving pod (the source
+// after a rollback, the target when it failed forward) applied exactly the
+// producer's stream: the failure lost nothing.
+func (r Row) StreamIntact() bool {
 	lost, ok1 := r.Value(ColLost)
 	dup, ok2 := r.Value(ColDuplicated)
 	return r.Failed() && r.Digest == "match" && ok1 && ok2 && lost == 0 && dup == 0

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/sdk"
 )
 
@@ -118,12 +119,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	var failed error
 	if m.Status.Phase == v1alpha1.PhaseFailed {
 		failed = fmt.Errorf("migration failed in %s: %s: %s", m.Status.FailedPhase, m.Status.FailureReason, m.Status.FailureMessage)
-		if !rolledBack(m) {
+		switch {
+		case rolledBack(m):
+			// The source must have served on, nothing lost.
+			res.Serving = source
+			fmt.Fprintf(o.Out, "%v\nrolled back: checking that %s kept serving\n", failed, source)
+		case m.Status.TargetPod != "" && migration.PastPointOfNoReturn(&m.Status):
+			// Failed forward (a failed identity swap, say): the target
+			// serves on in the source's place, nothing lost.
+			fmt.Fprintf(o.Out, "%v\nfailed forward: checking that %s serves\n", failed, res.Serving)
+		default:
 			return res, failed
 		}
-		// Rolled back: the source must have served on, nothing lost.
-		res.Serving = source
-		fmt.Fprintf(o.Out, "%v\nrolled back: checking that %s kept serving\n", failed, source)
 	}
 	sleep(ctx, o.Settle)
 	pub := prod.stop()

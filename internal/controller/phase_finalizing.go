@@ -84,19 +84,31 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 }
 
 // completeWhenOwned ends Finalizing with the outcome of the step that
-// leaves the target with its owner: a failure fails the migration, an
-// unfinished step is looked at again, a finished one completes it.
+// leaves the target with its owner: once it is recorded, the migration is
+// complete.
 func (r *Reconciler) completeWhenOwned(s *scope, msg string, done bool, err error) (reconcile.Result, error) {
-	var f *failure
-	if errors.As(err, &f) {
-		return s.fail(f.reason, "%s", f.msg)
+	if owned, res, err := recordOwnership(s, msg, done, err); !owned {
+		return res, err
 	}
-	if err != nil || !done {
-		return s.poll(), err
-	}
-	s.done(v1alpha1.ConditionOwnershipTransferred, msg)
 	r.complete(s)
 	return reconcile.Result{}, nil
+}
+
+// recordOwnership takes the outcome of a step that leaves the target with
+// its owner: a failure fails the migration, an unfinished step is looked
+// at again, a finished one is recorded (OwnershipTransferred) and owned is
+// true. When owned is false the phase returns res and err.
+func recordOwnership(s *scope, msg string, done bool, err error) (owned bool, res reconcile.Result, _ error) {
+	var f *failure
+	if errors.As(err, &f) {
+		res, err := s.fail(f.reason, "%s", f.msg)
+		return false, res, err
+	}
+	if err != nil || !done {
+		return false, s.poll(), err
+	}
+	s.done(v1alpha1.ConditionOwnershipTransferred, msg)
+	return true, reconcile.Result{}, nil
 }
 
 // cleanupCheckpoint removes the checkpoint from both nodes and the

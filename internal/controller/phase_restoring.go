@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -38,14 +37,10 @@ func (r *Reconciler) reconcileRestoring(ctx context.Context, s *scope) (reconcil
 		// of its Services until it has caught up, so it joins them the
 		// moment the gate opens.
 		done, err := r.handBackToStatefulSet(ctx, s.m.Namespace, wl.Name, ptrOr(wl.Replicas), target)
-		var f *failure
-		if errors.As(err, &f) {
-			return s.fail(f.reason, "%s", f.msg)
+		msg := fmt.Sprintf("StatefulSet %s owns %s again, scaled back to %d", wl.Name, target.Name, ptrOr(wl.Replicas))
+		if owned, res, err := recordOwnership(s, msg, done, err); !owned {
+			return res, err
 		}
-		if err != nil || !done {
-			return s.poll(), err
-		}
-		s.done(v1alpha1.ConditionOwnershipTransferred, fmt.Sprintf("StatefulSet %s owns %s again, scaled back to %d", wl.Name, target.Name, ptrOr(wl.Replicas)))
 	}
 	if !render.ContainersReady(target) {
 		return s.poll(), nil

@@ -22,14 +22,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
@@ -43,36 +42,21 @@ import (
 
 var (
 	restCfg *rest.Config
-	scheme  = runtime.NewScheme()
+	scheme  = testenv.Scheme()
 	k8s     client.Client
 )
 
 func TestMain(m *testing.M) {
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = v1alpha1.AddToScheme(scheme)
-	if testenv.ShortFlag() {
-		os.Exit(m.Run())
-	}
-	env, cfg, err := testenv.StartAPIServer()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
-	if err == nil {
-		err = createNodes()
-	}
-	if err == nil {
+	os.Exit(testenv.MainWithAPIServer(m, func(_ *envtest.Environment, cfg *rest.Config) (err error) {
+		if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+			return err
+		}
+		if err = createNodes(); err != nil {
+			return err
+		}
 		restCfg, err = asManager(cfg)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		_ = env.Stop()
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+		return err
+	}))
 }
 
 // asManager returns cfg acting as the manager's ServiceAccount, bound to

@@ -81,10 +81,18 @@ func TestConsumerServesState(t *testing.T) {
 			Intact             bool
 		} `json:"state"`
 	}
+	// Poll /progress (no memory scan), then verify once with /state.
+	var progress map[string]any
 	sdktest.Eventually(t, 10*time.Second, "all applied", func() bool {
-		get(t, base+"/state", &v)
-		return v.LastSeq >= n
+		progress = nil
+		get(t, base+"/progress", &progress)
+		seq, _ := progress["lastSeq"].(float64)
+		return int64(seq) >= n
 	})
+	if _, scanned := progress["state"]; scanned || progress["digest"] != pub.State().Digest.String() {
+		t.Fatalf("/progress %v: want the SDK's status (digest %s) and no memory check", progress, pub.State().Digest)
+	}
+	get(t, base+"/state", &v)
 	if v.Processed != n || v.Digest != pub.State().Digest.String() || v.Mode != "Primary" || v.Counters.Applied != n {
 		t.Fatalf("/state %+v, want %d processed with digest %s", v, n, pub.State().Digest)
 	}

@@ -41,3 +41,17 @@ func TestMemStateDependsOnTheStream(t *testing.T) {
 		t.Fatal("zero state allocated memory")
 	}
 }
+
+// BenchmarkMemStateScan is what one GET /state costs the consumer: a read
+// of all of its memory, during which it applies no message.
+func BenchmarkMemStateScan(b *testing.B) {
+	for _, size := range []int64{1 << 20, 64 << 20, 512 << 20} {
+		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
+			s := newMemState(size)
+			b.SetBytes(size)
+			for b.Loop() {
+				s.scan()
+			}
+		})
+	}
+}

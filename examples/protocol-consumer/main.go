@@ -2,8 +2,8 @@
 // speaks only the control protocol (START_REPLAY / END_REPLAY on
 // ms2m.control.<pod-name>) with plain amqp091, without the ms2m SDK. It
 // does not de-duplicate and does not notice a restore, so it migrates
-// at-least-once: GET /state reports how many distinct sequence numbers it
-// has seen, and how many it saw again.
+// at-least-once: GET /state (and /progress) reports how many distinct
+// sequence numbers it has seen, and how many it saw again.
 package main
 
 import (
@@ -59,11 +59,14 @@ func (s *state) apply(d amqp.Delivery) {
 func main() {
 	url, queue := os.Getenv("MS2M_AMQP_URL"), os.Getenv("MS2M_QUEUE")
 	st := &state{seen: map[int64]bool{}}
-	http.HandleFunc("/state", func(w http.ResponseWriter, _ *http.Request) {
+	serveState := func(w http.ResponseWriter, _ *http.Request) {
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		_ = json.NewEncoder(w).Encode(st)
-	})
+	}
+	// Its state is small: progress (what pollers read) is all of it.
+	http.HandleFunc("/state", serveState)
+	http.HandleFunc("/progress", serveState)
 	http.HandleFunc("/healthz", func(http.ResponseWriter, *http.Request) {})
 	go func() { log.Fatal(http.ListenAndServe(":8080", nil)) }()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)

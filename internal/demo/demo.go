@@ -140,8 +140,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Published, res.Reference = pub.LastSeq, pub.Digest.String()
 	res.SteadyInterval = time.Second / time.Duration(o.Rate)
 
-	// The serving pod must reach the last message; then its state is
-	// compared.
+	// The serving pod must reach the last message (followed through its
+	// cheap /progress); then its state is checked once, through /state.
 	ip, err := podIP(ctx, c, w.Namespace, res.Serving)
 	if err != nil {
 		return res, errors.Join(failed, err)
@@ -151,7 +151,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	var st State
 	progress, last := time.Now(), int64(-1)
 	err = poll(ctx, 24*time.Hour, func() (bool, error) {
-		if err := prober.get(ctx, ip, "/state", &st); err == nil && st.LastSeq != last {
+		if err := prober.get(ctx, ip, "/progress", &st); err == nil && st.LastSeq != last {
 			last, progress = st.LastSeq, time.Now()
 		}
 		if time.Since(progress) > catchUpStall {
@@ -161,6 +161,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	})
 	if err != nil {
 		return res, errors.Join(failed, fmt.Errorf("%s did not reach seq %d (at %d): %w", res.Serving, pub.LastSeq, st.LastSeq, err))
+	}
+	st = State{}
+	if err := poll(ctx, 30*time.Second, func() (bool, error) { return prober.get(ctx, ip, "/state", &st) == nil, nil }); err != nil {
+		return res, errors.Join(failed, fmt.Errorf("reading the state of %s: %w", res.Serving, err))
 	}
 	res.Applied, res.Digest, res.StateIntact = st.Processed, st.Digest, st.State.Intact
 	res.Lost = st.Counters.Missing + max(pub.LastSeq-st.LastSeq, 0)

@@ -35,20 +35,20 @@ func (r Row) Key() Key {
 func (r Row) Failed() bool { return r.Error != "" || r.Phase != string(v1alpha1.PhaseCompleted) }
 
 // Verified reports a run whose target applied exactly the producer's
-// stream: digest equal, nothing lost, nothing applied twice.
-func (r Row) Verified() bool {
-	lost, ok1 := r.Value(ColLost)
-	dup, ok2 := r.Value(ColDuplicated)
-	return !r.Failed() && r.Digest == "match" && ok1 && ok2 && lost == 0 && dup == 0
-}
+// stream.
+func (r Row) Verified() bool { return !r.Failed() && r.exactlyOnce() }
 
 // StreamIntact reports a failed migration whose serving pod (the source
 // after a rollback, the target when it failed forward) applied exactly the
 // producer's stream: the failure lost nothing.
-func (r Row) StreamIntact() bool {
+func (r Row) StreamIntact() bool { return r.Failed() && r.exactlyOnce() }
+
+// exactlyOnce reports that the serving pod's stream was measured and is
+// the producer's: digest equal, nothing lost, nothing applied twice.
+func (r Row) exactlyOnce() bool {
 	lost, ok1 := r.Value(ColLost)
 	dup, ok2 := r.Value(ColDuplicated)
-	return r.Failed() && r.Digest == "match" && ok1 && ok2 && lost == 0 && dup == 0
+	return r.Digest == "match" && ok1 && ok2 && lost == 0 && dup == 0
 }
 
 // Completed reports a migration that reached Completed: its timings are

@@ -114,7 +114,10 @@ func TestReport(t *testing.T) {
 	report := string(b)
 	for _, want := range []string{
 		"# ms2m bench: small preset",
-		fmt.Sprintf("**In progress: %d of the small preset's %d runs done.**", len(m.Runs())-1, len(m.Runs())),
+		fmt.Sprintf("**Every one of the small preset's 4 cells has a run; %d of its %d runs done: 3 cells have every repetition, the others fewer**", len(m.Runs())-1, len(m.Runs())),
+		"## Runs per cell",
+		"| `ms2m` | 1Mi | 1 | 2 |",
+		"| `direct` | 1Mi | 1 (1 failed) | 1 (1 failed) |",
 		"`ms2m bench --preset small`",
 		"| `cold` (baseline) | StatefulSet | Sequential |",
 		"| `ms2m` (MS2M) | Pod | ShadowPod |",

@@ -119,3 +119,43 @@ func Pending(runs []Run, done []Row, retryFailed bool) []Run {
 	}
 	return out
 }
+
+// Coverage is how much of a matrix the rows hold, cell by cell: a run
+// counts once its key has a row, failed or not (a failed migration is a
+// result). Covered cells have at least one run, full cells all of theirs.
+type Coverage struct {
+	Runs, RunsDone    int
+	Cells             int
+	Covered, Complete int
+}
+
+// Coverage of the matrix by done.
+func (m Matrix) Coverage(done []Row) Coverage {
+	have := map[Key]bool{}
+	for _, r := range done {
+		have[r.Key()] = true
+	}
+	var cov Coverage
+	for _, st := range m.States {
+		for _, rate := range m.Rates {
+			for _, mode := range m.Modes {
+				n := 0
+				for rep := 1; rep <= m.Reps; rep++ {
+					if have[Run{Mode: mode, Rate: rate, State: st, Rep: rep}.Key()] {
+						n++
+					}
+				}
+				cov.Cells++
+				cov.Runs += m.Reps
+				cov.RunsDone += n
+				if n > 0 {
+					cov.Covered++
+				}
+				if n == m.Reps {
+					cov.Complete++
+				}
+			}
+		}
+	}
+	return cov
+}

@@ -93,6 +93,31 @@ func TestPendingResumes(t *testing.T) {
 	}
 }
 
+func TestCoverage(t *testing.T) {
+	c := testConfig(t)
+	m, _ := c.Matrix("small", Preset{}) // 2 modes × 2 rates × 1 state × 2 reps
+	runs := m.Runs()
+	if got := m.Coverage(nil); got != (Coverage{Runs: 8, Cells: 4}) {
+		t.Fatalf("empty: %+v", got)
+	}
+	// Repetition 1 of three cells, the fourth cell's only run failed: a
+	// failed run is a result, so every cell is covered, none complete.
+	done := []Row{completed(runs[0]), completed(runs[1]), completed(runs[2]), failed(runs[3])}
+	if got := m.Coverage(done); got != (Coverage{Runs: 8, RunsDone: 4, Cells: 4, Covered: 4}) {
+		t.Fatalf("rep 1 done: %+v", got)
+	}
+	// Repetition 2 of the first cell completes it; rows outside the
+	// matrix (another mode) change nothing.
+	other, _ := c.Mode("direct")
+	done = append(done, completed(runs[4]), completed(Run{Mode: other, Rate: 10, State: "1Mi", Rep: 1}))
+	if got := m.Coverage(done); got != (Coverage{Runs: 8, RunsDone: 5, Cells: 4, Covered: 4, Complete: 1}) {
+		t.Fatalf("one cell complete: %+v", got)
+	}
+	if got := m.Coverage(done[1:]); got.Covered != 4 || got.Complete != 0 {
+		t.Fatalf("rep 2 without rep 1 covers the cell but does not complete it: %+v", got)
+	}
+}
+
 func completed(r Run) Row {
 	row := newRow(r)
 	row.Phase = "Completed"

@@ -87,6 +87,7 @@ func RenderReport(w io.Writer, meta Meta, t *Table, figs []Figure) {
 		renderMetric(w, t, m)
 	}
 	renderCorrectness(w, t)
+	renderRunCounts(w, t)
 	renderFailures(w, t)
 }
 
@@ -105,10 +106,7 @@ func renderSetup(w io.Writer, meta Meta, t *Table) {
 	fmt.Fprintln(w, ".")
 	fmt.Fprintln(w)
 	if m, err := meta.Config.Matrix(meta.Preset, Preset{}); err == nil {
-		all := m.Runs()
-		if left := len(Pending(all, t.All(), false)); left > 0 {
-			fmt.Fprintf(w, "**In progress: %d of the %s preset's %d runs done.** Running the command again adds the rest (runs go repetition by repetition).\n\n", len(all)-left, meta.Preset, len(all))
-		}
+		renderCoverage(w, meta.Preset, m.Coverage(t.All()))
 	}
 	if meta.Command != "" {
 		fmt.Fprintf(w, "- Command: `%s`\n", meta.Command)
@@ -142,6 +140,21 @@ func renderSetup(w io.Writer, meta Meta, t *Table) {
 	if t.Stale > 0 {
 		fmt.Fprintf(w, "- %d rows of the CSV are left out: retried runs, or runs of an earlier definition of their mode.\n", t.Stale)
 	}
+	fmt.Fprintln(w)
+}
+
+// renderCoverage says how much of the preset the results hold, so a reader
+// knows whether a cell's median stands on one run or on all repetitions.
+func renderCoverage(w io.Writer, preset string, c Coverage) {
+	switch {
+	case c.RunsDone == c.Runs:
+		return
+	case c.Covered < c.Cells:
+		fmt.Fprintf(w, "**In progress: %d of the %s preset's %d runs done; %d of its %d cells have a run.**", c.RunsDone, preset, c.Runs, c.Covered, c.Cells)
+	default:
+		fmt.Fprintf(w, "**Every one of the %s preset's %d cells has a run; %d of its %d runs done: %d cells have every repetition, the others fewer** (\"Runs per cell\" below). A median over one run has no spread: its [min–max] is that run.", preset, c.Cells, c.RunsDone, c.Runs, c.Complete)
+	}
+	fmt.Fprintln(w, " Running the command again adds the rest (runs go repetition by repetition).")
 	fmt.Fprintln(w)
 }
 
@@ -187,14 +200,14 @@ func hasData(t *Table, col string) bool {
 }
 
 func renderMetric(w io.Writer, t *Table, m metric) {
-	renderCells(w, t, m.col, m.title, func(c Cell) string {
+	renderCells(w, t, m.col, "### "+m.title, func(c Cell) string {
 		runs, _, _ := t.Counts(c)
 		return formatSummary(t.Summary(c, m.col), m.unit, runs)
 	})
 }
 
 func renderRatios(w io.Writer, t *Table, m metric, baseline, reference string) {
-	title := fmt.Sprintf("%s: median, ÷ %s, ÷ %s", m.title, baseline, reference)
+	title := fmt.Sprintf("### %s: median, ÷ %s, ÷ %s", m.title, baseline, reference)
 	renderCells(w, t, m.col, title, func(c Cell) string {
 		s := t.Summary(c, m.col)
 		if s.N == 0 {
@@ -206,12 +219,13 @@ func renderRatios(w io.Writer, t *Table, m metric, baseline, reference string) {
 }
 
 // renderCells writes a state × mode by rate table of col under title, one
-// cell as format gives it, or nothing when no run recorded col.
+// cell as format gives it, or nothing when no run recorded col (col "":
+// always).
 func renderCells(w io.Writer, t *Table, col, title string, format func(Cell) string) {
-	if !hasData(t, col) {
+	if col != "" && !hasData(t, col) {
 		return
 	}
-	fmt.Fprintf(w, "### %s\n\n", title)
+	fmt.Fprintf(w, "%s\n\n", title)
 	header(w, t)
 	for _, st := range t.States {
 		for _, mode := range t.Modes {
@@ -298,6 +312,30 @@ func renderCorrectness(w io.Writer, t *Table) {
 		fmt.Fprintf(w, "| `%s` | %d | %d | %d | %d | %.0f | %.0f | %d |\n", mode, runs, verified, failed, intact, lost, dup, mismatches)
 	}
 	fmt.Fprintln(w)
+}
+
+// renderRunCounts tables the runs of each cell when they differ, so a
+// median's footing is visible next to it.
+func renderRunCounts(w io.Writer, t *Table) {
+	counts := map[int]bool{}
+	for _, st := range t.States {
+		for _, rate := range t.Rates {
+			for _, mode := range t.Modes {
+				runs, _, _ := t.Counts(Cell{mode, rate, st})
+				counts[runs] = true
+			}
+		}
+	}
+	if len(counts) < 2 {
+		return
+	}
+	renderCells(w, t, "", "## Runs per cell\n\nRuns recorded (failed ones included); the cells differ.", func(c Cell) string {
+		runs, failed, _ := t.Counts(c)
+		if failed > 0 {
+			return fmt.Sprintf("%d (%d failed)", runs, failed)
+		}
+		return fmt.Sprint(runs)
+	})
 }
 
 func renderFailures(w io.Writer, t *Table) {

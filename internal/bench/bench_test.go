@@ -114,7 +114,7 @@ func TestReport(t *testing.T) {
 	report := string(b)
 	for _, want := range []string{
 		"# ms2m bench: small preset",
-		fmt.Sprintf("**Every one of the small preset's 4 cells has a run; %d of its %d runs done: 3 cells have every repetition, the others fewer**", len(m.Runs())-1, len(m.Runs())),
+		fmt.Sprintf("**Every one of the small preset's 4 cells has a run; %d of its %d runs done, and 3 cells have all 2 repetitions**", len(m.Runs())-1, len(m.Runs())),
 		"## Runs per cell",
 		"| `ms2m` | 1Mi | 1 | 2 |",
 		"| `direct` | 1Mi | 1 (1 failed) | 1 (1 failed) |",

@@ -71,7 +71,8 @@ func RenderReport(w io.Writer, meta Meta, t *Table, figs []Figure) {
 		title += ": " + meta.Preset + " preset"
 	}
 	fmt.Fprintf(w, "# %s\n\n", title)
-	renderSetup(w, meta, t)
+	cov := presetCoverage(meta, t)
+	renderSetup(w, meta, t, cov)
 	renderModes(w, c, t)
 	fmt.Fprintf(w, "## Against the baselines\n\nRatios of medians of the same cell, measured in the same bench run: below 1× the mode is faster (or down for less time) than `%s` (stop-and-copy) or `%s` (ShadowPod + Registry + Cutoff, the MS2M configuration). ∞: the reference had none.\n\n", c.Baseline, c.Reference)
 	for _, m := range []metric{reportMetrics[0], reportMetrics[1], reportMetrics[3]} {
@@ -87,11 +88,21 @@ func RenderReport(w io.Writer, meta Meta, t *Table, figs []Figure) {
 		renderMetric(w, t, m)
 	}
 	renderCorrectness(w, t)
-	renderRunCounts(w, t)
+	renderRunCounts(w, t, cov.RunsDone < cov.Runs)
 	renderFailures(w, t)
 }
 
-func renderSetup(w io.Writer, meta Meta, t *Table) {
+// presetCoverage is how much of the named preset the table holds; zero
+// when the preset is unknown (results of another config).
+func presetCoverage(meta Meta, t *Table) Coverage {
+	m, err := meta.Config.Matrix(meta.Preset, Preset{})
+	if err != nil {
+		return Coverage{}
+	}
+	return m.Coverage(t.All())
+}
+
+func renderSetup(w io.Writer, meta Meta, t *Table, cov Coverage) {
 	var runs, failed int
 	for _, r := range t.All() {
 		runs++
@@ -105,9 +116,7 @@ func renderSetup(w io.Writer, meta Meta, t *Table) {
 	}
 	fmt.Fprintln(w, ".")
 	fmt.Fprintln(w)
-	if m, err := meta.Config.Matrix(meta.Preset, Preset{}); err == nil {
-		renderCoverage(w, meta.Preset, m.Coverage(t.All()))
-	}
+	renderCoverage(w, meta.Preset, cov)
 	if meta.Command != "" {
 		fmt.Fprintf(w, "- Command: `%s`\n", meta.Command)
 	}
@@ -147,12 +156,12 @@ func renderSetup(w io.Writer, meta Meta, t *Table) {
 // knows whether a cell's median stands on one run or on all repetitions.
 func renderCoverage(w io.Writer, preset string, c Coverage) {
 	switch {
-	case c.RunsDone == c.Runs:
+	case c.RunsDone == c.Runs: // complete, or no preset to measure against
 		return
 	case c.Covered < c.Cells:
 		fmt.Fprintf(w, "**In progress: %d of the %s preset's %d runs done; %d of its %d cells have a run.**", c.RunsDone, preset, c.Runs, c.Covered, c.Cells)
 	default:
-		fmt.Fprintf(w, "**Every one of the %s preset's %d cells has a run; %d of its %d runs done: %d cells have every repetition, the others fewer** (\"Runs per cell\" below). A median over one run has no spread: its [min–max] is that run.", preset, c.Cells, c.RunsDone, c.Runs, c.Complete)
+		fmt.Fprintf(w, "**Every one of the %s preset's %d cells has a run; %d of its %d runs done, and %d cells have all %d repetitions** (\"Runs per cell\" below gives each cell's count). A median over one run has no spread: its [min–max] is that run.", preset, c.Cells, c.RunsDone, c.Runs, c.Complete, c.Runs/c.Cells)
 	}
 	fmt.Fprintln(w, " Running the command again adds the rest (runs go repetition by repetition).")
 	fmt.Fprintln(w)
@@ -314,9 +323,9 @@ func renderCorrectness(w io.Writer, t *Table) {
 	fmt.Fprintln(w)
 }
 
-// renderRunCounts tables the runs of each cell when they differ, so a
-// median's footing is visible next to it.
-func renderRunCounts(w io.Writer, t *Table) {
+// renderRunCounts tables the runs of each cell when they differ or the
+// preset is not done, so a median's footing is visible next to it.
+func renderRunCounts(w io.Writer, t *Table, partial bool) {
 	counts := map[int]bool{}
 	for _, st := range t.States {
 		for _, rate := range t.Rates {
@@ -326,10 +335,10 @@ func renderRunCounts(w io.Writer, t *Table) {
 			}
 		}
 	}
-	if len(counts) < 2 {
+	if len(counts) < 2 && !partial {
 		return
 	}
-	renderCells(w, t, "", "## Runs per cell\n\nRuns recorded (failed ones included); the cells differ.", func(c Cell) string {
+	renderCells(w, t, "", "## Runs per cell\n\nRuns recorded, failed ones included.", func(c Cell) string {
 		runs, failed, _ := t.Counts(c)
 		if failed > 0 {
 			return fmt.Sprintf("%d (%d failed)", runs, failed)

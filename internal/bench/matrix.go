@@ -122,7 +122,7 @@ func Pending(runs []Run, done []Row, retryFailed bool) []Run {
 
 // Coverage is how much of a matrix the rows hold, cell by cell: a run
 // counts once its key has a row, failed or not (a failed migration is a
-// result). Covered cells have at least one run, full cells all of theirs.
+// result). Covered cells have at least one run, complete cells all of theirs.
 type Coverage struct {
 	Runs, RunsDone    int
 	Cells             int

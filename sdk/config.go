@@ -17,6 +17,9 @@ type Handler func(ctx context.Context, m Message) error
 
 // Message is one delivery handed to a Handler.
 type Message struct {
+	// Producer is the identity of the producer whose sequence Seq counts
+	// ("" when the message names none).
+	Producer string
 	// Seq is the sequence number; meaningful when Sequenced.
 	Seq       int64
 	Sequenced bool

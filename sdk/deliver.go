@@ -22,12 +22,13 @@ func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, r
 	if herr != nil {
 		seq, sequenced = 0, false
 	}
-	m := Message{Seq: seq, Sequenced: sequenced, Body: d.Body, Headers: d.Headers,
+	producer := ProducerOf(d.Headers)
+	m := Message{Producer: producer, Seq: seq, Sequenced: sequenced, Body: d.Body, Headers: d.Headers,
 		Queue: queue, Replayed: replayed, Redelivered: d.Redelivered}
 
 	c.applyMu.Lock()
 	snap := c.snap // written only under applyMu
-	if snap.IsDuplicate(seq, sequenced) {
+	if snap.IsDuplicate(producer, seq, sequenced) {
 		c.applyMu.Unlock()
 		c.mu.Lock()
 		c.counters.Duplicates++
@@ -48,7 +49,7 @@ func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, r
 		}
 		return errHandlerFailed
 	}
-	next, missing := snap.Apply(seq, sequenced, d.Body)
+	next, missing := snap.Apply(producer, seq, sequenced, d.Body)
 	c.mu.Lock()
 	c.snap = next
 	c.counters.Applied++
@@ -67,8 +68,8 @@ func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, r
 	c.retry.reset()
 
 	if missing > 0 {
-		c.log.Error("sequence gap: messages never reached this consumer", "seq", seq,
-			"missing", missing, "after", snap.LastSeq, "queue", queue)
+		c.log.Error("sequence gap: messages never reached this consumer", "producer", producer, "seq", seq,
+			"missing", missing, "after", snap.Position(producer).LastSeq, "queue", queue)
 	}
 	if herr != nil {
 		c.log.Warn("applied as unsequenced", "err", herr)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -113,7 +114,7 @@ func TestConsumerFromSnapshotStartsRestored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Mode() != AwaitingReplay || c.Snapshot() != snap {
+	if c.Mode() != AwaitingReplay || !reflect.DeepEqual(c.Snapshot(), snap) {
 		t.Fatalf("mode %s, snapshot %+v", c.Mode(), c.Snapshot())
 	}
 	if c.checkIdentity() {

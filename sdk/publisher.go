@@ -2,6 +2,8 @@ package sdk
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,9 +19,15 @@ type PublisherConfig struct {
 	// Exchange and RoutingKey messages are published to ("" exchange: the
 	// default exchange, RoutingKey a queue name).
 	Exchange, RoutingKey string
+	// ProducerID names this producer's sequence (x-ms2m-producer).
+	// Consumers de-duplicate per producer: each producer on a queue needs
+	// its own identity. Empty draws a fresh one, which starts a new
+	// sequence: a producer that restarts without a stored identity is then
+	// a new producer, and nothing it sends is mistaken for a duplicate.
+	ProducerID string
 	// FirstSeq is the first sequence number (default 1). A producer that
-	// restarts must continue where it stopped: consumers skip every number
-	// they have seen.
+	// restarts under the same ProducerID must continue where it stopped:
+	// consumers skip every number of that producer they have seen.
 	FirstSeq int64
 	// Window bounds the messages published but not yet confirmed (default
 	// 64).
@@ -37,6 +45,8 @@ type PublisherConfig struct {
 
 // Published is what a Publisher's broker confirmed.
 type Published struct {
+	// ProducerID is the identity the messages carry.
+	ProducerID string `json:"producerId"`
 	// Published counts confirmed messages; LastSeq is the last of them.
 	Published int64 `json:"published"`
 	LastSeq   int64 `json:"lastSeq"`
@@ -76,6 +86,11 @@ type Publisher struct {
 type outgoing struct {
 	seq  int64
 	body []byte
+	// key and headers route this message; key "" with route false is
+	// the configured RoutingKey
+	key     string
+	headers amqp.Table
+	routed  bool
 	dc   *amqp.DeferredConfirmation // nil: not sent on the current channel
 	sent bool                       // sent at least once
 }
@@ -87,6 +102,9 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	}
 	if cfg.FirstSeq <= 0 {
 		cfg.FirstSeq = 1
+	}
+	if cfg.ProducerID == "" {
+		cfg.ProducerID = NewProducerID()
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = 64
@@ -102,17 +120,36 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	}
 	return &Publisher{
 		cfg:   cfg,
-		log:   cfg.Logger.With("exchange", cfg.Exchange, "routingKey", cfg.RoutingKey),
+		log:   cfg.Logger.With("exchange", cfg.Exchange, "routingKey", cfg.RoutingKey, "producer", cfg.ProducerID),
 		next:  cfg.FirstSeq,
 		bo:    backoff{min: cfg.ReconnectMin, max: cfg.ReconnectMax},
-		state: Published{LastSeq: cfg.FirstSeq - 1},
+		state: Published{ProducerID: cfg.ProducerID, LastSeq: cfg.FirstSeq - 1},
 	}, nil
+}
+
+// NewProducerID draws a producer identity: 16 random hex digits.
+func NewProducerID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand never fails on Linux
+	return hex.EncodeToString(b[:])
 }
 
 // Publish sends body with the next sequence number and returns it. It
 // blocks while Window messages await confirmation, and through broker
 // failures until ctx ends. body must not be modified afterwards.
 func (p *Publisher) Publish(ctx context.Context, body []byte) (int64, error) {
+	return p.publish(ctx, &outgoing{body: body})
+}
+
+// PublishRouted is Publish with a routing key and headers of its own for
+// this message (headers exchanges route on headers), in the same sequence
+// as every other message of this producer. headers must not carry the
+// sequence or producer headers, and must not be modified afterwards.
+func (p *Publisher) PublishRouted(ctx context.Context, key string, headers amqp.Table, body []byte) (int64, error) {
+	return p.publish(ctx, &outgoing{body: body, key: key, headers: headers, routed: true})
+}
+
+func (p *Publisher) publish(ctx context.Context, o *outgoing) (int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -128,7 +165,7 @@ func (p *Publisher) Publish(ctx context.Context, body []byte) (int64, error) {
 			return 0, err
 		}
 	}
-	o := &outgoing{seq: p.next, body: body}
+	o.seq = p.next
 	p.next++
 	p.pending = append(p.pending, o)
 	if p.ch == nil || p.send(o) != nil {
@@ -171,9 +208,18 @@ func (p *Publisher) Close() error {
 // send fails only with the channel; pending messages are then sent again
 // from the first, so none can overtake another.
 func (p *Publisher) send(o *outgoing) error {
-	dc, err := p.ch.PublishWithDeferredConfirm(p.cfg.Exchange, p.cfg.RoutingKey, true, false,
+	key := p.cfg.RoutingKey
+	headers := amqp.Table{}
+	if o.routed {
+		key = o.key
+		for k, v := range o.headers {
+			headers[k] = v
+		}
+	}
+	headers[SeqHeader], headers[ProducerHeader] = o.seq, p.cfg.ProducerID
+	dc, err := p.ch.PublishWithDeferredConfirm(p.cfg.Exchange, key, true, false,
 		amqp.Publishing{
-			Headers:      amqp.Table{SeqHeader: o.seq},
+			Headers:      headers,
 			DeliveryMode: amqp.Persistent,
 			ContentType:  "application/octet-stream",
 			Timestamp:    time.Now(),

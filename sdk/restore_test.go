@@ -1,6 +1,7 @@
 package sdk_test
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -58,7 +59,7 @@ func TestRestoreDetectedByIdentity(t *testing.T) {
 	}
 	stalled := c.Snapshot()
 	time.Sleep(300 * time.Millisecond)
-	if now := c.Snapshot(); now != stalled {
+	if now := c.Snapshot(); !reflect.DeepEqual(now, stalled) {
 		t.Fatalf("applied messages while awaiting replay: %+v -> %+v", stalled, now)
 	}
 

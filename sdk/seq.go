@@ -7,8 +7,28 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// SeqHeader carries a message's per-queue sequence number (1, 2, 3, ...).
+// SeqHeader carries a message's sequence number in its producer's stream
+// (1, 2, 3, ...).
 const SeqHeader = "x-ms2m-seq"
+
+// ProducerHeader carries the identity of the producer whose sequence
+// x-ms2m-seq counts. Each producer numbers its own messages, so several
+// producers on one queue, and a producer that restarts under a new
+// identity, are de-duplicated apart. Absent, the message belongs to the
+// producer "".
+const ProducerHeader = "x-ms2m-producer"
+
+// ProducerOf reads the producer identity from a message's headers ("" when
+// absent, or when it is not a string).
+func ProducerOf(h amqp.Table) string {
+	switch v := h[ProducerHeader].(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	}
+	return ""
+}
 
 // SeqOf reads the sequence number from a message's headers. ok is false when
 // the header is absent. A header that is present but not a positive integer

@@ -457,6 +457,10 @@ type Binding struct {
 	// RoutingKey of the binding.
 	// +optional
 	RoutingKey string `json:"routingKey,omitempty"`
+	// Arguments of the binding as a JSON object (headers exchanges match
+	// on them); empty for none.
+	// +optional
+	Arguments string `json:"arguments,omitempty"`
 }
 
 // DowntimeStatus is what the controller measured of the switch.

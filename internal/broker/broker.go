@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 )
@@ -51,6 +52,18 @@ type QueueStats struct {
 	// ConsumerPeers are the consumers' client addresses (IPs), when the
 	// broker can tell (RabbitMQ: management API); nil when unknown.
 	ConsumerPeers []string
+	// Sample is the broker's periodic statistics of the queue, nil when
+	// unknown.
+	Sample *Sample
+}
+
+// Sample is one moment of a queue as the broker's statistics describe it:
+// a broker that counts unacknowledged deliveries only periodically
+// (RabbitMQ's management API) reports them late, so the sample says no
+// more than that it describes a moment no earlier than NotBefore.
+type Sample struct {
+	Ready, Unacked int64
+	NotBefore      time.Time
 }
 
 // Depth is Ready + Unacked: what is still to be applied.

@@ -37,6 +37,7 @@ type nodeSim struct {
 	amqpURL  string
 	queue    string
 	delay    time.Duration
+	prefetch int
 	identity string
 
 	// hmu guards holds alone: workload handlers consult it while the
@@ -65,10 +66,12 @@ type simPod struct {
 	restored *sdk.Snapshot
 	mu       sync.Mutex
 	applied  []int64
+	// producers[i] is the producer of applied[i]
+	producers []string
 }
 
 func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeSim {
-	s := &nodeSim{t: t, c: c, ns: ns, amqpURL: amqpURL, queue: queue, identity: t.TempDir(),
+	s := &nodeSim{t: t, c: c, ns: ns, amqpURL: amqpURL, queue: queue, prefetch: 10, identity: t.TempDir(),
 		agents: map[string]bool{"node-a": true, "node-b": true}, running: map[string]*simPod{},
 		images: map[string]sdk.Snapshot{}, ops: map[string]time.Time{}, snapshots: map[string]int{},
 		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{},
@@ -290,7 +293,7 @@ func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
 	}
 	p := &simPod{name: pod.Name, restored: from, done: make(chan struct{})}
 	c, err := sdk.NewConsumer(sdk.Config{
-		URL: s.amqpURL, Queue: s.queue, Prefetch: 10, Restore: from,
+		URL: s.amqpURL, Queue: s.queue, Prefetch: s.prefetch, Restore: from,
 		Identity: sdk.PodInfoFiles(dir), ConnectionName: "sim " + pod.Name,
 		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
 		Handler: func(ctx context.Context, m sdk.Message) error {
@@ -302,6 +305,7 @@ func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
 			}
 			p.mu.Lock()
 			p.applied = append(p.applied, m.Seq)
+			p.producers = append(p.producers, m.Producer)
 			p.mu.Unlock()
 			return nil
 		},
@@ -353,6 +357,17 @@ func (s *nodeSim) pod(name string) *simPod {
 		}
 	}
 	return nil
+}
+
+// appliedBy is what the pod applied, per producer, in order.
+func (p *simPod) appliedBy() map[string][]int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string][]int64{}
+	for i, seq := range p.applied {
+		out[p.producers[i]] = append(out[p.producers[i]], seq)
+	}
+	return out
 }
 
 func (p *simPod) appliedSeqs() []int64 {

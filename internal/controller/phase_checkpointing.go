@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -38,7 +37,9 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 			}
 			return s.fail(broker.ReasonOf(err), "preparing the replay queue: %v", err)
 		}
-		bound := metav1.NewMicroTime(s.now)
+		// After Prepare returned, not s.now: broker statistics must be
+		// sampled after the bind to prove anything.
+		bound := metav1.NewMicroTime(r.Clock.Now())
 		s.brokerRecord().ReplayBoundTime = &bound
 		s.done(v1alpha1.ConditionTopologyPrepared, "replay queue "+s.brokerRecord().ReplayQueue+" bound before the checkpoint")
 	}
@@ -84,18 +85,8 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 		res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
 		return res, false, ferr
 	}
-	var since time.Duration
-	if rec.ReplayBoundTime != nil {
-		since = s.now.Sub(rec.ReplayBoundTime.Time)
-	}
-	inFlight, known := r.inFlightBound(p.Primary, broker.DegradedBy(h) != nil)
-	if !known {
-		s.condition(v1alpha1.ConditionReplayCoversSource, metav1.ConditionFalse, "SourceBehind",
-			"waiting for the broker to describe the source's consumer (its prefetch bounds what it holds unapplied)")
-		return s.poll(), false, nil
-	}
-	covered, why := migration.ReplayCovers(migration.ReplayCoverage{PrimaryReady: p.Primary.Ready, BufferReady: p.Buffer.Ready,
-		InFlight: inFlight, SinceBind: since})
+	c := coverage(p.Primary, p.Buffer, rec.ReplayBoundTime, broker.DegradedBy(h) != nil, r.Options.AssumedPrefetch)
+	covered, why := migration.ReplayCovers(c)
 	if !covered {
 		s.condition(v1alpha1.ConditionReplayCoversSource, metav1.ConditionFalse, "SourceBehind", why)
 		return s.poll(), false, nil
@@ -104,21 +95,22 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 	return reconcile.Result{}, true, nil
 }
 
-// inFlightBound bounds how many messages the source may hold delivered but
-// unapplied: its consumer's prefetch, as the broker reports it. Unlimited
-// prefetch is bounded by what the broker counts as unacked; a broker that
-// cannot describe consumers (no management API) gets Options.AssumedPrefetch.
-// known is false while the broker has yet to describe the consumer.
-func (r *Reconciler) inFlightBound(primary broker.QueueStats, degraded bool) (int64, bool) {
+// coverage turns what the broker reports of the two queues into what
+// migration.ReplayCovers decides on. The prefetch is the broker's report;
+// only a broker that cannot describe its consumers at all (RabbitMQ
+// without its management API) gets the operator's assumption, marked as
+// one.
+func coverage(primary, buffer broker.QueueStats, bound *metav1.MicroTime, degraded bool, assumed int64) migration.ReplayCoverage {
+	c := migration.ReplayCoverage{PrimaryReady: primary.Ready, BufferReady: buffer.Ready, Consumers: primary.Consumers}
 	switch {
-	case primary.Consumers == 0:
-		return 0, true
-	case primary.PrefetchKnown && primary.Prefetch > 0:
-		return int64(primary.Prefetch), true
 	case primary.PrefetchKnown:
-		return max(primary.Unacked, r.Options.AssumedPrefetch), true
+		c.Prefetch = int64(primary.Prefetch)
 	case degraded:
-		return r.Options.AssumedPrefetch, true
+		c.Prefetch, c.PrefetchAssumed = assumed, true
 	}
-	return 0, false
+	if sm := primary.Sample; sm != nil {
+		c.Sampled, c.SampledReady, c.SampledUnacked = true, sm.Ready, sm.Unacked
+		c.SampledAfterBind = bound != nil && sm.NotBefore.After(bound.Time)
+	}
+	return c
 }

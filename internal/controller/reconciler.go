@@ -49,7 +49,8 @@ type Options struct {
 	// MaxConcurrentReconciles bounds parallel migrations.
 	MaxConcurrentReconciles int
 	// AssumedPrefetch bounds the messages a source holds unapplied when
-	// the broker cannot say (no RabbitMQ management API).
+	// the broker cannot describe its consumers (no RabbitMQ management
+	// API); conditions say it is assumed.
 	AssumedPrefetch int64
 }
 

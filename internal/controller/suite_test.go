@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,13 +127,12 @@ type pubRecord struct {
 	body []byte
 }
 
-var worldSeq int
+var worldSeq atomic.Int64
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	amqpURL, mgmtURL := testenv.AMQPURL(t), testenv.RabbitMQManagementURL(t)
-	worldSeq++
-	w := &world{t: t, ns: fmt.Sprintf("test-%d", worldSeq), amqpURL: amqpURL, mgmtURL: mgmtURL}
+	w := &world{t: t, ns: fmt.Sprintf("test-%d", worldSeq.Add(1)), amqpURL: amqpURL, mgmtURL: mgmtURL}
 	t.Logf("namespace %s", w.ns)
 	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: w.ns}}); err != nil {
 		t.Fatal(err)
@@ -164,7 +164,7 @@ func (w *world) startManager() (stop func()) {
 		w.t.Fatal(err)
 	}
 	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("ms2m"),
-		Agents: w.sim, DialBroker: rabbitmq.Dial, Options: w.opts}
+		Agents: w.sim, DialBroker: rabbitmq.NewDialer(rabbitmq.Options{StatsInterval: time.Second}), Options: w.opts}
 	if err := r.SetupWithManager(mgr); err != nil {
 		w.t.Fatal(err)
 	}

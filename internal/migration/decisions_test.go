@@ -154,18 +154,28 @@ func TestPointOfNoReturn(t *testing.T) {
 }
 
 func TestReplayCovers(t *testing.T) {
+	one := func(c ReplayCoverage) ReplayCoverage { c.Consumers = 1; return c }
 	for _, tc := range []struct {
 		name string
 		c    ReplayCoverage
 		want bool
 	}{
-		{"backlog from before the bind", ReplayCoverage{PrimaryReady: 500, BufferReady: 20, InFlight: 1}, false},
-		{"backlog worked off", ReplayCoverage{PrimaryReady: 40, BufferReady: 60, InFlight: 10}, true},
-		{"prefetch may still hold pre-bind messages", ReplayCoverage{PrimaryReady: 0, BufferReady: 5, InFlight: 10}, false},
-		{"prefetch passed", ReplayCoverage{PrimaryReady: 0, BufferReady: 12, InFlight: 10}, true},
-		{"unknown prefetch counts as one", ReplayCoverage{PrimaryReady: 0, BufferReady: 1}, true},
-		{"idle right after the bind", ReplayCoverage{SinceBind: 100 * time.Millisecond}, false},
-		{"idle and settled", ReplayCoverage{SinceBind: 2 * time.Second}, true},
+		{"backlog from before the bind", one(ReplayCoverage{PrimaryReady: 500, BufferReady: 20, Prefetch: 1}), false},
+		{"backlog worked off", one(ReplayCoverage{PrimaryReady: 40, BufferReady: 60, Prefetch: 10}), true},
+		{"prefetch may still hold pre-bind messages", one(ReplayCoverage{PrimaryReady: 0, BufferReady: 5, Prefetch: 10}), false},
+		{"prefetch passed", one(ReplayCoverage{PrimaryReady: 0, BufferReady: 12, Prefetch: 10}), true},
+		{"assumed prefetch passed", one(ReplayCoverage{PrimaryReady: 0, BufferReady: 60, Prefetch: 50, PrefetchAssumed: true}), true},
+		// unknown or unlimited prefetch proves nothing by traffic
+		{"unknown prefetch", one(ReplayCoverage{PrimaryReady: 0, BufferReady: 100}), false},
+		{"two consumers share the deliveries", ReplayCoverage{Consumers: 2, PrimaryReady: 0, BufferReady: 100, Prefetch: 10}, false},
+		{"no consumer: the backlog cannot drain", ReplayCoverage{PrimaryReady: 3, BufferReady: 100, Prefetch: 1}, false},
+		// The first confirmed loss: a prefetched burst, no message since the
+		// bind; an idle stream is not a drained one.
+		{"idle but holding a burst", one(ReplayCoverage{Prefetch: 20, Sampled: true, SampledAfterBind: true, SampledUnacked: 20}), false},
+		{"idle, only a stale sample", one(ReplayCoverage{Prefetch: 20, Sampled: true, SampledUnacked: 0}), false},
+		{"idle and drained after the bind", one(ReplayCoverage{Prefetch: 20, Sampled: true, SampledAfterBind: true}), true},
+		{"drained after the bind, unlimited prefetch", ReplayCoverage{Consumers: 3, BufferReady: 4, Sampled: true, SampledAfterBind: true}, true},
+		{"sampled with a backlog waiting", one(ReplayCoverage{PrimaryReady: 2, Sampled: true, SampledAfterBind: true, SampledReady: 2}), false},
 	} {
 		got, why := ReplayCovers(tc.c)
 		if got != tc.want || why == "" {

@@ -56,8 +56,15 @@ func (b *Broker) do(t testing.TB, what string, fn func(ch *amqp.Channel) error) 
 // Exchange declares a direct exchange, deleted when the test ends.
 func (b *Broker) Exchange(t testing.TB, name string) {
 	t.Helper()
+	b.ExchangeOfKind(t, name, amqp.ExchangeDirect)
+}
+
+// ExchangeOfKind declares an exchange of the given type (direct, topic,
+// fanout, headers), deleted when the test ends.
+func (b *Broker) ExchangeOfKind(t testing.TB, name, kind string) {
+	t.Helper()
 	b.do(t, "declare exchange "+name, func(ch *amqp.Channel) error {
-		return ch.ExchangeDeclare(name, amqp.ExchangeDirect, true, false, false, false, nil)
+		return ch.ExchangeDeclare(name, kind, true, false, false, false, nil)
 	})
 	t.Cleanup(func() {
 		if ch, err := b.conn.Channel(); err == nil {
@@ -78,6 +85,17 @@ func (b *Broker) Queue(t testing.TB, name string) {
 	b.DeleteAtCleanup(t, name)
 }
 
+// QueueWithArgs declares a durable queue with arguments (x-queue-type:
+// quorum, say), deleted when the test ends.
+func (b *Broker) QueueWithArgs(t testing.TB, name string, args amqp.Table) {
+	t.Helper()
+	b.do(t, "declare queue "+name, func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(name, true, false, false, false, args)
+		return err
+	})
+	b.DeleteAtCleanup(t, name)
+}
+
 // DeleteAtCleanup deletes a queue someone else declares (a control queue).
 func (b *Broker) DeleteAtCleanup(t testing.TB, queue string) {
 	t.Cleanup(func() {
@@ -92,6 +110,20 @@ func (b *Broker) DeleteAtCleanup(t testing.TB, queue string) {
 func (b *Broker) Bind(t testing.TB, queue, exchange, key string) {
 	t.Helper()
 	b.do(t, "bind "+queue, func(ch *amqp.Channel) error { return ch.QueueBind(queue, key, exchange, false, nil) })
+}
+
+// BindArgs binds queue to exchange with key and binding arguments (a
+// headers exchange matches on them).
+func (b *Broker) BindArgs(t testing.TB, queue, exchange, key string, args amqp.Table) {
+	t.Helper()
+	b.do(t, "bind "+queue, func(ch *amqp.Channel) error { return ch.QueueBind(queue, key, exchange, false, args) })
+}
+
+// BindExchange routes what reaches exchange src with key on to exchange
+// dst (an exchange-to-exchange binding).
+func (b *Broker) BindExchange(t testing.TB, dst, src, key string) {
+	t.Helper()
+	b.do(t, "bind exchange "+dst, func(ch *amqp.Channel) error { return ch.ExchangeBind(dst, key, src, false, nil) })
 }
 
 // Unbind removes that binding.

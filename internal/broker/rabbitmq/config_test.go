@@ -105,12 +105,33 @@ func TestCheckBinding(t *testing.T) {
 		{"direct", nil, v1alpha1.ReasonBrokerTopology},
 		{"fanout", []string{"anything"}, ""},
 		{"fanout", nil, v1alpha1.ReasonBrokerTopology},
-		{"headers", []string{""}, v1alpha1.ReasonUnsupported},
+		{"headers", []string{""}, ""},
 		{"x-consistent-hash", []string{"10"}, v1alpha1.ReasonUnsupported},
 	} {
 		err := checkBinding(s, tc.kind, tc.keys)
 		if (err == nil) != (tc.reason == "") || (err != nil && broker.ReasonOf(err) != tc.reason) {
 			t.Errorf("%s exchange binding with %q: got %v, want reason %q", tc.kind, tc.keys, err, tc.reason)
+		}
+	}
+}
+
+// Exchange types that hand each message to one of the bound queues (a
+// consistent-hash exchange, say) cannot feed a replay queue a copy.
+func TestCheckRoutes(t *testing.T) {
+	b := func(ex string) v1alpha1.Binding { return v1alpha1.Binding{Exchange: ex, Queue: "q"} }
+	for _, tc := range []struct {
+		name  string
+		bs    []v1alpha1.Binding
+		kinds map[string]string
+		want  string // "" for no error, else a word the error must say
+	}{
+		{"no binding", nil, nil, "default exchange"},
+		{"direct and headers", []v1alpha1.Binding{b("a"), b("h")}, map[string]string{"a": "direct", "h": "headers"}, ""},
+		{"consistent hash", []v1alpha1.Binding{b("a"), b("c")}, map[string]string{"a": "topic", "c": "x-consistent-hash"}, "x-consistent-hash"},
+	} {
+		err := checkRoutes("q", tc.bs, tc.kinds)
+		if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
 	}
 }

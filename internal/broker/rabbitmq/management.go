@@ -34,14 +34,19 @@ type management struct {
 	base   *url.URL
 	vhost  string
 	client *http.Client
+	// staleness bounds how old the statistics it returns may be: the
+	// queue emits them every statistics interval, and the management
+	// agent collects them every interval too
+	staleness time.Duration
 
 	mu      sync.Mutex
 	err     error
 	retryAt time.Time
 }
 
-func newManagement(cfg config) *management {
-	return &management{base: cfg.mgmt, vhost: cfg.uri.Vhost, client: &http.Client{Timeout: managementTimeout}}
+func newManagement(cfg config, statsInterval time.Duration) *management {
+	return &management{base: cfg.mgmt, vhost: cfg.uri.Vhost, client: &http.Client{Timeout: managementTimeout},
+		staleness: 2*statsInterval + 250*time.Millisecond}
 }
 
 func (m *management) unavailable() error {
@@ -129,30 +134,8 @@ func (m *management) fetch(ctx context.Context, out any, path []string) (bool, e
 	return true, nil
 }
 
-type mgmtBinding struct {
-	RoutingKey string `json:"routing_key"`
-}
-
-// bindings lists the bindings from exchange to queue and the exchange's
-// type; ok is false when the API cannot tell.
-func (m *management) bindings(ctx context.Context, exchange, queue string) (kind string, keys []string, ok bool) {
-	var ex struct {
-		Type string `json:"type"`
-	}
-	if found, err := m.get(ctx, &ex, "exchanges", m.vhost, exchange); err != nil || !found {
-		return "", nil, false
-	}
-	var bs []mgmtBinding
-	if _, err := m.get(ctx, &bs, "bindings", m.vhost, "e", exchange, "q", queue); err != nil {
-		return "", nil, false
-	}
-	for _, b := range bs {
-		keys = append(keys, b.RoutingKey)
-	}
-	return ex.Type, keys, true
-}
-
 type mgmtQueue struct {
+	Ready     int64 `json:"messages_ready"`
 	Unacked   int64 `json:"messages_unacknowledged"`
 	Consumers []struct {
 		// channel_details is [] rather than an object once the channel is
@@ -169,7 +152,10 @@ type mgmtQueue struct {
 
 // queueCounts is what only the management API knows of a queue.
 type queueCounts struct {
-	unacked int64
+	// ready and unacked are from one statistics sample, taken no
+	// earlier than notBefore
+	ready, unacked int64
+	notBefore      time.Time
 	// acked counts messages consumed for good: acked, or delivered to
 	// an auto-ack consumer (acked on delivery)
 	acked int64
@@ -185,10 +171,12 @@ type queueCounts struct {
 // queue returns a queue's counts; ok is false when the API cannot tell.
 func (m *management) queue(ctx context.Context, name string) (c queueCounts, ok bool) {
 	var q mgmtQueue
+	asked := time.Now()
 	if found, err := m.get(ctx, &q, "queues", m.vhost, name); err != nil || !found {
 		return c, false
 	}
-	c.unacked, c.peers = q.Unacked, []string{}
+	c.ready, c.unacked, c.peers = q.Ready, q.Unacked, []string{}
+	c.notBefore = asked.Add(-m.staleness)
 	c.acked = q.Stats.Ack + q.Stats.DeliverNoAck + q.Stats.GetNoAck
 	c.described = len(q.Consumers)
 	for _, cd := range q.Consumers {

@@ -2,6 +2,7 @@ package rabbitmq_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"reflect"
 	"slices"
@@ -108,15 +109,28 @@ func TestManagementCounts(t *testing.T) {
 	srv.receive(t, s, rec.ReplayQueue, 2)
 
 	want := broker.Progress{
-		Buffer:  broker.QueueStats{Ready: 2, Acked: 2, ConsumerPeers: []string{}, PrefetchKnown: true},
-		Primary: broker.QueueStats{Unacked: 3, Acked: 1, Consumers: 1, Prefetch: 10, PrefetchKnown: true, ConsumerPeers: []string{"127.0.0.1"}},
+		Buffer: broker.QueueStats{Ready: 2, Acked: 2, ConsumerPeers: []string{}, PrefetchKnown: true,
+			Sample: &broker.Sample{Ready: 2}},
+		Primary: broker.QueueStats{Unacked: 3, Acked: 1, Consumers: 1, Prefetch: 10, PrefetchKnown: true, ConsumerPeers: []string{"127.0.0.1"},
+			Sample: &broker.Sample{Unacked: 3}},
 	}
 	// the management API's statistics lag by collect_statistics_interval
 	var p broker.Progress
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 		var err error
+		asked := time.Now()
 		if p, err = h.Progress(tctx(t), &rec); err != nil {
 			t.Fatal(err)
+		}
+		for _, q := range []*broker.QueueStats{&p.Buffer, &p.Primary} {
+			// a sample is no fresher than the moment of asking, less the
+			// statistics' lag (default 5 s: twice that, and collection)
+			if sm := q.Sample; sm != nil {
+				if lag := asked.Sub(sm.NotBefore); lag < 10*time.Second || lag > 11*time.Second {
+					t.Fatalf("sample claims to be no older than %s", lag)
+				}
+				sm.NotBefore = time.Time{}
+			}
 		}
 		if reflect.DeepEqual(p, want) {
 			break
@@ -176,13 +190,94 @@ func TestExchangeTypes(t *testing.T) {
 	vhost := srv.newVhost(t)
 
 	headers := srv.stream(t, vhost, amqp.ExchangeHeaders, "")
-	_, err := dial(t, headers, "headers").Verify(tctx(t))
-	wantReason(t, err, v1alpha1.ReasonUnsupported, "headers")
+	if _, err := dial(t, headers, "headers").Verify(tctx(t)); err != nil {
+		t.Errorf("a headers exchange copies to every matching binding: %v", err)
+	}
 
 	fanout := srv.stream(t, vhost, amqp.ExchangeFanout, "")
 	fanout.RoutingKey = "ignored.by.fanout"
 	if _, err := dial(t, fanout, "fanout").Verify(tctx(t)); err != nil {
 		t.Errorf("a fanout exchange routes whatever the key: %v", err)
+	}
+}
+
+// Every route to the workload's queue reaches the replay queue: a second
+// key on the named exchange, a headers exchange matching on arguments, and
+// an exchange bound to the named one (exchange to exchange). Sealing stops
+// all of them, teardown leaves the topology as it was.
+func TestEveryRouteIsCopied(t *testing.T) {
+	t.Parallel()
+	srv := testServer(t)
+	s := srv.stream(t, srv.newVhost(t), amqp.ExchangeDirect, "eu")
+	headersEx, entry := s.Exchange+"-h", s.Exchange+"-entry"
+	region := amqp.Table{"x-match": "all", "region": "us"}
+	srv.on(t, s, func(ch *amqp.Channel) error {
+		return errors.Join(
+			ch.QueueBind(s.Queue, "us", s.Exchange, false, nil),
+			ch.ExchangeDeclare(headersEx, amqp.ExchangeHeaders, true, false, false, false, nil),
+			ch.QueueBind(s.Queue, "", headersEx, false, region),
+			ch.ExchangeDeclare(entry, amqp.ExchangeFanout, true, false, false, false, nil),
+			ch.ExchangeBind(s.Exchange, "", entry, false, nil))
+	})
+	before := srv.snapshot(t, s)
+	h := dial(t, s, "routes")
+	if _, err := h.Verify(tctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	var rec v1alpha1.BrokerStatus
+	if err := h.Prepare(tctx(t), &rec); err != nil {
+		t.Fatal(err)
+	}
+	publishAll := func() {
+		srv.on(t, s, func(ch *amqp.Channel) error {
+			pub := func(ex, key string, hdr amqp.Table) error {
+				return ch.Publish(ex, key, true, false, amqp.Publishing{Headers: hdr, Body: []byte(ex + "/" + key)})
+			}
+			return errors.Join(pub(s.Exchange, "eu", nil), pub(s.Exchange, "us", nil),
+				pub(headersEx, "", amqp.Table{"region": "us"}), pub(entry, "us", nil),
+				// routed nowhere: neither queue may get it
+				pub(headersEx, "", amqp.Table{"region": "asia"}))
+		})
+	}
+	publishAll()
+	waitFor(t, "four messages in each queue", func() bool {
+		return srv.ready(t, s, s.Queue) == 4 && srv.ready(t, s, rec.ReplayQueue) == 4
+	})
+	if len(rec.AddedBindings) != 3 {
+		t.Errorf("recorded %d replay bindings, want the queue's 3: %+v", len(rec.AddedBindings), rec.AddedBindings)
+	}
+	if err := h.Seal(tctx(t), &rec); err != nil {
+		t.Fatal(err)
+	}
+	publishAll()
+	waitFor(t, "the primary queue fed", func() bool { return srv.ready(t, s, s.Queue) == 8 })
+	time.Sleep(100 * time.Millisecond)
+	if n := srv.ready(t, s, rec.ReplayQueue); n != 4 {
+		t.Errorf("the sealed replay queue holds %d messages, want 4: a route still feeds it", n)
+	}
+	if err := h.Teardown(tctx(t), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if after := srv.snapshot(t, s); !slices.Equal(before, after) {
+		t.Errorf("teardown left the topology changed:\n%q\n%q", before, after)
+	}
+}
+
+// A queue bound to no exchange is fed only through the default exchange
+// (by its name), which cannot be copied: refused before anything changes.
+func TestQueueWithoutBindingsIsRefused(t *testing.T) {
+	t.Parallel()
+	srv := testServer(t)
+	s := srv.stream(t, srv.newVhost(t), amqp.ExchangeDirect, "k")
+	srv.unbind(t, s)
+	before := srv.snapshot(t, s)
+	h := dial(t, s, "unbound")
+	_, err := h.Verify(tctx(t))
+	wantReason(t, err, v1alpha1.ReasonBrokerTopology, "not bound")
+	err = h.Prepare(tctx(t), &v1alpha1.BrokerStatus{})
+	wantReason(t, err, v1alpha1.ReasonBrokerTopology, "not bound")
+	if after := srv.snapshot(t, s); !slices.Equal(before, after) {
+		t.Errorf("a refused Prepare changed the topology:\n%q\n%q", before, after)
 	}
 }
 

@@ -16,8 +16,10 @@ func (h *handoff) replayBinding() v1alpha1.Binding {
 	return v1alpha1.Binding{Exchange: h.stream.Exchange, Queue: h.replayQueue(), RoutingKey: h.stream.RoutingKey}
 }
 
-// Prepare declares the replay queue and binds it beside the workload's
-// queue, so every message published from now on lands in both.
+// Prepare declares the replay queue and binds it wherever the workload's
+// queue is bound (see routes.go), so every message published from now on
+// lands in both. Without the management API only the binding the spec
+// names can be known, and only it is copied (Degraded says so).
 func (h *handoff) Prepare(ctx context.Context, rec *v1alpha1.BrokerStatus) error {
 	if rec == nil {
 		return errors.New("rabbitmq: Prepare needs a record")
@@ -29,18 +31,39 @@ func (h *handoff) Prepare(ctx context.Context, rec *v1alpha1.BrokerStatus) error
 	if err := h.checkExchange(ctx); err != nil {
 		return err
 	}
-	q, b := h.replayQueue(), h.replayBinding()
+	twins := []v1alpha1.Binding{h.replayBinding()}
+	if bs, kinds, ok := h.routes(ctx); ok {
+		if err := checkStream(h.stream, bs, kinds); err != nil {
+			return err
+		}
+		twins = twins[:0]
+		for _, b := range bs {
+			twins = append(twins, h.replayTwin(b))
+		}
+	}
+	q := h.replayQueue()
 	rec.ReplayQueue = q
 	broker.NoteDeclaredQueue(rec, q)
-	broker.NoteAddedBinding(rec, b)
+	for _, b := range twins {
+		broker.NoteAddedBinding(rec, b)
+	}
 	err := h.sess.do(ctx, func(ch *amqp.Channel) error {
 		// durable without arguments: a target may redeclare it that way
 		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
 			return err
 		}
-		return ch.QueueBind(q, b.RoutingKey, b.Exchange, false, nil)
+		for _, b := range twins {
+			args, err := bindingTable(b.Arguments)
+			if err != nil {
+				return err
+			}
+			if err := ch.QueueBind(q, b.RoutingKey, b.Exchange, false, args); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-	return classify(err, fmt.Sprintf("declaring replay queue %q and binding it to exchange %q with key %q", q, b.Exchange, b.RoutingKey))
+	return classify(err, fmt.Sprintf("declaring replay queue %q and binding it as %q is bound (%s)", q, h.stream.Queue, describeRoutes(twins)))
 }
 
 // Seal unbinds the replay queue. The binding stays in rec.AddedBindings:
@@ -74,8 +97,12 @@ func (h *handoff) replayBindings(rec *v1alpha1.BrokerStatus) []v1alpha1.Binding 
 // unbind removes b; a missing queue or exchange means nothing flows
 // through b any more, which is what was asked.
 func (h *handoff) unbind(ctx context.Context, b v1alpha1.Binding) error {
-	err := h.sess.do(ctx, func(ch *amqp.Channel) error {
-		return ch.QueueUnbind(b.Queue, b.RoutingKey, b.Exchange, nil)
+	args, err := bindingTable(b.Arguments)
+	if err != nil {
+		return err
+	}
+	err = h.sess.do(ctx, func(ch *amqp.Channel) error {
+		return ch.QueueUnbind(b.Queue, b.RoutingKey, b.Exchange, args)
 	})
 	if isNotFound(err) {
 		return nil

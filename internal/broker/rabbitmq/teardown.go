@@ -54,8 +54,12 @@ func (h *handoff) Teardown(ctx context.Context, rec *v1alpha1.BrokerStatus) erro
 // missing queue or exchange is a failure here, as the workload would no
 // longer receive what it did.
 func (h *handoff) rebind(ctx context.Context, b v1alpha1.Binding) error {
-	err := h.sess.do(ctx, func(ch *amqp.Channel) error {
-		return ch.QueueBind(b.Queue, b.RoutingKey, b.Exchange, false, nil)
+	args, err := bindingTable(b.Arguments)
+	if err != nil {
+		return err
+	}
+	err = h.sess.do(ctx, func(ch *amqp.Channel) error {
+		return ch.QueueBind(b.Queue, b.RoutingKey, b.Exchange, false, args)
 	})
 	if isNotFound(err) {
 		return broker.InvalidTopology("cannot restore the binding of queue %q to exchange %q (key %q): one of them no longer exists; "+

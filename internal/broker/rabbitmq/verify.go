@@ -7,6 +7,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/ms2m/ms2m/api/v1alpha1"
+
 	"github.com/ms2m/ms2m/internal/broker"
 )
 
@@ -23,8 +25,8 @@ func (h *handoff) Verify(ctx context.Context) (broker.QueueStats, error) {
 	if err := h.checkExchange(ctx); err != nil {
 		return broker.QueueStats{}, err
 	}
-	if kind, keys, ok := h.mgmt.bindings(ctx, s.Exchange, s.Queue); ok {
-		if err := checkBinding(s, kind, keys); err != nil {
+	if bs, kinds, ok := h.routes(ctx); ok {
+		if err := checkStream(s, bs, kinds); err != nil {
 			return broker.QueueStats{}, err
 		}
 	}
@@ -49,18 +51,30 @@ func (h *handoff) checkExchange(ctx context.Context) error {
 	return classify(err, fmt.Sprintf("checking exchange %q", s.Exchange))
 }
 
-// mirrored lists the exchange types that deliver a copy of a message to
-// every queue bound with the same key, which is what makes the replay
-// queue's binding duplicate the workload's.
-var mirrored = []string{amqp.ExchangeDirect, amqp.ExchangeTopic, amqp.ExchangeFanout}
-
-// checkBinding checks the exchange routes to s.Queue by s.RoutingKey, given
-// the exchange's kind and the keys it binds the queue with.
-func checkBinding(s broker.Stream, kind string, keys []string) error {
-	if !slices.Contains(mirrored, kind) {
-		return unsupported("exchange %q is of type %q: a replay queue can only duplicate what direct, topic and fanout exchanges route", s.Exchange, kind)
+// checkStream checks the queue is bound as the spec says, and that every
+// route to it can be copied.
+func checkStream(s broker.Stream, bs []v1alpha1.Binding, kinds map[string]string) error {
+	var keys []string
+	for _, b := range bs {
+		if b.Exchange == s.Exchange {
+			keys = append(keys, b.RoutingKey)
+		}
 	}
-	if len(keys) > 0 && (kind == amqp.ExchangeFanout || slices.Contains(keys, s.RoutingKey)) {
+	if err := checkBinding(s, kinds[s.Exchange], keys); err != nil {
+		return err
+	}
+	return checkRoutes(s.Queue, bs, kinds)
+}
+
+// checkBinding checks the exchange the spec names routes to s.Queue by
+// s.RoutingKey, given the exchange's kind and the keys it binds the queue
+// with: the spec describes the stream as it is (every route to the queue
+// is copied, whichever the spec names).
+func checkBinding(s broker.Stream, kind string, keys []string) error {
+	if !slices.Contains(copyable, kind) && len(keys) > 0 {
+		return unsupported("exchange %q is of type %q: a replay queue can only duplicate what direct, topic, fanout and headers exchanges route", s.Exchange, kind)
+	}
+	if len(keys) > 0 && (kind == amqp.ExchangeFanout || kind == amqp.ExchangeHeaders || slices.Contains(keys, s.RoutingKey)) {
 		return nil
 	}
 	if len(keys) == 0 {
@@ -83,6 +97,7 @@ func (h *handoff) stats(ctx context.Context, queue string) (broker.QueueStats, e
 	if c, ok := h.mgmt.queue(ctx, queue); ok {
 		st.Unacked, st.Acked, st.ConsumerPeers, st.Prefetch = c.unacked, c.acked, c.peers, c.prefetch
 		st.PrefetchKnown = c.described >= st.Consumers
+		st.Sample = &broker.Sample{Ready: c.ready, Unacked: c.unacked, NotBefore: c.notBefore}
 	}
 	return st, nil
 }

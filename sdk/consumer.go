@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // Consumer applies a queue's messages through a Handler, exactly once per
@@ -28,6 +30,13 @@ type Consumer struct {
 	connected bool
 	control   string // control queue consumed by the current session
 	running   bool
+	// reply is where the controller asked for reports (START_REPLAY's
+	// replyTo); atReplay the counters then, so that a report counts the
+	// handoff alone; outbox the reports not yet sent.
+	reply    string
+	atReplay Counters
+	outbox   []control.Report
+	replyTo  []string // replyTo[i] is where outbox[i] goes
 
 	// owned by Run's goroutine
 	retryAt     time.Time
@@ -181,6 +190,10 @@ func (c *Consumer) step(ev event) {
 	from := c.route
 	to, note := from.step(ev)
 	c.route = to
+	if from.mode == Draining && to.mode == Primary && c.reply != "" {
+		c.report(control.ReplayDone, from.replay)
+		c.reply = ""
+	}
 	ignored := note != "" && to == from
 	if ignored && (ev.kind == evStartReplay || ev.kind == evEndReplay) {
 		c.counters.ControlIgnored++
@@ -195,6 +208,29 @@ func (c *Consumer) step(ev event) {
 			h(from.mode, to.mode)
 		}
 	}
+}
+
+// startReplay notes where to report a replay of queue and announces it,
+// when the controller asked for reports.
+func (c *Consumer) startReplay(queue, replyTo string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if replyTo == "" || c.route.mode != Replaying || c.route.replay != queue {
+		return
+	}
+	if c.reply != replyTo {
+		c.reply, c.atReplay = replyTo, c.counters
+	}
+	c.report(control.ReplayStarted, queue)
+}
+
+// report queues a report to c.reply; c.mu is held.
+func (c *Consumer) report(typ, replay string) {
+	k, at := c.counters, c.atReplay
+	c.outbox = append(c.outbox, control.Report{Type: typ, Pod: c.known.Name, ReplayQueue: replay,
+		Replayed: k.Replayed - at.Replayed, Duplicates: k.Duplicates - at.Duplicates,
+		Gaps: k.Gaps - at.Gaps, Missing: k.Missing - at.Missing})
+	c.replyTo = append(c.replyTo, c.reply)
 }
 
 // pauseAfterFailure keeps the consumer from taking messages for a while

@@ -26,6 +26,7 @@ func (c *Consumer) onControl(d amqp.Delivery) error {
 		p, _ := m.Replay() // Decode checked it
 		c.log.Info("START_REPLAY", "replayQueue", p.Queue)
 		c.step(event{kind: evStartReplay, queue: p.Queue})
+		c.startReplay(p.Queue, p.ReplyTo)
 	case m.Type == control.EndReplay:
 		c.log.Info("END_REPLAY")
 		c.step(event{kind: evEndReplay})
@@ -34,4 +35,27 @@ func (c *Consumer) onControl(d amqp.Delivery) error {
 		return fmt.Errorf("ack control message: %w", err)
 	}
 	return nil
+}
+
+// sendReports publishes the queued reports on the control channel, in
+// order; what fails stays queued for the next session.
+func (c *Consumer) sendReports(s *session) error {
+	for {
+		c.mu.Lock()
+		if len(c.outbox) == 0 {
+			c.mu.Unlock()
+			return nil
+		}
+		r, to := c.outbox[0], c.replyTo[0]
+		c.mu.Unlock()
+		err := s.ctrl.Publish("", to, false, false, amqp.Publishing{
+			ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: r.Encode()})
+		if err != nil {
+			return fmt.Errorf("report %s to %s: %w", r.Type, to, err)
+		}
+		c.log.Info("reported "+r.Type, "to", to, "gaps", r.Gaps, "missing", r.Missing, "duplicates", r.Duplicates)
+		c.mu.Lock()
+		c.outbox, c.replyTo = c.outbox[1:], c.replyTo[1:]
+		c.mu.Unlock()
+	}
 }

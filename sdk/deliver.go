@@ -18,6 +18,12 @@ var errHandlerFailed = errors.New("handler failed")
 // A message is recorded as applied before its ack: if the ack is lost, the
 // broker delivers it again and the sequence number makes it a duplicate.
 func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, replayed bool) error {
+	if IsFence(d.Headers) {
+		c.mu.Lock()
+		c.counters.Fences++
+		c.mu.Unlock()
+		return ack(d)
+	}
 	seq, sequenced, herr := SeqOf(d.Headers)
 	if herr != nil {
 		seq, sequenced = 0, false

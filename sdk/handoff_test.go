@@ -55,10 +55,15 @@ func TestHandoffExactlyOnce(t *testing.T) {
 		t.Fatalf("target before START_REPLAY: mode %s, applied %d", tgt.Mode(), k.Applied)
 	}
 
-	b.SendControl(t, podB, control.NewStartReplay(replay))
+	reports := b.Name("reports")
+	b.Queue(t, reports)
+	b.SendControl(t, podB, control.NewStartReplay(replay, reports))
 	sdktest.Eventually(t, 10*time.Second, "target replaying", func() bool {
 		return tgt.Mode() == sdk.Replaying && tgt.Counters().Replayed > 0
 	})
+	if r := b.Report(t, reports); r.Type != control.ReplayStarted || r.Pod != podB || r.ReplayQueue != replay {
+		t.Fatalf("first report %+v, want %s from %s for %s", r, control.ReplayStarted, podB, replay)
+	}
 
 	a.stop() // the source goes; what it left unacked returns to the primary queue
 	b.Unbind(t, replay, ex, key)
@@ -71,6 +76,11 @@ func TestHandoffExactlyOnce(t *testing.T) {
 	sdktest.Eventually(t, 10*time.Second, "target on the primary queue", func() bool {
 		return tgt.Mode() == sdk.Primary && b.Inspect(t, primary).Consumers == 1
 	})
+	done := b.Report(t, reports)
+	if k := tgt.Counters(); done.Type != control.ReplayDone || done.Gaps != 0 || done.Missing != 0 ||
+		done.Replayed == 0 || done.Replayed != k.Replayed || done.Duplicates == 0 || done.Duplicates > k.Duplicates {
+		t.Errorf("report at the switch %+v, want %s with no gap and the target's replay counters so far %+v", done, control.ReplayDone, k)
+	}
 	time.Sleep(500 * time.Millisecond)
 
 	n, ref := p.stop(t)

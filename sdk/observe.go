@@ -20,6 +20,9 @@ type Counters struct {
 	Malformed int64 `json:"malformed"`
 	// HandlerErrors: the handler failed, the message was requeued.
 	HandlerErrors int64 `json:"handlerErrors"`
+	// Fences counts the migration controller's fence messages, acked
+	// unapplied.
+	Fences int64 `json:"fences"`
 	// Reconnects counts broker sessions after the first.
 	Reconnects int64 `json:"reconnects"`
 	// Restores counts identity changes: restores into a new pod.

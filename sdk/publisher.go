@@ -91,8 +91,8 @@ type outgoing struct {
 	key     string
 	headers amqp.Table
 	routed  bool
-	dc   *amqp.DeferredConfirmation // nil: not sent on the current channel
-	sent bool                       // sent at least once
+	dc      *amqp.DeferredConfirmation // nil: not sent on the current channel
+	sent    bool                       // sent at least once
 }
 
 // NewPublisher checks cfg; the connection is made on the first Publish.

@@ -75,7 +75,7 @@ func replayBench(b *testing.B, url string, prefetch int, n int64, snap sdk.Snaps
 	})
 
 	b.ResetTimer()
-	br.SendControl(b, pod, control.NewStartReplay(replay))
+	br.SendControl(b, pod, control.NewStartReplay(replay, ""))
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		k := c.Counters()

@@ -70,7 +70,7 @@ func TestRestoreDetectedByIdentity(t *testing.T) {
 		t.Fatalf("mode %s after an END_REPLAY without START_REPLAY", c.Mode())
 	}
 
-	b.SendControl(t, podB, control.NewStartReplay(replay))
+	b.SendControl(t, podB, control.NewStartReplay(replay, ""))
 	sdktest.Eventually(t, 10*time.Second, "replaying", func() bool { return c.Counters().Replayed > 0 })
 	b.Unbind(t, replay, ex, key)
 	sdktest.Eventually(t, 10*time.Second, "replay queue drained", func() bool { return b.Inspect(t, replay).Ready == 0 })

@@ -18,6 +18,18 @@ const SeqHeader = "x-ms2m-seq"
 // producer "".
 const ProducerHeader = "x-ms2m-producer"
 
+// FenceHeader marks a fence message: put into a consumer's queue by the
+// migration controller, behind everything in it, to learn when the consumer
+// has been handed all of that. A consumer acks it unapplied; it is no
+// message of the stream. The value names the migration.
+const FenceHeader = "x-ms2m-fence"
+
+// IsFence reports whether headers mark a fence message.
+func IsFence(h amqp.Table) bool {
+	_, ok := h[FenceHeader]
+	return ok
+}
+
 // ProducerOf reads the producer identity from a message's headers ("" when
 // absent, or when it is not a string).
 func ProducerOf(h amqp.Table) string {

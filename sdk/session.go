@@ -94,6 +94,9 @@ func (c *Consumer) session(ctx context.Context, bo *backoff, sessions *int) erro
 		if err != nil {
 			return err
 		}
+		if err := c.sendReports(s); err != nil {
+			return err
+		}
 	}
 }
 

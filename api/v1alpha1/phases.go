@@ -77,6 +77,11 @@ const (
 	// ConditionCheckpointRemoved: the checkpoint (the workload's memory) is
 	// gone from both nodes and the registry; False says what was left.
 	ConditionCheckpointRemoved = "CheckpointRemoved"
+	// ConditionStreamIntact: what the target reported of the handoff. True:
+	// no sequence gap; False (MessagesLost): the target saw messages
+	// missing; Unknown: the target does not report (a workload without the
+	// ms2m SDK).
+	ConditionStreamIntact = "StreamIntact"
 	// ConditionIdentitySwapStarted names the identity-swap migration a
 	// StatefulSet ShadowPod migration started.
 	ConditionIdentitySwapStarted = "IdentitySwapStarted"
@@ -112,6 +117,13 @@ const (
 	ReasonSourceLost          = "SourcePodLost"
 	ReasonTargetLost          = "TargetPodLost"
 	ReasonUnsupported         = "Unsupported"
+	// ReasonSourceNotConsuming: the source pod does not consume the queue
+	// messageQueueConfig names, so no handoff of it can be right.
+	ReasonSourceNotConsuming = "SourceNotConsuming"
+	// ReasonMessagesLost: the target reported a gap in the stream.
+	ReasonMessagesLost = "MessagesLost"
+	// ReasonNotReported: the target does not report its handoff.
+	ReasonNotReported         = "NotReported"
 	ReasonAtLeastOnceWorkload = "CredentialsInBrokerURL"
 	// ReasonSourceStopping is SourceStopped's reason (status False) from
 	// the moment the source's stop is issued: the point of no return.

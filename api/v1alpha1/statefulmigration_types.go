@@ -411,6 +411,33 @@ type MessageStatus struct {
 	// ReplayStartTime is when START_REPLAY was sent.
 	// +optional
 	ReplayStartTime *metav1.MicroTime `json:"replayStartTime,omitempty"`
+	// Target is what the restored target reported of the handoff; empty
+	// for a workload that does not report (one without the ms2m SDK,
+	// which gets at-least-once delivery).
+	// +optional
+	Target *TargetReport `json:"target,omitempty"`
+}
+
+// TargetReport is what the restored target counted from START_REPLAY to
+// its switch to the primary queue.
+type TargetReport struct {
+	// Reporting: the target answered START_REPLAY and will report.
+	Reporting bool `json:"reporting,omitempty"`
+	// Done: it reported its switch to the primary queue.
+	Done bool `json:"done,omitempty"`
+	// Replayed messages it applied from the replay queue.
+	// +optional
+	Replayed int64 `json:"replayed,omitempty"`
+	// DuplicatesSkipped: messages it had applied already (before the
+	// checkpoint), skipped by sequence number.
+	// +optional
+	DuplicatesSkipped int64 `json:"duplicatesSkipped,omitempty"`
+	// Gaps counts jumps in a producer's sequence; Lost sums the messages
+	// jumped over. Both are zero in a correct handoff.
+	// +optional
+	Gaps int64 `json:"gaps,omitempty"`
+	// +optional
+	Lost int64 `json:"lost,omitempty"`
 }
 
 // BrokerStatus records the migration's changes to the broker.
@@ -425,6 +452,15 @@ type BrokerStatus struct {
 	// ControlQueue carries START_REPLAY / END_REPLAY to the target.
 	// +optional
 	ControlQueue string `json:"controlQueue,omitempty"`
+	// FencesSent counts the fence messages put into the workload's queue
+	// alone after the bind: the ms2m SDK acks them unapplied, and the
+	// source being handed them shows it applied everything older.
+	// +optional
+	FencesSent int32 `json:"fencesSent,omitempty"`
+	// ReplyQueue carries the target's reports back (REPLAY_STARTED,
+	// REPLAY_DONE), from workloads that report (the ms2m SDK).
+	// +optional
+	ReplyQueue string `json:"replyQueue,omitempty"`
 	// AddedBindings were created by the migration and are removed by
 	// teardown.
 	// +optional
@@ -446,14 +482,24 @@ type BrokerStatus struct {
 	// teardown.
 	// +optional
 	DeclaredQueues []string `json:"declaredQueues,omitempty"`
+	// DeclaredExchanges were declared by the migration and are deleted by
+	// teardown.
+	// +optional
+	DeclaredExchanges []string `json:"declaredExchanges,omitempty"`
 }
 
-// Binding is one exchange-to-queue binding.
+// Binding is one binding from an exchange to a queue or, with ToExchange,
+// to another exchange.
 type Binding struct {
 	// Exchange is the source exchange.
 	Exchange string `json:"exchange"`
 	// Queue is the destination queue.
-	Queue string `json:"queue"`
+	// +optional
+	Queue string `json:"queue,omitempty"`
+	// ToExchange is the destination exchange of an exchange-to-exchange
+	// binding (then Queue is empty).
+	// +optional
+	ToExchange string `json:"toExchange,omitempty"`
 	// RoutingKey of the binding.
 	// +optional
 	RoutingKey string `json:"routingKey,omitempty"`

@@ -26,7 +26,6 @@ func main() {
 		metricsAddr, probeAddr, namespace, tlsSecret string
 		leaderElect                                  bool
 		opts                                         controller.Options
-		rmq                                          rabbitmq.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -36,7 +35,6 @@ func main() {
 	flag.StringVar(&opts.DefaultCheckpointRepository, "default-checkpoint-repository", "", "repository for Registry transfers that name none")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-migrations", 4, "migrations reconciled in parallel")
 	flag.DurationVar(&opts.BrokerRetryWindow, "broker-retry-window", 30*time.Second, "how long a new migration waits for an unreachable broker before failing")
-	flag.DurationVar(&rmq.StatsInterval, "rabbitmq-stats-interval", rabbitmq.DefaultStatsInterval, "the brokers' collect_statistics_interval: how often RabbitMQ's management API refreshes unacked counts (set it to what the brokers use; too short a value could take stale counts for fresh ones)")
 	flag.Int64Var(&opts.AssumedPrefetch, "assumed-prefetch", 50, "the most messages a source may hold unapplied, assumed only for a broker whose management API cannot describe its consumers")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
@@ -80,7 +78,7 @@ func main() {
 	}
 	agents := agentclient.New(agentclient.PodResolver{Reader: mgr.GetClient(), Namespace: namespace}, tlsCfg)
 	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("ms2m-manager"),
-		Agents: agents, DialBroker: rabbitmq.NewDialer(rmq), Options: opts}
+		Agents: agents, DialBroker: rabbitmq.Dial, Options: opts}
 	if err := r.SetupWithManager(mgr); err != nil {
 		log.Error(err, "setting up the controller")
 		os.Exit(1)

@@ -11,9 +11,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // Stream is a workload's stream, as resolved from the migration's spec and
@@ -52,18 +52,6 @@ type QueueStats struct {
 	// ConsumerPeers are the consumers' client addresses (IPs), when the
 	// broker can tell (RabbitMQ: management API); nil when unknown.
 	ConsumerPeers []string
-	// Sample is the broker's periodic statistics of the queue, nil when
-	// unknown.
-	Sample *Sample
-}
-
-// Sample is one moment of a queue as the broker's statistics describe it:
-// a broker that counts unacknowledged deliveries only periodically
-// (RabbitMQ's management API) reports them late, so the sample says no
-// more than that it describes a moment no earlier than NotBefore.
-type Sample struct {
-	Ready, Unacked int64
-	NotBefore      time.Time
 }
 
 // Depth is Ready + Unacked: what is still to be applied.
@@ -89,6 +77,11 @@ type Handoff interface {
 	// Prepare creates the replay buffer (before the checkpoint), noting
 	// every change in rec before making it.
 	Prepare(ctx context.Context, rec *v1alpha1.BrokerStatus) error
+	// Fence puts n fence messages into the workload's queue alone (not the
+	// buffer), behind everything in it, and notes them in rec once the
+	// broker has them: a consumer with the ms2m SDK acks them unapplied,
+	// and each one it is handed shows it has been handed everything older.
+	Fence(ctx context.Context, n int, rec *v1alpha1.BrokerStatus) error
 	// StartReplay tells the target, through its control queue, to consume
 	// the buffer (START_REPLAY; the queue is declared if missing and noted
 	// in rec).
@@ -101,6 +94,9 @@ type Handoff interface {
 	// EndReplay tells targetPod to finish the buffer and switch to the
 	// primary queue (END_REPLAY).
 	EndReplay(ctx context.Context, controlQueue string, rec *v1alpha1.BrokerStatus) error
+	// Reports takes the target's reports that arrived since the last call
+	// (START_REPLAY names where they go), oldest first.
+	Reports(ctx context.Context, rec *v1alpha1.BrokerStatus) ([]control.Report, error)
 	// Listeners counts the consumers of a queue (0 when it does not exist):
 	// whether a restored target already listens on a control queue.
 	Listeners(ctx context.Context, queue string) (int, error)

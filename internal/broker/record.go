@@ -18,6 +18,14 @@ func NoteDeclaredQueue(rec *v1alpha1.BrokerStatus, queue string) {
 	}
 }
 
+// NoteDeclaredExchange adds exchange to rec.DeclaredExchanges unless it is
+// listed.
+func NoteDeclaredExchange(rec *v1alpha1.BrokerStatus, exchange string) {
+	if !slices.Contains(rec.DeclaredExchanges, exchange) {
+		rec.DeclaredExchanges = append(rec.DeclaredExchanges, exchange)
+	}
+}
+
 // NoteAddedBinding adds b to rec.AddedBindings unless it is listed.
 func NoteAddedBinding(rec *v1alpha1.BrokerStatus, b v1alpha1.Binding) {
 	if !slices.Contains(rec.AddedBindings, b) {
@@ -39,4 +47,5 @@ func TornDown(rec *v1alpha1.BrokerStatus) {
 	rec.AddedBindings = nil
 	rec.RemovedBindings = nil
 	rec.DeclaredQueues = nil
+	rec.DeclaredExchanges = nil
 }

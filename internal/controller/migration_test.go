@@ -2,17 +2,22 @@ package controller_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/render"
+	"github.com/ms2m/ms2m/sdk"
 	"github.com/ms2m/ms2m/sdk/sdktest"
 )
 
@@ -39,7 +44,7 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 	}
 	for _, c := range []string{v1alpha1.ConditionTopologyPrepared, v1alpha1.ConditionCheckpointCreated, v1alpha1.ConditionCheckpointTransferred,
 		v1alpha1.ConditionTargetRestored, v1alpha1.ConditionReplayStarted, v1alpha1.ConditionSourceStopped, v1alpha1.ConditionReplaySealed,
-		v1alpha1.ConditionTargetSwitched, v1alpha1.ConditionTopologyRestored, v1alpha1.ConditionSucceeded} {
+		v1alpha1.ConditionTargetSwitched, v1alpha1.ConditionTopologyRestored, v1alpha1.ConditionStreamIntact, v1alpha1.ConditionSucceeded} {
 		if !migration.IsTrue(st, c) {
 			t.Errorf("condition %s is not True", c)
 		}
@@ -175,4 +180,54 @@ func TestBacklogFromBeforeTheReplayQueueIsNotLost(t *testing.T) {
 		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
 	}
 	w.checkExactlyOnce(m.Status.TargetPod)
+}
+
+// Some of the stream reaches the queue through the default exchange,
+// which no replay queue can copy: the target sees the holes, reports them,
+// and the migration says so (StreamIntact False, a MessagesLost Warning)
+// instead of reporting a clean success.
+func TestLossTheTargetSeesIsReported(t *testing.T) {
+	w := newWorld(t)
+	w.sourcePod("consumer-0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		conn, err := amqp.Dial(w.amqpURL)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for seq := int64(1); ctx.Err() == nil; seq++ {
+			<-tick.C
+			ex, key := w.exchange, "orders"
+			if seq%5 == 0 {
+				ex, key = "", w.queue // straight to the queue
+			}
+			_ = ch.Publish(ex, key, false, false, amqp.Publishing{
+				Headers: amqp.Table{sdk.SeqHeader: seq, sdk.ProducerHeader: "p"}, Body: fmt.Appendf(nil, "%d", seq)})
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	c := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionStreamIntact)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonMessagesLost {
+		t.Fatalf("StreamIntact %+v, want False/%s", c, v1alpha1.ReasonMessagesLost)
+	}
+	if tr := m.Status.Messages.Target; tr == nil || tr.Lost == 0 || tr.Gaps == 0 {
+		t.Errorf("status.messages.target %+v: the loss the target saw is not in status", tr)
+	}
+	sdktest.Eventually(t, 5*time.Second, "a MessagesLost Warning", func() bool {
+		return slices.Contains(w.events(name), v1alpha1.ReasonMessagesLost)
+	})
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,6 +13,7 @@ import (
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/migration"
+	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // reconcileCheckpointing binds the replay queue, then checkpoints the
@@ -85,8 +87,24 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 		res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
 		return res, false, ferr
 	}
-	c := coverage(p.Primary, p.Buffer, rec.ReplayBoundTime, broker.DegradedBy(h) != nil, r.Options.AssumedPrefetch)
+	c := coverage(p.Primary, p.Buffer, int64(rec.FencesSent), broker.DegradedBy(h) != nil, r.Options.AssumedPrefetch)
 	covered, why := migration.ReplayCovers(c)
+	if !covered && rec.FencesSent == 0 && c.Consumers == 1 && c.Prefetch > 0 {
+		// A source with the SDK acks fences unapplied: handing it its
+		// prefetch's worth proves at once what traffic would prove later.
+		sdk, err := h.Listeners(ctx, control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod))
+		if err != nil {
+			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
+			return res, false, ferr
+		}
+		if sdk > 0 {
+			if err := h.Fence(ctx, int(c.Prefetch), rec); err != nil {
+				res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
+				return res, false, ferr
+			}
+			why += fmt.Sprintf("; %d fence message(s) sent to the source, which has the ms2m SDK", c.Prefetch)
+		}
+	}
 	if !covered {
 		s.condition(v1alpha1.ConditionReplayCoversSource, metav1.ConditionFalse, "SourceBehind", why)
 		return s.poll(), false, nil
@@ -100,17 +118,13 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 // only a broker that cannot describe its consumers at all (RabbitMQ
 // without its management API) gets the operator's assumption, marked as
 // one.
-func coverage(primary, buffer broker.QueueStats, bound *metav1.MicroTime, degraded bool, assumed int64) migration.ReplayCoverage {
-	c := migration.ReplayCoverage{PrimaryReady: primary.Ready, BufferReady: buffer.Ready, Consumers: primary.Consumers}
+func coverage(primary, buffer broker.QueueStats, fences int64, degraded bool, assumed int64) migration.ReplayCoverage {
+	c := migration.ReplayCoverage{PrimaryReady: primary.Ready, BufferReady: buffer.Ready, Consumers: primary.Consumers, Fences: fences}
 	switch {
 	case primary.PrefetchKnown:
 		c.Prefetch = int64(primary.Prefetch)
 	case degraded:
 		c.Prefetch, c.PrefetchAssumed = assumed, true
-	}
-	if sm := primary.Sample; sm != nil {
-		c.Sampled, c.SampledReady, c.SampledUnacked = true, sm.Ready, sm.Unacked
-		c.SampledAfterBind = bound != nil && sm.NotBefore.After(bound.Time)
 	}
 	return c
 }

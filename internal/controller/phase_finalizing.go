@@ -212,8 +212,16 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 			s.condition(v1alpha1.ConditionTargetSwitched, metav1.ConditionFalse, "EndReplaySent", "END_REPLAY sent; waiting for the target to consume "+s.m.Spec.MessageQueueConfig.QueueName)
 			return s.poll(), false, nil
 		}
-		if !consumesPrimary(p.Primary, rec.PrimaryConsumersAtSwitch, target.Status.PodIP) {
-			return s.poll(), false, nil
+		if err := s.readReports(ctx, h); err != nil {
+			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
+			return res, false, ferr
+		}
+		// A target that reports says when it has switched; one that does
+		// not is seen on the primary queue.
+		if !targetReportedSwitch(st) {
+			if !consumesPrimary(p.Primary, rec.PrimaryConsumersAtSwitch, target.Status.PodIP) || !s.switchedWithoutReport() {
+				return s.poll(), false, nil
+			}
 		}
 		s.done(v1alpha1.ConditionTargetSwitched, "target "+target.Name+" consumes "+s.m.Spec.MessageQueueConfig.QueueName)
 		// The sealed buffer is empty and the target has left it for the

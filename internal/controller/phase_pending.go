@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -57,7 +58,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 		return s.fail(v1alpha1.ReasonNoRepository, "transferMode Registry needs spec.checkpointImageRepository (the manager has no default repository configured)")
 	}
 	if s.hasBroker() {
-		if res, ok, err := r.verifyBroker(ctx, s); !ok {
+		if res, ok, err := r.verifyBroker(ctx, s, pod); !ok {
 			return res, err
 		}
 	}
@@ -78,7 +79,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 // verifyBroker checks the stream before anything is changed. An unreachable
 // broker is retried for Options.BrokerRetryWindow (counted from the
 // migration's creation), then fails the migration.
-func (r *Reconciler) verifyBroker(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
+func (r *Reconciler) verifyBroker(ctx context.Context, s *scope, pod *corev1.Pod) (reconcile.Result, bool, error) {
 	c := s.m.Spec.MessageQueueConfig
 	if c.BrokerURLHasPassword() {
 		if !s.isDone(v1alpha1.ConditionCredentialsInSpec) {
@@ -89,10 +90,15 @@ func (r *Reconciler) verifyBroker(ctx context.Context, s *scope) (reconcile.Resu
 			"brokerUrl carries a password: anyone who can read this StatefulMigration can read it; use credentialsSecretRef")
 	}
 	h, err := s.brokerSession(ctx)
+	var q broker.QueueStats
 	if err == nil {
-		_, err = h.Verify(ctx)
+		q, err = h.Verify(ctx)
 	}
 	if err == nil {
+		if why := notConsuming(q, pod, c.QueueName); why != "" {
+			res, ferr := s.fail(v1alpha1.ReasonSourceNotConsuming, "%s", why)
+			return res, false, ferr
+		}
 		return reconcile.Result{}, true, nil
 	}
 	reason := broker.ReasonOf(err)
@@ -191,4 +197,39 @@ func podState(p *corev1.Pod) string {
 		return "not scheduled"
 	}
 	return string(p.Status.Phase)
+}
+
+// notConsuming says why the source pod does not consume queue, from what
+// the broker reports: no consumer at all, or (where the broker names its
+// consumers' addresses) none from the pod's address. "" when it may.
+func notConsuming(q broker.QueueStats, pod *corev1.Pod, queue string) string {
+	if q.Consumers == 0 {
+		return fmt.Sprintf("queue %q has no consumer: source pod %s does not consume it (is messageQueueConfig.queueName the queue the workload reads?)", queue, pod.Name)
+	}
+	addrs := podAddresses(pod)
+	if q.ConsumerPeers == nil || len(addrs) == 0 {
+		return ""
+	}
+	for _, a := range addrs {
+		if slices.Contains(q.ConsumerPeers, a) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("no consumer of queue %q connects from source pod %s (%s); its consumers connect from %s (is messageQueueConfig.queueName the queue the workload reads?)",
+		queue, pod.Name, strings.Join(addrs, ", "), strings.Join(q.ConsumerPeers, ", "))
+}
+
+// podAddresses are the addresses a pod's connections come from.
+func podAddresses(p *corev1.Pod) []string {
+	var out []string
+	for _, ip := range p.Status.PodIPs {
+		out = append(out, ip.IP)
+	}
+	if len(out) == 0 && p.Status.PodIP != "" {
+		out = append(out, p.Status.PodIP)
+	}
+	if p.Spec.HostNetwork && p.Status.HostIP != "" {
+		out = append(out, p.Status.HostIP)
+	}
+	return out
 }

@@ -57,11 +57,15 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 	if err != nil {
 		return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
 	}
+	if err := s.readReports(ctx, h); err != nil {
+		return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
+	}
 	updateMessages(st, p)
 	d := migration.DecideReplay(migration.ReplayState{
 		Mode: st.ReplayMode, Cutoff: s.m.Spec.ReplayCutoff(),
 		Started:   replayStart(st),
 		Remaining: p.Buffer.Depth(), CaughtUpBelow: r.Options.CaughtUpBelow,
+		Overdue: migration.PastPointOfNoReturn(st) && overrun(s),
 	}, s.now)
 	if !d.CutOver {
 		return reconcile.Result{RequeueAfter: d.Recheck}, nil
@@ -138,4 +142,9 @@ func (r *Reconciler) targetControlQueue(ctx context.Context, s *scope, h broker.
 // controlQueues are every control queue a pod may have used.
 func controlQueues(namespace, pod string) []string {
 	return []string{control.PodQueueName(namespace, pod), control.QueueName(pod)}
+}
+
+func overrun(s *scope) bool {
+	over, _ := migration.Overrun(&s.m.Spec, &s.m.Status, s.now)
+	return over
 }

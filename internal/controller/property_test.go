@@ -461,6 +461,9 @@ func runCase(t *testing.T, c propCase) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	for _, c := range m.Status.Conditions {
+		t.Logf("condition %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
+	}
 	var restored sdk.Snapshot
 	if p.restored != nil {
 		restored = *p.restored
@@ -484,6 +487,9 @@ func runCase(t *testing.T, c propCase) string {
 	}
 	if c := p.consumer.Counters(); c.Gaps != 0 {
 		return fmt.Sprintf("%s: %d gap(s), %d message(s) missing", serving, c.Gaps, c.Missing)
+	}
+	if m.Status.Phase == v1alpha1.PhaseCompleted && !migration.IsTrue(&m.Status, v1alpha1.ConditionStreamIntact) {
+		return fmt.Sprintf("completed without the target's report of an intact stream: %+v", m.Status.Messages)
 	}
 	for _, q := range w.replayQueues() {
 		if strings.Contains(q, name) {

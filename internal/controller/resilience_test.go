@@ -191,6 +191,12 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 			s.MessageQueueConfig.BrokerURL = "amqp://guest:guest@127.0.0.1:1/"
 		}, nil, v1alpha1.ReasonBrokerUnreachable, "127.0.0.1:1"},
 		{"queue not bound", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.MessageQueueConfig.RoutingKey = "other" }, nil, v1alpha1.ReasonBrokerTopology, "other"},
+		{"source does not consume the queue", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			s.MessageQueueConfig.QueueName = s.MessageQueueConfig.QueueName + ".other"
+		}, func(w *world) {
+			w.b.Queue(w.t, w.queue+".other")
+			w.b.Bind(w.t, w.queue+".other", w.exchange, "orders")
+		}, v1alpha1.ReasonSourceNotConsuming, "has no consumer"},
 		{"credentials secret missing", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
 			s.MessageQueueConfig.CredentialsSecretRef = &v1alpha1.SecretReference{Name: "rabbit"}
 		}, nil, v1alpha1.ReasonCredentials, `"rabbit" not found`},
@@ -202,12 +208,12 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
-			before := w.topology()
 			w.sourcePod("consumer-0")
 			w.produce(50)
 			if tc.prepare != nil {
 				tc.prepare(w)
 			}
+			before := w.topology()
 			w.startManager()
 			name := w.b.Name("mig")
 			w.migration(name, tc.pod, tc.spec)

@@ -164,7 +164,7 @@ func (w *world) startManager() (stop func()) {
 		w.t.Fatal(err)
 	}
 	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("ms2m"),
-		Agents: w.sim, DialBroker: rabbitmq.NewDialer(rabbitmq.Options{StatsInterval: time.Second}), Options: w.opts}
+		Agents: w.sim, DialBroker: rabbitmq.Dial, Options: w.opts}
 	if err := r.SetupWithManager(mgr); err != nil {
 		w.t.Fatal(err)
 	}

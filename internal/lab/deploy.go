@@ -53,7 +53,7 @@ func (c *Config) DeployOptions(repo string, images map[string]string) deploy.Opt
 			{Name: "KUBERNETES_SERVICE_HOST", Value: api.Hostname()},
 			{Name: "KUBERNETES_SERVICE_PORT", Value: api.Port()},
 		},
-		ManagerArgs: []string{"--default-checkpoint-repository=" + c.CheckpointRepository(), "--leader-elect=false", "--rabbitmq-stats-interval=1s"},
+		ManagerArgs: []string{"--default-checkpoint-repository=" + c.CheckpointRepository(), "--leader-elect=false"},
 		AgentArgs: []string{
 			"--containerd-socket=" + path.Join(c.Dir, "{node}", "containerd.sock"),
 			"--registry-alias=" + c.Registry() + "=" + c.RegistryFromPods(),

@@ -115,15 +115,19 @@ func TestDecideReplay(t *testing.T) {
 		remaining int64
 		after     time.Duration
 		cut, up   bool
+		overdue   bool
 	}{
-		{"cutoff caught up", v1alpha1.ReplayCutoff, 3, time.Second, true, true},
-		{"cutoff behind", v1alpha1.ReplayCutoff, 500, 10 * time.Second, false, false},
-		{"cutoff elapsed", v1alpha1.ReplayCutoff, 500, 30 * time.Second, true, false},
-		{"drain behind after cutoff", v1alpha1.ReplayDrain, 500, time.Hour, false, false},
-		{"drain caught up", v1alpha1.ReplayDrain, 0, time.Hour, true, true},
+		{"cutoff caught up", v1alpha1.ReplayCutoff, 3, time.Second, true, true, false},
+		{"cutoff behind", v1alpha1.ReplayCutoff, 500, 10 * time.Second, false, false, false},
+		{"cutoff elapsed", v1alpha1.ReplayCutoff, 500, 30 * time.Second, true, false, false},
+		{"drain behind after cutoff", v1alpha1.ReplayDrain, 500, time.Hour, false, false, false},
+		{"drain caught up", v1alpha1.ReplayDrain, 0, time.Hour, true, true, false},
+		// past the point of no return a drain that overran cuts over: the
+		// target drains the rest on the primary queue
+		{"drain overdue, source gone", v1alpha1.ReplayDrain, 500, time.Hour, true, false, true},
 	} {
 		s := base
-		s.Mode, s.Remaining = tc.mode, tc.remaining
+		s.Mode, s.Remaining, s.Overdue = tc.mode, tc.remaining, tc.overdue
 		d := DecideReplay(s, t0.Add(tc.after))
 		if d.CutOver != tc.cut || d.CaughtUp != tc.up || d.Reason == "" {
 			t.Errorf("%s: %+v", tc.name, d)
@@ -165,17 +169,16 @@ func TestReplayCovers(t *testing.T) {
 		{"prefetch may still hold pre-bind messages", one(ReplayCoverage{PrimaryReady: 0, BufferReady: 5, Prefetch: 10}), false},
 		{"prefetch passed", one(ReplayCoverage{PrimaryReady: 0, BufferReady: 12, Prefetch: 10}), true},
 		{"assumed prefetch passed", one(ReplayCoverage{PrimaryReady: 0, BufferReady: 60, Prefetch: 50, PrefetchAssumed: true}), true},
-		// unknown or unlimited prefetch proves nothing by traffic
+		// The first confirmed loss: a prefetched burst, nothing published
+		// since the bind. An idle stream is not a drained one.
+		{"idle, holding a burst", one(ReplayCoverage{Prefetch: 20}), false},
+		{"idle, fences handed out", one(ReplayCoverage{Prefetch: 20, Fences: 20}), true},
+		{"fences still behind the burst", one(ReplayCoverage{PrimaryReady: 25, Prefetch: 20, Fences: 20}), false},
+		{"fences and traffic together", one(ReplayCoverage{PrimaryReady: 3, BufferReady: 4, Prefetch: 20, Fences: 20}), true},
+		// unknown or unlimited prefetch bounds nothing
 		{"unknown prefetch", one(ReplayCoverage{PrimaryReady: 0, BufferReady: 100}), false},
 		{"two consumers share the deliveries", ReplayCoverage{Consumers: 2, PrimaryReady: 0, BufferReady: 100, Prefetch: 10}, false},
 		{"no consumer: the backlog cannot drain", ReplayCoverage{PrimaryReady: 3, BufferReady: 100, Prefetch: 1}, false},
-		// The first confirmed loss: a prefetched burst, no message since the
-		// bind; an idle stream is not a drained one.
-		{"idle but holding a burst", one(ReplayCoverage{Prefetch: 20, Sampled: true, SampledAfterBind: true, SampledUnacked: 20}), false},
-		{"idle, only a stale sample", one(ReplayCoverage{Prefetch: 20, Sampled: true, SampledUnacked: 0}), false},
-		{"idle and drained after the bind", one(ReplayCoverage{Prefetch: 20, Sampled: true, SampledAfterBind: true}), true},
-		{"drained after the bind, unlimited prefetch", ReplayCoverage{Consumers: 3, BufferReady: 4, Sampled: true, SampledAfterBind: true}, true},
-		{"sampled with a backlog waiting", one(ReplayCoverage{PrimaryReady: 2, Sampled: true, SampledAfterBind: true, SampledReady: 2}), false},
 	} {
 		got, why := ReplayCovers(tc.c)
 		if got != tc.want || why == "" {

@@ -17,6 +17,10 @@ type ReplayState struct {
 	// CaughtUpBelow: the target counts as caught up once Remaining is at or
 	// below it (a live producer keeps a few messages in flight).
 	CaughtUpBelow int64
+	// Overdue: the replay has outlived its timeout past the point of no
+	// return (a Sequential source is gone), where failing cannot bring
+	// the source back: cut over, whatever the mode.
+	Overdue bool
 }
 
 // ReplayDecision says whether to cut over now and why.
@@ -39,6 +43,10 @@ func DecideReplay(s ReplayState, now time.Time) ReplayDecision {
 		return ReplayDecision{CutOver: true, CaughtUp: true,
 			Reason: fmt.Sprintf("target caught up: %d message(s) left in the replay queue", s.Remaining)}
 	}
+	if s.Overdue {
+		return ReplayDecision{CutOver: true,
+			Reason: fmt.Sprintf("replay timeout passed with %d message(s) still buffered and the source gone: cutting over; the target drains them after the switch", s.Remaining)}
+	}
 	elapsed := now.Sub(s.Started)
 	if s.Mode == v1alpha1.ReplayCutoff && elapsed >= s.Cutoff {
 		return ReplayDecision{CutOver: true,
@@ -57,7 +65,8 @@ func DecideReplay(s ReplayState, now time.Time) ReplayDecision {
 // ReplayCoverage is what the controller sees of the two queues between
 // binding the replay queue and checkpointing.
 type ReplayCoverage struct {
-	// PrimaryReady and BufferReady are exact ready counts, now.
+	// PrimaryReady and BufferReady are exact ready counts, now (the
+	// buffer's read first).
 	PrimaryReady, BufferReady int64
 	// Consumers of the primary queue, now.
 	Consumers int
@@ -68,12 +77,8 @@ type ReplayCoverage struct {
 	// PrefetchAssumed: the broker cannot describe consumers and Prefetch
 	// is the operator's assumption, not an observation.
 	PrefetchAssumed bool
-	// Sampled: the broker's statistics of the primary queue (ready and
-	// unacked from one moment) are known, and SampledAfterBind says that
-	// moment came after the bind.
-	Sampled                      bool
-	SampledReady, SampledUnacked int64
-	SampledAfterBind             bool
+	// Fences were put into the primary queue alone after the bind.
+	Fences int64
 }
 
 // ReplayCovers reports whether every message the source has not applied
@@ -82,43 +87,45 @@ type ReplayCoverage struct {
 // The replay queue holds only what was published after its bind. Messages
 // published before it and still waiting in the primary queue (a backlog),
 // or delivered to the source and not yet applied (its prefetch), would be
-// in neither the checkpoint nor the replay queue. Two observations prove
-// that none is left:
+// in neither the checkpoint nor the replay queue. Only exact counts prove
+// that none is left (the broker's statistics of unacknowledged messages
+// lag by seconds, sometimes far longer, and would prove a busy source
+// idle):
 //
-//   - traffic: the only consumer, with prefetch P, has been handed at
-//     least P messages published after the bind (PrimaryReady + P <=
-//     BufferReady: both queues get every message published since the bind,
-//     and the replay queue is not consumed yet). A consumer that acks in
-//     delivery order holds at most P unacked, so everything older is
-//     applied. Exact: both counts come straight from the broker.
-//   - quiet: the broker's statistics, sampled after the bind, show the
-//     primary queue with nothing ready and nothing unacked: at that moment
-//     the source had applied everything it was ever given.
+// Since the bind, BufferReady + Fences messages joined the primary queue
+// behind everything that was in it; PrimaryReady of all of them are still
+// waiting. So at least BufferReady + Fences - PrimaryReady messages from
+// after the bind have been handed to the source, and the queue hands them
+// out in order, so it has been handed everything from before the bind. If
+// it is the only consumer and it has been handed at least its prefetch P
+// of them, and it acks in order (one at a time, as the SDK and most
+// consumers do), it holds at most those P unacked: everything older is
+// applied.
 //
-// Neither holds while the source still works on what it held at the bind
-// (the two confirmed losses: a prefetched burst, an idle stream after it).
+// A stream with little traffic proves this slowly; fences (which a
+// consumer with the ms2m SDK acks unapplied) prove it at once.
 func ReplayCovers(c ReplayCoverage) (bool, string) {
 	if c.Consumers == 0 {
 		return false, "waiting for the source to consume the primary queue again (it has no consumer): what was published before the bind must reach it first"
 	}
-	prefetch := "prefetch " + fmt.Sprint(c.Prefetch) + " as the broker reports it"
+	if c.Consumers > 1 {
+		return false, fmt.Sprintf("the primary queue has %d consumers: the source's share of what it was handed cannot be told; waiting for the others to leave", c.Consumers)
+	}
+	if c.Prefetch <= 0 {
+		return false, "the source's consumer has no prefetch limit (or a channel-wide one the broker does not report per consumer), so what it holds unapplied has no bound: set a prefetch (basic.qos) on the workload's consumer"
+	}
+	prefetch := fmt.Sprintf("prefetch %d as the broker reports it", c.Prefetch)
 	if c.PrefetchAssumed {
 		prefetch = fmt.Sprintf("prefetch assumed to be at most %d: the broker does not describe its consumers", c.Prefetch)
 	}
-	if c.Consumers == 1 && c.Prefetch > 0 && c.PrimaryReady+c.Prefetch <= c.BufferReady {
-		return true, fmt.Sprintf("the source was handed at least %d message(s) published after the replay queue was bound (%s; %d ready in the primary queue, %d in the replay queue): it has applied everything older",
-			c.BufferReady-c.PrimaryReady, prefetch, c.PrimaryReady, c.BufferReady)
+	handed := c.BufferReady + c.Fences - c.PrimaryReady
+	if handed >= c.Prefetch {
+		return true, fmt.Sprintf("the source was handed at least %d message(s) that joined its queue after the replay queue was bound (%s; %d ready in the primary queue, %d in the replay queue, %d fence(s)): it has applied everything older",
+			handed, prefetch, c.PrimaryReady, c.BufferReady, c.Fences)
 	}
-	if c.Sampled && c.SampledAfterBind && c.SampledReady == 0 && c.SampledUnacked == 0 {
-		return true, "the broker's statistics, sampled after the replay queue was bound, show the primary queue with nothing ready and nothing unacknowledged: the source had applied everything it was given"
+	if c.PrimaryReady > c.BufferReady+c.Fences {
+		return false, fmt.Sprintf("waiting for the source to work off %d message(s) published before the replay queue was bound", c.PrimaryReady-c.BufferReady-c.Fences)
 	}
-	switch {
-	case c.PrimaryReady > c.BufferReady:
-		return false, fmt.Sprintf("waiting for the source to work off %d message(s) published before the replay queue was bound", c.PrimaryReady-c.BufferReady)
-	case c.Sampled && c.SampledAfterBind:
-		return false, fmt.Sprintf("waiting for the source to apply what it holds: the broker's statistics sampled after the bind show %d ready and %d unacknowledged in the primary queue", c.SampledReady, c.SampledUnacked)
-	case c.Sampled:
-		return false, fmt.Sprintf("waiting for the broker's statistics to be sampled after the bind (the last sample shows %d unacknowledged), or for %d more message(s) to pass", c.SampledUnacked, max(c.PrimaryReady+max(c.Prefetch, 1)-c.BufferReady, 1))
-	}
-	return false, fmt.Sprintf("waiting for the source to be handed more messages published after the bind than it may hold (%s; %d ready in the primary queue, %d in the replay queue)", prefetch, c.PrimaryReady, c.BufferReady)
+	return false, fmt.Sprintf("waiting for the source to be handed %d more message(s) from after the bind (%s; %d ready in the primary queue, %d in the replay queue, %d fence(s))",
+		c.Prefetch-max(handed, 0), prefetch, c.PrimaryReady, c.BufferReady, c.Fences)
 }

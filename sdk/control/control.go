@@ -17,6 +17,13 @@ const (
 	// EndReplay tells it to finish the replay queue and switch to its
 	// primary queue.
 	EndReplay = "END_REPLAY"
+
+	// ReplayStarted is the consumer's answer to START_REPLAY, on the
+	// payload's replyTo queue: it replays, and will report.
+	ReplayStarted = "REPLAY_STARTED"
+	// ReplayDone is its report once the replay queue is drained and it
+	// consumes its primary queue: what the handoff brought it.
+	ReplayDone = "REPLAY_DONE"
 )
 
 // QueuePrefix prefixes every control queue.
@@ -47,13 +54,57 @@ type Message struct {
 type ReplayPayload struct {
 	// Queue is the replay queue to consume.
 	Queue string `json:"queue"`
+	// ReplyTo, when set, is where a consumer that reports (the ms2m SDK)
+	// sends REPLAY_STARTED and REPLAY_DONE. Workloads written for MS2M
+	// ignore it.
+	ReplyTo string `json:"replyTo,omitempty"`
 }
 
-// NewStartReplay builds a START_REPLAY message for the replay queue.
-func NewStartReplay(queue string) Message {
-	p, _ := json.Marshal(ReplayPayload{Queue: queue}) // a struct of one string always marshals
+// NewStartReplay builds a START_REPLAY message for the replay queue; a
+// consumer that reports answers on replyTo ("": no answer asked).
+func NewStartReplay(queue, replyTo string) Message {
+	p, _ := json.Marshal(ReplayPayload{Queue: queue, ReplyTo: replyTo}) // strings always marshal
 	return Message{Type: StartReplay, Payload: p}
 }
+
+// Report is what a consumer tells the controller of its handoff, counted
+// from the START_REPLAY it answers.
+type Report struct {
+	// Type is ReplayStarted or ReplayDone.
+	Type string `json:"type"`
+	// Pod is the reporting pod's name; ReplayQueue the queue it replays.
+	Pod         string `json:"pod"`
+	ReplayQueue string `json:"replayQueue"`
+	// Replayed messages applied from replay queues; Duplicates skipped as
+	// applied already (the overlap the handoff needs).
+	Replayed   int64 `json:"replayed"`
+	Duplicates int64 `json:"duplicates"`
+	// Gaps counts applied messages whose producer's sequence jumped;
+	// Missing the sequence numbers jumped over: messages lost.
+	Gaps    int64 `json:"gaps"`
+	Missing int64 `json:"missing"`
+}
+
+// Encode marshals a report.
+func (r Report) Encode() []byte {
+	b, _ := json.Marshal(r) // a struct of strings and integers always marshals
+	return b
+}
+
+// DecodeReport parses a consumer's report.
+func DecodeReport(body []byte) (Report, error) {
+	var r Report
+	if err := json.Unmarshal(body, &r); err != nil {
+		return Report{}, fmt.Errorf("report is not JSON: %w", err)
+	}
+	if r.Type != ReplayStarted && r.Type != ReplayDone {
+		return Report{}, fmt.Errorf("unknown report type %q", r.Type)
+	}
+	return r, nil
+}
+
+// ReplyQueuePrefix prefixes the queue a migration reads reports from.
+const ReplyQueuePrefix = "ms2m.reply."
 
 // NewEndReplay builds an END_REPLAY message.
 func NewEndReplay() Message { return Message{Type: EndReplay} }

@@ -3,7 +3,7 @@ package control
 import "testing"
 
 func TestRoundTrip(t *testing.T) {
-	m, err := Decode(NewStartReplay("ms2m.replay.abc").Encode())
+	m, err := Decode(NewStartReplay("ms2m.replay.abc", "").Encode())
 	if err != nil {
 		t.Fatal(err)
 	}

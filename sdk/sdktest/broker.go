@@ -166,6 +166,26 @@ func (b *Broker) SendControl(t testing.TB, pod string, m control.Message) {
 	})
 }
 
+// Report takes the next consumer report from queue, waiting up to 10 s.
+func (b *Broker) Report(t testing.TB, queue string) control.Report {
+	t.Helper()
+	var r control.Report
+	Eventually(t, 10*time.Second, "a report on "+queue, func() bool {
+		got := false
+		b.do(t, "get "+queue, func(ch *amqp.Channel) error {
+			d, ok, err := ch.Get(queue, true)
+			if err != nil || !ok {
+				return err
+			}
+			r, err = control.DecodeReport(d.Body)
+			got = err == nil
+			return err
+		})
+		return got
+	})
+	return r
+}
+
 // Eventually polls cond every 20 ms until it holds, failing the test after
 // timeout.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {

@@ -38,6 +38,9 @@ type Env struct {
 	// Publish publishes bodies in order as the stream's producer does, and
 	// returns once the broker holds them.
 	Publish func(t *testing.T, s broker.Stream, bodies ...string)
+	// Send puts body into queue alone, as a workload answering the
+	// controller does.
+	Send func(t *testing.T, s broker.Stream, queue, body string)
 	// Ready counts the messages waiting in queue, without the adapter.
 	Ready func(t *testing.T, s broker.Stream, queue string) int64
 	// Receive takes n messages from queue, in order, failing t when they do
@@ -55,7 +58,7 @@ type Env struct {
 // of its own.
 func Run(t *testing.T, env Env) {
 	if env.Dial == nil || env.NewStream == nil || env.Unreachable == nil || env.Unbind == nil || env.Publish == nil ||
-		env.Ready == nil || env.Receive == nil || env.Snapshot == nil {
+		env.Ready == nil || env.Receive == nil || env.Snapshot == nil || env.Send == nil {
 		t.Fatal("brokertest.Env is incomplete: every hook but Shapes is required")
 	}
 	t.Run("Verify", func(t *testing.T) { runVerify(t, env) })

@@ -22,6 +22,27 @@ func runBuffer(t *testing.T, env Env) {
 		wantProgress(t, dial(t, env, s, migrationID(s, "p")), &v1alpha1.BrokerStatus{}, 0, 4)
 	})
 
+	t.Run("Fence", func(t *testing.T) {
+		// fences go to the workload's queue alone, and are counted once
+		// the broker has them
+		t.Parallel()
+		s := env.NewStream(t)
+		h := dial(t, env, s, migrationID(s, "f"))
+		var rec v1alpha1.BrokerStatus
+		must(t, "Prepare", h.Prepare(ctx(t), &rec))
+		env.Publish(t, s, bodies("m", 2)...)
+		must(t, "Fence", h.Fence(ctx(t), 3, &rec))
+		if rec.FencesSent != 3 {
+			t.Errorf("recorded %d fences, want 3", rec.FencesSent)
+		}
+		wantReady(t, env, s, s.Queue, 5)
+		wantReady(t, env, s, rec.ReplayQueue, 2)
+		if got := env.Receive(t, s, s.Queue, 5); !slices.Equal(got[:2], bodies("m", 2)) {
+			t.Errorf("the queue hands out %q: the fences must come after what was in it", got)
+		}
+		must(t, "Teardown", h.Teardown(ctx(t), &rec))
+	})
+
 	t.Run("PrepareTwice", func(t *testing.T) {
 		t.Parallel()
 		s := env.NewStream(t)

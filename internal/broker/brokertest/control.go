@@ -1,7 +1,10 @@
 package brokertest
 
 import (
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/sdk/control"
@@ -46,6 +49,44 @@ func runControl(t *testing.T, env Env) {
 		wantSameTopology(t, "after Teardown", before, env.Snapshot(t, s))
 	})
 
+	t.Run("Reports", func(t *testing.T) {
+		// the target answers where START_REPLAY says; Reports takes each
+		// report once, and teardown removes where they went
+		t.Parallel()
+		s := env.NewStream(t)
+		before := env.Snapshot(t, s)
+		h := dial(t, env, s, migrationID(s, "r"))
+		pod := podName(s, "target")
+		var rec v1alpha1.BrokerStatus
+		must(t, "Prepare", h.Prepare(ctx(t), &rec))
+		must(t, "StartReplay", h.StartReplay(ctx(t), control.QueueName(pod), &rec))
+		m, err := control.Decode([]byte(env.Receive(t, s, control.QueueName(pod), 1)[0]))
+		must(t, "decoding START_REPLAY", err)
+		p, _ := m.Replay()
+		if p.ReplyTo == "" || p.ReplyTo != rec.ReplyQueue {
+			t.Fatalf("START_REPLAY asks for reports on %q, record says %q", p.ReplyTo, rec.ReplyQueue)
+		}
+		sent := []control.Report{{Type: control.ReplayStarted, Pod: pod}, {Type: control.ReplayDone, Pod: pod, Replayed: 7, Duplicates: 2, Gaps: 1, Missing: 3}}
+		for _, r := range sent {
+			env.Send(t, s, p.ReplyTo, string(r.Encode()))
+		}
+		env.Send(t, s, p.ReplyTo, "not a report")
+		var got []control.Report
+		for deadline := time.Now().Add(5 * time.Second); len(got) < len(sent) && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			more, err := h.Reports(ctx(t), &rec)
+			must(t, "Reports", err)
+			got = append(got, more...)
+		}
+		if !slices.Equal(got, sent) {
+			t.Errorf("Reports gave %+v, want %+v", got, sent)
+		}
+		if again, err := h.Reports(ctx(t), &rec); err != nil || len(again) != 0 {
+			t.Errorf("Reports again: %+v, %v; want nothing new", again, err)
+		}
+		must(t, "Teardown", h.Teardown(ctx(t), &rec))
+		wantSameTopology(t, "after Teardown", before, env.Snapshot(t, s))
+	})
+
 	t.Run("StartBeforePrepare", func(t *testing.T) {
 		t.Parallel()
 		s := env.NewStream(t)
@@ -62,10 +103,15 @@ func runControl(t *testing.T, env Env) {
 		pod := podName(s, "target")
 		var rec v1alpha1.BrokerStatus
 		must(t, "Prepare", h.Prepare(ctx(t), &rec))
-		prepared := env.Snapshot(t, s)
 		must(t, "StartReplay", h.StartReplay(ctx(t), control.QueueName(pod), &rec))
+		var want []string
+		for _, line := range env.Snapshot(t, s) {
+			if !strings.Contains(line, control.QueueName(pod)) {
+				want = append(want, line)
+			}
+		}
 		must(t, "DeleteControlQueue", h.DeleteControlQueue(ctx(t), control.QueueName(pod)))
-		wantSameTopology(t, "after DeleteControlQueue", prepared, env.Snapshot(t, s))
+		wantSameTopology(t, "after DeleteControlQueue (the control queue gone, nothing else)", want, env.Snapshot(t, s))
 		must(t, "DeleteControlQueue again", h.DeleteControlQueue(ctx(t), control.QueueName(pod)))
 		must(t, "DeleteControlQueue of a pod that never had one", h.DeleteControlQueue(ctx(t), control.QueueName(podName(s, "never"))))
 		must(t, "Teardown", h.Teardown(ctx(t), &rec))

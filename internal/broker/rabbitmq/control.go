@@ -24,7 +24,45 @@ func (h *handoff) StartReplay(ctx context.Context, controlQueue string, rec *v1a
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.send(ctx, controlQueue, rec, control.NewStartReplay(rec.ReplayQueue))
+	reply := control.ReplyQueuePrefix + h.id
+	rec.ReplyQueue = reply
+	broker.NoteDeclaredQueue(rec, reply)
+	err := h.sess.do(ctx, func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(reply, true, false, false, false, nil)
+		return err
+	})
+	if err != nil {
+		return classify(err, fmt.Sprintf("declaring the reply queue %q", reply))
+	}
+	return h.send(ctx, controlQueue, rec, control.NewStartReplay(rec.ReplayQueue, reply))
+}
+
+// Reports takes what arrived on the reply queue. A report that is not one
+// is dropped with the others read: only a workload that reports writes
+// there, and a malformed one says nothing the controller could use.
+func (h *handoff) Reports(ctx context.Context, rec *v1alpha1.BrokerStatus) ([]control.Report, error) {
+	if rec == nil || rec.ReplyQueue == "" {
+		return nil, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []control.Report
+	err := h.sess.do(ctx, func(ch *amqp.Channel) error {
+		for range 100 {
+			d, ok, err := ch.Get(rec.ReplyQueue, true)
+			if err != nil || !ok {
+				return err
+			}
+			if r, err := control.DecodeReport(d.Body); err == nil {
+				out = append(out, r)
+			}
+		}
+		return nil
+	})
+	if isNotFound(err) {
+		return out, nil
+	}
+	return out, classify(err, fmt.Sprintf("reading reports from %q", rec.ReplyQueue))
 }
 
 // EndReplay tells the target listening on controlQueue to finish the

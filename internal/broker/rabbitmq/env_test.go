@@ -64,8 +64,13 @@ func env(t *testing.T) brokertest.Env {
 		Unreachable: unreachable,
 		Publish:     srv.publish,
 		Ready:       srv.ready,
-		Receive:     srv.receive,
-		Snapshot:    srv.snapshot,
+		Send: func(t *testing.T, s broker.Stream, queue, body string) {
+			srv.on(t, s, func(ch *amqp.Channel) error {
+				return ch.Publish("", queue, true, false, amqp.Publishing{Body: []byte(body)})
+			})
+		},
+		Receive:  srv.receive,
+		Snapshot: srv.snapshot,
 	}
 }
 

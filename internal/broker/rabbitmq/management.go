@@ -34,19 +34,14 @@ type management struct {
 	base   *url.URL
 	vhost  string
 	client *http.Client
-	// staleness bounds how old the statistics it returns may be: the
-	// queue emits them every statistics interval, and the management
-	// agent collects them every interval too
-	staleness time.Duration
 
 	mu      sync.Mutex
 	err     error
 	retryAt time.Time
 }
 
-func newManagement(cfg config, statsInterval time.Duration) *management {
-	return &management{base: cfg.mgmt, vhost: cfg.uri.Vhost, client: &http.Client{Timeout: managementTimeout},
-		staleness: 2*statsInterval + 250*time.Millisecond}
+func newManagement(cfg config) *management {
+	return &management{base: cfg.mgmt, vhost: cfg.uri.Vhost, client: &http.Client{Timeout: managementTimeout}}
 }
 
 func (m *management) unavailable() error {
@@ -135,7 +130,6 @@ func (m *management) fetch(ctx context.Context, out any, path []string) (bool, e
 }
 
 type mgmtQueue struct {
-	Ready     int64 `json:"messages_ready"`
 	Unacked   int64 `json:"messages_unacknowledged"`
 	Consumers []struct {
 		// channel_details is [] rather than an object once the channel is
@@ -152,10 +146,9 @@ type mgmtQueue struct {
 
 // queueCounts is what only the management API knows of a queue.
 type queueCounts struct {
-	// ready and unacked are from one statistics sample, taken no
-	// earlier than notBefore
-	ready, unacked int64
-	notBefore      time.Time
+	// unacked is the queue's statistics: refreshed by the broker when it
+	// sees fit, seconds late or more (never a basis for a decision)
+	unacked int64
 	// acked counts messages consumed for good: acked, or delivered to
 	// an auto-ack consumer (acked on delivery)
 	acked int64
@@ -171,12 +164,10 @@ type queueCounts struct {
 // queue returns a queue's counts; ok is false when the API cannot tell.
 func (m *management) queue(ctx context.Context, name string) (c queueCounts, ok bool) {
 	var q mgmtQueue
-	asked := time.Now()
 	if found, err := m.get(ctx, &q, "queues", m.vhost, name); err != nil || !found {
 		return c, false
 	}
-	c.ready, c.unacked, c.peers = q.Ready, q.Unacked, []string{}
-	c.notBefore = asked.Add(-m.staleness)
+	c.unacked, c.peers = q.Unacked, []string{}
 	c.acked = q.Stats.Ack + q.Stats.DeliverNoAck + q.Stats.GetNoAck
 	c.described = len(q.Consumers)
 	for _, cd := range q.Consumers {

@@ -77,5 +77,5 @@ func testManagement(t *testing.T, raw string) *management {
 		t.Fatal(err)
 	}
 	u.User = url.UserPassword("alice", "pw")
-	return newManagement(config{mgmt: u, uri: amqp.URI{Vhost: "/"}}, time.Second)
+	return newManagement(config{mgmt: u, uri: amqp.URI{Vhost: "/"}})
 }

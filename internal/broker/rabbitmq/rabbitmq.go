@@ -11,7 +11,6 @@ package rabbitmq
 import (
 	"context"
 	"sync"
-	"time"
 
 	"github.com/ms2m/ms2m/internal/broker"
 )
@@ -26,37 +25,14 @@ func ReplayQueue(migrationID string) string { return ReplayQueuePrefix + migrati
 
 var _ broker.Dialer = Dial
 
-// Options describe the brokers a Dialer talks to.
-type Options struct {
-	// StatsInterval is the brokers' collect_statistics_interval (RabbitMQ's
-	// default: 5 s): how often the management API's unacked counts are
-	// refreshed. A shorter one than configured could take stale counts
-	// for fresh ones.
-	StatsInterval time.Duration
-}
-
-// DefaultStatsInterval is RabbitMQ's default collect_statistics_interval.
-const DefaultStatsInterval = 5 * time.Second
-
-// Dial is a Dialer for brokers with the default statistics interval.
+// Dial opens one migration's session: an AMQP connection of its own, named
+// after the migration so that operators can tell it apart in the broker.
+// Credentials in s.Username and s.Password replace those in s.URL.
 func Dial(ctx context.Context, s broker.Stream, migrationID string) (broker.Handoff, error) {
-	return NewDialer(Options{})(ctx, s, migrationID)
+	return dial(ctx, s, migrationID)
 }
 
-// NewDialer returns a Dialer that opens one migration's session: an AMQP
-// connection of its own, named after the migration so that operators can
-// tell it apart in the broker. Credentials in s.Username and s.Password
-// replace those in s.URL.
-func NewDialer(o Options) broker.Dialer {
-	if o.StatsInterval <= 0 {
-		o.StatsInterval = DefaultStatsInterval
-	}
-	return func(ctx context.Context, s broker.Stream, migrationID string) (broker.Handoff, error) {
-		return dial(ctx, s, migrationID, o)
-	}
-}
-
-func dial(ctx context.Context, s broker.Stream, migrationID string, o Options) (broker.Handoff, error) {
+func dial(ctx context.Context, s broker.Stream, migrationID string) (broker.Handoff, error) {
 	cfg, err := configure(s)
 	if err != nil {
 		return nil, err
@@ -65,7 +41,7 @@ func dial(ctx context.Context, s broker.Stream, migrationID string, o Options) (
 		stream: s,
 		id:     migrationID,
 		sess:   session{cfg: cfg, name: "ms2m migration " + migrationID},
-		mgmt:   newManagement(cfg, o.StatsInterval),
+		mgmt:   newManagement(cfg),
 	}
 	if _, err := h.sess.connect(ctx); err != nil {
 		return nil, err

@@ -82,13 +82,6 @@ func checkRoutes(queue string, bs []v1alpha1.Binding, kinds map[string]string) e
 	return nil
 }
 
-// replayTwin is the replay queue's copy of a binding of the workload's
-// queue.
-func (h *handoff) replayTwin(b v1alpha1.Binding) v1alpha1.Binding {
-	b.Queue = h.replayQueue()
-	return b
-}
-
 // canonicalArguments is a binding's arguments as compact JSON, "" for none.
 func canonicalArguments(raw json.RawMessage) string {
 	var m map[string]any

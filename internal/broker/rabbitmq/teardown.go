@@ -14,9 +14,10 @@ import (
 )
 
 // Teardown puts the broker back as it was before Prepare: removed bindings
-// restored, added ones removed, declared queues deleted, and the replay
-// queue derived from the migration ID deleted even when rec does not list
-// it (a crash before the record was saved). Removed bindings come back
+// restored, added ones removed, declared queues and exchanges deleted, and
+// the replay queue, reply queue and tap derived from the migration ID
+// deleted even when rec does not list them (a crash before the record was
+// saved). Deleting the tap removes its bindings with it. Removed bindings come back
 // first, so that the workload's queue is fed again before anything else
 // changes.
 func (h *handoff) Teardown(ctx context.Context, rec *v1alpha1.BrokerStatus) error {
@@ -36,14 +37,26 @@ func (h *handoff) Teardown(ctx context.Context, rec *v1alpha1.BrokerStatus) erro
 		}
 	}
 	queues := slices.Clone(rec.DeclaredQueues)
-	if !slices.Contains(queues, h.replayQueue()) {
-		queues = append(queues, h.replayQueue())
+	for _, q := range []string{h.replayQueue(), control.ReplyQueuePrefix + h.id} {
+		if !slices.Contains(queues, q) {
+			queues = append(queues, q)
+		}
 	}
 	for _, q := range queues {
 		// a control queue the target consumes is the target's from now
 		// on; DeleteControlQueue removes it with the pod
 		if _, err := h.deleteQueue(ctx, q, strings.HasPrefix(q, control.QueuePrefix)); err != nil {
 			return err
+		}
+	}
+	exchanges := slices.Clone(rec.DeclaredExchanges)
+	if !slices.Contains(exchanges, h.tapExchange()) {
+		exchanges = append(exchanges, h.tapExchange())
+	}
+	for _, ex := range exchanges {
+		err := h.sess.do(ctx, func(ch *amqp.Channel) error { return ch.ExchangeDelete(ex, false, false) })
+		if err != nil && !isNotFound(err) {
+			return classify(err, fmt.Sprintf("deleting exchange %q", ex))
 		}
 	}
 	broker.TornDown(rec)
@@ -59,6 +72,9 @@ func (h *handoff) rebind(ctx context.Context, b v1alpha1.Binding) error {
 		return err
 	}
 	err = h.sess.do(ctx, func(ch *amqp.Channel) error {
+		if b.ToExchange != "" {
+			return ch.ExchangeBind(b.ToExchange, b.RoutingKey, b.Exchange, false, args)
+		}
 		return ch.QueueBind(b.Queue, b.RoutingKey, b.Exchange, false, args)
 	})
 	if isNotFound(err) {

@@ -97,7 +97,6 @@ func (h *handoff) stats(ctx context.Context, queue string) (broker.QueueStats, e
 	if c, ok := h.mgmt.queue(ctx, queue); ok {
 		st.Unacked, st.Acked, st.ConsumerPeers, st.Prefetch = c.unacked, c.acked, c.peers, c.prefetch
 		st.PrefetchKnown = c.described >= st.Consumers
-		st.Sample = &broker.Sample{Ready: c.ready, Unacked: c.unacked, NotBefore: c.notBefore}
 	}
 	return st, nil
 }

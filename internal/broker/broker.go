@@ -50,7 +50,8 @@ type QueueStats struct {
 	// management API, whose consumer list lags behind new consumers).
 	PrefetchKnown bool
 	// ConsumerPeers are the consumers' client addresses (IPs), when the
-	// broker can tell (RabbitMQ: management API); nil when unknown.
+	// broker describes every consumer (RabbitMQ: management API); nil
+	// when unknown.
 	ConsumerPeers []string
 }
 

@@ -30,8 +30,16 @@ type Options struct {
 	Exchange               string
 	// Spec is the migration to run; the demo fills sourcePod and the
 	// message queue.
-	Spec   v1alpha1.StatefulMigrationSpec
-	Rate   int
+	Spec v1alpha1.StatefulMigrationSpec
+	// Rate is the steady producer's messages per second (0: none after
+	// the burst).
+	Rate int
+	// Burst messages are published at once before the steady rate.
+	Burst int
+	// Routes are more routing keys the queue is bound with (besides its
+	// own name, which the migration's routingKey names); the producer
+	// publishes round robin over all of them, in one sequence.
+	Routes []string
 	Warmup time.Duration
 	// Settle is how long the producer keeps going after the migration.
 	Settle  time.Duration
@@ -61,7 +69,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := clearNamespace(ctx, c, w.Namespace); err != nil {
 		return nil, err
 	}
-	if err := resetStream(o.AMQPURL, o.Exchange, w.Queue); err != nil {
+	if err := resetStream(o.AMQPURL, o.Exchange, w.Queue, o.Routes); err != nil {
 		return nil, err
 	}
 	source, err := w.Create(ctx, c)
@@ -88,11 +96,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	go func() { defer pwg.Done(); prober.Run(pctx) }()
 	defer func() { stopProbe(); pwg.Wait() }()
 
-	prod, err := startProducer(ctx, o.AMQPURL, o.Exchange, w.Queue, o.Rate)
+	prod, err := startProducer(ctx, o.AMQPURL, o.Exchange, append([]string{w.Queue}, o.Routes...), o.Burst, o.Rate)
 	if err != nil {
 		return nil, err
 	}
 	defer prod.stop()
+	if o.Burst > 0 {
+		fmt.Fprintf(o.Out, "published a burst of %d message(s); ", o.Burst)
+	}
 	fmt.Fprintf(o.Out, "producing %d msg/s; warming up %s\n", o.Rate, o.Warmup)
 	sleep(ctx, o.Warmup)
 	prober.ResetGap()
@@ -138,7 +149,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	stopProbe()
 	pwg.Wait()
 	res.Published, res.Reference = pub.LastSeq, pub.Digest.String()
-	res.SteadyInterval = time.Second / time.Duration(o.Rate)
+	if o.Rate > 0 {
+		res.SteadyInterval = time.Second / time.Duration(o.Rate)
+	}
 
 	// The serving pod must reach the last message (followed through its
 	// cheap /progress); then its state is checked once, through /state.
@@ -189,23 +202,43 @@ type producer struct {
 	once   sync.Once
 }
 
-func startProducer(ctx context.Context, amqpURL, exchange, queue string, rate int) (*producer, error) {
-	pub, err := sdk.NewPublisher(sdk.PublisherConfig{URL: amqpURL, Exchange: exchange, RoutingKey: queue, ConnectionName: "ms2m demo producer"})
+// startProducer publishes burst messages at once (confirmed before it
+// returns), then rate per second until stopped, round robin over keys.
+func startProducer(ctx context.Context, amqpURL, exchange string, keys []string, burst, rate int) (*producer, error) {
+	pub, err := sdk.NewPublisher(sdk.PublisherConfig{URL: amqpURL, Exchange: exchange, RoutingKey: keys[0], ConnectionName: "ms2m demo producer"})
 	if err != nil {
+		return nil, err
+	}
+	n := 0
+	send := func(ctx context.Context) error {
+		n++
+		_, err := pub.PublishRouted(ctx, keys[n%len(keys)], nil, fmt.Appendf(nil, `{"order":%d}`, n))
+		return err
+	}
+	for range burst {
+		if err := send(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := pub.Flush(ctx); err != nil {
 		return nil, err
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	p := &producer{pub: pub, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
+		if rate <= 0 {
+			<-pctx.Done()
+			return
+		}
 		tick := time.NewTicker(time.Second / time.Duration(rate))
 		defer tick.Stop()
-		for n := 1; ; n++ {
+		for {
 			select {
 			case <-pctx.Done():
 				return
 			case <-tick.C:
-				if _, err := pub.Publish(pctx, fmt.Appendf(nil, `{"order":%d}`, n)); err != nil && !errors.Is(err, context.Canceled) {
+				if err := send(pctx); err != nil && !errors.Is(err, context.Canceled) {
 					return
 				}
 			}
@@ -244,7 +277,7 @@ func queueConsumers(amqpURL, queue string) (int, error) {
 	return q.Consumers, err
 }
 
-func resetStream(amqpURL, exchange, queue string) error {
+func resetStream(amqpURL, exchange, queue string, routes []string) error {
 	conn, err := amqp.Dial(amqpURL)
 	if err != nil {
 		return fmt.Errorf("broker at %s: %w", redact(amqpURL), err)
@@ -263,7 +296,12 @@ func resetStream(amqpURL, exchange, queue string) error {
 	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
 		return err
 	}
-	return ch.QueueBind(queue, queue, exchange, false, nil)
+	for _, key := range append([]string{queue}, routes...) {
+		if err := ch.QueueBind(queue, key, exchange, false, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func podIP(ctx context.Context, c client.Client, ns, name string) (string, error) {

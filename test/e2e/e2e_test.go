@@ -60,6 +60,13 @@ type scenario struct {
 	image    string
 	spec     v1alpha1.StatefulMigrationSpec
 	rate     int
+	// burst messages at once before the rate; burstOnly: no rate after it
+	burst     int
+	burstOnly bool
+	routes    []string // more routing keys bound and published to
+	prefetch  int
+	delay     time.Duration
+	warmup    time.Duration
 	exactly  bool // the SDK consumer: exactly once; else at least once
 	strategy v1alpha1.MigrationStrategy
 	journal  string // see demo.Workload.Journal
@@ -71,8 +78,17 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	if sc.image == "" {
 		sc.image = images["consumer"]
 	}
-	if sc.rate == 0 {
+	if sc.rate == 0 && !sc.burstOnly {
 		sc.rate = 20
+	}
+	if sc.prefetch == 0 {
+		sc.prefetch = 10
+	}
+	if sc.delay == 0 {
+		sc.delay = 10 * time.Millisecond
+	}
+	if sc.warmup == 0 {
+		sc.warmup = 3 * time.Second
 	}
 	sc.spec.TargetNode = "node-b"
 	sc.spec.ReplayCutoffSeconds = 30
@@ -86,8 +102,9 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	res, err := demo.Run(ctx, demo.Options{
 		Client: k8s, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), Exchange: "e2e",
 		Workload: demo.Workload{Kind: sc.kind, Namespace: ns, Name: "consumer", Image: sc.image, AMQPURL: rmq.AMQPURL(),
-			Queue: ns, Delay: 10 * time.Millisecond, StateBytes: "1Mi", Prefetch: 10, Node: "node-a"},
-		Spec: sc.spec, Rate: sc.rate, Warmup: 3 * time.Second, Settle: 2 * time.Second, Timeout: 4 * time.Minute, Out: testWriter{t},
+			Queue: ns, Delay: sc.delay, StateBytes: "1Mi", Prefetch: sc.prefetch, Node: "node-a"},
+		Spec: sc.spec, Rate: sc.rate, Burst: sc.burst, Routes: sc.routes, Warmup: sc.warmup, Settle: 2 * time.Second,
+		Timeout: 4 * time.Minute, Out: testWriter{t},
 	})
 	if res != nil && res.Migration != nil {
 		demo.Report(testWriter{t}, res)
@@ -191,6 +208,28 @@ func TestShadowPodStatefulSetExchangeFenceDirect(t *testing.T) {
 	run(t, scenario{kind: demo.KindStatefulSet, exactly: true, strategy: v1alpha1.StrategyShadowPod,
 		spec: v1alpha1.StatefulMigrationSpec{MigrationStrategy: v1alpha1.StrategyShadowPod,
 			IdentitySwapMode: v1alpha1.IdentitySwapExchangeFence, TransferMode: v1alpha1.TransferDirect}})
+}
+
+// The first confirmed loss: a consumer with a deep prefetch and slow
+// processing holds a burst when the replay queue is bound, and nothing is
+// published after it. The checkpoint must wait until the source has
+// applied what it holds (the SDK source is handed fences behind it).
+func TestPrefetchedBurstIsNotLost(t *testing.T) {
+	res := run(t, scenario{kind: demo.KindPod, exactly: true, strategy: v1alpha1.StrategyShadowPod,
+		prefetch: 20, delay: 200 * time.Millisecond, burst: 30, burstOnly: true, warmup: 70 * time.Millisecond,
+		spec: v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferRegistry}})
+	if res.Published != 30 {
+		t.Errorf("published %d, want the burst of 30", res.Published)
+	}
+}
+
+// The second confirmed loss: the queue is bound with two keys, the spec
+// names one, and the producer publishes on both in one sequence. Every
+// route must reach the replay queue, and stop reaching it at one instant.
+func TestEveryRouteIsReplayed(t *testing.T) {
+	run(t, scenario{kind: demo.KindPod, exactly: true, strategy: v1alpha1.StrategyShadowPod,
+		rate: 15, routes: []string{"us"},
+		spec: v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferRegistry}})
 }
 
 // A workload written for MS2M, speaking only the control protocol, without

@@ -95,8 +95,13 @@ func (h *handoff) stats(ctx context.Context, queue string) (broker.QueueStats, e
 		return st, err
 	}
 	if c, ok := h.mgmt.queue(ctx, queue); ok {
-		st.Unacked, st.Acked, st.ConsumerPeers, st.Prefetch = c.unacked, c.acked, c.peers, c.prefetch
+		st.Unacked, st.Acked, st.Prefetch = c.unacked, c.acked, c.prefetch
+		// the API learns of new consumers late: what it says of them
+		// counts only once it lists every one
 		st.PrefetchKnown = c.described >= st.Consumers
+		if st.PrefetchKnown {
+			st.ConsumerPeers = c.peers
+		}
 	}
 	return st, nil
 }

@@ -56,10 +56,10 @@ func TestMain(m *testing.M) {
 }
 
 type scenario struct {
-	kind     string
-	image    string
-	spec     v1alpha1.StatefulMigrationSpec
-	rate     int
+	kind  string
+	image string
+	spec  v1alpha1.StatefulMigrationSpec
+	rate  int
 	// burst messages at once before the rate; burstOnly: no rate after it
 	burst     int
 	burstOnly bool
@@ -67,9 +67,9 @@ type scenario struct {
 	prefetch  int
 	delay     time.Duration
 	warmup    time.Duration
-	exactly  bool // the SDK consumer: exactly once; else at least once
-	strategy v1alpha1.MigrationStrategy
-	journal  string // see demo.Workload.Journal
+	exactly   bool // the SDK consumer: exactly once; else at least once
+	strategy  v1alpha1.MigrationStrategy
+	journal   string // see demo.Workload.Journal
 }
 
 func run(t *testing.T, sc scenario) *demo.Result {

@@ -49,7 +49,15 @@ test-fast: generate ## unit tests only: no API server, no broker (seconds)
 .PHONY: test-integration
 test-integration: generate kube-binaries ## unit + envtest (real kube-apiserver + etcd) + real RabbitMQ
 	hack/with-rabbitmq.sh env KUBEBUILDER_ASSETS=$$(hack/kube-binaries.sh $(KUBE_VERSION)) \
-		go test -count=1 -p 1 -timeout 30m ./...
+		go test -count=1 -p 1 -parallel 4 -timeout 40m ./...
+
+PROPERTY_CASES ?= 1000
+PROPERTY_SEED ?=
+.PHONY: test-property
+test-property: generate kube-binaries ## the exactly-once property suite alone (PROPERTY_CASES=5000 PROPERTY_SEED=...)
+	hack/with-rabbitmq.sh env KUBEBUILDER_ASSETS=$$(hack/kube-binaries.sh $(KUBE_VERSION)) \
+		MS2M_PROPERTY_CASES=$(PROPERTY_CASES) MS2M_PROPERTY_SEED=$(PROPERTY_SEED) \
+		go test -count=1 -timeout 12h -parallel 4 -run TestExactlyOnceProperty ./internal/controller/
 
 .PHONY: test
 test: test-integration test-lab test-e2e ## every layer: unit, envtest + RabbitMQ, lab, e2e (the README's test command)

@@ -4,15 +4,26 @@
 // does not de-duplicate and does not notice a restore, so it migrates
 // at-least-once: GET /state (and /progress) reports how many distinct
 // sequence numbers it has seen, and how many it saw again.
+//
+// It consumes one queue at a time: its own, or the replay queue between
+// START_REPLAY and END_REPLAY, acking each message after applying it, with
+// a prefetch of MS2M_PREFETCH (default 1). It can behave like SHADOW's
+// sample consumer, which workloads of this kind resemble: MS2M_CONTROL=poll
+// reads the control queue with basic.get every MS2M_CONTROL_POLL (default
+// 1 s) instead of consuming it (the broker then never shows a consumer on
+// it), and MS2M_IGNORE_SIGTERM=1 makes it ignore SIGTERM, as a process that
+// runs as PID 1 without a handler does (it stops only when killed).
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log"
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,39 +37,81 @@ import (
 
 type state struct {
 	mu      sync.Mutex
-	seen    map[int64]bool
-	Applied int64 `json:"processed"`
-	Repeats int64 `json:"repeats"`
-	MaxSeq  int64 `json:"lastSeq"`
-	// Distinct counts the different sequence numbers applied.
+	seen    map[string]map[int64]bool // by producer
+	Applied int64                     `json:"processed"`
+	Repeats int64                     `json:"repeats"`
+	// MaxSeq is the highest sequence number seen (of any producer).
+	MaxSeq int64 `json:"lastSeq"`
+	// Distinct counts the different messages applied.
 	Distinct int64 `json:"distinct"`
-	// Contiguous is the n for which 1..n have all been seen.
-	Contiguous int64 `json:"contiguous"`
+	// Contiguous is the n for which 1..n of the first producer seen have
+	// all been seen.
+	Contiguous int64  `json:"contiguous"`
+	first      string // that producer
+	// Replay is the replay queue being consumed in place of the primary.
+	Replay string `json:"replay,omitempty"`
+}
+
+func (s *state) replaying() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Replay
+}
+
+func (s *state) setReplay(q string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Replay = q
 }
 
 func (s *state) apply(d amqp.Delivery) {
 	seq, ok, _ := sdk.SeqOf(d.Headers)
+	producer := sdk.ProducerOf(d.Headers)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.Applied++
 	if !ok {
 		return
 	}
-	if s.seen[seq] {
+	if s.seen[producer] == nil {
+		s.seen[producer] = map[int64]bool{}
+	}
+	if s.first == "" {
+		s.first = producer
+	}
+	if s.seen[producer][seq] {
 		s.Repeats++
 		return
 	}
-	s.seen[seq] = true
+	s.seen[producer][seq] = true
 	s.Distinct++
 	s.MaxSeq = max(s.MaxSeq, seq)
-	for s.seen[s.Contiguous+1] {
+	for producer == s.first && s.seen[producer][s.Contiguous+1] {
 		s.Contiguous++
 	}
 }
 
+type config struct {
+	url, queue string
+	prefetch   int
+	delay      time.Duration
+	poll       bool
+	pollEvery  time.Duration
+}
+
 func main() {
-	url, queue := os.Getenv("MS2M_AMQP_URL"), os.Getenv("MS2M_QUEUE")
-	st := &state{seen: map[int64]bool{}}
+	cfg := config{url: os.Getenv("MS2M_AMQP_URL"), queue: os.Getenv("MS2M_QUEUE"), prefetch: 1,
+		poll: os.Getenv("MS2M_CONTROL") == "poll", pollEvery: time.Second}
+	if v, err := strconv.Atoi(os.Getenv("MS2M_PREFETCH")); err == nil && v > 0 {
+		cfg.prefetch = v
+	}
+	if v, err := time.ParseDuration(os.Getenv("MS2M_PROCESSING_DELAY")); err == nil {
+		cfg.delay = v
+	}
+	if v, err := time.ParseDuration(os.Getenv("MS2M_CONTROL_POLL")); err == nil && v > 0 {
+		cfg.pollEvery = v
+	}
+	st := &state{seen: map[string]map[int64]bool{}}
 	serveState := func(w http.ResponseWriter, _ *http.Request) {
 		st.mu.Lock()
 		defer st.mu.Unlock()
@@ -69,10 +122,16 @@ func main() {
 	http.HandleFunc("/progress", serveState)
 	http.HandleFunc("/healthz", func(http.ResponseWriter, *http.Request) {})
 	go func() { log.Fatal(http.ListenAndServe(":8080", nil)) }()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
+	ctx := context.Background()
+	if os.Getenv("MS2M_IGNORE_SIGTERM") == "1" {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM)
+		defer stop()
+	}
 	for ctx.Err() == nil {
-		if err := session(ctx, url, queue, st); err != nil {
+		if err := session(ctx, cfg, st); err != nil {
 			log.Printf("session: %v; reconnecting", err)
 		}
 		select {
@@ -82,10 +141,12 @@ func main() {
 	}
 }
 
-// session consumes the primary queue and the pod's control queue until the
-// connection dies (a restore closes it) or ctx ends.
-func session(ctx context.Context, url, queue string, st *state) error {
-	conn, err := amqp.Dial(url)
+// session consumes one queue at a time, the primary or the replay queue
+// START_REPLAY names (until END_REPLAY), and follows the pod's control
+// queue, until the connection dies (a restore closes it) or ctx ends. The
+// replay, once started, outlives a reconnect.
+func session(ctx context.Context, cfg config, st *state) error {
+	conn, err := amqp.Dial(cfg.url)
 	if err != nil {
 		return err
 	}
@@ -94,50 +155,98 @@ func session(ctx context.Context, url, queue string, st *state) error {
 	if err != nil {
 		return err
 	}
+	if err := ch.Qos(cfg.prefetch, 0, false); err != nil {
+		return err
+	}
 	host, _ := os.ReadFile("/etc/hostname")
 	ctl := control.QueueName(strings.TrimSpace(string(host)))
 	if _, err := ch.QueueDeclare(ctl, true, false, false, false, nil); err != nil {
 		return err
 	}
-	primary, err := ch.Consume(queue, "", true, false, false, false, nil)
-	if err != nil {
+	var ctlMsgs <-chan amqp.Delivery
+	if !cfg.poll {
+		if ctlMsgs, err = ch.Consume(ctl, "", true, false, false, false, nil); err != nil {
+			return err
+		}
+	}
+	consuming, in := "", (<-chan amqp.Delivery)(nil)
+	follow := func() error {
+		want := cfg.queue
+		if st.replaying() != "" {
+			want = st.replaying()
+		}
+		if want == consuming {
+			return nil
+		}
+		if in != nil {
+			_ = ch.Cancel("data", false)
+			for d := range in { // what it was sent before the cancel
+				if err := applyAck(cfg, st, d); err != nil {
+					return err
+				}
+			}
+		}
+		var err error
+		consuming = want
+		in, err = ch.Consume(want, "data", false, false, false, false, nil)
 		return err
 	}
-	ctlMsgs, err := ch.Consume(ctl, "", true, false, false, false, nil)
-	if err != nil {
+	if err := follow(); err != nil {
 		return err
 	}
-	var replay <-chan amqp.Delivery
+	poll := time.NewTicker(cfg.pollEvery)
+	defer poll.Stop()
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	for {
+		var body []byte
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-closed:
 			return err
-		case d := <-primary:
-			st.apply(d)
-		case d, ok := <-replay:
+		case d, ok := <-in:
 			if !ok {
-				replay = nil // cancelled by END_REPLAY
-				continue
+				return errors.New("consumer cancelled by the broker")
 			}
-			st.apply(d)
+			if err := applyAck(cfg, st, d); err != nil {
+				return err
+			}
+			continue
 		case d := <-ctlMsgs:
-			m, err := control.Decode(d.Body)
-			if err != nil {
-				log.Printf("control: %v", err)
+			body = d.Body
+		case <-poll.C:
+			if !cfg.poll {
 				continue
 			}
-			switch m.Type {
-			case control.StartReplay:
-				p, _ := m.Replay()
-				if replay, err = ch.Consume(p.Queue, "replay", true, false, false, false, nil); err != nil {
-					return err
-				}
-			case control.EndReplay:
-				_ = ch.Cancel("replay", false)
+			d, ok, err := ch.Get(ctl, true)
+			if err != nil {
+				return err
 			}
+			if !ok {
+				continue
+			}
+			body = d.Body
+		}
+		m, err := control.Decode(body)
+		if err != nil {
+			log.Printf("control: %v", err)
+			continue
+		}
+		switch m.Type {
+		case control.StartReplay:
+			p, _ := m.Replay()
+			st.setReplay(p.Queue)
+		case control.EndReplay:
+			st.setReplay("")
+		}
+		if err := follow(); err != nil {
+			return err
 		}
 	}
+}
+
+func applyAck(cfg config, st *state, d amqp.Delivery) error {
+	time.Sleep(cfg.delay)
+	st.apply(d)
+	return d.Ack(false)
 }

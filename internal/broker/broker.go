@@ -101,6 +101,9 @@ type Handoff interface {
 	// Listeners counts the consumers of a queue (0 when it does not exist):
 	// whether a restored target already listens on a control queue.
 	Listeners(ctx context.Context, queue string) (int, error)
+	// QueueExists reports whether a queue exists: whether a workload that
+	// polls its control queue declared it.
+	QueueExists(ctx context.Context, queue string) (bool, error)
 	// DeleteControlQueue removes a gone pod's control queue if nothing
 	// consumes it any more.
 	DeleteControlQueue(ctx context.Context, controlQueue string) error

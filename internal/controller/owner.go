@@ -27,10 +27,10 @@ import (
 // first).
 const deletionCostAnnotation = "controller.kubernetes.io/pod-deletion-cost"
 
-// handOverToReplicaSet makes the source's ReplicaSet own the target and
-// drop the source: the source is ranked first for deletion, then the target
-// gets the ReplicaSet's labels and controller reference. The ReplicaSet,
-// one pod over, deletes the source; it never has one too few to replace.
+// handOverToReplicaSet makes the source's ReplicaSet own the target in
+// its place: the source (terminating by now) is ranked first for deletion
+// should the ReplicaSet see both, then the target gets the ReplicaSet's
+// labels and controller reference.
 func (r *Reconciler) handOverToReplicaSet(ctx context.Context, src, target *corev1.Pod) error {
 	rs := metav1.GetControllerOf(src)
 	if rs == nil || rs.Kind != "ReplicaSet" {

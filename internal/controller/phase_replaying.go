@@ -112,19 +112,25 @@ func replayStart(st *v1alpha1.StatefulMigrationStatus) time.Time {
 	return migration.ConditionTime(st, v1alpha1.ConditionReplayStarted)
 }
 
-// listenGrace is how long a restored target may take to listen on its
-// control queue before START_REPLAY is queued for it anyway.
+// listenGrace is how long a restored target may take to declare its
+// control queue before START_REPLAY is queued for it on MS2M's queue
+// anyway.
 const listenGrace = 15 * time.Second
 
-// targetControlQueue picks where the target listens: its namespaced queue
-// (an SDK workload that knows its namespace), else MS2M's queue named by
-// the pod alone (a workload written for MS2M). A restored process needs a
-// moment to reconnect; until one of them has a consumer it waits, up to
-// listenGrace, after which the message is queued on MS2M's queue for
-// whoever comes.
+// targetControlQueue picks where the target listens: a control queue of
+// its pod that has a consumer (an SDK workload consumes its namespaced
+// queue, one written for MS2M the queue named by the pod alone); else one
+// that exists, which the workload declared (a workload that polls its
+// queue with basic.get never shows a consumer, and a restored Sequential
+// target inherits its source's queue, name and all). Only when neither
+// exists does it wait, up to listenGrace, for the restored process to
+// reconnect, and then queues the message on MS2M's queue for whoever
+// comes.
 func (r *Reconciler) targetControlQueue(ctx context.Context, s *scope, h broker.Handoff) (string, bool, error) {
 	pod := s.m.Status.TargetPod
-	for _, q := range []string{control.PodQueueName(s.m.Namespace, pod), control.QueueName(pod)} {
+	candidates := controlQueues(s.m.Namespace, pod)
+	var declared string
+	for _, q := range candidates {
 		n, err := h.Listeners(ctx, q)
 		if err != nil {
 			return "", false, err
@@ -132,6 +138,18 @@ func (r *Reconciler) targetControlQueue(ctx context.Context, s *scope, h broker.
 		if n > 0 {
 			return q, true, nil
 		}
+		if declared == "" {
+			exists, err := h.QueueExists(ctx, q)
+			if err != nil {
+				return "", false, err
+			}
+			if exists {
+				declared = q
+			}
+		}
+	}
+	if declared != "" {
+		return declared, true, nil
 	}
 	if s.now.Sub(migration.PhaseStart(&s.m.Status)) < listenGrace {
 		return "", false, nil

@@ -63,13 +63,23 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 		if err != nil || tmpl == nil {
 			return reconcile.Result{}, err
 		}
+		statefulSet := st.Workload != nil && st.Workload.Kind == "StatefulSet"
 		if src, err := r.sourcePod(ctx, s.m); err == nil && src.Labels[render.LabelMigration] != s.m.Name {
 			s.markSourceStopping(src)
+			if statefulSet {
+				// Deleted here first, with the short grace: the scale-down
+				// would have the StatefulSet delete it with its own grace
+				// period, and a kubelet does not shorten a termination
+				// already under way (a pod ignoring SIGTERM ran 30 s on).
+				if err := r.deleteSource(ctx, src); err != nil {
+					return reconcile.Result{}, err
+				}
+			}
 		}
-		if wl := st.Workload; wl != nil && wl.Kind == "StatefulSet" {
-			// One replica fewer: the StatefulSet deletes the source and
-			// does not recreate it while the target takes its name.
-			if err := r.scaleStatefulSet(ctx, s.m.Namespace, wl.Name, ptrOr(wl.Replicas)-1); err != nil {
+		if statefulSet {
+			// One replica fewer: the StatefulSet does not recreate the
+			// source while the target takes its name.
+			if err := r.scaleStatefulSet(ctx, s.m.Namespace, st.Workload.Name, ptrOr(st.Workload.Replicas)-1); err != nil {
 				return reconcile.Result{}, err
 			}
 		}

@@ -48,6 +48,9 @@ type Options struct {
 	Poll time.Duration
 	// MaxConcurrentReconciles bounds parallel migrations.
 	MaxConcurrentReconciles int
+	// SourceStopGrace is the termination grace the source gets once the
+	// migration no longer needs it (whole seconds; default 1 s).
+	SourceStopGrace time.Duration
 	// AssumedPrefetch bounds the messages a source holds unapplied when
 	// the broker cannot describe its consumers (no RabbitMQ management
 	// API); conditions say it is assumed.
@@ -66,6 +69,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxConcurrentReconciles == 0 {
 		o.MaxConcurrentReconciles = 4
+	}
+	if o.SourceStopGrace == 0 {
+		o.SourceStopGrace = time.Second
 	}
 	if o.AssumedPrefetch == 0 {
 		o.AssumedPrefetch = 50

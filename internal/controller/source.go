@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,13 +18,17 @@ import (
 // stopSource deletes the source pod and reports whether it has stopped
 // taking messages. That is as soon as its consumer has left the primary
 // queue (the exact consumer count drops below what it was when the
-// deletion was issued): a well-behaved consumer lets go of the queue on
-// SIGTERM and keeps answering HTTP while clients move away, and the
-// handoff need not wait for that. Without a broker, or when the target
-// takes the source's name (needGone), the pod itself must be gone. The
-// delete carries the source's UID, so a pod that has since taken its name
-// is never hit. A ReplicaSet's source is first handed over with the target
-// (see handOverToReplicaSet).
+// deletion was issued). Without a broker, or when the target takes the
+// source's name (needGone), the pod itself must be gone. Nothing of what
+// the source does from here on is needed (ShadowPod: its successor is
+// Ready and in its Services; Sequential: the checkpoint is taken and the
+// replay queue holds the rest), so it gets Options.SourceStopGrace, not
+// its own termination grace period: a workload that ignores SIGTERM (a PID
+// 1 without a handler) would otherwise hold the handoff for all of it. A
+// deletion already under way with a longer grace (a StatefulSet's scale
+// down) is shortened. The delete carries the source's UID, so a pod that
+// has since taken its name is never hit. A ReplicaSet's source is first
+// handed over with the target (see handOverToReplicaSet).
 func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Pod, needGone bool) (bool, error) {
 	if s.isDone(v1alpha1.ConditionSourceStopped) {
 		return true, nil
@@ -59,25 +64,23 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 				return false, err
 			}
 		}
+		// Deleted before the ReplicaSet takes the target, with the short
+		// grace: a ReplicaSet one pod over deletes the surplus with its
+		// own grace period, and a kubelet does not shorten a termination
+		// already under way. A terminating source no longer counts as the
+		// ReplicaSet's replica, and the target does at once.
+		if err := r.deleteSource(ctx, pod); err != nil {
+			return false, err
+		}
 		if target != nil {
 			if err := r.handOverToReplicaSet(ctx, pod, target); err != nil {
 				return false, fmt.Errorf("handing %s over to its ReplicaSet: %w", target.Name, err)
 			}
 		}
-		uid := pod.UID
-		opts := []client.DeleteOption{client.Preconditions{UID: &uid}}
-		if needGone {
-			// Nothing replaces a source whose name the target takes: a
-			// graceful drain would only lengthen the outage.
-			opts = append(opts, client.GracePeriodSeconds(1))
-		}
-		err := r.Delete(ctx, pod, opts...)
-		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			return false, err
-		}
-		return false, nil
+	} else if err := r.deleteSource(ctx, pod); err != nil {
+		return false, err
 	}
-	if needGone || !s.hasBroker() || rec.PrimaryConsumersAtStop == nil {
+	if needGone || !s.hasBroker() || rec.PrimaryConsumersAtStop == nil || pod.DeletionTimestamp.IsZero() {
 		return false, nil
 	}
 	h, err := s.brokerSession(ctx)
@@ -93,6 +96,26 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 		return true, nil
 	}
 	return false, nil
+}
+
+// deleteSource deletes the source with the controller's short grace,
+// unless a deletion with no longer a grace is under way.
+func (r *Reconciler) deleteSource(ctx context.Context, pod *corev1.Pod) error {
+	grace := int64(r.Options.SourceStopGrace / time.Second)
+	if g := pod.DeletionGracePeriodSeconds; !pod.DeletionTimestamp.IsZero() && g != nil && *g <= grace {
+		return nil
+	}
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil && *g < grace {
+		// never 0: that removes the pod object at once, before its
+		// containers have stopped
+		grace = max(*g, 1)
+	}
+	uid := pod.UID
+	err := r.Delete(ctx, pod, client.Preconditions{UID: &uid}, client.GracePeriodSeconds(grace))
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return err
+	}
+	return nil
 }
 
 // markSourceStopping records the point of no return before the source's

@@ -7,6 +7,8 @@ package demo
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -38,6 +40,12 @@ type Workload struct {
 	StateBytes string
 	Prefetch   int
 	Node       string
+	// Env is more environment for the consumer (the protocol-only
+	// consumer's MS2M_CONTROL=poll and MS2M_IGNORE_SIGTERM=1, say).
+	Env map[string]string
+	// Grace is the pods' termination grace period in seconds (default 5;
+	// Kubernetes' own default is 30).
+	Grace int64
 	// Journal, if set, has the consumer journal applied messages to this
 	// file name on a node-local emptyDir volume: state a checkpoint does not
 	// carry (it holds open files by path, not volume contents), so the pod
@@ -59,9 +67,13 @@ func (w Workload) podSpec() corev1.PodSpec {
 }
 
 func (w Workload) baseSpec() corev1.PodSpec {
-	return corev1.PodSpec{
+	grace := w.Grace
+	if grace == 0 {
+		grace = 5
+	}
+	spec := corev1.PodSpec{
 		NodeSelector:                  map[string]string{"kubernetes.io/hostname": w.Node},
-		TerminationGracePeriodSeconds: ptr.To[int64](5),
+		TerminationGracePeriodSeconds: ptr.To(grace),
 		Containers: []corev1.Container{{
 			Name:  "consumer",
 			Image: w.Image,
@@ -84,6 +96,10 @@ func (w Workload) baseSpec() corev1.PodSpec {
 				{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
 			}}}}},
 	}
+	for _, k := range slices.Sorted(maps.Keys(w.Env)) {
+		spec.Containers[0].Env = append(spec.Containers[0].Env, corev1.EnvVar{Name: k, Value: w.Env[k]})
+	}
+	return spec
 }
 
 // Create starts the workload and its Service and waits until one pod is

@@ -21,6 +21,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -67,6 +68,8 @@ type scenario struct {
 	prefetch  int
 	delay     time.Duration
 	warmup    time.Duration
+	env       map[string]string
+	grace     int64
 	exactly   bool // the SDK consumer: exactly once; else at least once
 	strategy  v1alpha1.MigrationStrategy
 	journal   string // see demo.Workload.Journal
@@ -102,7 +105,7 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	res, err := demo.Run(ctx, demo.Options{
 		Client: k8s, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), Exchange: "e2e",
 		Workload: demo.Workload{Kind: sc.kind, Namespace: ns, Name: "consumer", Image: sc.image, AMQPURL: rmq.AMQPURL(),
-			Queue: ns, Delay: sc.delay, StateBytes: "1Mi", Prefetch: sc.prefetch, Node: "node-a"},
+			Queue: ns, Delay: sc.delay, StateBytes: "1Mi", Prefetch: sc.prefetch, Node: "node-a", Env: sc.env, Grace: sc.grace},
 		Spec: sc.spec, Rate: sc.rate, Burst: sc.burst, Routes: sc.routes, Warmup: sc.warmup, Settle: 2 * time.Second,
 		Timeout: 4 * time.Minute, Out: testWriter{t},
 	})
@@ -237,6 +240,34 @@ func TestEveryRouteIsReplayed(t *testing.T) {
 // notices the restore).
 func TestProtocolOnlyWorkload(t *testing.T) {
 	res := run(t, scenario{kind: demo.KindPod, image: images["protocol-consumer"], strategy: v1alpha1.StrategyShadowPod})
+	atLeastOnce(t, res)
+}
+
+// The kind of workload SHADOW's sample is: only the control protocol, its
+// control queue polled with basic.get (no consumer on it, ever), SIGTERM
+// ignored as by a PID 1 without a handler, prefetch 1, Kubernetes' default
+// 30 s grace. Nothing may wait for a consumer on its control queue or for
+// its grace period; the handoff is at least once.
+func TestShadowLikeWorkloadDeployment(t *testing.T) {
+	res := run(t, shadowLike(demo.KindDeployment, v1alpha1.StrategyShadowPod))
+	atLeastOnce(t, res)
+}
+
+func TestShadowLikeWorkloadStatefulSet(t *testing.T) {
+	res := run(t, shadowLike(demo.KindStatefulSet, v1alpha1.StrategySequential))
+	atLeastOnce(t, res)
+}
+
+func shadowLike(kind string, strategy v1alpha1.MigrationStrategy) scenario {
+	return scenario{kind: kind, image: images["protocol-consumer"], strategy: strategy, rate: 10, prefetch: 50,
+		delay: 10 * time.Millisecond, grace: 30, env: map[string]string{"MS2M_CONTROL": "poll", "MS2M_IGNORE_SIGTERM": "1"},
+		spec: v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferRegistry}}
+}
+
+// atLeastOnce checks the serving protocol-only consumer saw every message
+// published, and that the migration says it could not verify the stream.
+func atLeastOnce(t *testing.T, res *demo.Result) {
+	t.Helper()
 	var st struct {
 		Contiguous, Distinct, Repeats int64
 	}
@@ -254,6 +285,10 @@ func TestProtocolOnlyWorkload(t *testing.T) {
 	}
 	if st.Contiguous < res.Published {
 		t.Errorf("the target saw 1..%d of %d published (at least once broken)", st.Contiguous, res.Published)
+	}
+	c := apimeta.FindStatusCondition(res.Migration.Status.Conditions, v1alpha1.ConditionStreamIntact)
+	if c == nil || c.Status != metav1.ConditionUnknown || c.Reason != v1alpha1.ReasonNotReported {
+		t.Errorf("StreamIntact %+v, want Unknown/%s for a workload that does not report", c, v1alpha1.ReasonNotReported)
 	}
 	t.Logf("protocol-only workload: %d distinct, %d seen again (at-least-once)", st.Distinct, st.Repeats)
 }

@@ -125,6 +125,13 @@ func (h *handoff) send(ctx context.Context, q string, rec *v1alpha1.BrokerStatus
 	return classify(err, fmt.Sprintf("sending %s to %q", m.Type, q))
 }
 
+// QueueExists reports whether q exists.
+func (h *handoff) QueueExists(ctx context.Context, q string) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.queueExists(ctx, q)
+}
+
 func (h *handoff) queueExists(ctx context.Context, q string) (bool, error) {
 	err := h.sess.do(ctx, func(ch *amqp.Channel) error {
 		_, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)

@@ -78,7 +78,7 @@ every mode with the stop-and-copy baseline and the MS2M configuration.
 			}
 			rmq := c.RabbitMQ()
 			r := &bench.Runner{
-				Lab: bench.Lab{Client: cl, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), ConsumerImage: images["consumer"],
+				Lab: bench.Lab{Client: cl, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), ConsumerImage: images["consumer"], ProtocolConsumerImage: images["protocol-consumer"],
 					SourceNode: "node-a", TargetNode: "node-b",
 					BetweenRuns: func(ctx context.Context) error {
 						_, err := registry.GarbageCollect(ctx, c.RegistryParams())

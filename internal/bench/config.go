@@ -44,6 +44,16 @@ type RunSettings struct {
 type Mode struct {
 	Name     string `json:"name"`
 	Workload string `json:"workload"`
+	// Consumer is the workload's program: sdk (the SDK consumer, the
+	// default) or protocol (a workload without the SDK that speaks only
+	// the control protocol, at least once).
+	Consumer string `json:"consumer,omitempty"`
+	// Env, Prefetch, Delay and Grace shape the consumer where the run's
+	// settings do not fit (SHADOW's sample workload, say).
+	Env      map[string]string `json:"env,omitempty"`
+	Prefetch int               `json:"prefetch,omitempty"`
+	Delay    *metav1.Duration  `json:"delay,omitempty"`
+	Grace    int64             `json:"grace,omitempty"`
 	// Spec holds StatefulMigration spec fields, decoded strictly into the
 	// API type: a field the API lacks is an error, not a silent no-op.
 	Spec json.RawMessage `json:"spec"`
@@ -103,6 +113,9 @@ func (c *Config) Validate() error {
 		}
 		if !slices.Contains([]string{demo.KindPod, demo.KindDeployment, demo.KindStatefulSet}, m.Workload) {
 			return fmt.Errorf("mode %s: workload %q is not Pod, Deployment or StatefulSet", m.Name, m.Workload)
+		}
+		if !slices.Contains([]string{"", ConsumerSDK, ConsumerProtocol}, m.Consumer) {
+			return fmt.Errorf("mode %s: consumer %q is not %s or %s", m.Name, m.Consumer, ConsumerSDK, ConsumerProtocol)
 		}
 	}
 	for _, n := range []string{c.Baseline, c.Reference} {
@@ -196,4 +209,27 @@ func (c *Config) Mode(name string) (Mode, bool) {
 		}
 	}
 	return Mode{}, false
+}
+
+// Consumers the bench can run.
+const (
+	ConsumerSDK      = "sdk"
+	ConsumerProtocol = "protocol"
+)
+
+// workload is the consumer a run of m starts.
+func (m Mode) workload(lab Lab, s RunSettings, state string) demo.Workload {
+	w := demo.Workload{Kind: m.Workload, Namespace: Namespace, Name: "consumer", Image: lab.ConsumerImage,
+		AMQPURL: lab.AMQPURL, Queue: "ms2m-bench.orders", Delay: s.Delay.Duration, StateBytes: state, Prefetch: s.Prefetch,
+		Node: lab.SourceNode, Env: m.Env, Grace: m.Grace}
+	if m.Consumer == ConsumerProtocol {
+		w.Image = lab.ProtocolConsumerImage
+	}
+	if m.Prefetch > 0 {
+		w.Prefetch = m.Prefetch
+	}
+	if m.Delay != nil {
+		w.Delay = m.Delay.Duration
+	}
+	return w
 }

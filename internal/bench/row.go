@@ -20,7 +20,8 @@ type Row struct {
 	// Values holds the measured numbers by column; a missing key is a value
 	// the run could not measure (never a zero).
 	Values map[string]float64
-	// Digest is match or mismatch, empty when the target's state was not
+	// Digest is match or mismatch, DigestNone for a consumer that keeps
+	// none (at least once), empty when the target's state was not
 	// verified.
 	Digest string
 	Error  string
@@ -43,11 +44,19 @@ func (r Row) Verified() bool { return !r.Failed() && r.exactlyOnce() }
 // producer's stream: the failure lost nothing.
 func (r Row) StreamIntact() bool { return r.Failed() && r.exactlyOnce() }
 
+// DigestNone marks a consumer without a digest: one without the SDK.
+const DigestNone = "none"
+
 // exactlyOnce reports that the serving pod's stream was measured and is
-// the producer's: digest equal, nothing lost, nothing applied twice.
+// the producer's: digest equal, nothing lost, nothing applied twice. For a
+// consumer without the SDK, which is promised at least once, it is that
+// nothing was lost.
 func (r Row) exactlyOnce() bool {
 	lost, ok1 := r.Value(ColLost)
 	dup, ok2 := r.Value(ColDuplicated)
+	if r.Digest == DigestNone {
+		return ok1 && lost == 0
+	}
 	return r.Digest == "match" && ok1 && ok2 && lost == 0 && dup == 0
 }
 

@@ -22,6 +22,7 @@ type Lab struct {
 	Client                 client.Client
 	AMQPURL, ManagementURL string
 	ConsumerImage          string
+	ProtocolConsumerImage  string
 	SourceNode, TargetNode string
 	// BetweenRuns, if set, runs after each run (the lab's registry garbage
 	// collection: a 512 MiB checkpoint would otherwise stay on disk).
@@ -56,10 +57,8 @@ func (r *Runner) Do(ctx context.Context, run Run) Row {
 	s := r.Settings
 	res, err := demo.Run(ctx, demo.Options{
 		Client: r.Lab.Client, AMQPURL: r.Lab.AMQPURL, ManagementURL: r.Lab.ManagementURL, Exchange: "ms2m.bench",
-		Workload: demo.Workload{Kind: run.Mode.Workload, Namespace: Namespace, Name: "consumer", Image: r.Lab.ConsumerImage,
-			AMQPURL: r.Lab.AMQPURL, Queue: "ms2m-bench.orders", Delay: s.Delay.Duration, StateBytes: run.State, Prefetch: s.Prefetch,
-			Node: r.Lab.SourceNode},
-		Spec: spec, Rate: run.Rate, Warmup: s.Warmup.Duration, Settle: s.Settle.Duration, Timeout: s.Timeout.Duration,
+		Workload: run.Mode.workload(r.Lab, s, run.State),
+		Spec:     spec, Rate: run.Rate, Warmup: s.Warmup.Duration, Settle: s.Settle.Duration, Timeout: s.Timeout.Duration,
 		Out: r.Log,
 	})
 	row.setDuration(ColWall, time.Since(row.Started))
@@ -145,7 +144,10 @@ func fromResult(row *Row, res *demo.Result, verified bool) {
 		row.set(ColLost, float64(res.Lost))
 		row.set(ColDuplicated, float64(res.Duplicated))
 		row.Digest = "mismatch"
-		if res.DigestMatch {
+		switch {
+		case res.AtLeastOnce:
+			row.Digest = DigestNone
+		case res.DigestMatch:
 			row.Digest = "match"
 		}
 	}

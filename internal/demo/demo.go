@@ -58,6 +58,10 @@ type Result struct {
 	Lost, Duplicated   int64
 	DigestMatch        bool
 	Reference, Digest  string
+	// AtLeastOnce: the consumer does not de-duplicate (a workload without
+	// the SDK): Lost counts what it never saw, Duplicated what it saw
+	// again, and no digest is kept.
+	AtLeastOnce bool
 	SteadyInterval     time.Duration
 	StateIntact        bool
 }
@@ -180,6 +184,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return res, errors.Join(failed, fmt.Errorf("reading the state of %s: %w", res.Serving, err))
 	}
 	res.Applied, res.Digest, res.StateIntact = st.Processed, st.Digest, st.State.Intact
+	if st.Digest == "" && st.Contiguous != nil {
+		res.AtLeastOnce = true
+		res.Lost, res.Duplicated = max(pub.LastSeq-*st.Contiguous, 0), st.Repeats
+		return res, failed
+	}
 	res.Lost = st.Counters.Missing + max(pub.LastSeq-st.LastSeq, 0)
 	res.Duplicated = max(st.Processed-st.Unsequenced-(st.LastSeq-st.Counters.Missing), 0)
 	res.DigestMatch = st.Digest == res.Reference && st.LastSeq == pub.LastSeq
@@ -372,8 +381,13 @@ func Report(w io.Writer, r *Result) {
 	if r.DigestMatch {
 		match = "match"
 	}
-	fmt.Fprintf(w, "messages:         %d published, %d applied by %s, %d lost, %d duplicated; memory intact: %v\n", r.Published, r.Applied, r.Serving, r.Lost, r.Duplicated, r.StateIntact)
-	fmt.Fprintf(w, "digest:           %s (consumer %.16s..., reference %.16s...)\n", match, r.Digest, r.Reference)
+	if r.AtLeastOnce {
+		match = "none"
+		fmt.Fprintf(w, "messages:         %d published, %d applied by %s, %d never seen, %d seen again (a workload without the SDK: at least once)\n", r.Published, r.Applied, r.Serving, r.Lost, r.Duplicated)
+	} else {
+		fmt.Fprintf(w, "messages:         %d published, %d applied by %s, %d lost, %d duplicated; memory intact: %v\n", r.Published, r.Applied, r.Serving, r.Lost, r.Duplicated, r.StateIntact)
+		fmt.Fprintf(w, "digest:           %s (consumer %.16s..., reference %.16s...)\n", match, r.Digest, r.Reference)
+	}
 	fmt.Fprintf(w, "RESULT strategy=%s transfer=%s lost=%d duplicated=%d digest=%s downtime_ms=%d stall_ms=%d gap_ms=%d total_ms=%d phase=%s\n",
 		st.Strategy, st.TransferMode, r.Lost, r.Duplicated, match, mm.Downtime.Milliseconds(), mm.MaxStall.Milliseconds(), mm.MaxGap.Milliseconds(), total.Milliseconds(), st.Phase)
 }

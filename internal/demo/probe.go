@@ -213,6 +213,10 @@ type State struct {
 	State struct {
 		Intact bool `json:"intact"`
 	} `json:"state"`
+	// Contiguous and Repeats are the protocol-only consumer's: 1..n seen,
+	// and how many it saw again (it keeps no digest).
+	Contiguous *int64 `json:"contiguous"`
+	Repeats    int64  `json:"repeats"`
 }
 
 func (p *Prober) get(ctx context.Context, ip, path string, out any) error {

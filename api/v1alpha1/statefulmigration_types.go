@@ -449,6 +449,13 @@ type BrokerStatus struct {
 	// stream.
 	// +optional
 	ReplayBoundTime *metav1.MicroTime `json:"replayBoundTime,omitempty"`
+	// SourceControlQueue is the control queue the source reads, as found
+	// before the checkpoint: the namespaced one an SDK workload consumes,
+	// or MS2M's, named by the pod alone, which a workload written for MS2M
+	// consumes or polls. The restored target, the same program, reads the
+	// same kind of queue under its own pod's name.
+	// +optional
+	SourceControlQueue string `json:"sourceControlQueue,omitempty"`
 	// ControlQueue carries START_REPLAY / END_REPLAY to the target.
 	// +optional
 	ControlQueue string `json:"controlQueue,omitempty"`

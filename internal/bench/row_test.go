@@ -17,6 +17,9 @@ func TestRowCorrectnessClasses(t *testing.T) {
 		{"failed, rolled back intact", Row{Phase: "Failed", Digest: "match", Values: clean, Error: "Timeout"}, false, true},
 		{"failed, one applied twice", Row{Phase: "Failed", Digest: "match", Values: map[string]float64{ColLost: 0, ColDuplicated: 1}, Error: "Timeout"}, false, false},
 		{"failed, not verified", Row{Phase: "Failed", Error: "Timeout"}, false, false},
+		// a workload without the SDK is promised at least once
+		{"at least once, some seen twice", Row{Phase: "Completed", Digest: DigestNone, Values: map[string]float64{ColLost: 0, ColDuplicated: 40}}, true, false},
+		{"at least once broken", Row{Phase: "Completed", Digest: DigestNone, Values: map[string]float64{ColLost: 2, ColDuplicated: 40}}, false, false},
 	} {
 		if got := c.row.Verified(); got != c.verified {
 			t.Errorf("%s: Verified() = %v, want %v", c.name, got, c.verified)

@@ -77,7 +77,7 @@ func (r *Runner) Do(ctx context.Context, run Run) Row {
 	if res != nil {
 		// The serving pod's state was checked (the target's, or the
 		// source's after a rollback) when the demo got its digest.
-		fromResult(&row, res, res.Digest != "")
+		fromResult(&row, res, res.Digest != "" || res.AtLeastOnce)
 		if res.Migration != nil && res.Migration.Status.Phase.IsFinal() {
 			demo.Report(r.Log, res)
 		}

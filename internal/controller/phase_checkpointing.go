@@ -87,17 +87,21 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 		res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
 		return res, false, ferr
 	}
-	c := coverage(p.Primary, p.Buffer, int64(rec.FencesSent), broker.DegradedBy(h) != nil, r.Options.AssumedPrefetch)
-	covered, why := migration.ReplayCovers(c)
-	if !covered && rec.FencesSent == 0 && c.Consumers == 1 && c.Prefetch > 0 {
-		// A source with the SDK acks fences unapplied: handing it its
-		// prefetch's worth proves at once what traffic would prove later.
-		sdk, err := h.Listeners(ctx, control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod))
+	if rec.SourceControlQueue == "" {
+		q, err := sourceControlQueue(ctx, h, s.m.Namespace, s.m.Spec.SourcePod)
 		if err != nil {
 			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
 			return res, false, ferr
 		}
-		if sdk > 0 {
+		rec.SourceControlQueue = q
+	}
+	c := coverage(p.Primary, p.Buffer, int64(rec.FencesSent), broker.DegradedBy(h) != nil, r.Options.AssumedPrefetch)
+	covered, why := migration.ReplayCovers(c)
+	if !covered && rec.FencesSent == 0 && c.Consumers == 1 && c.Prefetch > 0 {
+		// A source with the SDK (it consumes its namespaced control queue)
+		// acks fences unapplied: handing it its prefetch's worth proves at
+		// once what traffic would prove later.
+		if rec.SourceControlQueue == control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod) {
 			if err := h.Fence(ctx, int(c.Prefetch), rec); err != nil {
 				res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
 				return res, false, ferr

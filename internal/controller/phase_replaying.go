@@ -118,25 +118,26 @@ func replayStart(st *v1alpha1.StatefulMigrationStatus) time.Time {
 	return migration.ConditionTime(st, v1alpha1.ConditionReplayStarted)
 }
 
-// listenGrace is how long a restored target may take to declare its
-// control queue before START_REPLAY is queued for it on MS2M's queue
-// anyway.
+// listenGrace is how long a restored target may take to listen on its
+// control queue before START_REPLAY is queued for it anyway, when the
+// source's control queue was not found (a migration started before it
+// was recorded).
 const listenGrace = 15 * time.Second
 
-// targetControlQueue picks where the target listens: a control queue of
-// its pod that has a consumer (an SDK workload consumes its namespaced
-// queue, one written for MS2M the queue named by the pod alone); else one
-// that exists, which the workload declared (a workload that polls its
-// queue with basic.get never shows a consumer, and a restored Sequential
-// target inherits its source's queue, name and all). Only when neither
-// exists does it wait, up to listenGrace, for the restored process to
-// reconnect, and then queues the message on MS2M's queue for whoever
-// comes.
+// targetControlQueue is where the target reads: the queue of the kind its
+// source read, under the target pod's name. The target is the same
+// program, so START_REPLAY can go there at once, whether the workload
+// consumes the queue or polls it, and whether it has reconnected yet or
+// not: the message waits in the queue.
 func (r *Reconciler) targetControlQueue(ctx context.Context, s *scope, h broker.Handoff) (string, bool, error) {
-	pod := s.m.Status.TargetPod
-	candidates := controlQueues(s.m.Namespace, pod)
-	var declared string
-	for _, q := range candidates {
+	ns, pod := s.m.Namespace, s.m.Status.TargetPod
+	switch s.brokerRecord().SourceControlQueue {
+	case control.PodQueueName(ns, s.m.Spec.SourcePod):
+		return control.PodQueueName(ns, pod), true, nil
+	case control.QueueName(s.m.Spec.SourcePod):
+		return control.QueueName(pod), true, nil
+	}
+	for _, q := range controlQueues(ns, pod) {
 		n, err := h.Listeners(ctx, q)
 		if err != nil {
 			return "", false, err
@@ -144,23 +145,27 @@ func (r *Reconciler) targetControlQueue(ctx context.Context, s *scope, h broker.
 		if n > 0 {
 			return q, true, nil
 		}
-		if declared == "" {
-			exists, err := h.QueueExists(ctx, q)
-			if err != nil {
-				return "", false, err
-			}
-			if exists {
-				declared = q
-			}
-		}
-	}
-	if declared != "" {
-		return declared, true, nil
 	}
 	if s.now.Sub(migration.PhaseStart(&s.m.Status)) < listenGrace {
 		return "", false, nil
 	}
 	return control.QueueName(pod), true, nil
+}
+
+// sourceControlQueue finds the control queue the source reads: the one
+// of its two with a consumer, else MS2M's (a workload that polls its
+// queue shows no consumer, and only a workload written for MS2M polls).
+func sourceControlQueue(ctx context.Context, h broker.Handoff, namespace, pod string) (string, error) {
+	for _, q := range controlQueues(namespace, pod) {
+		n, err := h.Listeners(ctx, q)
+		if err != nil {
+			return "", err
+		}
+		if n > 0 {
+			return q, nil
+		}
+	}
+	return control.QueueName(pod), nil
 }
 
 // controlQueues are every control queue a pod may have used.

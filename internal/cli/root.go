@@ -7,11 +7,13 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 )
@@ -60,6 +62,9 @@ to another node: nothing lost, nothing applied twice, near-zero downtime.
 
 // Main runs the plugin.
 func Main() {
+	// controller-runtime's client logs nothing a user needs here; unset,
+	// it prints a stack trace saying so on first use.
+	ctrllog.SetLogger(logr.Discard())
 	if err := NewCommand(os.Stdout).ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)

@@ -75,6 +75,10 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 	if after := w.topology(); !slices.Equal(before, after) {
 		t.Errorf("broker topology changed:\nbefore %v\nafter  %v", before, after)
 	}
+	// the checkpoint goes once the migration has completed
+	sdktest.Eventually(t, 10*time.Second, "CheckpointRemoved", func() bool {
+		return migration.IsTrue(&w.get(name).Status, v1alpha1.ConditionCheckpointRemoved)
+	})
 	w.sim.mu.Lock()
 	snaps, cleanA, cleanB := w.sim.snapshots[st.Checkpoint.ID], w.sim.cleanups["node-a"], w.sim.cleanups["node-b"]
 	w.sim.mu.Unlock()

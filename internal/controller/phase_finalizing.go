@@ -71,9 +71,9 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	if r.swapping(s) {
 		return r.finishSwap(ctx, s)
 	}
-	if err := r.cleanupCheckpoint(ctx, s); err != nil {
-		return reconcile.Result{}, err
-	}
+	// The checkpoint is removed once the migration has completed (see
+	// afterCompletion): the target never needs it again (it is not
+	// restored twice), and the cutover need not wait for it.
 	if s.isDone(v1alpha1.ConditionOwnershipTransferred) {
 		r.complete(s)
 		return reconcile.Result{}, nil

@@ -53,12 +53,6 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 		s.event(corev1.EventTypeNormal, v1alpha1.ConditionReplayStarted, "Replay", "target %s replays %d buffered message(s) from %s", st.TargetPod, p.Buffer.Depth(), rec.ReplayQueue)
 		return s.poll(), nil
 	}
-	// The restored target never needs the checkpoint again (it is not
-	// restored twice): removing it while the replay runs keeps it off the
-	// cutover's path.
-	if err := r.cleanupCheckpoint(ctx, s); err != nil {
-		return reconcile.Result{}, err
-	}
 	p, err := h.Progress(ctx, rec)
 	if err != nil {
 		return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
@@ -201,6 +202,9 @@ func (r *Reconciler) handlers() map[v1alpha1.Phase]phaseHandler {
 
 func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) (reconcile.Result, error) {
 	st := &s.m.Status
+	if st.Phase == v1alpha1.PhaseCompleted {
+		return r.afterCompletion(ctx, s)
+	}
 	if st.Phase.IsFinal() {
 		return reconcile.Result{}, nil
 	}
@@ -224,4 +228,17 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) (reconcile.R
 		log.FromContext(ctx).Info("phase handler will retry", "phase", st.Phase, "error", err.Error())
 	}
 	return s.clampRequeue(res), err
+}
+
+// afterCompletion removes what a completed migration no longer needs: the
+// checkpoint (the workload's memory), off the cutover's path. Retried
+// until done; a deletion does it first (reconcileDelete).
+func (r *Reconciler) afterCompletion(ctx context.Context, s *scope) (reconcile.Result, error) {
+	if meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionCheckpointRemoved) != nil {
+		return reconcile.Result{}, nil
+	}
+	if err := r.cleanupCheckpoint(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, nil
 }

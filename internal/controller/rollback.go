@@ -142,6 +142,11 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (reconcile.R
 	if !st.Phase.IsFinal() && migration.PastPointOfNoReturn(st) && st.FailureReason == "" {
 		return r.reconcileNormal(ctx, s)
 	}
+	if st.Phase == v1alpha1.PhaseCompleted {
+		if _, err := r.afterCompletion(ctx, s); err != nil {
+			return s.poll(), err
+		}
+	}
 	if !st.Phase.IsFinal() || st.Phase == v1alpha1.PhaseFailed {
 		if st.FailureReason == "" && !st.Phase.IsFinal() {
 			s.fail(v1alpha1.ReasonDeleted, "the StatefulMigration was deleted in phase %s", st.Phase) //nolint:errcheck // never errors

@@ -61,9 +61,9 @@ type Result struct {
 	// AtLeastOnce: the consumer does not de-duplicate (a workload without
 	// the SDK): Lost counts what it never saw, Duplicated what it saw
 	// again, and no digest is kept.
-	AtLeastOnce bool
-	SteadyInterval     time.Duration
-	StateIntact        bool
+	AtLeastOnce    bool
+	SteadyInterval time.Duration
+	StateIntact    bool
 }
 
 // Run prepares the workload, produces, migrates, and measures.

@@ -157,7 +157,17 @@ func run(t *testing.T, sc scenario) *demo.Result {
 		t.Errorf("target owned by %q, want %q", gotOwner, wantOwner)
 	}
 	// The checkpoint (the workload's memory) is gone from the target
-	// node's runtime under every name.
+	// node's runtime under every name, once the migration has completed.
+	deadline := time.Now().Add(30 * time.Second)
+	for !apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.ConditionCheckpointRemoved) {
+		if time.Now().After(deadline) {
+			t.Fatalf("CheckpointRemoved not True 30 s after completion: %+v", apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionCheckpointRemoved))
+		}
+		time.Sleep(200 * time.Millisecond)
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
+			t.Fatal(err)
+		}
+	}
 	checkpoints := []string{m.Status.Checkpoint.Image}
 	if sc.spec.IdentitySwapMode != "" {
 		swap := &v1alpha1.StatefulMigration{}

@@ -177,6 +177,15 @@ func run(t *testing.T, sc scenario) *demo.Result {
 		if swap.Status.Phase != v1alpha1.PhaseCompleted || swap.Status.Checkpoint == nil {
 			t.Fatalf("identity swap %s: %s", swap.Name, swap.Status.Phase)
 		}
+		for !apimeta.IsStatusConditionTrue(swap.Status.Conditions, v1alpha1.ConditionCheckpointRemoved) {
+			if time.Now().After(deadline) {
+				t.Fatalf("identity swap %s: CheckpointRemoved not True", swap.Name)
+			}
+			time.Sleep(200 * time.Millisecond)
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(swap), swap); err != nil {
+				t.Fatal(err)
+			}
+		}
 		checkpoints = append(checkpoints, swap.Status.Checkpoint.Image)
 	}
 	for _, ck := range checkpoints {

@@ -54,7 +54,8 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 		downtime(st).Unavailable = &metav1.Duration{Duration: unavailable}
 	}
 	// Make before break: the source goes only once the target is Ready,
-	// i.e. in its Services' endpoints.
+	// i.e. in its Services' endpoints (the kubelet folds the opened gate
+	// into Ready on its next status sync, a second or so later).
 	if !s.isDone(v1alpha1.ConditionSourceStopped) && !podReady(target) {
 		return s.poll(), nil
 	}
@@ -266,57 +267,25 @@ func consumesPrimary(primary broker.QueueStats, atSwitch *int32, podIP string) b
 	return atSwitch == nil && primary.Consumers > 0
 }
 
-// openCutoverGate lets the target join its Services. The kubelet folds an
-// opened gate into Ready only on its next status sync, a second or two
-// later; when nothing else holds the pod back (its containers are ready,
-// every other readiness gate is open), the gate opens with Ready, as the
-// kubelet will compute it, so that the target is in its Services' endpoints
-// at once.
+// openCutoverGate lets the target join its Services: the kubelet folds
+// the opened gate into Ready on its next status sync. Setting Ready here
+// too was tried: the kubelet's periodic status reconcile can write back
+// the Ready=False it computed before the gate opened, and with the source
+// already going the Service had no ready endpoint for ~0.1 s.
 func openCutoverGate(ctx context.Context, c client.Client, p *corev1.Pod) error {
 	patch := client.MergeFrom(p.DeepCopy())
-	now := metav1.Now()
-	setPodCondition(p, corev1.PodCondition{Type: render.CutoverGate, Status: corev1.ConditionTrue,
-		Reason: "CutOver", Message: "ms2m cut over to this pod", LastTransitionTime: now})
-	if readyBesidesGate(p) {
-		setPodCondition(p, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now})
+	cond := corev1.PodCondition{Type: render.CutoverGate, Status: corev1.ConditionTrue,
+		Reason: "CutOver", Message: "ms2m cut over to this pod", LastTransitionTime: metav1.Now()}
+	found := false
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == render.CutoverGate {
+			p.Status.Conditions[i], found = cond, true
+		}
+	}
+	if !found {
+		p.Status.Conditions = append(p.Status.Conditions, cond)
 	}
 	return c.Status().Patch(ctx, p, patch)
-}
-
-func setPodCondition(p *corev1.Pod, cond corev1.PodCondition) {
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == cond.Type {
-			if p.Status.Conditions[i].Status == cond.Status {
-				return
-			}
-			p.Status.Conditions[i] = cond
-			return
-		}
-	}
-	p.Status.Conditions = append(p.Status.Conditions, cond)
-}
-
-// readyBesidesGate: the containers are ready and every readiness gate but
-// the cutover gate is open, so the pod is Ready once the gate opens.
-func readyBesidesGate(p *corev1.Pod) bool {
-	if !render.ContainersReady(p) {
-		return false
-	}
-	for _, g := range p.Spec.ReadinessGates {
-		if g.ConditionType == render.CutoverGate {
-			continue
-		}
-		open := false
-		for _, c := range p.Status.Conditions {
-			if c.Type == g.ConditionType {
-				open = c.Status == corev1.ConditionTrue
-			}
-		}
-		if !open {
-			return false
-		}
-	}
-	return true
 }
 
 // liveTarget fetches the target pod and fails the migration if it is gone

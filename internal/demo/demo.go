@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,7 +41,11 @@ type Options struct {
 	// own name, which the migration's routingKey names); the producer
 	// publishes round robin over all of them, in one sequence.
 	Routes []string
-	Warmup time.Duration
+	// RestartProducer stops the producer halfway through the warmup and
+	// starts another (a restarted producer: a new identity, its sequence
+	// from 1 again).
+	RestartProducer bool
+	Warmup          time.Duration
 	// Settle is how long the producer keeps going after the migration.
 	Settle  time.Duration
 	Timeout time.Duration
@@ -109,7 +114,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		fmt.Fprintf(o.Out, "published a burst of %d message(s); ", o.Burst)
 	}
 	fmt.Fprintf(o.Out, "producing %d msg/s; warming up %s\n", o.Rate, o.Warmup)
-	sleep(ctx, o.Warmup)
+	var stopped []sdk.Published
+	if o.RestartProducer {
+		sleep(ctx, o.Warmup/2)
+		stopped = append(stopped, prod.stop())
+		if prod, err = startProducer(ctx, o.AMQPURL, o.Exchange, append([]string{w.Queue}, o.Routes...), 0, o.Rate); err != nil {
+			return nil, err
+		}
+		defer prod.stop()
+		fmt.Fprintf(o.Out, "producer restarted after %d message(s), as a new producer\n", stopped[0].LastSeq)
+		sleep(ctx, o.Warmup-o.Warmup/2)
+	} else {
+		sleep(ctx, o.Warmup)
+	}
 	prober.ResetGap()
 
 	spec := o.Spec
@@ -148,11 +165,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	sleep(ctx, o.Settle)
-	pub := prod.stop()
+	res.Published, res.Reference = reference(append(stopped, prod.stop()))
 	res.Measures = prober.Measures()
 	stopProbe()
 	pwg.Wait()
-	res.Published, res.Reference = pub.LastSeq, pub.Digest.String()
 	if o.Rate > 0 {
 		res.SteadyInterval = time.Second / time.Duration(o.Rate)
 	}
@@ -174,10 +190,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if time.Since(progress) > catchUpStall {
 			return false, fmt.Errorf("no message applied for %s", catchUpStall)
 		}
-		return st.LastSeq >= pub.LastSeq, nil
+		return st.LastSeq >= res.Published, nil
 	})
 	if err != nil {
-		return res, errors.Join(failed, fmt.Errorf("%s did not reach seq %d (at %d): %w", res.Serving, pub.LastSeq, st.LastSeq, err))
+		return res, errors.Join(failed, fmt.Errorf("%s did not reach seq %d (at %d): %w", res.Serving, res.Published, st.LastSeq, err))
 	}
 	st = State{}
 	if err := poll(ctx, 30*time.Second, func() (bool, error) { return prober.get(ctx, ip, "/state", &st) == nil, nil }); err != nil {
@@ -186,12 +202,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Applied, res.Digest, res.StateIntact = st.Processed, st.Digest, st.State.Intact
 	if st.Digest == "" && st.Contiguous != nil {
 		res.AtLeastOnce = true
-		res.Lost, res.Duplicated = max(pub.LastSeq-*st.Contiguous, 0), st.Repeats
+		res.Lost, res.Duplicated = max(res.Published-*st.Contiguous, 0), st.Repeats
 		return res, failed
 	}
-	res.Lost = st.Counters.Missing + max(pub.LastSeq-st.LastSeq, 0)
+	res.Lost = st.Counters.Missing + max(res.Published-st.LastSeq, 0)
 	res.Duplicated = max(st.Processed-st.Unsequenced-(st.LastSeq-st.Counters.Missing), 0)
-	res.DigestMatch = st.Digest == res.Reference && st.LastSeq == pub.LastSeq
+	res.DigestMatch = st.Digest == res.Reference && st.LastSeq == res.Published
 	return res, failed
 }
 
@@ -254,6 +270,24 @@ func startProducer(ctx context.Context, amqpURL, exchange string, keys []string,
 		}
 	}()
 	return p, nil
+}
+
+// reference is what the producers' broker confirmed: the messages
+// published (the sum of each producer's last sequence number, as a
+// consumer's lastSeq sums them) and the digest a consumer that applied
+// them all must have.
+func reference(states []sdk.Published) (int64, string) {
+	states = slices.DeleteFunc(states, func(s sdk.Published) bool { return s.LastSeq == 0 && len(states) > 1 })
+	if len(states) == 1 {
+		return states[0].LastSeq, states[0].Digest.String()
+	}
+	pos := map[string]sdk.Position{}
+	var last int64
+	for _, st := range states {
+		pos[st.ProducerID] = sdk.Position{LastSeq: st.LastSeq, Digest: st.Digest}
+		last += st.LastSeq
+	}
+	return last, sdk.CombineDigests(pos).String()
 }
 
 // stop ends publishing, waits for every confirm and returns what the

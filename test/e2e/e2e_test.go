@@ -70,6 +70,7 @@ type scenario struct {
 	warmup    time.Duration
 	env       map[string]string
 	grace     int64
+	restart   bool // the producer restarts during the warmup
 	exactly   bool // the SDK consumer: exactly once; else at least once
 	strategy  v1alpha1.MigrationStrategy
 	journal   string // see demo.Workload.Journal
@@ -106,7 +107,7 @@ func run(t *testing.T, sc scenario) *demo.Result {
 		Client: k8s, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), Exchange: "e2e",
 		Workload: demo.Workload{Kind: sc.kind, Namespace: ns, Name: "consumer", Image: sc.image, AMQPURL: rmq.AMQPURL(),
 			Queue: ns, Delay: sc.delay, StateBytes: "1Mi", Prefetch: sc.prefetch, Node: "node-a", Env: sc.env, Grace: sc.grace},
-		Spec: sc.spec, Rate: sc.rate, Burst: sc.burst, Routes: sc.routes, Warmup: sc.warmup, Settle: 2 * time.Second,
+		Spec: sc.spec, Rate: sc.rate, Burst: sc.burst, Routes: sc.routes, RestartProducer: sc.restart, Warmup: sc.warmup, Settle: 2 * time.Second,
 		Timeout: 4 * time.Minute, Out: testWriter{t},
 	})
 	if res != nil && res.Migration != nil {
@@ -252,6 +253,17 @@ func TestEveryRouteIsReplayed(t *testing.T) {
 	run(t, scenario{kind: demo.KindPod, exactly: true, strategy: v1alpha1.StrategyShadowPod,
 		rate: 15, routes: []string{"us"},
 		spec: v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferRegistry}})
+}
+
+// A producer that restarts starts a sequence of its own (a new identity):
+// nothing it publishes is taken for a duplicate of its earlier life, before
+// or across the migration.
+func TestRestartedProducer(t *testing.T) {
+	res := run(t, scenario{kind: demo.KindPod, exactly: true, strategy: v1alpha1.StrategyShadowPod, restart: true,
+		spec: v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferRegistry}})
+	if res.Applied != res.Published {
+		t.Errorf("applied %d of the two producers' %d", res.Applied, res.Published)
+	}
 }
 
 // A workload written for MS2M, speaking only the control protocol, without

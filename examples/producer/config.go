@@ -18,6 +18,7 @@ type config struct {
 	count        int64
 	payloadSize  int
 	firstSeq     int64
+	producerID   string
 	window       int
 	httpPort     int // 0: no HTTP server
 }
@@ -45,7 +46,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&rate, "rate", env("MS2M_RATE", "10"), "messages per second, 0 for as fast as confirms allow (MS2M_RATE)")
 	fs.StringVar(&count, "count", env("MS2M_COUNT", "0"), "stop after this many, 0 to run until signalled (MS2M_COUNT)")
 	fs.StringVar(&size, "payload-size", env("MS2M_PAYLOAD_SIZE", "0"), "pad payloads to this many bytes (MS2M_PAYLOAD_SIZE)")
-	fs.StringVar(&first, "first-seq", env("MS2M_FIRST_SEQ", "1"), "first sequence number; continue after a restart (MS2M_FIRST_SEQ)")
+	fs.StringVar(&first, "first-seq", env("MS2M_FIRST_SEQ", "1"), "first sequence number; continue after a restart under the same -producer-id (MS2M_FIRST_SEQ)")
+	fs.StringVar(&c.producerID, "producer-id", env("MS2M_PRODUCER_ID", ""), "this producer's identity (x-ms2m-producer); empty: a fresh one, a new sequence (MS2M_PRODUCER_ID)")
 	fs.StringVar(&window, "window", env("MS2M_WINDOW", "64"), "unconfirmed messages in flight (MS2M_WINDOW)")
 	fs.StringVar(&port, "http-port", env("MS2M_HTTP_PORT", "8081"), "port of /published, 0 for none (MS2M_HTTP_PORT)")
 	if err := fs.Parse(args); err != nil {

@@ -46,7 +46,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer, liste
 		setup = func(ch *amqp.Channel) error { return declare(ch, cfg) }
 	}
 	pub, err := sdk.NewPublisher(sdk.PublisherConfig{URL: cfg.amqpURL, Exchange: cfg.exchange,
-		RoutingKey: cfg.routingKey, FirstSeq: cfg.firstSeq, Window: cfg.window, Setup: setup, Logger: log})
+		RoutingKey: cfg.routingKey, ProducerID: cfg.producerID, FirstSeq: cfg.firstSeq, Window: cfg.window, Setup: setup, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -356,21 +356,7 @@ func (run *propRun) reference() (map[string]int64, string) {
 	last := map[string]int64{}
 	digests := map[string][]byte{}
 	for id, recs := range run.confirmed {
-		recs = slices.Clone(recs)
-		slices.SortFunc(recs, func(a, b pubRecord) int { return int(a.seq - b.seq) })
-		d := make([]byte, 32)
-		for _, r := range recs {
-			var hdr [12]byte
-			binary.BigEndian.PutUint64(hdr[:8], uint64(r.seq))
-			binary.BigEndian.PutUint32(hdr[8:], uint32(len(r.body)))
-			h := sha256.New()
-			h.Write(d)
-			h.Write(hdr[:])
-			h.Write(r.body)
-			d = h.Sum(nil)
-			last[id] = r.seq
-		}
-		digests[id] = d
+		last[id], digests[id] = referenceChain(recs)
 	}
 	if len(digests) == 1 {
 		for _, d := range digests {

@@ -246,7 +246,14 @@ func (w *world) produce(rate int) {
 func (w *world) reference() (last int64, digest string) {
 	w.pubMu.Lock()
 	defer w.pubMu.Unlock()
-	recs := append([]pubRecord(nil), w.published...)
+	last, d := referenceChain(w.published)
+	return last, hex.EncodeToString(d)
+}
+
+// referenceChain is one producer's digest over recs, in sequence order,
+// from the definition in sdk/digest.go, and its last sequence number.
+func referenceChain(recs []pubRecord) (last int64, digest []byte) {
+	recs = append([]pubRecord(nil), recs...)
 	sort.Slice(recs, func(i, j int) bool { return recs[i].seq < recs[j].seq })
 	d := make([]byte, 32)
 	for _, r := range recs {
@@ -260,7 +267,7 @@ func (w *world) reference() (last int64, digest string) {
 		d = h.Sum(nil)
 		last = r.seq
 	}
-	return last, hex.EncodeToString(d)
+	return last, d
 }
 
 func (w *world) migration(name, pod string, mutate func(*v1alpha1.StatefulMigrationSpec)) *v1alpha1.StatefulMigration {

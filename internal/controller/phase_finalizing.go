@@ -42,7 +42,11 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 		return res, nil
 	}
 	if !render.CutoverOpen(target) {
-		if err := openCutoverGate(ctx, r.Client, target); err != nil {
+		// With the source gone (Sequential), nothing serves until the
+		// target is Ready: the gate opens with Ready, as the kubelet will
+		// compute it a second or so later. With the source serving, it
+		// waits for the kubelet (see openCutoverGate).
+		if err := openCutoverGate(ctx, r.Client, target, s.isDone(v1alpha1.ConditionSourceStopped)); err != nil {
 			return reconcile.Result{}, err
 		}
 		// A ShadowPod source serves until now, beside the target: no gap.
@@ -268,24 +272,57 @@ func consumesPrimary(primary broker.QueueStats, atSwitch *int32, podIP string) b
 }
 
 // openCutoverGate lets the target join its Services: the kubelet folds
-// the opened gate into Ready on its next status sync. Setting Ready here
-// too was tried: the kubelet's periodic status reconcile can write back
-// the Ready=False it computed before the gate opened, and with the source
-// already going the Service had no ready endpoint for ~0.1 s.
-func openCutoverGate(ctx context.Context, c client.Client, p *corev1.Pod) error {
+// the opened gate into Ready on its next status sync. withReady sets Ready
+// too, when nothing else holds the pod back (its containers ready, every
+// other readiness gate open): the kubelet would compute the same. Only
+// where no source serves: the kubelet's periodic status reconcile can
+// still write back the Ready=False it computed before the gate opened (a
+// ShadowPod cutover that stopped its source on the strength of our Ready
+// left the Service without a ready endpoint for 0.1 s).
+func openCutoverGate(ctx context.Context, c client.Client, p *corev1.Pod, withReady bool) error {
 	patch := client.MergeFrom(p.DeepCopy())
-	cond := corev1.PodCondition{Type: render.CutoverGate, Status: corev1.ConditionTrue,
-		Reason: "CutOver", Message: "ms2m cut over to this pod", LastTransitionTime: metav1.Now()}
-	found := false
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == render.CutoverGate {
-			p.Status.Conditions[i], found = cond, true
-		}
-	}
-	if !found {
-		p.Status.Conditions = append(p.Status.Conditions, cond)
+	now := metav1.Now()
+	setPodCondition(p, corev1.PodCondition{Type: render.CutoverGate, Status: corev1.ConditionTrue,
+		Reason: "CutOver", Message: "ms2m cut over to this pod", LastTransitionTime: now})
+	if withReady && readyBesidesGate(p) {
+		setPodCondition(p, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now})
 	}
 	return c.Status().Patch(ctx, p, patch)
+}
+
+func setPodCondition(p *corev1.Pod, cond corev1.PodCondition) {
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == cond.Type {
+			if p.Status.Conditions[i].Status != cond.Status {
+				p.Status.Conditions[i] = cond
+			}
+			return
+		}
+	}
+	p.Status.Conditions = append(p.Status.Conditions, cond)
+}
+
+// readyBesidesGate: the containers are ready and every readiness gate but
+// the cutover gate is open, so the pod is Ready once the gate opens.
+func readyBesidesGate(p *corev1.Pod) bool {
+	if !render.ContainersReady(p) {
+		return false
+	}
+	for _, g := range p.Spec.ReadinessGates {
+		if g.ConditionType == render.CutoverGate {
+			continue
+		}
+		open := false
+		for _, c := range p.Status.Conditions {
+			if c.Type == g.ConditionType {
+				open = c.Status == corev1.ConditionTrue
+			}
+		}
+		if !open {
+			return false
+		}
+	}
+	return true
 }
 
 // liveTarget fetches the target pod and fails the migration if it is gone

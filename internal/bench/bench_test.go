@@ -119,8 +119,8 @@ func TestReport(t *testing.T) {
 		"| `ms2m` | 1Mi | 1 | 2 |",
 		"| `direct` | 1Mi | 1 (1 failed) | 1 (1 failed) |",
 		"`ms2m bench --preset small`",
-		"| `cold` (baseline) | StatefulSet | Sequential |",
-		"| `ms2m` (MS2M) | Pod | ShadowPod |",
+		"| `cold` (baseline) | StatefulSet | SDK, prefetch 0, 0s/message | Sequential |",
+		"| `ms2m` (MS2M) | Pod | SDK, prefetch 0, 0s/message | ShadowPod |",
 		// ms2m at 10 msg/s: 1 s against cold's 4 s; no downtime against 30 s
 		"| `ms2m` | 1Mi | 1.0 s, 0.25×, 1.00× | 6.0 s, 0.25×, 1.00× |",
 		"| `ms2m` | 1Mi | 0 ms, 0.00×, 1.00× | 0 ms, 0.00×, 1.00× |",

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -232,4 +233,28 @@ func (m Mode) workload(lab Lab, s RunSettings, state string) demo.Workload {
 		w.Delay = m.Delay.Duration
 	}
 	return w
+}
+
+// describeConsumer names the consumer a mode runs and how it differs from
+// the run's settings.
+func (m Mode) describeConsumer(run RunSettings) string {
+	name := "SDK"
+	if m.Consumer == ConsumerProtocol {
+		name = "protocol only (at least once)"
+	}
+	prefetch, delay := run.Prefetch, run.Delay.Duration
+	if m.Prefetch > 0 {
+		prefetch = m.Prefetch
+	}
+	if m.Delay != nil {
+		delay = m.Delay.Duration
+	}
+	out := fmt.Sprintf("%s, prefetch %d, %s/message", name, prefetch, delay)
+	for _, k := range slices.Sorted(maps.Keys(m.Env)) {
+		out += fmt.Sprintf(", %s=%s", k, m.Env[k])
+	}
+	if m.Grace > 0 {
+		out += fmt.Sprintf(", grace %d s", m.Grace)
+	}
+	return out
 }

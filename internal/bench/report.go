@@ -168,11 +168,11 @@ func renderCoverage(w io.Writer, preset string, c Coverage) {
 }
 
 func renderModes(w io.Writer, c *Config, t *Table) {
-	fmt.Fprintln(w, "## Modes\n\n| mode | workload | strategy | transfer | replay | spec |\n|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "## Modes\n\n| mode | workload | consumer | strategy | transfer | replay | spec |\n|---|---|---|---|---|---|---|")
 	for _, name := range t.Modes {
 		m, ok := c.Mode(name)
 		if !ok {
-			fmt.Fprintf(w, "| %s | | | | | (not in the configuration) |\n", name)
+			fmt.Fprintf(w, "| %s | | | | | | (not in the configuration) |\n", name)
 			continue
 		}
 		role := ""
@@ -183,7 +183,7 @@ func renderModes(w io.Writer, c *Config, t *Table) {
 			role = " (MS2M)"
 		}
 		s, tr, rp := m.Describe()
-		fmt.Fprintf(w, "| `%s`%s | %s | %s | %s | %s | `%s` |\n", name, role, m.Workload, s, tr, rp, m.SpecKey())
+		fmt.Fprintf(w, "| `%s`%s | %s | %s | %s | %s | %s | `%s` |\n", name, role, m.Workload, m.describeConsumer(c.Run), s, tr, rp, m.SpecKey())
 	}
 	fmt.Fprintln(w)
 }

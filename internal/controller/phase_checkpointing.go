@@ -39,8 +39,7 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 			}
 			return s.fail(broker.ReasonOf(err), "preparing the replay queue: %v", err)
 		}
-		// After Prepare returned, not s.now: broker statistics must be
-		// sampled after the bind to prove anything.
+		// When Prepare returned (the bind), not when the reconcile began.
 		bound := metav1.NewMicroTime(r.Clock.Now())
 		s.brokerRecord().ReplayBoundTime = &bound
 		s.done(v1alpha1.ConditionTopologyPrepared, "replay queue "+s.brokerRecord().ReplayQueue+" bound before the checkpoint")

@@ -24,11 +24,13 @@ import (
 // Ready and in its Services; Sequential: the checkpoint is taken and the
 // replay queue holds the rest), so it gets Options.SourceStopGrace, not
 // its own termination grace period: a workload that ignores SIGTERM (a PID
-// 1 without a handler) would otherwise hold the handoff for all of it. A
-// deletion already under way with a longer grace (a StatefulSet's scale
-// down) is shortened. The delete carries the source's UID, so a pod that
-// has since taken its name is never hit. A ReplicaSet's source is first
-// handed over with the target (see handOverToReplicaSet).
+// 1 without a handler) would otherwise hold the handoff for all of it. It
+// is deleted before its owner would delete it with its own grace (a
+// kubelet does not shorten a termination under way; a longer deletion
+// found under way is asked to shorten all the same). The delete carries
+// the source's UID, so a pod that has since taken its name is never hit.
+// A ReplicaSet's target is handed over right after (see
+// handOverToReplicaSet).
 func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Pod, needGone bool) (bool, error) {
 	if s.isDone(v1alpha1.ConditionSourceStopped) {
 		return true, nil

@@ -48,12 +48,17 @@ type Config struct {
 	Cache       string `json:"cache"`
 	HostIP      string `json:"hostIP"`
 	KubeVersion string `json:"kubeVersion"`
+	// Containerd is the runtime series the nodes run (deps.RuntimeSeries).
+	Containerd  string `json:"containerd"`
 	ServiceCIDR string `json:"serviceCIDR"`
 	Nodes       []Node `json:"nodes"`
 	Ports       Ports  `json:"ports"`
 	// Filled by `up` once the binaries are there.
-	KubeBin string      `json:"kubeBin,omitempty"`
-	Deps    *deps.Paths `json:"deps,omitempty"`
+	KubeBin string        `json:"kubeBin,omitempty"`
+	Deps    *deps.Paths   `json:"deps,omitempty"`
+	Runtime *deps.Runtime `json:"runtime,omitempty"`
+	// RuntimeHandler is ms2m's runtime handler built from the source tree.
+	RuntimeHandler string `json:"runtimeHandler,omitempty"`
 }
 
 // Default is the lab's configuration, adjusted by MS2M_LAB_DIR, MS2M_CACHE
@@ -64,6 +69,7 @@ func Default() (*Config, error) {
 		Dir:         envOr("MS2M_LAB_DIR", "/var/tmp/ms2m-lab"),
 		Cache:       envOr("MS2M_CACHE", filepath.Join(home, ".cache", "ms2m")),
 		KubeVersion: envOr("MS2M_KUBE_VERSION", "v1.37.2"),
+		Containerd:  envOr("MS2M_LAB_CONTAINERD", "2.1"),
 		ServiceCIDR: "10.0.0.0/24",
 		Nodes: []Node{
 			{Name: "node-a", KubeletPort: 10250, HealthzPort: 10348, Subnet: "10.88.1.0/24", CgroupRoot: "/ms2m-node-a"},
@@ -180,6 +186,26 @@ func (c *Config) APIServerFromPods() string {
 	return fmt.Sprintf("https://%s:%d", c.HostIP, c.Ports.APIServer)
 }
 
+// StagingDir is where a node's agent stages checkpoints for its runtime
+// handler (the agent sees it under its host mount).
+func (c *Config) StagingDir(node string) string { return filepath.Join("/var/lib/ms2m/staging", node) }
+
+// ContainerdBin is the directory of the nodes' containerd.
+func (c *Config) ContainerdBin() string {
+	if c.Runtime != nil {
+		return c.Runtime.ContainerdBin
+	}
+	return c.Deps.ContainerdBin
+}
+
+// Runc is the nodes' runc.
+func (c *Config) Runc() string {
+	if c.Runtime != nil {
+		return c.Runtime.Runc
+	}
+	return c.Deps.Runc
+}
+
 // PathDir holds what containerd's PATH must find first (the criu wrapper).
 func (c *Config) PathDir() string { return c.path("bin") }
 
@@ -202,6 +228,13 @@ func (c *Config) NodeParams(n Node) node.Params {
 	}
 	if c.Deps != nil {
 		p.CNIBin, p.Runc = c.Deps.CNIBin, c.Deps.Runc
+	}
+	if c.Runtime != nil {
+		p.Runc = c.Runtime.Runc
+	}
+	if c.RuntimeHandler != "" {
+		p.RuntimeHandlerBinary = c.RuntimeHandler
+		p.StagingDir = c.StagingDir(n.Name)
 	}
 	return p
 }

@@ -86,6 +86,28 @@ func Up(ctx context.Context, c *Config, o Options) error {
 			}
 			return c.save()
 		}},
+		{"containerd " + c.Containerd, func() error {
+			rt, err := deps.EnsureRuntime(ctx, c.Cache, c.Containerd, c.Deps, p.logf)
+			if err != nil {
+				return err
+			}
+			c.Runtime = &rt
+			return c.save()
+		}},
+		{"ms2m runtime handler", func() error {
+			if o.Repo == "" {
+				p.logf("not built (no source tree): nodes get no ms2m runtime handler")
+				return nil
+			}
+			bin := filepath.Join(c.PathDir(), "ms2m-runtime")
+			cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/ms2m-runtime")
+			cmd.Dir = o.Repo
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("go build ./cmd/ms2m-runtime: %w: %s", err, out)
+			}
+			c.RuntimeHandler = bin
+			return c.save()
+		}},
 		{"rabbitmq-server package", func() error { return rabbitmq.Install(ctx, p.logf) }},
 		{"host settings (CRIU options for runc, pipe size)", func() error { return configureHost(c) }},
 		{"ports", func() error { return checkPorts(ctx, c) }},
@@ -355,7 +377,7 @@ func startNode(ctx context.Context, c *Config, sv *supervise.Client, cs *kuberne
 	if err := node.Prepare(np); err != nil {
 		return fmt.Errorf("%s: %w", n.Name, err)
 	}
-	ctrd := node.Containerd(np, c.Deps.ContainerdBin)
+	ctrd := node.Containerd(np, c.ContainerdBin())
 	if err := ensure(ctx, sv, ctrd); err != nil {
 		return err
 	}
@@ -387,7 +409,7 @@ func crictl(ctx context.Context, c *Config, sock string, args ...string) error {
 
 func probeNode(ctx context.Context, c *Config) *probe.Report {
 	return probe.Run(ctx, probe.Options{
-		CRIU: c.Deps.CRIU, Containerd: filepath.Join(c.Deps.ContainerdBin, "containerd"), Runc: c.Deps.Runc,
+		CRIU: c.Deps.CRIU, Containerd: filepath.Join(c.ContainerdBin(), "containerd"), Runc: c.Runc(),
 		Kubelet: filepath.Join(c.KubeBin, "kubelet"), RuncConfig: host.RuncCRIUConf,
 	})
 }

@@ -14,12 +14,21 @@ import (
 )
 
 // installCrictl compiles crictl (1-3 min on two cores from an empty build
-// cache), reporting every 30 s that it still runs.
+// cache).
 func installCrictl(ctx context.Context, bin string, logf func(string, ...any)) error {
-	cmd := exec.CommandContext(ctx, "go", "install", "sigs.k8s.io/cri-tools/cmd/crictl@"+CrictlVersion)
+	return goInstall(ctx, bin, []string{"sigs.k8s.io/cri-tools/cmd/crictl@" + CrictlVersion}, []string{"CGO_ENABLED=0"}, logf)
+}
+
+// goInstall builds pkgs (module@version) into bin, reporting every 30 s
+// that it still runs.
+func goInstall(ctx context.Context, bin string, pkgs, env []string, logf func(string, ...any)) error {
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", append([]string{"install"}, pkgs...)...)
 	cmd.Dir = bin
 	// GOFLAGS=-mod=mod of the project's Makefile is refused outside a module.
-	cmd.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=", "CGO_ENABLED=0")
+	cmd.Env = append(append(os.Environ(), "GOBIN="+bin, "GOFLAGS="), env...)
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -31,12 +40,12 @@ func installCrictl(ctx context.Context, bin string, logf func(string, ...any)) e
 			case <-done:
 				return
 			case <-tick.C:
-				logf("  ... still compiling crictl (%s)", time.Since(t0).Round(time.Second))
+				logf("  ... still compiling %s (%s)", strings.Join(pkgs, " "), time.Since(t0).Round(time.Second))
 			}
 		}
 	}()
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go install crictl@%s: %w: %s", CrictlVersion, err, out)
+		return fmt.Errorf("go install %s: %w: %s", strings.Join(pkgs, " "), err, out)
 	}
 	return nil
 }

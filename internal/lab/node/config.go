@@ -25,6 +25,12 @@ type Params struct {
 	CertsDir   string // containerd's registry hosts dir (hosts.toml per registry)
 	CNIBin     string
 	Runc       string
+	// RuntimeHandlerBinary is ms2m's runtime handler (a runc wrapper that
+	// restores staged checkpoints), linked into the node's directory beside
+	// its own configuration; empty: the node has none.
+	RuntimeHandlerBinary string
+	// StagingDir is where the node's agent stages checkpoints for it.
+	StagingDir string
 	// Path is the PATH containerd and its shims get: runc finds criu there.
 	Path    string
 	KubeBin string
@@ -85,7 +91,7 @@ disabled_plugins = ['io.containerd.internal.v1.opt', 'io.containerd.snapshotter.
         BinaryName = '%[5]s'
         Root = '%[1]s/containerd/runc'
         SystemdCgroup = false
-  [plugins.'io.containerd.cri.v1.runtime'.cni]
+%[7]s  [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ['%[6]s']
     conf_dir = '%[1]s/cni.d'
     max_conf_num = 1
@@ -99,7 +105,38 @@ disabled_plugins = ['io.containerd.internal.v1.opt', 'io.containerd.snapshotter.
 
 [plugins.'io.containerd.transfer.v1.local']
   config_path = '%[4]s'
-`, d, p.Socket(), p.PauseImage, p.CertsDir, p.Runc, p.CNIBin)
+`, d, p.Socket(), p.PauseImage, p.CertsDir, p.Runc, p.CNIBin, p.runtimeHandlerConfig())
+}
+
+// RuntimeHandlerName is the containerd runtime handler (and RuntimeClass
+// handler) of ms2m's runtime.
+const RuntimeHandlerName = "ms2m"
+
+// runtimeHandlerConfig registers ms2m's runtime as a runc-type handler:
+// the runc shim runs it in place of runc, with the same runc root (a
+// container it restored is checkpointed again like any other), and passes
+// the pod's restore annotation through to the container's spec.
+func (p Params) runtimeHandlerConfig() string {
+	if p.RuntimeHandlerBinary == "" {
+		return ""
+	}
+	return fmt.Sprintf(`    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%[3]s]
+      runtime_type = 'io.containerd.runc.v2'
+      pod_annotations = ['migration.ms2m.io/restore']
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%[3]s.options]
+        BinaryName = '%[2]s'
+        Root = '%[1]s/containerd/runc'
+        SystemdCgroup = false
+`, p.Dir, p.RuntimeHandlerPath(), RuntimeHandlerName)
+}
+
+// RuntimeHandlerPath is the node's link to the runtime handler: the
+// handler reads the configuration named like it (".json").
+func (p Params) RuntimeHandlerPath() string { return filepath.Join(p.Dir, "ms2m-runtime") }
+
+// RuntimeHandlerConfig is the handler's own configuration.
+func (p Params) RuntimeHandlerConfig() string {
+	return fmt.Sprintf("{\n  \"runc\": %q,\n  \"stagingDir\": %q\n}\n", p.Runc, p.StagingDir)
 }
 
 // CNIConfig is ptp + host-local: each pod gets a veth with a /32 route on

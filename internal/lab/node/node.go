@@ -25,6 +25,19 @@ func Prepare(p Params) error {
 			return err
 		}
 	}
+	if p.RuntimeHandlerBinary != "" {
+		link := p.RuntimeHandlerPath()
+		_ = os.Remove(link)
+		if err := os.Symlink(p.RuntimeHandlerBinary, link); err != nil {
+			return err
+		}
+		if err := os.WriteFile(link+".json", []byte(p.RuntimeHandlerConfig()), 0o644); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(p.StagingDir, 0o700); err != nil {
+			return err
+		}
+	}
 	return CreateCgroupRoot(p.CgroupRoot)
 }
 

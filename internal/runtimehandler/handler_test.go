@@ -1,0 +1,172 @@
+package runtimehandler
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ms2m/ms2m/internal/staging"
+)
+
+type recorder struct{ execs [][]string }
+
+func newHandler(t *testing.T) (*Handler, *recorder) {
+	rec := &recorder{}
+	h := &Handler{Config: Config{Runc: "/usr/bin/runc", StagingDir: t.TempDir()},
+		Exec: func(argv []string) error { rec.execs = append(rec.execs, argv); return nil },
+		Run:  func(argv []string) (int, error) { rec.execs = append(rec.execs, argv); return 0, nil }}
+	return h, rec
+}
+
+// bundle writes a config.json as containerd's CRI plugin does for a pod's
+// container.
+func bundle(t *testing.T, ann map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	_ = os.Mkdir(filepath.Join(dir, "rootfs"), 0o755)
+	_ = os.WriteFile(filepath.Join(dir, "rootfs", "stale"), []byte("x"), 0o644)
+	s := specs.Spec{Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{Args: []string{"/app"}}, Annotations: ann}
+	b, _ := json.Marshal(s)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func criAnnotations(ns, pod, ctr string) map[string]string {
+	return map[string]string{"io.kubernetes.cri.sandbox-namespace": ns, "io.kubernetes.cri.sandbox-name": pod,
+		"io.kubernetes.cri.container-name": ctr, "io.kubernetes.cri.container-type": "container"}
+}
+
+func stageFor(t *testing.T, h *Handler, k staging.Key, id string, files map[string]string) {
+	t.Helper()
+	l := h.layout()
+	dir, err := l.Begin(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for name, body := range files {
+		_ = tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
+		_, _ = tw.Write([]byte(body))
+	}
+	_ = tw.Close()
+	if err := staging.Unpack(context.Background(), &b, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(k, dir, staging.Meta{CheckpointID: id}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func createArgs(b, id string) []string {
+	return []string{"--root", "/run/runc", "--log", filepath.Join(b, "log.json"), "--log-format", "json",
+		"create", "--bundle", b, "--pid-file", filepath.Join(b, "init.pid"), id}
+}
+
+func TestContainersWithNothingStagedGoToRunc(t *testing.T) {
+	h, rec := newHandler(t)
+	for _, ann := range []map[string]string{
+		criAnnotations("ns", "p", "c"),
+		{"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-namespace": "ns", "io.kubernetes.cri.sandbox-name": "p"},
+		nil,
+	} {
+		b := bundle(t, ann)
+		args := createArgs(b, "id1")
+		if code := h.Main(args); code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+		if got := rec.execs[len(rec.execs)-1]; !slices.Equal(got, append([]string{"runc"}, args...)) {
+			t.Fatalf("exec %q, want runc with the same arguments", got)
+		}
+	}
+}
+
+func TestStagedContainerIsRestoredOnce(t *testing.T) {
+	h, rec := newHandler(t)
+	k := staging.Key{Namespace: "shop", Pod: "orders-0", Container: "app"}
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	_ = tw.WriteHeader(&tar.Header{Name: "written-by-app", Mode: 0o644, Size: 2, Typeflag: tar.TypeReg})
+	_, _ = tw.Write([]byte("hi"))
+	_ = tw.WriteHeader(&tar.Header{Name: ".wh.stale", Mode: 0o644, Typeflag: tar.TypeReg})
+	_ = tw.Close()
+	stageFor(t, h, k, "mig-7", map[string]string{"checkpoint/inventory.img": "i", staging.RootfsDiffTar: layer.String()})
+
+	ann := criAnnotations("shop", "orders-0", "app")
+	ann[AnnotationRestore] = "mig-7"
+	b := bundle(t, ann)
+	if code := h.Main(createArgs(b, "ctr1")); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	got := rec.execs[len(rec.execs)-1]
+	if !slices.Contains(got, "restore") || !slices.Contains(got, filepath.Join(h.layout().ClaimedPath("ctr1"), "checkpoint")) {
+		t.Fatalf("exec %q, want runc restore from the claimed images", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(b, "rootfs", "written-by-app")); err != nil || string(b) != "hi" {
+		t.Fatalf("the checkpoint's written file is not in the rootfs: %q %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(b, "rootfs", "stale")); !os.IsNotExist(err) {
+		t.Fatalf("the file the checkpointed container deleted is back: %v", err)
+	}
+
+	// start is a no-op for it (it already runs); delete releases the claim.
+	n := len(rec.execs)
+	if code := h.Main([]string{"--root", "/run/runc", "start", "ctr1"}); code != 0 || len(rec.execs) != n {
+		t.Fatalf("start of a restored container: exit %d, %d runc call(s)", code, len(rec.execs)-n)
+	}
+
+	// The same container created again (a restart) is not restored again.
+	b2 := bundle(t, ann)
+	if code := h.Main(createArgs(b2, "ctr2")); code == 0 {
+		t.Fatal("a second create restored the same checkpoint again")
+	}
+	log, _ := os.ReadFile(filepath.Join(b2, "log.json"))
+	var entry map[string]string
+	if err := json.Unmarshal(log, &entry); err != nil || entry["level"] != "error" || !strings.Contains(entry["msg"], "never restored again") {
+		t.Fatalf("runc log says %q: the shim would not tell the kubelet why", log)
+	}
+
+	if code := h.Main([]string{"--root", "/run/runc", "delete", "ctr1"}); code != 0 {
+		t.Fatalf("delete: exit %d", code)
+	}
+	if _, err := os.Stat(h.layout().ClaimedPath("ctr1")); !os.IsNotExist(err) {
+		t.Fatal("delete left the claimed checkpoint")
+	}
+}
+
+func TestWrongCheckpointIsRefused(t *testing.T) {
+	h, _ := newHandler(t)
+	k := staging.Key{Namespace: "ns", Pod: "p", Container: "c"}
+	stageFor(t, h, k, "mig-old", map[string]string{"checkpoint/inventory.img": "i"})
+	ann := criAnnotations("ns", "p", "c")
+	ann[AnnotationRestore] = "mig-new"
+	if code := h.Main(createArgs(bundle(t, ann), "x1")); code == 0 {
+		t.Fatal("a container was restored from a checkpoint other than the one its pod names")
+	}
+	if _, err := h.layout().Staged(k); err != nil {
+		t.Fatalf("the refused create consumed the staged checkpoint: %v", err)
+	}
+}
+
+func TestTerminalIsRefused(t *testing.T) {
+	h, _ := newHandler(t)
+	k := staging.Key{Namespace: "ns", Pod: "p", Container: "c"}
+	stageFor(t, h, k, "m", map[string]string{"checkpoint/inventory.img": "i"})
+	b := bundle(t, criAnnotations("ns", "p", "c"))
+	s := specs.Spec{Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{Terminal: true}, Annotations: criAnnotations("ns", "p", "c")}
+	raw, _ := json.Marshal(s)
+	_ = os.WriteFile(filepath.Join(b, "config.json"), raw, 0o644)
+	if code := h.Main(createArgs(b, "t1")); code == 0 {
+		t.Fatal("a terminal container was restored")
+	}
+}

@@ -1,0 +1,201 @@
+// Package staging is the hand-off between a node's agent and the ms2m
+// runtime handler on the same node: the agent stages a checkpoint for a
+// container that does not exist yet (namespace, pod, container), and the
+// runtime handler, when the kubelet creates that container, claims it and
+// restores the container from it instead of starting it fresh.
+//
+// A staged checkpoint is claimed once: the claim renames it out of the
+// staging tree, so a container the kubelet creates again (a restart, a
+// retried create) can never be restored a second time from the same
+// images, which would silently take its state back in time.
+package staging
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+)
+
+// Files of a staged checkpoint, as the kubelet's checkpoint archive names
+// them (containerd's and CRI-O's archives share these names).
+const (
+	MetaFile       = "ms2m-stage.json"
+	ImagesDir      = "checkpoint"
+	RootfsDiffTar  = "rootfs-diff.tar"
+	DeletedFiles   = "deleted.files"
+	claimedDirName = ".claimed"
+)
+
+// Meta says what a staged checkpoint is for.
+type Meta struct {
+	// CheckpointID names the checkpoint (the migration's operation ID).
+	CheckpointID string    `json:"checkpointID"`
+	Namespace    string    `json:"namespace"`
+	Pod          string    `json:"pod"`
+	Container    string    `json:"container"`
+	StagedAt     time.Time `json:"stagedAt"`
+}
+
+// Key names the container a checkpoint is staged for.
+type Key struct {
+	Namespace, Pod, Container string
+}
+
+func (k Key) String() string { return k.Namespace + "/" + k.Pod + "/" + k.Container }
+
+// DNS-1123 subdomain (pods) and label (namespaces, containers) names: the
+// API server allows nothing else, and nothing else may become a path.
+var (
+	subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	label     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	idPattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,200}[a-z0-9])?$`)
+)
+
+// Validate refuses a key that is not a Kubernetes name.
+func (k Key) Validate() error {
+	if !label.MatchString(k.Namespace) || len(k.Namespace) > 63 {
+		return fmt.Errorf("namespace %q is not a Kubernetes namespace name", k.Namespace)
+	}
+	if !subdomain.MatchString(k.Pod) || len(k.Pod) > 253 {
+		return fmt.Errorf("pod %q is not a Kubernetes pod name", k.Pod)
+	}
+	if !label.MatchString(k.Container) || len(k.Container) > 63 {
+		return fmt.Errorf("container %q is not a Kubernetes container name", k.Container)
+	}
+	return nil
+}
+
+// Layout is a node's staging tree.
+type Layout struct {
+	Dir string
+}
+
+// Path is where a checkpoint for k is staged.
+func (l Layout) Path(k Key) string {
+	return filepath.Join(l.Dir, k.Namespace, k.Pod, k.Container)
+}
+
+// ClaimedPath is where the claim of the container with runtime ID id moves
+// its checkpoint (kept for the restore's logs until the container goes).
+func (l Layout) ClaimedPath(containerID string) string {
+	return filepath.Join(l.Dir, claimedDirName, containerID)
+}
+
+// ErrNotStaged: nothing is staged for the container.
+var ErrNotStaged = errors.New("no checkpoint staged")
+
+// Staged reads what is staged for k.
+func (l Layout) Staged(k Key) (Meta, error) {
+	if err := k.Validate(); err != nil {
+		return Meta{}, err
+	}
+	return readMeta(l.Path(k))
+}
+
+func readMeta(dir string) (Meta, error) {
+	b, err := os.ReadFile(filepath.Join(dir, MetaFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return Meta{}, ErrNotStaged
+	}
+	if err != nil {
+		return Meta{}, err
+	}
+	var m Meta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Meta{}, fmt.Errorf("staged checkpoint %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// Claim takes the checkpoint staged for k for the container with runtime
+// ID containerID and returns its directory. It succeeds once per staged
+// checkpoint: the rename is atomic, so of two creates racing for it one
+// gets ErrNotStaged.
+func (l Layout) Claim(k Key, containerID string) (string, Meta, error) {
+	if err := k.Validate(); err != nil {
+		return "", Meta{}, err
+	}
+	if !idPattern.MatchString(containerID) {
+		return "", Meta{}, fmt.Errorf("container ID %q is not a runtime container ID", containerID)
+	}
+	src := l.Path(k)
+	m, err := readMeta(src)
+	if err != nil {
+		return "", Meta{}, err
+	}
+	if m.Namespace != k.Namespace || m.Pod != k.Pod || m.Container != k.Container {
+		return "", Meta{}, fmt.Errorf("checkpoint staged at %s is for %s/%s/%s", src, m.Namespace, m.Pod, m.Container)
+	}
+	dst := l.ClaimedPath(containerID)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return "", Meta{}, err
+	}
+	if err := os.Rename(src, dst); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", Meta{}, ErrNotStaged
+		}
+		return "", Meta{}, fmt.Errorf("claiming %s: %w", src, err)
+	}
+	return dst, m, nil
+}
+
+// Release removes what a claim left (the container is gone).
+func (l Layout) Release(containerID string) error {
+	if !idPattern.MatchString(containerID) {
+		return nil
+	}
+	return os.RemoveAll(l.ClaimedPath(containerID))
+}
+
+// Remove removes what is staged for k (a migration that is over or
+// rolled back); nothing staged is fine.
+func (l Layout) Remove(k Key) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	return os.RemoveAll(l.Path(k))
+}
+
+// Begin returns a private directory to fill before Commit publishes it.
+// It lives inside the staging tree, so the publishing rename is atomic.
+func (l Layout) Begin(k Key) (string, error) {
+	if err := k.Validate(); err != nil {
+		return "", err
+	}
+	tmp := filepath.Join(l.Dir, ".incoming")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return "", err
+	}
+	return os.MkdirTemp(tmp, k.Namespace+"_"+k.Pod+"_"+k.Container+"-")
+}
+
+// Commit writes m into dir and publishes dir as the checkpoint staged for
+// k, replacing any older one.
+func (l Layout) Commit(k Key, dir string, m Meta) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	m.Namespace, m.Pod, m.Container = k.Namespace, k.Pod, k.Container
+	if m.StagedAt.IsZero() {
+		m.StagedAt = time.Now()
+	}
+	if _, err := os.Stat(filepath.Join(dir, ImagesDir, "inventory.img")); err != nil {
+		return fmt.Errorf("%s holds no CRIU images (no %s/inventory.img)", dir, ImagesDir)
+	}
+	b, _ := json.MarshalIndent(m, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, MetaFile), b, 0o600); err != nil {
+		return err
+	}
+	dst := l.Path(k)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dst); err != nil {
+		return err
+	}
+	return os.Rename(dir, dst)
+}

@@ -1,0 +1,104 @@
+package staging
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func archiveWith(t *testing.T, files map[string]string) *bytes.Buffer {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for name, body := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = tw.Write([]byte(body))
+	}
+	_ = tw.Close()
+	return &b
+}
+
+func stage(t *testing.T, l Layout, k Key, id string) {
+	t.Helper()
+	dir, err := l.Begin(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Unpack(context.Background(), archiveWith(t, map[string]string{"checkpoint/inventory.img": "x", "config.dump": "{}"}), dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(k, dir, Meta{CheckpointID: id}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A staged checkpoint is claimed once: the second create of the same
+// container finds nothing, so it can never be restored twice.
+func TestClaimOnce(t *testing.T) {
+	l := Layout{Dir: t.TempDir()}
+	k := Key{Namespace: "shop", Pod: "orders-0", Container: "app"}
+	stage(t, l, k, "mig-1")
+	m, err := l.Staged(k)
+	if err != nil || m.CheckpointID != "mig-1" || m.Pod != "orders-0" {
+		t.Fatalf("Staged = %+v, %v", m, err)
+	}
+	dir, _, err := l.Claim(k, "c0ffee")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ImagesDir, "inventory.img")); err != nil {
+		t.Fatalf("claimed checkpoint lacks its images: %v", err)
+	}
+	if _, _, err := l.Claim(k, "c0ffee2"); !errors.Is(err, ErrNotStaged) {
+		t.Fatalf("second claim: %v, want ErrNotStaged", err)
+	}
+	if err := l.Release("c0ffee"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("release left %s", dir)
+	}
+}
+
+func TestKeysThatAreNotKubernetesNamesAreRefused(t *testing.T) {
+	l := Layout{Dir: t.TempDir()}
+	for _, k := range []Key{
+		{Namespace: "..", Pod: "p", Container: "c"},
+		{Namespace: "ns", Pod: "../../etc", Container: "c"},
+		{Namespace: "ns", Pod: "p", Container: "a/b"},
+		{Namespace: "", Pod: "p", Container: "c"},
+	} {
+		if _, err := l.Begin(k); err == nil {
+			t.Errorf("Begin(%+v) accepted", k)
+		}
+		if _, _, err := l.Claim(k, "id"); err == nil || errors.Is(err, ErrNotStaged) {
+			t.Errorf("Claim(%+v) = %v, want a refusal", k, err)
+		}
+	}
+}
+
+// An archive entry cannot escape the staging directory.
+func TestUnpackStaysInside(t *testing.T) {
+	dir := t.TempDir()
+	inner := filepath.Join(dir, "stage")
+	_ = os.Mkdir(inner, 0o700)
+	_ = Unpack(context.Background(), archiveWith(t, map[string]string{"../escaped": "x", "checkpoint/inventory.img": "y"}), inner)
+	if _, err := os.Stat(filepath.Join(dir, "escaped")); err == nil {
+		t.Fatal("an entry named ../escaped was written outside the staging directory")
+	}
+}
+
+func TestCommitRefusesADirectoryWithoutImages(t *testing.T) {
+	l := Layout{Dir: t.TempDir()}
+	k := Key{Namespace: "ns", Pod: "p", Container: "c"}
+	dir, _ := l.Begin(k)
+	if err := l.Commit(k, dir, Meta{CheckpointID: "x"}); err == nil {
+		t.Fatal("a directory without CRIU images was staged")
+	}
+}

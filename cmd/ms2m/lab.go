@@ -26,7 +26,7 @@ func labCommand() *cobra.Command {
 		}
 		return c.Dir
 	}
-	var repo string
+	var repo, containerd string
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Bring the lab up (idempotent); the first run builds Kubernetes (~15 min)",
@@ -34,6 +34,15 @@ func labCommand() *cobra.Command {
 			c, err := lab.Default()
 			if err != nil {
 				return err
+			}
+			switch {
+			case cmd.Flags().Changed("containerd"):
+				c.Containerd = containerd
+			case os.Getenv("MS2M_LAB_CONTAINERD") == "":
+				// A lab that is up keeps the runtime it was brought up with.
+				if prev, err := lab.Load(c.Dir); err == nil && prev.Containerd != "" {
+					c.Containerd = prev.Containerd
+				}
 			}
 			if err := lab.Up(cmd.Context(), c, lab.Options{Out: os.Stderr, Repo: repo}); err != nil {
 				return err
@@ -43,6 +52,7 @@ func labCommand() *cobra.Command {
 		},
 	}
 	up.Flags().StringVar(&repo, "repo", "", "ms2m source tree (default: found from the working directory)")
+	up.Flags().StringVar(&containerd, "containerd", "", "containerd series of the nodes: 2.4 (containerd 2.4.2 + runc 1.5.3, built from the Go module proxy) or 2.1 (Debian's 2.1.9 + runc 1.1.5); default $MS2M_LAB_CONTAINERD, else the running lab's, else 2.1")
 
 	var keep bool
 	down := &cobra.Command{

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +56,9 @@ func Up(ctx context.Context, c *Config, o Options) error {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is needed and not in PATH", tool)
 		}
+	}
+	if err := sameRuntimeAsRunning(ctx, c); err != nil {
+		return err
 	}
 	if err := p.step("state directory "+c.Dir, func() error { return prepareDir(c) }); err != nil {
 		return err
@@ -209,6 +213,26 @@ func Up(ctx context.Context, c *Config, o Options) error {
 		}
 	}
 	fmt.Fprintf(p.w, "%s lab is up: 2 nodes Ready\n", p.stamp())
+	return nil
+}
+
+// sameRuntimeAsRunning refuses to bring up nodes on another containerd than
+// the one the lab's running nodes use: `up` leaves what runs alone, so the
+// nodes would go on running the old one while lab.json named the new one.
+func sameRuntimeAsRunning(ctx context.Context, c *Config) error {
+	prev, err := Load(c.Dir)
+	if err != nil || prev.Containerd == "" || prev.Containerd == c.Containerd {
+		return nil
+	}
+	st, err := supervise.Open(c.RunDir()).State(ctx)
+	if err != nil {
+		return nil
+	}
+	for _, p := range st.Procs {
+		if strings.HasPrefix(p.Name, "containerd-") && p.Alive() {
+			return fmt.Errorf("the lab's nodes run containerd %s: `ms2m lab down` first to switch them to %s", prev.Containerd, c.Containerd)
+		}
+	}
 	return nil
 }
 

@@ -33,8 +33,8 @@ func TestBothNodesReady(t *testing.T) {
 		if n.Status.NodeInfo.KubeletVersion != c.KubeVersion {
 			t.Errorf("%s runs kubelet %s, want %s", n.Name, n.Status.NodeInfo.KubeletVersion, c.KubeVersion)
 		}
-		if !strings.HasPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, "containerd://2.1.") {
-			t.Errorf("%s runs %s, want containerd 2.1.x", n.Name, n.Status.NodeInfo.ContainerRuntimeVersion)
+		if want := "containerd://" + c.Containerd + "."; !strings.HasPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, want) {
+			t.Errorf("%s runs %s, want containerd %s.x", n.Name, n.Status.NodeInfo.ContainerRuntimeVersion, c.Containerd)
 		}
 	}
 	for _, n := range c.Nodes {

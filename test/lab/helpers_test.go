@@ -69,16 +69,15 @@ func namespace(t *testing.T, cs *kubernetes.Clientset) string {
 	return ns.Name
 }
 
-// counterPod runs the counter app (or a checkpoint of it) on node.
-func counterPod(t *testing.T, cs *kubernetes.Clientset, ns, name, node, image string) *corev1.Pod {
-	t.Helper()
+// counterPodSpec is the counter app's pod (or a checkpoint of it) on node.
+func counterPodSpec(ns, name, node, image string) *corev1.Pod {
 	// A tag may point at a newer build than the node has.
 	pull := corev1.PullAlways
 	if strings.Contains(image, "@sha256:") {
 		pull = corev1.PullIfNotPresent
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "counter"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "counter"}},
 		Spec: corev1.PodSpec{
 			NodeSelector:                  map[string]string{"kubernetes.io/hostname": node},
 			TerminationGracePeriodSeconds: ptr(int64(1)),
@@ -93,6 +92,16 @@ func counterPod(t *testing.T, cs *kubernetes.Clientset, ns, name, node, image st
 				},
 			}},
 		},
+	}
+	return pod
+}
+
+// counterPod runs the counter app (or a checkpoint of it) on node.
+func counterPod(t *testing.T, cs *kubernetes.Clientset, ns, name, node, image string, mods ...func(*corev1.Pod)) *corev1.Pod {
+	t.Helper()
+	pod := counterPodSpec(ns, name, node, image)
+	for _, m := range mods {
+		m(pod)
 	}
 	ctx := context.Background()
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {

@@ -26,7 +26,7 @@ func TestUpIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again.Dir = c.Dir
+	again.Dir, again.Containerd = c.Dir, c.Containerd
 	repo, err := lab.RepoRoot()
 	if err != nil {
 		t.Fatal(err)

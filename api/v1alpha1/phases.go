@@ -65,15 +65,18 @@ const (
 	ConditionReplayCoversSource    = "ReplayCoversSource"
 	ConditionCheckpointCreated     = "CheckpointCreated"
 	ConditionCheckpointTransferred = "CheckpointTransferred"
-	ConditionTargetRestored        = "TargetRestored"
-	ConditionReplayStarted         = "ReplayStarted"
-	ConditionReplayCaughtUp        = "ReplayCaughtUp"
-	ConditionSourceStopped         = "SourceStopped"
-	ConditionReplaySealed          = "ReplaySealed"
-	ConditionTargetSwitched        = "TargetSwitched"
-	ConditionTopologyRestored      = "TopologyRestored"
-	ConditionOwnershipTransferred  = "OwnershipTransferred"
-	ConditionRolledBack            = "RolledBack"
+	// ConditionCheckpointStaged: the target node's agent unpacked the
+	// checkpoint for ms2m's runtime handler (RestorePath RuntimeHandler).
+	ConditionCheckpointStaged     = "CheckpointStaged"
+	ConditionTargetRestored       = "TargetRestored"
+	ConditionReplayStarted        = "ReplayStarted"
+	ConditionReplayCaughtUp       = "ReplayCaughtUp"
+	ConditionSourceStopped        = "SourceStopped"
+	ConditionReplaySealed         = "ReplaySealed"
+	ConditionTargetSwitched       = "TargetSwitched"
+	ConditionTopologyRestored     = "TopologyRestored"
+	ConditionOwnershipTransferred = "OwnershipTransferred"
+	ConditionRolledBack           = "RolledBack"
 	// ConditionCheckpointRemoved: the checkpoint (the workload's memory) is
 	// gone from both nodes and the registry; False says what was left.
 	ConditionCheckpointRemoved = "CheckpointRemoved"
@@ -117,6 +120,10 @@ const (
 	ReasonSourceLost          = "SourcePodLost"
 	ReasonTargetLost          = "TargetPodLost"
 	ReasonUnsupported         = "Unsupported"
+	// ReasonNoRestorePath: the target node can restore a checkpoint in no
+	// way ms2m knows (its runtime does not, and ms2m's runtime handler is
+	// not installed there).
+	ReasonNoRestorePath = "NoRestorePath"
 	// ReasonSourceNotConsuming: the source pod does not consume the queue
 	// messageQueueConfig names, so no handoff of it can be right.
 	ReasonSourceNotConsuming = "SourceNotConsuming"

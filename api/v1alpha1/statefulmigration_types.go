@@ -48,6 +48,22 @@ const (
 	TransferDirect TransferMode = "Direct"
 )
 
+// RestorePath is how the target node's runtime restores the checkpoint.
+// +kubebuilder:validation:Enum=RuntimeHandler;CheckpointImage
+type RestorePath string
+
+const (
+	// RestoreRuntimeHandler: the target node's agent stages the checkpoint
+	// and ms2m's runtime handler (RuntimeClass) restores it with runc and
+	// CRIU when the kubelet creates the target's container from the
+	// workload's own image. Works on every containerd and CRI-O.
+	RestoreRuntimeHandler RestorePath = "RuntimeHandler"
+	// RestoreCheckpointImage: the target pod's image is the checkpoint
+	// image and the runtime restores it inside CreateContainer (containerd
+	// before 2.4, unless switched off).
+	RestoreCheckpointImage RestorePath = "CheckpointImage"
+)
+
 // IdentitySwapMode decides how a ShadowPod target of a StatefulSet gets the
 // StatefulSet's pod identity back after cutover.
 // +kubebuilder:validation:Enum=None;ExchangeFence;Cutoff
@@ -299,6 +315,13 @@ type StatefulMigrationStatus struct {
 	// ReplayMode is the resolved replay mode.
 	// +optional
 	ReplayMode ReplayMode `json:"replayMode,omitempty"`
+	// RestorePath is how the target node restores the checkpoint, resolved
+	// from what its agent reports.
+	// +optional
+	RestorePath RestorePath `json:"restorePath,omitempty"`
+	// RestorePathReason says why.
+	// +optional
+	RestorePathReason string `json:"restorePathReason,omitempty"`
 
 	// Workload is the source pod's controller, as found before migrating.
 	// +optional

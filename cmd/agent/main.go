@@ -26,11 +26,13 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agent"
 	"github.com/ms2m/ms2m/internal/agentclient"
+	"github.com/ms2m/ms2m/internal/staging"
 )
 
 func main() {
 	var (
 		node, listen, stateDir, tlsDir, hostRoot, containerdSock, criuConfig, namespace string
+		stagingDir, handlerName, handlerBinary                                          string
 	)
 	flag.StringVar(&node, "node", os.Getenv("NODE_NAME"), "name of this node")
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agents (to find peers)")
@@ -40,6 +42,9 @@ func main() {
 	flag.StringVar(&hostRoot, "host-root", "/host", "where the host's root filesystem is mounted")
 	flag.StringVar(&containerdSock, "containerd-socket", "/run/containerd/containerd.sock", "containerd's socket on the host ({node} is replaced by the node name); empty: Direct transfers cannot be received")
 	flag.StringVar(&criuConfig, "criu-config", "/etc/criu/runc.conf", "runc's CRIU configuration on the host")
+	flag.StringVar(&stagingDir, "staging-dir", "/var/lib/ms2m/staging/{node}", "where checkpoints are staged for ms2m's runtime handler, on the host (the handler's configuration names the same directory); empty: none")
+	flag.StringVar(&handlerName, "runtime-handler", "", "runtime handler name of ms2m's runtime on this node (the RuntimeClass's handler), set by the node setup that installed it; empty: not installed")
+	flag.StringVar(&handlerBinary, "runtime-handler-binary", "/usr/local/bin/ms2m-runtime", "where the node setup installed ms2m's runtime, on the host ({node} is replaced by the node name)")
 	aliases := map[string]string{}
 	flag.Func("registry-alias", "REGISTRY=ADDRESS: push images for REGISTRY (as the nodes' runtimes name it) to ADDRESS (repeatable)", func(v string) error {
 		from, to, ok := strings.Cut(v, "=")
@@ -88,7 +93,14 @@ func main() {
 		Registry: agent.Registry{Options: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}, Aliases: aliases},
 	}
 	if containerdSock != "" {
-		ac.Runtime = agent.Containerd{Address: host(containerdSock)}
+		ctrd := agent.Containerd{Address: host(containerdSock)}
+		ac.Runtime, ac.RuntimeVersion = ctrd, ctrd.Version
+	}
+	if stagingDir != "" {
+		ac.Staging = &staging.Layout{Dir: host(stagingDir)}
+	}
+	if handlerName != "" {
+		ac.RuntimeHandler = agent.RuntimeHandler{Name: handlerName, Binary: host(handlerBinary)}
 	}
 	srv, err := agent.NewServer(ac)
 	if err != nil {

@@ -35,6 +35,7 @@ func main() {
 	flag.StringVar(&opts.DefaultCheckpointRepository, "default-checkpoint-repository", "", "repository for Registry transfers that name none")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-migrations", 4, "migrations reconciled in parallel")
 	flag.DurationVar(&opts.BrokerRetryWindow, "broker-retry-window", 30*time.Second, "how long a new migration waits for an unreachable broker before failing")
+	flag.StringVar(&opts.RuntimeClass, "runtime-class", "ms2m", "RuntimeClass of ms2m's runtime handler: targets on nodes that have the handler restore through it")
 	flag.DurationVar(&opts.SourceStopGrace, "source-stop-grace", time.Second, "termination grace of a source the migration no longer needs (its Services already have the target; whole seconds): not the pod's own, which a workload ignoring SIGTERM would spend in full")
 	flag.Int64Var(&opts.AssumedPrefetch, "assumed-prefetch", 50, "the most messages a source may hold unapplied, assumed only for a broker whose management API cannot describe its consumers")
 	zopts := zap.Options{}

@@ -28,6 +28,7 @@ import (
 	"github.com/ms2m/ms2m/internal/agentclient"
 	"github.com/ms2m/ms2m/internal/ckptimage"
 	"github.com/ms2m/ms2m/internal/lab/pki"
+	"github.com/ms2m/ms2m/internal/staging"
 )
 
 // Two agents talk over real mutual TLS on loopback, push to a real (in
@@ -49,6 +50,7 @@ func (k *kubelet) Checkpoint(_ context.Context, ns, pod, ctr string) (string, er
 		_ = tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: int64(len(body)), Typeflag: tar.TypeReg})
 		_, _ = tw.Write(body)
 	}
+	add("checkpoint/inventory.img", []byte("inventory"))
 	add("checkpoint/pages-1.img", bytes.Repeat([]byte{9}, 256<<10))
 	add("config.dump", []byte(`{"rootfsImageName":"registry.test/consumer:1"}`))
 	spec, _ := json.Marshal(map[string]any{"annotations": map[string]string{"io.kubernetes.cri.sandbox-name": pod, "io.kubernetes.cri.sandbox-namespace": ns}})
@@ -121,6 +123,8 @@ type cluster struct {
 	runtime  *runtime
 	registry string
 	tlsDir   string
+	// staging is each node's staging tree for the runtime handler.
+	staging map[string]staging.Layout
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -129,7 +133,8 @@ func newCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{tlsDir: credentials(t, ca), kubelet: &kubelet{dir: t.TempDir()}, runtime: &runtime{imported: map[string][]byte{}}}
+	c := &cluster{tlsDir: credentials(t, ca), kubelet: &kubelet{dir: t.TempDir()}, runtime: &runtime{imported: map[string][]byte{}},
+		staging: map[string]staging.Layout{}}
 	tlsCfg, err := agentclient.LoadTLS(c.tlsDir)
 	if err != nil {
 		t.Fatal(err)
@@ -142,8 +147,13 @@ func newCluster(t *testing.T) *cluster {
 	criu := filepath.Join(t.TempDir(), "runc.conf")
 	_ = os.WriteFile(criu, []byte("tcp-close\nskip-in-flight\nnetwork-lock nftables\n"), 0o644)
 	for _, node := range []string{"node-a", "node-b"} {
+		layout := staging.Layout{Dir: t.TempDir()}
+		c.staging[node] = layout
+		handler := filepath.Join(t.TempDir(), "ms2m-runtime")
+		_ = os.WriteFile(handler, []byte("#!/bin/sh\n"), 0o755)
 		srv, err := agent.NewServer(agent.Config{Node: node, StateDir: t.TempDir(), Kubelet: c.kubelet, Runtime: c.runtime,
-			Peers: peers, CRIUConfig: criu})
+			Peers: peers, CRIUConfig: criu, Staging: &layout, RuntimeHandler: agent.RuntimeHandler{Name: "ms2m", Binary: handler},
+			RuntimeVersion: func(context.Context) (string, error) { return "2.4.2", nil }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,7 +185,7 @@ func poll[R any](t *testing.T, call func() (agentapi.Operation[R], error)) agent
 func TestCheckpointTransferAndCleanup(t *testing.T) {
 	c := newCluster(t)
 	ctx := context.Background()
-	if err := c.client.Ready(ctx, "node-a"); err != nil {
+	if _, err := c.client.Ready(ctx, "node-a"); err != nil {
 		t.Fatalf("ready: %v", err)
 	}
 	req := agentapi.CheckpointRequest{ID: "mig-1234", Namespace: "shop", Pod: "consumer-0", Container: "app"}
@@ -255,6 +265,91 @@ func TestCheckpointTransferAndCleanup(t *testing.T) {
 	c.runtime.mu.Unlock()
 	if !slices.Contains(removed, dir.Result.Image) || !slices.Contains(removed, reg.Result.Image) {
 		t.Errorf("runtime images removed %v, want the received %s and the pulled %s", removed, dir.Result.Image, reg.Result.Image)
+	}
+}
+
+// The target node's agent stages a checkpoint for ms2m's runtime handler,
+// from the registry or from what a Direct transfer brought it, once per
+// checkpoint: a container that consumed it cannot have it staged again.
+func TestStageForTheRuntimeHandler(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	rep, err := c.client.Ready(ctx, "node-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Restore.RuntimeHandler != "ms2m" || rep.Restore.CheckpointImage || !strings.Contains(rep.Restore.CheckpointImageReason, "2.4.2") {
+		t.Fatalf("restore capabilities %+v", rep.Restore)
+	}
+	ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
+		return c.client.Checkpoint(ctx, "node-a", agentapi.CheckpointRequest{ID: "mig-9", Namespace: "shop", Pod: "consumer-0", Container: "app"})
+	})
+	if ck.State != agentapi.OpSucceeded {
+		t.Fatalf("checkpoint %+v", ck)
+	}
+	for _, mode := range []agentapi.TransferMode{agentapi.TransferRegistry, agentapi.TransferDirect} {
+		id := "mig-9-" + strings.ToLower(string(mode))
+		tr := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
+			return c.client.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: id, CheckpointID: "mig-9", Mode: mode,
+				Repository: c.registry + "/ckpt", TargetNode: "node-b", Container: "app"})
+		})
+		if tr.State != agentapi.OpSucceeded {
+			t.Fatalf("%s transfer %+v", mode, tr)
+		}
+		key := staging.Key{Namespace: "shop", Pod: "consumer-0-" + strings.ToLower(string(mode)), Container: "app"}
+		req := agentapi.StageRequest{ID: "mig-9", Image: tr.Result.Image, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container}
+		if mode == agentapi.TransferRegistry {
+			req.ID = "mig-9-staged-from-registry"
+		}
+		st := poll(t, func() (agentapi.Operation[agentapi.StageResult], error) { return c.client.Stage(ctx, "node-b", req) })
+		if st.State != agentapi.OpSucceeded {
+			t.Fatalf("%s stage %+v", mode, st)
+		}
+		l := c.staging["node-b"]
+		dir, meta, err := l.Claim(key, "ctr-"+strings.ToLower(string(mode)))
+		if err != nil || meta.CheckpointID != req.ID {
+			t.Fatalf("%s: claim %v, meta %+v", mode, err, meta)
+		}
+		pages, err := os.ReadFile(filepath.Join(dir, "checkpoint", "pages-1.img"))
+		if err != nil || len(pages) != 256<<10 {
+			t.Fatalf("%s: staged pages %d bytes, %v", mode, len(pages), err)
+		}
+		again := poll(t, func() (agentapi.Operation[agentapi.StageResult], error) { return c.client.Stage(ctx, "node-b", req) })
+		if again.State != agentapi.OpSucceeded {
+			t.Fatalf("repeated stage %+v", again)
+		}
+		if _, err := l.Staged(key); !errors.Is(err, staging.ErrNotStaged) {
+			t.Fatalf("%s: a repeated stage request staged the consumed checkpoint again (%v)", mode, err)
+		}
+	}
+
+	// Staged and never claimed (a rolled back migration): cleanup removes it.
+	poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
+		return c.client.Checkpoint(ctx, "node-a", agentapi.CheckpointRequest{ID: "mig-11", Namespace: "shop", Pod: "consumer-0", Container: "app"})
+	})
+	tr := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
+		return c.client.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: "mig-11", CheckpointID: "mig-11", Mode: agentapi.TransferDirect, TargetNode: "node-b", Container: "app"})
+	})
+	key := staging.Key{Namespace: "shop", Pod: "consumer-0-unclaimed", Container: "app"}
+	if st := poll(t, func() (agentapi.Operation[agentapi.StageResult], error) {
+		return c.client.Stage(ctx, "node-b", agentapi.StageRequest{ID: "mig-11", Image: tr.Result.Image, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container})
+	}); st.State != agentapi.OpSucceeded {
+		t.Fatalf("stage %+v", st)
+	}
+	if _, err := c.staging["node-b"].Staged(key); err != nil {
+		t.Fatalf("not staged: %v", err)
+	}
+	if err := c.client.Cleanup(ctx, "node-b", "mig-11", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.staging["node-b"].Staged(key); !errors.Is(err, staging.ErrNotStaged) {
+		t.Fatalf("cleanup left the staged checkpoint: %v", err)
+	}
+
+	// Names that are not Kubernetes names never become paths.
+	if _, err := c.client.Stage(ctx, "node-b", agentapi.StageRequest{ID: "mig-10", Image: "x", Namespace: "shop", Pod: "../../etc", Container: "app"}); err == nil ||
+		!strings.Contains(err.Error(), "not a Kubernetes pod name") {
+		t.Fatalf("stage with a path for a pod name: %v", err)
 	}
 }
 

@@ -50,6 +50,20 @@ func (c Containerd) Import(ctx context.Context, oci io.Reader, ref string) error
 	return fmt.Errorf("containerd imported %d image(s), none named %s", len(imgs), ref)
 }
 
+// Version is containerd's release ("2.4.2").
+func (c Containerd) Version(ctx context.Context) (string, error) {
+	cl, err := containerd.New(c.Address, containerd.WithDefaultNamespace(criNamespace))
+	if err != nil {
+		return "", fmt.Errorf("containerd at %s: %w", c.Address, err)
+	}
+	defer cl.Close()
+	v, err := cl.Version(ctx)
+	if err != nil {
+		return "", err
+	}
+	return v.Version, nil
+}
+
 // Remove deletes the image with every other name of it: the kubelet's
 // runtime also records a pulled image under its ID ("sha256:..."), which
 // would keep the content alive. A missing image is fine; containerd's

@@ -17,8 +17,8 @@ import (
 var requiredCRIUOptions = []string{"tcp-close", "skip-in-flight"}
 
 // Report says whether this node can take part in migrations and why not.
-func (s *Server) Report(_ context.Context) agentapi.ReadyReport {
-	rep := agentapi.ReadyReport{Node: s.cfg.Node, DirectReceive: s.cfg.Runtime != nil}
+func (s *Server) Report(ctx context.Context) agentapi.ReadyReport {
+	rep := agentapi.ReadyReport{Node: s.cfg.Node, DirectReceive: s.cfg.Runtime != nil, Restore: s.restoreCapabilities(ctx)}
 	conf, missing, err := checkCRIUConfig(s.cfg.CRIUConfig)
 	rep.CRIUConfig = conf
 	switch {

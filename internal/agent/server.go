@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/staging"
 )
 
 // Checkpointer checkpoints a container and returns where the archive is,
@@ -46,7 +47,13 @@ type Config struct {
 	Registry Registry
 	// CRIUConfig is the path of the node's runc CRIU configuration.
 	CRIUConfig string
-	Log        *slog.Logger
+	// RuntimeVersion asks the node's container runtime for its version.
+	RuntimeVersion func(context.Context) (string, error)
+	// RuntimeHandler is ms2m's runtime handler on the node, if installed.
+	RuntimeHandler RuntimeHandler
+	// Staging is where checkpoints are staged for the runtime handler.
+	Staging *staging.Layout
+	Log     *slog.Logger
 }
 
 // Server is the agent's HTTP API (served over mutual TLS by cmd/agent).
@@ -54,6 +61,8 @@ type Server struct {
 	cfg         Config
 	checkpoints *opStore[agentapi.CheckpointResult]
 	transfers   *opStore[agentapi.TransferResult]
+	stages      *opStore[agentapi.StageResult]
+	version     versionCache
 }
 
 // NewServer opens the agent's state.
@@ -69,10 +78,19 @@ func NewServer(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	st, err := newOpStore[agentapi.StageResult]("stages", cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "incoming"), 0o700); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, checkpoints: c, transfers: t}, nil
+	if cfg.Staging != nil {
+		if err := os.MkdirAll(cfg.Staging.Dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return &Server{cfg: cfg, checkpoints: c, transfers: t, stages: st}, nil
 }
 
 // Handler routes the API.
@@ -83,6 +101,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE "+agentapi.PathCheckpoints+"{id}", s.cleanup)
 	mux.HandleFunc("PUT "+agentapi.PathTransfers+"{id}", s.transfer)
 	mux.HandleFunc("PUT "+agentapi.PathIncoming+"{id}", s.incoming)
+	mux.HandleFunc("PUT "+agentapi.PathStages+"{id}", s.stage)
 	return mux
 }
 

@@ -155,6 +155,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 		note("registry image", ckptimage.Delete(ctx, s.cfg.Registry.pushRef(op.Result.Image), s.cfg.Registry.Options...))
 	}
 	note("received archive", os.Remove(s.incomingPath(id)))
+	note("staged checkpoint", s.removeStaged(id))
 	if s.cfg.Runtime != nil {
 		note("runtime image", s.cfg.Runtime.Remove(ctx, DirectImageRef(id)))
 		if image != "" && image != DirectImageRef(id) {
@@ -167,6 +168,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 	}
 	note("checkpoint record", s.checkpoints.Forget(id))
 	note("transfer record", s.transfers.Forget(id))
+	note("stage record", s.stages.Forget(id))
 	if len(errs) > 0 {
 		return fmt.Errorf("cleanup of %s: %s", id, strings.Join(errs, "; "))
 	}

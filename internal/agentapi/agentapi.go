@@ -75,6 +75,30 @@ type TransferResult struct {
 	Digest string `json:"digest,omitempty"`
 }
 
+// StageRequest asks the target node's agent to stage a checkpoint for the
+// ms2m runtime handler: unpacked where the handler finds it when the
+// kubelet creates the container pod/container in namespace.
+type StageRequest struct {
+	// ID is the checkpoint's ID (one staging per checkpoint).
+	ID string `json:"id"`
+	// Image is the checkpoint image (TransferResult.Image): a received
+	// Direct checkpoint is staged from the archive the node already holds.
+	Image     string `json:"image"`
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	Container string `json:"container"`
+}
+
+// StageResult describes a staged checkpoint.
+type StageResult struct {
+	// Dir is where the checkpoint is staged on the node.
+	Dir       string `json:"dir"`
+	SizeBytes int64  `json:"sizeBytes"`
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	Container string `json:"container"`
+}
+
 // Progress counts bytes of a running operation.
 type Progress struct {
 	BytesDone  int64 `json:"bytesDone"`
@@ -96,13 +120,17 @@ type Operation[R any] struct {
 
 // Client reaches the agent on a node.
 type Client interface {
-	// Ready fails when the node has no working agent (ErrNoAgent) or the
-	// agent reports the node cannot checkpoint/restore.
-	Ready(ctx context.Context, node string) error
+	// Ready returns the agent's report of its node; it fails when the node
+	// has no working agent (ErrNoAgent) or the agent reports the node
+	// cannot checkpoint/restore.
+	Ready(ctx context.Context, node string) (ReadyReport, error)
 	// Checkpoint starts or polls a checkpoint on the source node.
 	Checkpoint(ctx context.Context, node string, req CheckpointRequest) (Operation[CheckpointResult], error)
 	// Transfer starts or polls a transfer from the source node.
 	Transfer(ctx context.Context, node string, req TransferRequest) (Operation[TransferResult], error)
+	// Stage starts or polls the staging of a checkpoint on the target node
+	// (restore through the ms2m runtime handler).
+	Stage(ctx context.Context, node string, req StageRequest) (Operation[StageResult], error)
 	// Cleanup deletes everything the agent on node holds for the
 	// checkpoint (archive, images); missing is fine. image, if set, is the
 	// checkpoint image as the node's runtime may have pulled it.
@@ -123,6 +151,7 @@ const (
 	PathCheckpoints = "/v1/checkpoints/"
 	PathTransfers   = "/v1/transfers/"
 	PathIncoming    = "/v1/incoming/"
+	PathStages      = "/v1/stages/"
 	// QueryImage on a checkpoint's DELETE names its image as the node's
 	// runtime may have pulled it.
 	QueryImage = "image"
@@ -156,4 +185,21 @@ type ReadyReport struct {
 	DirectReceive bool `json:"directReceive"`
 	// CRIUConfig is the node's runc CRIU configuration as found.
 	CRIUConfig string `json:"criuConfig,omitempty"`
+	// Restore says how checkpoints can be restored on the node.
+	Restore RestoreCapabilities `json:"restore"`
+}
+
+// RestoreCapabilities are the ways a node's runtime restores a checkpoint.
+type RestoreCapabilities struct {
+	// Runtime is the container runtime and its version ("containerd 2.4.2").
+	Runtime string `json:"runtime,omitempty"`
+	// CheckpointImage: the runtime restores a checkpoint image given as a
+	// container's image, inside CreateContainer (containerd before 2.4,
+	// unless switched off; CRI-O).
+	CheckpointImage       bool   `json:"checkpointImage"`
+	CheckpointImageReason string `json:"checkpointImageReason,omitempty"`
+	// RuntimeHandler is the runtime handler name of ms2m's runtime on the
+	// node ("" without), which restores checkpoints staged by the agent.
+	RuntimeHandler       string `json:"runtimeHandler,omitempty"`
+	RuntimeHandlerReason string `json:"runtimeHandlerReason,omitempty"`
 }

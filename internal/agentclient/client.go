@@ -44,17 +44,25 @@ func New(r Resolver, tlsConfig *tls.Config) *Client {
 
 var _ agentapi.Client = (*Client)(nil)
 
-// Ready asks the node's agent whether the node can take part.
-func (c *Client) Ready(ctx context.Context, node string) error {
+// Ready asks the node's agent whether the node can take part, and how it
+// restores.
+func (c *Client) Ready(ctx context.Context, node string) (agentapi.ReadyReport, error) {
 	var rep agentapi.ReadyReport
 	code, err := c.do(ctx, node, http.MethodGet, agentapi.PathReady, nil, nil, &rep)
 	if err != nil {
-		return err
+		return rep, err
 	}
 	if code != http.StatusOK || !rep.Ready {
-		return fmt.Errorf("%w: %s", agentapi.ErrNoAgent, strings.Join(rep.Problems, "; "))
+		return rep, fmt.Errorf("%w: %s", agentapi.ErrNoAgent, strings.Join(rep.Problems, "; "))
 	}
-	return nil
+	return rep, nil
+}
+
+// Stage starts or polls the staging of a checkpoint on the target node.
+func (c *Client) Stage(ctx context.Context, node string, req agentapi.StageRequest) (agentapi.Operation[agentapi.StageResult], error) {
+	var op agentapi.Operation[agentapi.StageResult]
+	_, err := c.doJSON(ctx, node, http.MethodPut, agentapi.PathStages+req.ID, req, &op)
+	return op, err
 }
 
 // Checkpoint starts or polls a checkpoint.

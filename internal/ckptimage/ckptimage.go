@@ -274,3 +274,46 @@ func first(vs ...string) string {
 	}
 	return ""
 }
+
+// Fetch opens the checkpoint archive inside a pushed checkpoint image (the
+// index Build makes, or its manifest): the single layer, uncompressed.
+// The registry checks each blob's digest against the reference, so what
+// comes back is what was pushed under that digest.
+func Fetch(ctx context.Context, ref string, opts ...remote.Option) (io.ReadCloser, error) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	opts = append([]remote.Option{remote.WithContext(ctx)}, opts...)
+	desc, err := remote.Get(r, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", ref, err)
+	}
+	var img v1.Image
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return nil, err
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return nil, err
+		}
+		if len(im.Manifests) != 1 {
+			return nil, fmt.Errorf("%s: a checkpoint image index has one manifest, this one %d", ref, len(im.Manifests))
+		}
+		if img, err = idx.Image(im.Manifests[0].Digest); err != nil {
+			return nil, err
+		}
+	} else if img, err = desc.Image(); err != nil {
+		return nil, err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	if len(layers) != 1 {
+		return nil, fmt.Errorf("%s: a checkpoint image has one layer, this one %d", ref, len(layers))
+	}
+	return layers[0].Uncompressed()
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/render"
+	"github.com/ms2m/ms2m/internal/staging"
 	"github.com/ms2m/ms2m/sdk"
 	"github.com/ms2m/ms2m/sdk/sdktest"
 )
@@ -71,6 +73,15 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 	if target.Spec.NodeName != "node-b" || !render.CutoverOpen(target) {
 		t.Errorf("target on %s, cutover gate open: %v", target.Spec.NodeName, render.CutoverOpen(target))
 	}
+	// node-b has ms2m's runtime handler: the target runs the workload's
+	// own image under its RuntimeClass, restored from what was staged.
+	if st.RestorePath != v1alpha1.RestoreRuntimeHandler || !strings.Contains(st.RestorePathReason, "node-b") || !migration.IsTrue(st, v1alpha1.ConditionCheckpointStaged) {
+		t.Errorf("restore path %q (%s), CheckpointStaged %v", st.RestorePath, st.RestorePathReason, migration.IsTrue(st, v1alpha1.ConditionCheckpointStaged))
+	}
+	if target.Spec.RuntimeClassName == nil || *target.Spec.RuntimeClassName != "ms2m" || target.Spec.Containers[0].Image != src.Spec.Containers[0].Image ||
+		target.Annotations[staging.AnnotationRestore] != st.Checkpoint.ID {
+		t.Errorf("target pod: runtimeClass %v, image %s, restore annotation %q", target.Spec.RuntimeClassName, target.Spec.Containers[0].Image, target.Annotations[staging.AnnotationRestore])
+	}
 	w.checkExactlyOnce(st.TargetPod)
 	if after := w.topology(); !slices.Equal(before, after) {
 		t.Errorf("broker topology changed:\nbefore %v\nafter  %v", before, after)
@@ -99,12 +110,18 @@ func TestSequentialDrainMigration(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	w.startManager()
 	name := w.b.Name("mig")
+	// node-b restores checkpoint images itself (containerd 2.1): the
+	// path that needs no runtime handler still works.
+	w.sim.checkpointImageOnly["node-b"] = true
 	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
 		s.MigrationStrategy, s.ReplayMode, s.TransferMode = v1alpha1.StrategySequential, v1alpha1.ReplayDrain, v1alpha1.TransferDirect
 	})
 	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
 	if m.Status.Phase != v1alpha1.PhaseCompleted {
 		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	if m.Status.RestorePath != v1alpha1.RestoreCheckpointImage {
+		t.Errorf("restore path %q (%s) on a node that only restores checkpoint images", m.Status.RestorePath, m.Status.RestorePathReason)
 	}
 	target := &corev1.Pod{}
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: "consumer-0"}, target); err != nil {

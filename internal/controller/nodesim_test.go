@@ -16,6 +16,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/render"
+	"github.com/ms2m/ms2m/internal/staging"
 	"github.com/ms2m/ms2m/sdk"
 )
 
@@ -56,6 +57,16 @@ type nodeSim struct {
 	createdPods map[string][]string
 	// badRestore: restores into these pod names fail as a missing image.
 	badRestore map[string]bool
+	// checkpointImageOnly: these nodes lack ms2m's runtime handler and
+	// restore checkpoint images themselves (containerd 2.1).
+	checkpointImageOnly map[string]bool
+	// noRestore: these nodes restore in no way (containerd 2.4 without
+	// the handler).
+	noRestore map[string]bool
+	// staged: what each node's agent staged for the runtime handler, by
+	// node/namespace/pod/container; a restore claims it once.
+	staged   map[string]sdk.Snapshot
+	stageOps map[string]bool // checkpoint ID → staged once
 }
 
 type simPod struct {
@@ -75,7 +86,8 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		agents: map[string]bool{"node-a": true, "node-b": true}, running: map[string]*simPod{},
 		images: map[string]sdk.Snapshot{}, ops: map[string]time.Time{}, snapshots: map[string]int{},
 		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{},
-		createdPods: map[string][]string{}, badRestore: map[string]bool{}}
+		createdPods: map[string][]string{}, badRestore: map[string]bool{}, checkpointImageOnly: map[string]bool{}, noRestore: map[string]bool{},
+		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.kubelet(ctx) }()
@@ -120,13 +132,45 @@ func (s *nodeSim) held(step string) bool {
 
 // ---- agents ----
 
-func (s *nodeSim) Ready(_ context.Context, node string) error {
+func (s *nodeSim) Ready(_ context.Context, node string) (agentapi.ReadyReport, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.agents[node] {
-		return agentapi.ErrNoAgent
+		return agentapi.ReadyReport{}, agentapi.ErrNoAgent
 	}
-	return nil
+	rep := agentapi.ReadyReport{Node: node, Ready: true, Restore: agentapi.RestoreCapabilities{Runtime: "containerd 2.4.2",
+		CheckpointImageReason: "containerd 2.4.2 no longer restores checkpoint images",
+		RuntimeHandler:        "ms2m", RuntimeHandlerReason: "runtime handler ms2m (simulated)"}}
+	if s.noRestore[node] {
+		rep.Restore.RuntimeHandler, rep.Restore.RuntimeHandlerReason = "", "ms2m's runtime handler is not installed on this node"
+	}
+	if s.checkpointImageOnly[node] {
+		rep.Restore = agentapi.RestoreCapabilities{Runtime: "containerd 2.1.9", CheckpointImage: true,
+			CheckpointImageReason: "containerd 2.1.9 restores checkpoint images", RuntimeHandlerReason: "not installed"}
+	}
+	return rep, nil
+}
+
+func (s *nodeSim) Stage(_ context.Context, node string, req agentapi.StageRequest) (agentapi.Operation[agentapi.StageResult], error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	op := agentapi.Operation[agentapi.StageResult]{ID: req.ID, State: agentapi.OpRunning}
+	if s.held("stage") {
+		return op, nil
+	}
+	snap, ok := s.images[req.Image]
+	if !ok {
+		op.State, op.Message = agentapi.OpFailed, "no checkpoint image "+req.Image
+		return op, nil
+	}
+	// Like the agent: one staging per checkpoint, ever.
+	if !s.stageOps[req.ID] {
+		s.stageOps[req.ID] = true
+		s.staged[node+"/"+req.Namespace+"/"+req.Pod+"/"+req.Container] = snap
+	}
+	op.State = agentapi.OpSucceeded
+	op.Result = agentapi.StageResult{Dir: "/var/lib/ms2m/staging/" + req.Pod, SizeBytes: 4096, Namespace: req.Namespace, Pod: req.Pod, Container: req.Container}
+	return op, nil
 }
 
 func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.CheckpointRequest) (agentapi.Operation[agentapi.CheckpointResult], error) {
@@ -251,6 +295,23 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 	if restore && holdRestore {
 		return
 	}
+	if pod.Annotations[staging.AnnotationRestore] != "" {
+		// ms2m's runtime handler: the container claims what the node's
+		// agent staged for it, once.
+		key := pod.Spec.NodeName + "/" + pod.Namespace + "/" + pod.Name + "/" + pod.Spec.Containers[0].Name
+		s.mu.Lock()
+		snap, staged := s.staged[key]
+		delete(s.staged, key)
+		bad := s.badRestore[pod.Name]
+		s.mu.Unlock()
+		if !staged || bad || pod.Spec.RuntimeClassName == nil {
+			s.setStatus(ctx, pod, corev1.PodFailed, false, &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				ExitCode: 128, Reason: "StartError", Message: "ms2m-runtime: no checkpoint is staged for " + key}})
+			return
+		}
+		s.run(ctx, pod, &snap)
+		return
+	}
 	s.mu.Lock()
 	snap, known := s.images[image]
 	known = known && !s.badRestore[pod.Name]
@@ -267,6 +328,11 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 	if restore {
 		from = &snap
 	}
+	s.run(ctx, pod, from)
+}
+
+// run starts the pod's workload and reports it running.
+func (s *nodeSim) run(ctx context.Context, pod *corev1.Pod, from *sdk.Snapshot) {
 	p, err := s.start(pod, from)
 	if err != nil {
 		s.t.Errorf("starting %s: %v", pod.Name, err)

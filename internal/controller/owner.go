@@ -150,9 +150,10 @@ func ordinal(p *corev1.Pod) int {
 	return -1
 }
 
-func ptrOr(p *int32) int32 {
+func ptrOr[T any](p *T) T {
 	if p == nil {
-		return 0
+		var zero T
+		return zero
 	}
 	return *p
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,6 +54,13 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if placement.FailReason != "" {
 		return s.fail(placement.FailReason, "%s", placement.Reason)
 	}
+	restore, restoreWhy, noRestore, err := r.restorePath(ctx, placement.Node, pod)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if noRestore != "" {
+		return s.fail(v1alpha1.ReasonNoRestorePath, "%s", noRestore)
+	}
 	mode := m.Spec.EffectiveTransferMode()
 	if mode == v1alpha1.TransferRegistry && r.repository(m) == "" {
 		return s.fail(v1alpha1.ReasonNoRepository, "transferMode Registry needs spec.checkpointImageRepository (the manager has no default repository configured)")
@@ -67,6 +75,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	st.Strategy, st.StrategyReason = strategy, why
 	st.TargetNode, st.TargetNodeReason = placement.Node, placement.Reason
 	st.TransferMode, st.ReplayMode = mode, m.Spec.EffectiveReplayMode()
+	st.RestorePath, st.RestorePathReason = restore, restoreWhy
 	st.TargetPod = migration.TargetPodName(pod.Name, strategy)
 	if isSwap(m) {
 		st.TargetPod = m.Annotations[AnnotationSwapPod]
@@ -138,7 +147,7 @@ func (r *Reconciler) place(ctx context.Context, m *v1alpha1.StatefulMigration, p
 		if err != nil {
 			return migration.Placement{}, err
 		}
-		ready := m.Spec.TargetNode != pod.Spec.NodeName && migration.NodeReady(n) && r.Agents.Ready(ctx, n.Name) == nil
+		ready := m.Spec.TargetNode != pod.Spec.NodeName && migration.NodeReady(n) && r.agentReady(ctx, n.Name)
 		return migration.CheckTargetNode(m.Spec.TargetNode, pod.Spec.NodeName, n, ready), nil
 	}
 	nodes := &corev1.NodeList{}
@@ -156,10 +165,36 @@ func (r *Reconciler) place(ctx context.Context, m *v1alpha1.StatefulMigration, p
 	var cands []migration.NodeCandidate
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
-		agent := n.Name != pod.Spec.NodeName && migration.NodeReady(n) && r.Agents.Ready(ctx, n.Name) == nil
+		agent := n.Name != pod.Spec.NodeName && migration.NodeReady(n) && r.agentReady(ctx, n.Name)
 		cands = append(cands, migration.NodeCandidate{Node: n, AgentReady: agent, Pods: perNode[n.Name]})
 	}
 	return migration.ChooseTargetNode(pod, pod.Spec.NodeName, cands), nil
+}
+
+func (r *Reconciler) agentReady(ctx context.Context, node string) bool {
+	_, err := r.Agents.Ready(ctx, node)
+	return err == nil
+}
+
+// restorePath resolves how the target node restores the checkpoint, from
+// its agent's report and the cluster's RuntimeClass of ms2m's runtime.
+func (r *Reconciler) restorePath(ctx context.Context, node string, pod *corev1.Pod) (v1alpha1.RestorePath, string, string, error) {
+	rep, err := r.Agents.Ready(ctx, node)
+	if err != nil {
+		return "", "", fmt.Sprintf("node %s: %v", node, err), nil
+	}
+	rc := &nodev1.RuntimeClass{}
+	switch err := r.Get(ctx, client.ObjectKey{Name: r.Options.RuntimeClass}, rc); {
+	case apierrors.IsNotFound(err):
+		rc.Name = ""
+	case err != nil:
+		return "", "", "", err
+	case rep.Restore.RuntimeHandler != "" && rc.Handler != rep.Restore.RuntimeHandler:
+		// The RuntimeClass names another handler than the node's.
+		rc.Name = ""
+	}
+	path, why, fail := migration.ResolveRestorePath(node, rep.Restore, rc.Name, ptrOr(pod.Spec.RuntimeClassName))
+	return path, why, fail, nil
 }
 
 type reasonError struct {

@@ -115,8 +115,12 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 
 func (r *Reconciler) renderTarget(s *scope, src *corev1.Pod) *corev1.Pod {
 	st := &s.m.Status
-	return render.TargetPod{Source: src, Name: st.TargetPod, Node: st.TargetNode, Image: st.Checkpoint.Image,
-		Container: st.ContainerName, Migration: s.m.Name, KeepIdentity: st.Strategy == v1alpha1.StrategySequential}.Build()
+	t := render.TargetPod{Source: src, Name: st.TargetPod, Node: st.TargetNode, Image: st.Checkpoint.Image,
+		Container: st.ContainerName, Migration: s.m.Name, KeepIdentity: st.Strategy == v1alpha1.StrategySequential}
+	if st.RestorePath == v1alpha1.RestoreRuntimeHandler {
+		t.RuntimeClass, t.CheckpointID = r.Options.RuntimeClass, st.Checkpoint.ID
+	}
+	return t.Build()
 }
 
 // targetPod is the migration's target pod, nil if it does not exist.
@@ -138,11 +142,10 @@ func (r *Reconciler) targetPod(ctx context.Context, m *v1alpha1.StatefulMigratio
 	return p, nil
 }
 
-// restoreFailure explains why the target pod will not come up, or "".
+// restoreFailure explains why the target pod will not come up, or "": the
+// container's own state first (it says why: the runtime handler's refusal,
+// a pull error), then the pod's phase.
 func restoreFailure(p *corev1.Pod, container string) string {
-	if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
-		return fmt.Sprintf("pod is %s: %s", p.Status.Phase, p.Status.Message)
-	}
 	for _, cs := range p.Status.ContainerStatuses {
 		if cs.Name != container {
 			continue
@@ -157,6 +160,9 @@ func restoreFailure(p *corev1.Pod, container string) string {
 				return fmt.Sprintf("%s: %s", w.Reason, w.Message)
 			}
 		}
+	}
+	if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+		return fmt.Sprintf("pod is %s: %s", p.Status.Phase, p.Status.Message)
 	}
 	return ""
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -30,9 +31,41 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 	case agentapi.OpRunning:
 		return s.poll(), nil
 	}
-	st.Checkpoint.Image = op.Result.Image
-	s.done(v1alpha1.ConditionCheckpointTransferred, "checkpoint image "+op.Result.Image)
-	s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointTransferred, "Transfer", "checkpoint available to %s as %s", st.TargetNode, op.Result.Image)
+	if !s.isDone(v1alpha1.ConditionCheckpointTransferred) {
+		st.Checkpoint.Image = op.Result.Image
+		s.done(v1alpha1.ConditionCheckpointTransferred, "checkpoint image "+op.Result.Image)
+		s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointTransferred, "Transfer", "checkpoint available to %s as %s", st.TargetNode, op.Result.Image)
+	}
+	if st.RestorePath == v1alpha1.RestoreRuntimeHandler {
+		if res, staged, err := r.stageCheckpoint(ctx, s); !staged {
+			return res, err
+		}
+	}
 	s.enter(v1alpha1.PhaseRestoring)
 	return next(), nil
+}
+
+// stageCheckpoint has the target node's agent unpack the checkpoint where
+// ms2m's runtime handler restores it when the kubelet creates the target's
+// container. It is staged for the target pod's name, before that pod
+// exists.
+func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
+	st := &s.m.Status
+	if s.isDone(v1alpha1.ConditionCheckpointStaged) {
+		return reconcile.Result{}, true, nil
+	}
+	op, err := r.Agents.Stage(ctx, st.TargetNode, agentapi.StageRequest{ID: st.Checkpoint.ID, Image: st.Checkpoint.Image,
+		Namespace: s.m.Namespace, Pod: st.TargetPod, Container: st.ContainerName})
+	if err != nil {
+		return reconcile.Result{}, false, err
+	}
+	switch op.State {
+	case agentapi.OpFailed:
+		res, err := s.fail(v1alpha1.ReasonTransferFailed, "staging the checkpoint on %s for ms2m's runtime handler: %s", st.TargetNode, op.Message)
+		return res, false, err
+	case agentapi.OpRunning:
+		return s.poll(), false, nil
+	}
+	s.done(v1alpha1.ConditionCheckpointStaged, fmt.Sprintf("checkpoint staged on %s for %s/%s (%d bytes)", st.TargetNode, st.TargetPod, st.ContainerName, op.Result.SizeBytes))
+	return reconcile.Result{}, true, nil
 }

@@ -56,6 +56,9 @@ type Options struct {
 	// the broker cannot describe its consumers (no RabbitMQ management
 	// API); conditions say it is assumed.
 	AssumedPrefetch int64
+	// RuntimeClass is the RuntimeClass of ms2m's runtime handler (default
+	// "ms2m"); a cluster without it restores only where the runtime does.
+	RuntimeClass string
 }
 
 func (o Options) withDefaults() Options {
@@ -73,6 +76,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SourceStopGrace == 0 {
 		o.SourceStopGrace = time.Second
+	}
+	if o.RuntimeClass == "" {
+		o.RuntimeClass = "ms2m"
 	}
 	if o.AssumedPrefetch == 0 {
 		o.AssumedPrefetch = 50
@@ -105,6 +111,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
 // +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=node.k8s.io,resources=runtimeclasses,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;delete
 // +kubebuilder:rbac:groups=apps,resources=replicasets;deployments,verbs=get

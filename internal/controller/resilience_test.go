@@ -201,7 +201,14 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 			s.MessageQueueConfig.CredentialsSecretRef = &v1alpha1.SecretReference{Name: "rabbit"}
 		}, nil, v1alpha1.ReasonCredentials, `"rabbit" not found`},
 		{"checkpoint refused", "consumer-0", nil, func(w *world) { w.sim.agents["fail-checkpoint"] = true }, v1alpha1.ReasonCheckpointFailed, "refused"},
-		{"target image cannot be pulled", "consumer-0", nil, func(w *world) { w.sim.transferTo["*"] = imageNoSuchRef }, v1alpha1.ReasonRestoreFailed, "ErrImagePull"},
+		{"checkpoint image cannot be pulled (containerd 2.1)", "consumer-0", nil, func(w *world) {
+			w.sim.checkpointImageOnly["node-b"] = true
+			w.sim.transferTo["*"] = imageNoSuchRef
+		}, v1alpha1.ReasonRestoreFailed, "ErrImagePull"},
+		{"checkpoint cannot be staged", "consumer-0", nil, func(w *world) { w.sim.transferTo["*"] = imageNoSuchRef }, v1alpha1.ReasonTransferFailed, "staging the checkpoint"},
+		{"runtime handler refuses the restore", "consumer-0", nil, func(w *world) { w.sim.badRestore["consumer-0-shadow"] = true }, v1alpha1.ReasonRestoreFailed, "StartError"},
+		{"target node cannot restore", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-b" },
+			func(w *world) { w.sim.noRestore["node-b"] = true }, v1alpha1.ReasonNoRestorePath, "no longer restores"},
 		{"phase timeout", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
 			s.Timeouts = &v1alpha1.MigrationTimeouts{Transfer: &metav1.Duration{Duration: time.Second}}
 		}, func(w *world) { w.sim.hold("transfer") }, v1alpha1.ReasonTimeout, "Transferring did not finish within its timeout of 1s"},

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -53,6 +54,11 @@ func TestMain(m *testing.M) {
 			return err
 		}
 		if err = createNodes(); err != nil {
+			return err
+		}
+		// The chart installs the RuntimeClass of ms2m's runtime handler.
+		rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "ms2m"}, Handler: "ms2m"}
+		if err = k8s.Create(context.Background(), rc); err != nil {
 			return err
 		}
 		restCfg, err = asManager(cfg)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/deploy"
+	"github.com/ms2m/ms2m/internal/lab/node"
 )
 
 // Namespace is where the lab runs ms2m.
@@ -54,11 +55,21 @@ func (c *Config) DeployOptions(repo string, images map[string]string) deploy.Opt
 			{Name: "KUBERNETES_SERVICE_PORT", Value: api.Port()},
 		},
 		ManagerArgs: []string{"--default-checkpoint-repository=" + c.CheckpointRepository(), "--leader-elect=false"},
-		AgentArgs: []string{
-			"--containerd-socket=" + path.Join(c.Dir, "{node}", "containerd.sock"),
-			"--registry-alias=" + c.Registry() + "=" + c.RegistryFromPods(),
-		},
+		AgentArgs:   c.agentArgs(),
 	}
+}
+
+func (c *Config) agentArgs() []string {
+	args := []string{
+		"--containerd-socket=" + path.Join(c.Dir, "{node}", "containerd.sock"),
+		"--registry-alias=" + c.Registry() + "=" + c.RegistryFromPods(),
+		"--staging-dir=" + c.StagingDir("{node}"),
+	}
+	if c.RuntimeHandler != "" {
+		args = append(args, "--runtime-handler="+node.RuntimeHandlerName,
+			"--runtime-handler-binary="+path.Join(c.Dir, "{node}", "ms2m-runtime"))
+	}
+	return args
 }
 
 // Deploy builds and pushes the images, installs ms2m from config/ with

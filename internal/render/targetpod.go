@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ms2m/ms2m/internal/staging"
 )
 
 // Labels and annotations ms2m puts on what it creates.
@@ -44,6 +46,13 @@ type TargetPod struct {
 	// KeepIdentity keeps hostname/subdomain (Sequential: the target takes
 	// the source's place); a shadow beside the source must not claim them.
 	KeepIdentity bool
+	// RuntimeClass, when set, restores through ms2m's runtime handler: the
+	// container keeps the workload's own image and the pod runs under this
+	// RuntimeClass, naming CheckpointID, which the target node's agent
+	// staged for it. Otherwise the container's image is the checkpoint
+	// image, which the runtime restores itself.
+	RuntimeClass string
+	CheckpointID string
 }
 
 // Build renders the target pod.
@@ -68,6 +77,9 @@ func (t TargetPod) Build() *corev1.Pod {
 	}
 	annotations[AnnotationRestoredFrom] = src.Name
 	annotations[AnnotationCheckpointImage] = t.Image
+	if t.RuntimeClass != "" {
+		annotations[staging.AnnotationRestore] = t.CheckpointID
+	}
 
 	spec := *src.Spec.DeepCopy()
 	spec.NodeName = t.Node
@@ -83,10 +95,14 @@ func (t TargetPod) Build() *corev1.Pod {
 		spec.Hostname, spec.Subdomain = "", ""
 	}
 	spec.Volumes, spec.Containers, spec.InitContainers = dropServiceAccountVolume(spec.Volumes, spec.Containers, spec.InitContainers)
-	for i := range spec.Containers {
-		if spec.Containers[i].Name == t.Container {
-			spec.Containers[i].Image = t.Image
-			spec.Containers[i].ImagePullPolicy = corev1.PullIfNotPresent
+	if t.RuntimeClass != "" {
+		spec.RuntimeClassName = &t.RuntimeClass
+	} else {
+		for i := range spec.Containers {
+			if spec.Containers[i].Name == t.Container {
+				spec.Containers[i].Image = t.Image
+				spec.Containers[i].ImagePullPolicy = corev1.PullIfNotPresent
+			}
 		}
 	}
 	if !hasGate(spec.ReadinessGates, CutoverGate) {

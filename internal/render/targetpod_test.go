@@ -1,6 +1,7 @@
 package render
 
 import (
+	"github.com/ms2m/ms2m/internal/staging"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -70,5 +71,29 @@ func TestTargetPodKeepsIdentityWhenSequential(t *testing.T) {
 	p := TargetPod{Source: sourcePod(), Name: "consumer-0", Node: "node-b", Image: "i", Container: "app", KeepIdentity: true}.Build()
 	if p.Spec.Hostname != "consumer-0" || p.Spec.Subdomain != "consumer" {
 		t.Errorf("sequential target lost hostname/subdomain")
+	}
+}
+
+// Through ms2m's runtime handler the container keeps the workload's image
+// (containerd 2.4 would run a checkpoint image as a plain image) and the
+// pod names the checkpoint the node's agent staged for it.
+func TestTargetPodThroughTheRuntimeHandler(t *testing.T) {
+	p := TargetPod{Source: sourcePod(), Name: "consumer-0-shadow", Node: "node-b", Image: "reg/ckpt@sha256:1", Container: "app",
+		Migration: "m1", RuntimeClass: "ms2m", CheckpointID: "m1-abc"}.Build()
+	if p.Spec.Containers[0].Image != "registry/consumer:1" {
+		t.Errorf("image %s: the runtime handler restores into the workload's own image", p.Spec.Containers[0].Image)
+	}
+	if p.Spec.RuntimeClassName == nil || *p.Spec.RuntimeClassName != "ms2m" {
+		t.Errorf("runtimeClassName %v", p.Spec.RuntimeClassName)
+	}
+	if p.Annotations[staging.AnnotationRestore] != "m1-abc" {
+		t.Errorf("annotations %v: the handler would start the container fresh", p.Annotations)
+	}
+	if p.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("restart policy %s", p.Spec.RestartPolicy)
+	}
+	plain := TargetPod{Source: sourcePod(), Name: "x", Node: "node-b", Image: "reg/ckpt@sha256:1", Container: "app"}.Build()
+	if _, ok := plain.Annotations[staging.AnnotationRestore]; ok || plain.Spec.RuntimeClassName != nil {
+		t.Errorf("a checkpoint-image target carries the handler's marks")
 	}
 }

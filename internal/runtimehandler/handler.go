@@ -27,11 +27,8 @@ import (
 	"github.com/ms2m/ms2m/internal/staging"
 )
 
-// AnnotationRestore, on a pod (passed through to its containers by the
-// runtime's pod_annotations), names the checkpoint its containers must be
-// restored from: a container so marked with nothing staged for it fails to
-// be created instead of starting fresh with no state.
-const AnnotationRestore = "migration.ms2m.io/restore"
+// AnnotationRestore is the pod annotation naming the checkpoint to restore.
+const AnnotationRestore = staging.AnnotationRestore
 
 // Annotations the runtimes put on every container's OCI spec.
 var (

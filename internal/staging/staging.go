@@ -20,6 +20,12 @@ import (
 	"time"
 )
 
+// AnnotationRestore, on a pod (passed through to its containers by the
+// runtime's pod_annotations), names the checkpoint its containers must be
+// restored from: a container so marked with nothing staged for it fails to
+// be created instead of starting fresh with no state.
+const AnnotationRestore = "migration.ms2m.io/restore"
+
 // Files of a staged checkpoint, as the kubelet's checkpoint archive names
 // them (containerd's and CRI-O's archives share these names).
 const (

@@ -159,6 +159,9 @@ type queueCounts struct {
 	prefetch int
 	// described counts the consumers the API lists
 	described int
+	// located counts those whose channel it describes with an address: a
+	// consumer's channel details come with the channel's statistics, late
+	located int
 }
 
 // queue returns a queue's counts; ok is false when the API cannot tell.
@@ -175,7 +178,11 @@ func (m *management) queue(ctx context.Context, name string) (c queueCounts, ok 
 		var ch struct {
 			PeerHost string `json:"peer_host"`
 		}
-		if json.Unmarshal(cd.Channel, &ch) == nil && ch.PeerHost != "" && !slices.Contains(c.peers, ch.PeerHost) {
+		if json.Unmarshal(cd.Channel, &ch) != nil || ch.PeerHost == "" {
+			continue
+		}
+		c.located++
+		if !slices.Contains(c.peers, ch.PeerHost) {
 			c.peers = append(c.peers, ch.PeerHost)
 		}
 	}

@@ -96,10 +96,12 @@ func (h *handoff) stats(ctx context.Context, queue string) (broker.QueueStats, e
 	}
 	if c, ok := h.mgmt.queue(ctx, queue); ok {
 		st.Unacked, st.Acked, st.Prefetch = c.unacked, c.acked, c.prefetch
-		// the API learns of new consumers late: what it says of them
-		// counts only once it lists every one
+		// the API learns of new consumers late, and of their channels'
+		// addresses later still: what it says counts only once it
+		// describes every one (a consumer listed without its address made
+		// a consuming source look like it consumed nothing)
 		st.PrefetchKnown = c.described >= st.Consumers
-		if st.PrefetchKnown {
+		if c.located >= st.Consumers {
 			st.ConsumerPeers = c.peers
 		}
 	}

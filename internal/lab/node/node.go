@@ -28,7 +28,13 @@ func Prepare(p Params) error {
 	if p.RuntimeHandlerBinary != "" {
 		link := p.RuntimeHandlerPath()
 		_ = os.Remove(link)
-		if err := os.Symlink(p.RuntimeHandlerBinary, link); err != nil {
+		// Relative, so that it also resolves where the host is mounted
+		// elsewhere (the agent checks it under its host mount).
+		target, err := filepath.Rel(filepath.Dir(link), p.RuntimeHandlerBinary)
+		if err != nil {
+			target = p.RuntimeHandlerBinary
+		}
+		if err := os.Symlink(target, link); err != nil {
 			return err
 		}
 		if err := os.WriteFile(link+".json", []byte(p.RuntimeHandlerConfig()), 0o644); err != nil {

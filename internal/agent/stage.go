@@ -1,0 +1,127 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/ckptimage"
+	"github.com/ms2m/ms2m/internal/staging"
+)
+
+// RuntimeHandler is ms2m's runtime handler as installed on the node.
+type RuntimeHandler struct {
+	// Name is its runtime handler name (the RuntimeClass's handler).
+	Name string
+	// Binary is where the node setup installed it (a path the agent can
+	// stat).
+	Binary string
+}
+
+var errNoStaging = errors.New("this node's agent cannot stage checkpoints (no --staging-dir): restore through ms2m's runtime handler is impossible here")
+
+func (s *Server) stage(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	var req agentapi.StageRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	key := staging.Key{Namespace: req.Namespace, Pod: req.Pod, Container: req.Container}
+	if req.ID != id || req.Image == "" {
+		httpError(w, http.StatusBadRequest, "stage request needs id (matching the path) and image")
+		return
+	}
+	if err := key.Validate(); err != nil {
+		httpError(w, http.StatusBadRequest, "stage request: %v", err)
+		return
+	}
+	if s.cfg.Staging == nil {
+		httpError(w, http.StatusConflict, "%v", errNoStaging)
+		return
+	}
+	// One staging per checkpoint, ever: a repeated request returns the
+	// first one's state and never stages again, so a checkpoint its
+	// container already consumed cannot be put back for a second restore.
+	op := s.stages.StartOrGet(id, func(ctx context.Context, progress progressFunc) (agentapi.StageResult, error) {
+		return s.doStage(ctx, req, key, progress)
+	})
+	writeJSON(w, http.StatusOK, op)
+}
+
+func (s *Server) doStage(ctx context.Context, req agentapi.StageRequest, key staging.Key, progress progressFunc) (agentapi.StageResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	archive, size, err := s.openCheckpoint(ctx, req)
+	if err != nil {
+		return agentapi.StageResult{}, err
+	}
+	defer archive.Close()
+	l := *s.cfg.Staging
+	dir, err := l.Begin(key)
+	if err != nil {
+		return agentapi.StageResult{}, err
+	}
+	body := &countingReader{r: archive, total: size, progress: progress}
+	if err := staging.Unpack(ctx, body, dir); err != nil {
+		_ = os.RemoveAll(dir)
+		return agentapi.StageResult{}, err
+	}
+	if err := l.Commit(key, dir, staging.Meta{CheckpointID: req.ID}); err != nil {
+		_ = os.RemoveAll(dir)
+		return agentapi.StageResult{}, err
+	}
+	s.cfg.Log.Info("staged checkpoint", "id", req.ID, "for", key.String(), "bytes", body.done, "took", time.Since(start))
+	return agentapi.StageResult{Dir: l.Path(key), SizeBytes: body.done, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container}, nil
+}
+
+// openCheckpoint opens the checkpoint archive: the one received by a
+// Direct transfer, else the checkpoint image's layer from its registry.
+func (s *Server) openCheckpoint(ctx context.Context, req agentapi.StageRequest) (io.ReadCloser, int64, error) {
+	if f, err := os.Open(s.incomingPath(req.ID)); err == nil {
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+		return f, fi.Size(), nil
+	}
+	if req.Image == DirectImageRef(req.ID) {
+		return nil, 0, fmt.Errorf("checkpoint %s was sent to this node, but its archive is gone", req.ID)
+	}
+	rc, err := ckptimage.Fetch(ctx, s.cfg.Registry.pushRef(req.Image), s.cfg.Registry.Options...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("fetching the checkpoint image: %w", err)
+	}
+	return rc, 0, nil
+}
+
+// removeStaged removes what is staged for a checkpoint (never claimed, or
+// a migration rolled back before its container was created).
+func (s *Server) removeStaged(id string) error {
+	op, ok := s.stages.Get(id)
+	if !ok || s.cfg.Staging == nil || op.Result.Pod == "" {
+		return nil
+	}
+	l := *s.cfg.Staging
+	k := staging.Key{Namespace: op.Result.Namespace, Pod: op.Result.Pod, Container: op.Result.Container}
+	m, err := l.Staged(k)
+	if errors.Is(err, staging.ErrNotStaged) {
+		return nil // claimed by its container, or gone
+	}
+	if err != nil {
+		return err
+	}
+	if m.CheckpointID != id {
+		return nil // a later migration's checkpoint for the same container
+	}
+	return l.Remove(k)
+}

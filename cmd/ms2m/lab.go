@@ -52,7 +52,7 @@ func labCommand() *cobra.Command {
 		},
 	}
 	up.Flags().StringVar(&repo, "repo", "", "ms2m source tree (default: found from the working directory)")
-	up.Flags().StringVar(&containerd, "containerd", "", "containerd series of the nodes: 2.4 (containerd 2.4.2 + runc 1.5.3, built from the Go module proxy) or 2.1 (Debian's 2.1.9 + runc 1.1.5); default $MS2M_LAB_CONTAINERD, else the running lab's, else 2.1")
+	up.Flags().StringVar(&containerd, "containerd", "", "containerd series of the nodes: 2.4 (containerd 2.4.2 + runc 1.5.3, built from the Go module proxy) or 2.1 (Debian's 2.1.9 + runc 1.1.5); default $MS2M_LAB_CONTAINERD, else the running lab's, else 2.4")
 
 	var keep bool
 	down := &cobra.Command{

@@ -25,7 +25,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := &cobra.Command{Use: "ms2m", Short: "Live migration of stateful, message-driven pods: the lab", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(labCommand(), demoCommand(), benchCommand())
+	root.AddCommand(labCommand(), demoCommand(), benchCommand(), runtimeHandlerCommand())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)

@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/ms2m/ms2m/internal/agentapi"
 )
 
 // NodeConditionType is the node condition an agent keeps up to date, so
@@ -23,7 +25,7 @@ func (s *Server) ReportNodeCondition(ctx context.Context, cs kubernetes.Interfac
 	for {
 		rep := s.Report(ctx)
 		cond := corev1.NodeCondition{Type: NodeConditionType, Status: corev1.ConditionTrue, Reason: "AgentReady",
-			Message: "ms2m agent ready: CRIU configured (" + rep.CRIUConfig + ")", LastHeartbeatTime: metav1.Now()}
+			Message: "ms2m agent ready: CRIU configured (" + rep.CRIUConfig + "); restores " + restoreSummary(rep.Restore), LastHeartbeatTime: metav1.Now()}
 		if !rep.Ready {
 			cond.Status, cond.Reason = corev1.ConditionFalse, problemReason(rep.Problems)
 			cond.Message = strings.Join(rep.Problems, "; ")
@@ -43,6 +45,17 @@ func (s *Server) ReportNodeCondition(ctx context.Context, cs kubernetes.Interfac
 		case <-time.After(interval):
 		}
 	}
+}
+
+// restoreSummary says how the node restores checkpoints, for people.
+func restoreSummary(rc agentapi.RestoreCapabilities) string {
+	switch {
+	case rc.RuntimeHandler != "":
+		return "through " + rc.RuntimeHandlerReason
+	case rc.CheckpointImage:
+		return "checkpoint images: " + rc.CheckpointImageReason
+	}
+	return "nothing: " + rc.CheckpointImageReason + ", and " + rc.RuntimeHandlerReason
 }
 
 // problemReason is the CamelCase word each problem starts with.

@@ -69,7 +69,7 @@ func Default() (*Config, error) {
 		Dir:         envOr("MS2M_LAB_DIR", "/var/tmp/ms2m-lab"),
 		Cache:       envOr("MS2M_CACHE", filepath.Join(home, ".cache", "ms2m")),
 		KubeVersion: envOr("MS2M_KUBE_VERSION", "v1.37.2"),
-		Containerd:  envOr("MS2M_LAB_CONTAINERD", "2.1"),
+		Containerd:  envOr("MS2M_LAB_CONTAINERD", "2.4"),
 		ServiceCIDR: "10.0.0.0/24",
 		Nodes: []Node{
 			{Name: "node-a", KubeletPort: 10250, HealthzPort: 10348, Subnet: "10.88.1.0/24", CgroupRoot: "/ms2m-node-a"},

@@ -60,7 +60,7 @@ test-property: generate kube-binaries ## the exactly-once property suite alone (
 		go test -count=1 -timeout 12h -parallel 4 -run TestExactlyOnceProperty ./internal/controller/
 
 .PHONY: test
-test: test-integration test-lab test-e2e ## every layer: unit, envtest + RabbitMQ, lab, e2e (the README's test command)
+test: test-integration test-lab test-e2e test-e2e-containerd21 ## every layer: unit, envtest + RabbitMQ, lab, e2e on containerd 2.4 and 2.1 (the README's test command)
 
 .PHONY: help
 help:
@@ -96,9 +96,16 @@ test-lab: ms2m ## up, lab tests, down, then check that down left nothing behind
 		exit $$rc
 
 ##@ End to end (in the lab; needs root)
-.PHONY: test-e2e demo
+.PHONY: test-e2e test-e2e-containerd21 demo
 test-e2e: ms2m ## live migrations in the lab under a producer: up, e2e suite, down
 	$(BIN)/ms2m lab up >/dev/null
+	rc=0; go test -tags e2e -count=1 -p 1 -timeout 45m -v ./test/e2e || rc=$$?; \
+		$(BIN)/ms2m lab down || rc=1; \
+		exit $$rc
+
+test-e2e-containerd21: ms2m ## the e2e suite on containerd 2.1.9 + runc 1.1.5 without ms2m's runtime handler: the restore path of checkpoint images still works
+	$(BIN)/ms2m lab down >/dev/null
+	$(BIN)/ms2m lab up --containerd 2.1 --no-runtime-handler >/dev/null
 	rc=0; go test -tags e2e -count=1 -p 1 -timeout 45m -v ./test/e2e || rc=$$?; \
 		$(BIN)/ms2m lab down || rc=1; \
 		exit $$rc

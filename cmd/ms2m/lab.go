@@ -27,6 +27,7 @@ func labCommand() *cobra.Command {
 		return c.Dir
 	}
 	var repo, containerd string
+	var noHandler bool
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Bring the lab up (idempotent); the first run builds Kubernetes (~15 min)",
@@ -44,7 +45,7 @@ func labCommand() *cobra.Command {
 					c.Containerd = prev.Containerd
 				}
 			}
-			if err := lab.Up(cmd.Context(), c, lab.Options{Out: os.Stderr, Repo: repo}); err != nil {
+			if err := lab.Up(cmd.Context(), c, lab.Options{Out: os.Stderr, Repo: repo, NoRuntimeHandler: noHandler}); err != nil {
 				return err
 			}
 			fmt.Println(strings.Join(c.Env(), "\n"))
@@ -52,6 +53,7 @@ func labCommand() *cobra.Command {
 		},
 	}
 	up.Flags().StringVar(&repo, "repo", "", "ms2m source tree (default: found from the working directory)")
+	up.Flags().BoolVar(&noHandler, "no-runtime-handler", false, "leave ms2m's runtime handler off the nodes: migrations restore checkpoint images where containerd still does (2.1), and are refused elsewhere")
 	up.Flags().StringVar(&containerd, "containerd", "", "containerd series of the nodes: 2.4 (containerd 2.4.2 + runc 1.5.3, built from the Go module proxy) or 2.1 (Debian's 2.1.9 + runc 1.1.5); default $MS2M_LAB_CONTAINERD, else the running lab's, else 2.4")
 
 	var keep bool

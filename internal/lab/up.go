@@ -33,6 +33,9 @@ type Options struct {
 	// Repo is the source tree (for the Kubernetes build and the images);
 	// found from the working directory when empty.
 	Repo string
+	// NoRuntimeHandler leaves ms2m's runtime handler off the nodes (a lab
+	// that tests the path without it).
+	NoRuntimeHandler bool
 }
 
 // LabImages are the images `up` pushes: the sandbox image both nodes are
@@ -99,6 +102,11 @@ func Up(ctx context.Context, c *Config, o Options) error {
 			return c.save()
 		}},
 		{"ms2m runtime handler", func() error {
+			if o.NoRuntimeHandler {
+				c.RuntimeHandler = ""
+				p.logf("not installed (asked so): nodes restore only checkpoint images, where their containerd does")
+				return c.save()
+			}
 			if o.Repo == "" {
 				p.logf("not built (no source tree): nodes get no ms2m runtime handler")
 				return nil

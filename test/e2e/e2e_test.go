@@ -155,7 +155,8 @@ func run(t *testing.T, sc scenario) *demo.Result {
 		}
 	}
 	if gotOwner != wantOwner {
-		t.Errorf("target owned by %q, want %q", gotOwner, wantOwner)
+		t.Errorf("target owned by %q, want %q (pod uid %s created %s, owners %+v, labels %v; conditions %+v)", gotOwner, wantOwner,
+			target.UID, target.CreationTimestamp, target.OwnerReferences, target.Labels, m.Status.Conditions)
 	}
 	// The checkpoint (the workload's memory) is gone from the target
 	// node's runtime under every name, once the migration has completed.

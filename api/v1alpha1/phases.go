@@ -62,7 +62,10 @@ const (
 	ConditionTopologyPrepared = "TopologyPrepared"
 	// ConditionReplayCoversSource: everything the source has not applied
 	// is in the replay queue, so the checkpoint may be taken.
-	ConditionReplayCoversSource    = "ReplayCoversSource"
+	ConditionReplayCoversSource = "ReplayCoversSource"
+	// ConditionTargetPrepared: the target pod was created before the
+	// checkpoint (a warm target, RestorePath RuntimeHandler, ShadowPod).
+	ConditionTargetPrepared        = "TargetPrepared"
 	ConditionCheckpointCreated     = "CheckpointCreated"
 	ConditionCheckpointTransferred = "CheckpointTransferred"
 	// ConditionCheckpointStaged: the target node's agent unpacked the

@@ -75,8 +75,10 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 	}
 	// node-b has ms2m's runtime handler: the target runs the workload's
 	// own image under its RuntimeClass, restored from what was staged.
-	if st.RestorePath != v1alpha1.RestoreRuntimeHandler || !strings.Contains(st.RestorePathReason, "node-b") || !migration.IsTrue(st, v1alpha1.ConditionCheckpointStaged) {
-		t.Errorf("restore path %q (%s), CheckpointStaged %v", st.RestorePath, st.RestorePathReason, migration.IsTrue(st, v1alpha1.ConditionCheckpointStaged))
+	if st.RestorePath != v1alpha1.RestoreRuntimeHandler || !strings.Contains(st.RestorePathReason, "node-b") || !migration.IsTrue(st, v1alpha1.ConditionCheckpointStaged) ||
+		!migration.IsTrue(st, v1alpha1.ConditionTargetPrepared) {
+		t.Errorf("restore path %q (%s), CheckpointStaged %v, TargetPrepared (warm target) %v", st.RestorePath, st.RestorePathReason,
+			migration.IsTrue(st, v1alpha1.ConditionCheckpointStaged), migration.IsTrue(st, v1alpha1.ConditionTargetPrepared))
 	}
 	if target.Spec.RuntimeClassName == nil || *target.Spec.RuntimeClassName != "ms2m" || target.Spec.Containers[0].Image != src.Spec.Containers[0].Image ||
 		target.Annotations[staging.AnnotationRestore] != st.Checkpoint.ID {

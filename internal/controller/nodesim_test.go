@@ -67,6 +67,7 @@ type nodeSim struct {
 	// node/namespace/pod/container; a restore claims it once.
 	staged   map[string]sdk.Snapshot
 	stageOps map[string]bool // checkpoint ID → staged once
+	claimed  map[string]bool // checkpoint ID → restored once
 }
 
 type simPod struct {
@@ -87,7 +88,7 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		images: map[string]sdk.Snapshot{}, ops: map[string]time.Time{}, snapshots: map[string]int{},
 		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{},
 		createdPods: map[string][]string{}, badRestore: map[string]bool{}, checkpointImageOnly: map[string]bool{}, noRestore: map[string]bool{},
-		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}}
+		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.kubelet(ctx) }()
@@ -292,18 +293,26 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 	// The checkpoint image, not a label: a target handed back to its
 	// StatefulSet loses ms2m's role label before the kubelet starts it.
 	restore := pod.Annotations[render.AnnotationCheckpointImage] != ""
-	if restore && holdRestore {
+	if (restore || pod.Annotations[staging.AnnotationRestore] != "") && holdRestore {
 		return
 	}
 	if pod.Annotations[staging.AnnotationRestore] != "" {
 		// ms2m's runtime handler: the container claims what the node's
 		// agent staged for it, once.
 		key := pod.Spec.NodeName + "/" + pod.Namespace + "/" + pod.Name + "/" + pod.Spec.Containers[0].Name
+		id := pod.Annotations[staging.AnnotationRestore]
 		s.mu.Lock()
 		snap, staged := s.staged[key]
 		delete(s.staged, key)
+		claimed := s.claimed[id]
+		if staged {
+			s.claimed[id] = true
+		}
 		bad := s.badRestore[pod.Name]
 		s.mu.Unlock()
+		if !staged && !claimed && !bad && pod.Spec.RuntimeClassName != nil {
+			return // a warm target: its create waits for the checkpoint
+		}
 		if !staged || bad || pod.Spec.RuntimeClassName == nil {
 			s.setStatus(ctx, pod, corev1.PodFailed, false, &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 				ExitCode: 128, Reason: "StartError", Message: "ms2m-runtime: no checkpoint is staged for " + key}})

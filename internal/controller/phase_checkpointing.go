@@ -50,6 +50,11 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 		}
 	}
 	st := &s.m.Status
+	if r.warmTarget(s) && !s.isDone(v1alpha1.ConditionTargetPrepared) {
+		if err := r.prepareTarget(ctx, s, pod); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
 	op, err := r.Agents.Checkpoint(ctx, st.SourceNode, agentapi.CheckpointRequest{
 		ID: s.id, Namespace: s.m.Namespace, Pod: pod.Name, PodUID: string(pod.UID), Container: st.ContainerName,
 	})
@@ -70,6 +75,27 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s: %d bytes, source frozen %s", pod.Name, st.ContainerName, res.SizeBytes, res.Freeze)
 	s.enter(v1alpha1.PhaseTransferring)
 	return next(), nil
+}
+
+// warmTarget: the target pod is created while the source is checkpointed,
+// so that its sandbox, network and image are ready when the checkpoint is
+// staged; ms2m's runtime handler holds its container's creation until
+// then. A Sequential target takes the source's name and cannot exist
+// beside it; a checkpoint image restore needs the image first.
+func (r *Reconciler) warmTarget(s *scope) bool {
+	st := &s.m.Status
+	return st.Strategy == v1alpha1.StrategyShadowPod && st.RestorePath == v1alpha1.RestoreRuntimeHandler && !isSwap(s.m)
+}
+
+func (r *Reconciler) prepareTarget(ctx context.Context, s *scope, src *corev1.Pod) error {
+	st := &s.m.Status
+	pod := r.renderTarget(s, src)
+	if err := r.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	s.done(v1alpha1.ConditionTargetPrepared, fmt.Sprintf("target pod %s created on %s before the checkpoint: it restores once the checkpoint is staged", pod.Name, st.TargetNode))
+	s.event(corev1.EventTypeNormal, v1alpha1.ConditionTargetPrepared, "Restore", "created target pod %s on %s ahead of its checkpoint", pod.Name, st.TargetNode)
+	return nil
 }
 
 // waitReplayCoverage holds the checkpoint until the replay queue holds

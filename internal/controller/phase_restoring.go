@@ -115,10 +115,16 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 
 func (r *Reconciler) renderTarget(s *scope, src *corev1.Pod) *corev1.Pod {
 	st := &s.m.Status
-	t := render.TargetPod{Source: src, Name: st.TargetPod, Node: st.TargetNode, Image: st.Checkpoint.Image,
+	t := render.TargetPod{Source: src, Name: st.TargetPod, Node: st.TargetNode,
 		Container: st.ContainerName, Migration: s.m.Name, KeepIdentity: st.Strategy == v1alpha1.StrategySequential}
+	if st.Checkpoint != nil {
+		// A warm target is rendered before the checkpoint exists.
+		t.Image = st.Checkpoint.Image
+	}
 	if st.RestorePath == v1alpha1.RestoreRuntimeHandler {
-		t.RuntimeClass, t.CheckpointID = r.Options.RuntimeClass, st.Checkpoint.ID
+		// The checkpoint's ID is the migration's: a warm target names it
+		// before the checkpoint exists.
+		t.RuntimeClass, t.CheckpointID = r.Options.RuntimeClass, s.id
 	}
 	return t.Build()
 }

@@ -76,7 +76,9 @@ func (t TargetPod) Build() *corev1.Pod {
 		annotations[k] = v
 	}
 	annotations[AnnotationRestoredFrom] = src.Name
-	annotations[AnnotationCheckpointImage] = t.Image
+	if t.Image != "" {
+		annotations[AnnotationCheckpointImage] = t.Image
+	}
 	if t.RuntimeClass != "" {
 		annotations[staging.AnnotationRestore] = t.CheckpointID
 	}

@@ -46,6 +46,11 @@ type Config struct {
 	Runc string `json:"runc"`
 	// StagingDir is the node's staging tree, shared with its agent.
 	StagingDir string `json:"stagingDir"`
+	// StageWaitSeconds is how long the create of a container that names a
+	// checkpoint waits for it to be staged: a target pod created while its
+	// source is still being checkpointed (a warm target) has its sandbox,
+	// network and image ready by then. Default 100.
+	StageWaitSeconds int `json:"stageWaitSeconds,omitempty"`
 }
 
 // ConfigPath is $MS2M_RUNTIME_CONFIG, else the file beside the program
@@ -158,6 +163,9 @@ func (h *Handler) create(inv Invocation, args []string) int {
 	if errors.Is(err, staging.ErrNotStaged) && want == "" {
 		return h.passThrough(args)
 	}
+	if errors.Is(err, staging.ErrNotStaged) && !h.layout().WasClaimed(want) {
+		meta, err = h.waitStaged(key)
+	}
 	if err != nil {
 		return h.fail(inv, notStaged(key, want, err))
 	}
@@ -187,10 +195,30 @@ func (h *Handler) create(inv Invocation, args []string) int {
 	return 0
 }
 
+// waitStaged waits for the node's agent to stage the checkpoint of a warm
+// target, which the controller creates before the checkpoint exists.
+func (h *Handler) waitStaged(key staging.Key) (staging.Meta, error) {
+	wait := time.Duration(h.Config.StageWaitSeconds) * time.Second
+	if wait <= 0 {
+		wait = 100 * time.Second
+	}
+	deadline := h.now().Add(wait)
+	for {
+		meta, err := h.layout().Staged(key)
+		if !errors.Is(err, staging.ErrNotStaged) {
+			return meta, err
+		}
+		if h.now().After(deadline) {
+			return meta, fmt.Errorf("%w within %s", err, wait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func notStaged(key staging.Key, want string, err error) error {
 	if errors.Is(err, staging.ErrNotStaged) {
 		return fmt.Errorf("container %s must be restored from checkpoint %s, but none is staged for it on this node "+
-			"(never staged, or already restored once: a restored container is never restored again from the same checkpoint)", key, want)
+			"(%v: never staged, or already restored once: a restored container is never restored again from the same checkpoint)", key, want, err)
 	}
 	return fmt.Errorf("container %s: %w", key, err)
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -168,5 +169,47 @@ func TestTerminalIsRefused(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(b, "config.json"), raw, 0o644)
 	if code := h.Main(createArgs(b, "t1")); code == 0 {
 		t.Fatal("a terminal container was restored")
+	}
+}
+
+// A warm target's container is created before its checkpoint exists: the
+// create waits for the agent to stage it, then restores.
+func TestWarmTargetWaitsForItsCheckpoint(t *testing.T) {
+	h, rec := newHandler(t)
+	k := staging.Key{Namespace: "shop", Pod: "orders-0-shadow", Container: "app"}
+	ann := criAnnotations("shop", "orders-0-shadow", "app")
+	ann[AnnotationRestore] = "mig-8"
+	b := bundle(t, ann)
+	done := make(chan int, 1)
+	go func() { done <- h.Main(createArgs(b, "warm1")) }()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case code := <-done:
+		t.Fatalf("create returned %d before the checkpoint was staged", code)
+	default:
+	}
+	stageFor(t, h, k, "mig-8", map[string]string{"checkpoint/inventory.img": "i"})
+	select {
+	case code := <-done:
+		if code != 0 || !slices.Contains(rec.execs[len(rec.execs)-1], "restore") {
+			t.Fatalf("exit %d, exec %q", code, rec.execs)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("create did not restore once the checkpoint was staged")
+	}
+}
+
+func TestWarmTargetGivesUp(t *testing.T) {
+	h, _ := newHandler(t)
+	h.Config.StageWaitSeconds = 1
+	ann := criAnnotations("shop", "late", "app")
+	ann[AnnotationRestore] = "mig-late"
+	b := bundle(t, ann)
+	if code := h.Main(createArgs(b, "late1")); code == 0 {
+		t.Fatal("a container was created with nothing staged for it")
+	}
+	log, _ := os.ReadFile(filepath.Join(b, "log.json"))
+	if !strings.Contains(string(log), "within 1s") {
+		t.Fatalf("log %q does not say how long it waited", log)
 	}
 }

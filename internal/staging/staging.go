@@ -34,6 +34,7 @@ const (
 	RootfsDiffTar  = "rootfs-diff.tar"
 	DeletedFiles   = "deleted.files"
 	claimedDirName = ".claimed"
+	claimedIDsDir  = ".claimed-ids"
 )
 
 // Meta says what a staged checkpoint is for.
@@ -146,7 +147,24 @@ func (l Layout) Claim(k Key, containerID string) (string, Meta, error) {
 		}
 		return "", Meta{}, fmt.Errorf("claiming %s: %w", src, err)
 	}
+	// Remembered past the container's deletion: a create that waits for
+	// this checkpoint to be staged must know it will never come again.
+	if idPattern.MatchString(m.CheckpointID) {
+		ids := filepath.Join(l.Dir, claimedIDsDir)
+		if err := os.MkdirAll(ids, 0o700); err == nil {
+			_ = os.WriteFile(filepath.Join(ids, m.CheckpointID), []byte(k.String()+"\n"), 0o600)
+		}
+	}
 	return dst, m, nil
+}
+
+// WasClaimed says whether a checkpoint was ever claimed on this node.
+func (l Layout) WasClaimed(checkpointID string) bool {
+	if !idPattern.MatchString(checkpointID) {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(l.Dir, claimedIDsDir, checkpointID))
+	return err == nil
 }
 
 // Release removes what a claim left (the container is gone).

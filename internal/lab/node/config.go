@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+
+	"github.com/ms2m/ms2m/internal/staging"
 )
 
 // Params of one node.
@@ -122,12 +124,12 @@ func (p Params) runtimeHandlerConfig() string {
 	}
 	return fmt.Sprintf(`    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%[3]s]
       runtime_type = 'io.containerd.runc.v2'
-      pod_annotations = ['migration.ms2m.io/restore']
+      pod_annotations = ['%[4]s']
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%[3]s.options]
         BinaryName = '%[2]s'
         Root = '%[1]s/containerd/runc'
         SystemdCgroup = false
-`, p.Dir, p.RuntimeHandlerPath(), RuntimeHandlerName)
+`, p.Dir, p.RuntimeHandlerPath(), RuntimeHandlerName, staging.AnnotationRestore)
 }
 
 // RuntimeHandlerPath is the node's link to the runtime handler: the

@@ -5,7 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pelletier/go-toml/v2"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ms2m/ms2m/internal/staging"
 )
 
 func params() Params {
@@ -84,5 +87,39 @@ func TestContainerdConfigKeepsToTheNode(t *testing.T) {
 	env := strings.Join(params().Env(), " ")
 	if !strings.Contains(env, "TMPDIR=/var/tmp/lab/node-b/tmp") || !strings.HasPrefix(env, "PATH=/var/tmp/lab/bin:") {
 		t.Errorf("env %s", env)
+	}
+}
+
+// A node with ms2m's runtime handler registers it beside runc, with the
+// same runc root, and passes the restore annotation through.
+func TestContainerdConfigRegistersTheRuntimeHandler(t *testing.T) {
+	p := params()
+	p.RuntimeHandlerBinary, p.StagingDir = "/var/tmp/lab/bin/ms2m-runtime", "/var/lib/ms2m/staging/node-b"
+	var conf struct {
+		Plugins map[string]struct {
+			Containerd struct {
+				Runtimes map[string]struct {
+					RuntimeType    string         `toml:"runtime_type"`
+					PodAnnotations []string       `toml:"pod_annotations"`
+					Options        map[string]any `toml:"options"`
+				} `toml:"runtimes"`
+			} `toml:"containerd"`
+		} `toml:"plugins"`
+	}
+	if err := toml.Unmarshal([]byte(p.ContainerdConfig()), &conf); err != nil {
+		t.Fatalf("%v\n%s", err, p.ContainerdConfig())
+	}
+	rts := conf.Plugins["io.containerd.cri.v1.runtime"].Containerd.Runtimes
+	h, runc := rts[RuntimeHandlerName], rts["runc"]
+	if h.RuntimeType != "io.containerd.runc.v2" || h.Options["BinaryName"] != p.RuntimeHandlerPath() || h.Options["Root"] != runc.Options["Root"] ||
+		len(h.PodAnnotations) != 1 || h.PodAnnotations[0] != staging.AnnotationRestore {
+		t.Fatalf("handler %+v (runc %+v)", h, runc)
+	}
+	var hc struct{ Runc, StagingDir string }
+	if err := json.Unmarshal([]byte(p.RuntimeHandlerConfig()), &hc); err != nil || hc.Runc != p.Runc || hc.StagingDir != p.StagingDir {
+		t.Fatalf("handler config %+v %v", hc, err)
+	}
+	if strings.Contains(params().ContainerdConfig(), "runtimes.ms2m") {
+		t.Fatal("a node without the handler registers it")
 	}
 }

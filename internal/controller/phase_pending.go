@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -54,12 +55,12 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if placement.FailReason != "" {
 		return s.fail(placement.FailReason, "%s", placement.Reason)
 	}
-	restore, restoreWhy, noRestore, err := r.restorePath(ctx, placement.Node, pod)
+	restore, restoreWhy, err := r.restorePath(ctx, placement.Node, pod)
+	if f := (*failure)(nil); errors.As(err, &f) {
+		return s.fail(f.reason, "%s", f.msg)
+	}
 	if err != nil {
 		return reconcile.Result{}, err
-	}
-	if noRestore != "" {
-		return s.fail(v1alpha1.ReasonNoRestorePath, "%s", noRestore)
 	}
 	mode := m.Spec.EffectiveTransferMode()
 	if mode == v1alpha1.TransferRegistry && r.repository(m) == "" {
@@ -178,23 +179,27 @@ func (r *Reconciler) agentReady(ctx context.Context, node string) bool {
 
 // restorePath resolves how the target node restores the checkpoint, from
 // its agent's report and the cluster's RuntimeClass of ms2m's runtime.
-func (r *Reconciler) restorePath(ctx context.Context, node string, pod *corev1.Pod) (v1alpha1.RestorePath, string, string, error) {
+// A *failure names why the migration cannot happen.
+func (r *Reconciler) restorePath(ctx context.Context, node string, pod *corev1.Pod) (v1alpha1.RestorePath, string, error) {
 	rep, err := r.Agents.Ready(ctx, node)
 	if err != nil {
-		return "", "", fmt.Sprintf("node %s: %v", node, err), nil
+		return "", "", &failure{reason: v1alpha1.ReasonAgentUnavailable, msg: fmt.Sprintf("node %s: %v", node, err)}
 	}
 	rc := &nodev1.RuntimeClass{}
 	switch err := r.Get(ctx, client.ObjectKey{Name: r.Options.RuntimeClass}, rc); {
 	case apierrors.IsNotFound(err):
 		rc.Name = ""
 	case err != nil:
-		return "", "", "", err
+		return "", "", err
 	case rep.Restore.RuntimeHandler != "" && rc.Handler != rep.Restore.RuntimeHandler:
 		// The RuntimeClass names another handler than the node's.
 		rc.Name = ""
 	}
 	path, why, fail := migration.ResolveRestorePath(node, rep.Restore, rc.Name, ptrOr(pod.Spec.RuntimeClassName))
-	return path, why, fail, nil
+	if fail != "" {
+		return "", "", &failure{reason: v1alpha1.ReasonNoRestorePath, msg: fail}
+	}
+	return path, why, nil
 }
 
 type reasonError struct {

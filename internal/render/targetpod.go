@@ -4,6 +4,7 @@
 package render
 
 import (
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -99,6 +100,13 @@ func (t TargetPod) Build() *corev1.Pod {
 	spec.Volumes, spec.Containers, spec.InitContainers = dropServiceAccountVolume(spec.Volumes, spec.Containers, spec.InitContainers)
 	if t.RuntimeClass != "" {
 		spec.RuntimeClassName = &t.RuntimeClass
+		for i := range spec.Containers {
+			if spec.Containers[i].Name == t.Container {
+				// A source restored before carries its own checkpoint's.
+				env := slices.DeleteFunc(spec.Containers[i].Env, func(e corev1.EnvVar) bool { return e.Name == staging.EnvRestore })
+				spec.Containers[i].Env = append(env, corev1.EnvVar{Name: staging.EnvRestore, Value: t.CheckpointID})
+			}
+		}
 	} else {
 		for i := range spec.Containers {
 			if spec.Containers[i].Name == t.Container {

@@ -89,6 +89,12 @@ func TestTargetPodThroughTheRuntimeHandler(t *testing.T) {
 	if p.Annotations[staging.AnnotationRestore] != "m1-abc" {
 		t.Errorf("annotations %v: the handler would start the container fresh", p.Annotations)
 	}
+	if env := p.Spec.Containers[0].Env; len(env) == 0 || env[len(env)-1] != (corev1.EnvVar{Name: staging.EnvRestore, Value: "m1-abc"}) {
+		t.Errorf("env %v: a runtime that drops the annotation would start the container fresh", env)
+	}
+	if len(p.Spec.Containers[1].Env) != len(sourcePod().Spec.Containers[1].Env) {
+		t.Errorf("a sidecar got the restore marker")
+	}
 	if p.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		t.Errorf("restart policy %s", p.Spec.RestartPolicy)
 	}

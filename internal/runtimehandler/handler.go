@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -156,6 +157,13 @@ func (h *Handler) create(inv Invocation, args []string) int {
 	}
 	key, isContainer := containerKey(spec.Annotations)
 	want := spec.Annotations[AnnotationRestore]
+	if want == "" && spec.Process != nil {
+		for _, e := range spec.Process.Env {
+			if v, ok := strings.CutPrefix(e, staging.EnvRestore+"="); ok {
+				want = v
+			}
+		}
+	}
 	if !isContainer {
 		return h.passThrough(args)
 	}

@@ -213,3 +213,19 @@ func TestWarmTargetGivesUp(t *testing.T) {
 		t.Fatalf("log %q does not say how long it waited", log)
 	}
 }
+
+// A runtime that does not pass the pod's annotation through still tells
+// the handler, through the container's environment, that the container
+// must be restored: it never starts fresh.
+func TestRestoreMarkerInTheEnvironment(t *testing.T) {
+	h, _ := newHandler(t)
+	h.Config.StageWaitSeconds = 1
+	b := bundle(t, criAnnotations("shop", "orders-0-shadow", "app"))
+	s := specs.Spec{Root: &specs.Root{Path: "rootfs"}, Annotations: criAnnotations("shop", "orders-0-shadow", "app"),
+		Process: &specs.Process{Args: []string{"/app"}, Env: []string{"PATH=/bin", staging.EnvRestore + "=mig-9"}}}
+	raw, _ := json.Marshal(s)
+	_ = os.WriteFile(filepath.Join(b, "config.json"), raw, 0o644)
+	if code := h.Main(createArgs(b, "env1")); code == 0 {
+		t.Fatal("a container marked for restore started fresh with nothing staged")
+	}
+}

@@ -26,6 +26,13 @@ import (
 // be created instead of starting fresh with no state.
 const AnnotationRestore = "migration.ms2m.io/restore"
 
+// EnvRestore carries the same on the restored container's environment,
+// which every runtime passes to the OCI spec whatever its annotation
+// settings: a runtime that does not pass the annotation through must not
+// make a target start fresh, without its state, unnoticed. The restored
+// process keeps its checkpointed environment and never sees it.
+const EnvRestore = "MS2M_RESTORE_CHECKPOINT"
+
 // Files of a staged checkpoint, as the kubelet's checkpoint archive names
 // them (containerd's and CRI-O's archives share these names).
 const (

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // errHandlerFailed: the handler refused a message, which was requeued.
@@ -21,6 +23,14 @@ func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, r
 	if IsFence(d.Headers) {
 		c.mu.Lock()
 		c.counters.Fences++
+		if d.ReplyTo != "" {
+			// Deliveries are applied in order: reaching the fence means
+			// everything queued before it is applied (its migration may
+			// checkpoint now).
+			fence, _ := d.Headers[FenceHeader].(string)
+			c.outbox = append(c.outbox, control.Report{Type: control.FencePassed, Pod: c.known.Name, Fence: fence})
+			c.replyTo = append(c.replyTo, d.ReplyTo)
+		}
 		c.mu.Unlock()
 		return ack(d)
 	}

@@ -487,6 +487,10 @@ type BrokerStatus struct {
 	// source being handed them shows it applied everything older.
 	// +optional
 	FencesSent int32 `json:"fencesSent,omitempty"`
+	// SourcePassedFence: the source reported reaching a fence, so it has
+	// applied everything queued before it.
+	// +optional
+	SourcePassedFence bool `json:"sourcePassedFence,omitempty"`
 	// ReplyQueue carries the target's reports back (REPLAY_STARTED,
 	// REPLAY_DONE), from workloads that report (the ms2m SDK).
 	// +optional

@@ -80,8 +80,9 @@ type Handoff interface {
 	Prepare(ctx context.Context, rec *v1alpha1.BrokerStatus) error
 	// Fence puts n fence messages into the workload's queue alone (not the
 	// buffer), behind everything in it, and notes them in rec once the
-	// broker has them: a consumer with the ms2m SDK acks them unapplied,
-	// and each one it is handed shows it has been handed everything older.
+	// broker has them: a consumer with the ms2m SDK acks them unapplied
+	// and reports each one it reaches (control.FencePassed, read with
+	// Reports): it has applied everything older.
 	Fence(ctx context.Context, n int, rec *v1alpha1.BrokerStatus) error
 	// StartReplay tells the target, through its control queue, to consume
 	// the buffer (START_REPLAY; the queue is declared if missing and noted

@@ -122,16 +122,27 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 	}
 	c := coverage(p.Primary, p.Buffer, int64(rec.FencesSent), broker.DegradedBy(h) != nil, r.Options.AssumedPrefetch)
 	covered, why := migration.ReplayCovers(c)
-	if !covered && rec.FencesSent == 0 && c.Consumers == 1 && c.Prefetch > 0 {
-		// A source with the SDK (it consumes its namespaced control queue)
-		// acks fences unapplied: handing it its prefetch's worth proves at
-		// once what traffic would prove later.
-		if rec.SourceControlQueue == control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod) {
-			if err := h.Fence(ctx, int(c.Prefetch), rec); err != nil {
+	// A source with the SDK (it consumes its namespaced control queue)
+	// acks a fence unapplied and reports reaching it: put behind
+	// everything in its queue, the fence proves it has applied everything
+	// older, exactly. Its report, not the queue counts, decides: a quorum
+	// queue's count of ready messages lags its enqueues, and a count
+	// taken short let the checkpoint miss messages (property seed 524430).
+	if rec.SourceControlQueue == control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod) && c.Consumers == 1 {
+		if rec.FencesSent == 0 {
+			if err := h.Fence(ctx, 1, rec); err != nil {
 				res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
 				return res, false, ferr
 			}
-			why += fmt.Sprintf("; %d fence message(s) sent to the source, which has the ms2m SDK", c.Prefetch)
+		}
+		if err := s.readReports(ctx, h); err != nil {
+			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
+			return res, false, ferr
+		}
+		covered = rec.SourcePassedFence
+		why = "the source (it has the ms2m SDK) reported reaching the fence put into its queue after the replay queue was bound: it has applied everything older"
+		if !covered {
+			why = "waiting for the source (it has the ms2m SDK) to reach the fence put into its queue after the replay queue was bound, behind everything it has not applied yet"
 		}
 	}
 	if !covered {

@@ -42,6 +42,14 @@ func (s *scope) readReports(ctx context.Context, h broker.Handoff) error {
 
 func (s *scope) takeReport(r control.Report) {
 	st := &s.m.Status
+	if r.Type == control.FencePassed {
+		// The source's, before its checkpoint (a Sequential target has
+		// the same name): never the target's handoff.
+		if r.Fence == s.id && r.Pod == s.m.Spec.SourcePod {
+			s.brokerRecord().SourcePassedFence = true
+		}
+		return
+	}
 	if r.Pod != "" && r.Pod != st.TargetPod {
 		return // an earlier target's, of a migration of the same name
 	}

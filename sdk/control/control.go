@@ -24,6 +24,10 @@ const (
 	// ReplayDone is its report once the replay queue is drained and it
 	// consumes its primary queue: what the handoff brought it.
 	ReplayDone = "REPLAY_DONE"
+	// FencePassed is a source's report that it reached a fence message
+	// the controller put into its queue, on the fence's reply-to queue:
+	// everything queued before the fence has been applied.
+	FencePassed = "FENCE_PASSED"
 )
 
 // QueuePrefix prefixes every control queue.
@@ -70,7 +74,7 @@ func NewStartReplay(queue, replyTo string) Message {
 // Report is what a consumer tells the controller of its handoff, counted
 // from the START_REPLAY it answers.
 type Report struct {
-	// Type is ReplayStarted or ReplayDone.
+	// Type is ReplayStarted, ReplayDone or FencePassed.
 	Type string `json:"type"`
 	// Pod is the reporting pod's name; ReplayQueue the queue it replays.
 	Pod         string `json:"pod"`
@@ -83,6 +87,8 @@ type Report struct {
 	// Missing the sequence numbers jumped over: messages lost.
 	Gaps    int64 `json:"gaps"`
 	Missing int64 `json:"missing"`
+	// Fence names the migration whose fence a FENCE_PASSED report is for.
+	Fence string `json:"fence,omitempty"`
 }
 
 // Encode marshals a report.
@@ -97,7 +103,7 @@ func DecodeReport(body []byte) (Report, error) {
 	if err := json.Unmarshal(body, &r); err != nil {
 		return Report{}, fmt.Errorf("report is not JSON: %w", err)
 	}
-	if r.Type != ReplayStarted && r.Type != ReplayDone {
+	if r.Type != ReplayStarted && r.Type != ReplayDone && r.Type != FencePassed {
 		return Report{}, fmt.Errorf("unknown report type %q", r.Type)
 	}
 	return r, nil

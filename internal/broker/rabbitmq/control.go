@@ -24,6 +24,16 @@ func (h *handoff) StartReplay(ctx context.Context, controlQueue string, rec *v1a
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	reply, err := h.replyQueue(ctx, rec)
+	if err != nil {
+		return err
+	}
+	return h.send(ctx, controlQueue, rec, control.NewStartReplay(rec.ReplayQueue, reply))
+}
+
+// replyQueue declares the queue the migration reads reports from (the
+// source's fence reports, the target's handoff reports); h.mu is held.
+func (h *handoff) replyQueue(ctx context.Context, rec *v1alpha1.BrokerStatus) (string, error) {
 	reply := control.ReplyQueuePrefix + h.id
 	rec.ReplyQueue = reply
 	broker.NoteDeclaredQueue(rec, reply)
@@ -32,9 +42,9 @@ func (h *handoff) StartReplay(ctx context.Context, controlQueue string, rec *v1a
 		return err
 	})
 	if err != nil {
-		return classify(err, fmt.Sprintf("declaring the reply queue %q", reply))
+		return "", classify(err, fmt.Sprintf("declaring the reply queue %q", reply))
 	}
-	return h.send(ctx, controlQueue, rec, control.NewStartReplay(rec.ReplayQueue, reply))
+	return reply, nil
 }
 
 // Reports takes what arrived on the reply queue. A report that is not one

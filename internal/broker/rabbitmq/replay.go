@@ -173,14 +173,18 @@ func (h *handoff) Fence(ctx context.Context, n int, rec *v1alpha1.BrokerStatus) 
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	err := h.sess.doAlone(ctx, func(ch *amqp.Channel) error {
+	reply, err := h.replyQueue(ctx, rec)
+	if err != nil {
+		return err
+	}
+	err = h.sess.doAlone(ctx, func(ch *amqp.Channel) error {
 		if err := ch.Confirm(false); err != nil {
 			return err
 		}
 		var pending []*amqp.DeferredConfirmation
 		for range n {
 			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", h.stream.Queue, true, false, amqp.Publishing{
-				Headers: amqp.Table{sdk.FenceHeader: h.id}, DeliveryMode: amqp.Persistent, Timestamp: time.Now()})
+				Headers: amqp.Table{sdk.FenceHeader: h.id}, DeliveryMode: amqp.Persistent, Timestamp: time.Now(), ReplyTo: reply})
 			if err != nil {
 				return err
 			}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // Container runtime releases the lab builds from the Go module proxy: the
@@ -58,6 +60,9 @@ func EnsureRuntime(ctx context.Context, cache, series string, debs *Paths, logf 
 	if !allExist(rt.Runc) {
 		// cgo and libseccomp-dev: runc without seccomp refuses every pod
 		// with a seccomp profile (RuntimeDefault).
+		if err := ensureBuildPackages(ctx, logf); err != nil {
+			return Runtime{}, err
+		}
 		logf("go install -tags seccomp github.com/opencontainers/runc@%s", RuncVersion)
 		if err := goInstall(ctx, filepath.Dir(rt.Runc), []string{"-tags", "seccomp", "github.com/opencontainers/runc@" + RuncVersion}, []string{"CGO_ENABLED=1"}, logf); err != nil {
 			_ = os.RemoveAll(filepath.Dir(rt.Runc))
@@ -65,6 +70,35 @@ func EnsureRuntime(ctx context.Context, cache, series string, debs *Paths, logf 
 		}
 	}
 	return rt, nil
+}
+
+// buildPackages are what runc's cgo build needs from the system.
+var buildPackages = []string{"gcc", "pkg-config", "libseccomp-dev"}
+
+// ensureBuildPackages installs the Debian packages runc's build needs
+// (the only system packages the lab installs besides rabbitmq-server).
+func ensureBuildPackages(ctx context.Context, logf func(string, ...any)) error {
+	if exec.CommandContext(ctx, "pkg-config", "--exists", "libseccomp").Run() == nil {
+		if _, err := exec.LookPath("gcc"); err == nil {
+			return nil
+		}
+	}
+	logf("apt-get install %s", strings.Join(buildPackages, " "))
+	install := func() error {
+		cmd := exec.CommandContext(ctx, "apt-get", append([]string{"install", "-y", "-q"}, buildPackages...)...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get install %s: %w: %s", strings.Join(buildPackages, " "), err, out)
+		}
+		return nil
+	}
+	if install() == nil {
+		return nil
+	}
+	if out, err := exec.CommandContext(ctx, "apt-get", "update", "-q").CombinedOutput(); err != nil {
+		return fmt.Errorf("apt-get update: %w: %s", err, out)
+	}
+	return install()
 }
 
 func allExist(paths ...string) bool {

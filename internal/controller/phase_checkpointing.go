@@ -121,29 +121,15 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 		rec.SourceControlQueue = q
 	}
 	c := coverage(p.Primary, p.Buffer, int64(rec.FencesSent), broker.DegradedBy(h) != nil, r.Options.AssumedPrefetch)
-	covered, why := migration.ReplayCovers(c)
-	// A source with the SDK (it consumes its namespaced control queue)
-	// acks a fence unapplied and reports reaching it: put behind
-	// everything in its queue, the fence proves it has applied everything
-	// older, exactly. Its report, not the queue counts, decides: a quorum
-	// queue's count of ready messages lags its enqueues, and a count
-	// taken short let the checkpoint miss messages (property seed 524430).
+	var covered bool
+	var why string
 	if rec.SourceControlQueue == control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod) && c.Consumers == 1 {
-		if rec.FencesSent == 0 {
-			if err := h.Fence(ctx, 1, rec); err != nil {
-				res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
-				return res, false, ferr
-			}
-		}
-		if err := s.readReports(ctx, h); err != nil {
+		if covered, why, err = r.sourcePassedFence(ctx, s, h, rec); err != nil {
 			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
 			return res, false, ferr
 		}
-		covered = rec.SourcePassedFence
-		why = "the source (it has the ms2m SDK) reported reaching the fence put into its queue after the replay queue was bound: it has applied everything older"
-		if !covered {
-			why = "waiting for the source (it has the ms2m SDK) to reach the fence put into its queue after the replay queue was bound, behind everything it has not applied yet"
-		}
+	} else {
+		covered, why = migration.ReplayCovers(c)
 	}
 	if !covered {
 		s.condition(v1alpha1.ConditionReplayCoversSource, metav1.ConditionFalse, "SourceBehind", why)
@@ -151,6 +137,28 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 	}
 	s.done(v1alpha1.ConditionReplayCoversSource, why)
 	return reconcile.Result{}, true, nil
+}
+
+// sourcePassedFence decides for a source with the SDK (it consumes its
+// namespaced control queue): it acks a fence unapplied and reports
+// reaching it, so a fence put behind everything in its queue proves it
+// has applied everything older, exactly. Its report, not the queue
+// counts, decides: a quorum queue's count of ready messages lags its
+// enqueues, and a count taken short let the checkpoint miss messages
+// (property seed 524430).
+func (r *Reconciler) sourcePassedFence(ctx context.Context, s *scope, h broker.Handoff, rec *v1alpha1.BrokerStatus) (bool, string, error) {
+	if rec.FencesSent == 0 {
+		if err := h.Fence(ctx, 1, rec); err != nil {
+			return false, "", err
+		}
+	}
+	if err := s.readReports(ctx, h); err != nil {
+		return false, "", err
+	}
+	if !rec.SourcePassedFence {
+		return false, "waiting for the source (it has the ms2m SDK) to reach the fence put into its queue after the replay queue was bound, behind everything it has not applied yet", nil
+	}
+	return true, "the source (it has the ms2m SDK) reported reaching the fence put into its queue after the replay queue was bound: it has applied everything older", nil
 }
 
 // coverage turns what the broker reports of the two queues into what

@@ -84,11 +84,18 @@ func ensureBuildPackages(ctx context.Context, logf func(string, ...any)) error {
 		}
 	}
 	logf("apt-get install %s", strings.Join(buildPackages, " "))
+	return AptInstall(ctx, buildPackages...)
+}
+
+// AptInstall installs Debian packages from the system's sources,
+// refreshing the package lists once if the first try fails (a fresh
+// machine may have none).
+func AptInstall(ctx context.Context, pkgs ...string) error {
 	install := func() error {
-		cmd := exec.CommandContext(ctx, "apt-get", append([]string{"install", "-y", "-q"}, buildPackages...)...)
+		cmd := exec.CommandContext(ctx, "apt-get", append([]string{"install", "-y", "-q"}, pkgs...)...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("apt-get install %s: %w: %s", strings.Join(buildPackages, " "), err, out)
+			return fmt.Errorf("apt-get install %s: %w: %s", strings.Join(pkgs, " "), err, tail(out))
 		}
 		return nil
 	}
@@ -96,9 +103,17 @@ func ensureBuildPackages(ctx context.Context, logf func(string, ...any)) error {
 		return nil
 	}
 	if out, err := exec.CommandContext(ctx, "apt-get", "update", "-q").CombinedOutput(); err != nil {
-		return fmt.Errorf("apt-get update: %w: %s", err, out)
+		return fmt.Errorf("apt-get update: %w: %s", err, tail(out))
 	}
 	return install()
+}
+
+// tail keeps the end of a command's output, where apt says what failed.
+func tail(b []byte) string {
+	if len(b) > 1500 {
+		b = b[len(b)-1500:]
+	}
+	return string(b)
 }
 
 func allExist(paths ...string) bool {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 
+	"github.com/ms2m/ms2m/internal/runtimehandler"
 	"github.com/ms2m/ms2m/internal/staging"
 )
 
@@ -138,7 +139,7 @@ func (p Params) RuntimeHandlerPath() string { return filepath.Join(p.Dir, "ms2m-
 
 // RuntimeHandlerConfig is the handler's own configuration.
 func (p Params) RuntimeHandlerConfig() string {
-	return fmt.Sprintf("{\n  \"runc\": %q,\n  \"stagingDir\": %q\n}\n", p.Runc, p.StagingDir)
+	return runtimehandler.Install{Runc: p.Runc, StagingDir: p.StagingDir}.HandlerConfig()
 }
 
 // CNIConfig is ptp + host-local: each pod gets a veth with a /32 route on

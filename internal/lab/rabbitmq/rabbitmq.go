@@ -12,12 +12,12 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/ms2m/ms2m/internal/lab/deps"
 	"github.com/ms2m/ms2m/internal/lab/supervise"
 )
 
@@ -51,29 +51,7 @@ func Install(ctx context.Context, logf func(string, ...any)) error {
 		return nil
 	}
 	logf("apt-get install rabbitmq-server (~25 s)")
-	inst := func() error {
-		cmd := exec.CommandContext(ctx, "apt-get", "install", "-y", "-q", "rabbitmq-server")
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("apt-get install rabbitmq-server: %w: %s", err, tail(out))
-		}
-		return nil
-	}
-	if inst() == nil {
-		return nil
-	}
-	if out, err := exec.CommandContext(ctx, "apt-get", "update", "-q").CombinedOutput(); err != nil {
-		return fmt.Errorf("apt-get update: %w: %s", err, tail(out))
-	}
-	return inst()
-}
-
-func tail(b []byte) string {
-	if len(b) > 1500 {
-		b = b[len(b)-1500:]
-	}
-	return string(b)
+	return deps.AptInstall(ctx, "rabbitmq-server")
 }
 
 // Prepare writes the node's configuration and cookie, owned by rabbitmq.

@@ -87,13 +87,18 @@ func (s Snapshot) Apply(producer string, seq int64, sequenced bool, payload []by
 
 // CombineDigests is the digest of a stream with several producers, defined
 // independently of this package's code like Digest: the producer's own
-// digest when there is one producer; otherwise SHA-256 over the producers
+// digest when there is one producer; all zeros when there is none (the
+// digest of a stream nothing was applied from, as a fresh Snapshot has it);
+// otherwise SHA-256 over the producers
 // in byte order of their identities, each as len(id) (4 bytes big-endian)
 // || id || its digest. Messages of different producers may interleave
 // differently in two queues fed by one exchange, so only each producer's
 // order is part of the state; the combination does not depend on the
 // interleaving.
 func CombineDigests(producers map[string]Position) Digest {
+	if len(producers) == 0 {
+		return Digest{}
+	}
 	if len(producers) == 1 {
 		for _, p := range producers {
 			return p.Digest

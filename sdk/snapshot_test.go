@@ -103,6 +103,21 @@ func TestSnapshotPerProducer(t *testing.T) {
 	}
 }
 
+// A state nothing was applied to has the digest of an empty stream, and
+// that digest is the same however it is computed: the zero value a fresh
+// Snapshot carries and the combination of no producers. A replica that only
+// ever saw unsequenced messages keeps it too.
+func TestEmptyStreamDigest(t *testing.T) {
+	var fresh Snapshot
+	if got := CombineDigests(nil); got != fresh.Digest {
+		t.Fatalf("CombineDigests(none) = %s, a fresh snapshot has %s", got, fresh.Digest)
+	}
+	s, _ := fresh.Apply("", 0, false, []byte("unsequenced"))
+	if s.Digest != CombineDigests(s.Producers) || s.Digest != (Digest{}) {
+		t.Fatalf("after an unsequenced message: digest %s, combination %s", s.Digest, CombineDigests(s.Producers))
+	}
+}
+
 // A snapshot from before producer identities (no Producers) is the
 // producer "": it keeps de-duplicating and extending that stream.
 func TestSnapshotWithoutProducersIsTheAnonymousStream(t *testing.T) {

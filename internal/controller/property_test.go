@@ -358,6 +358,9 @@ func (run *propRun) reference() (map[string]int64, string) {
 	for id, recs := range run.confirmed {
 		last[id], digests[id] = referenceChain(recs)
 	}
+	if len(digests) == 0 {
+		return last, hex.EncodeToString(make([]byte, sha256.Size))
+	}
 	if len(digests) == 1 {
 		for _, d := range digests {
 			return last, hex.EncodeToString(d)

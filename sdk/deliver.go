@@ -75,6 +75,11 @@ func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, r
 	if missing > 0 {
 		c.counters.Gaps++
 		c.counters.Missing += missing
+		if c.reply != "" {
+			// Mid-handoff: say so now, while the source may still serve
+			// (the controller rolls back rather than lose the hole).
+			c.report(control.StreamGap, c.route.replay)
+		}
 	}
 	if herr != nil {
 		c.counters.Malformed++

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/ms2m/ms2m/sdk"
 	"github.com/ms2m/ms2m/sdk/control"
 	"github.com/ms2m/ms2m/sdk/sdktest"
@@ -92,5 +94,57 @@ func TestHandoffExactlyOnce(t *testing.T) {
 	expectExactlyOnce(t, "target", tgt.Consumer, n, ref)
 	if k := tgt.Counters(); k.Duplicates == 0 || k.Replayed == 0 {
 		t.Errorf("the handoff exercised no de-duplication or no replay: %+v", k)
+	}
+}
+
+// A target that finds a hole in the stream while it replays says so at
+// once (STREAM_GAP), before END_REPLAY: the controller can still roll back
+// to a source that serves.
+func TestGapWhileReplayingIsReportedAtOnce(t *testing.T) {
+	b := broker(t)
+	primary, replay := b.Name("orders"), b.Name("orders.replay")
+	pod := b.Name("consumer-0-target")
+	b.Queue(t, primary)
+	b.Queue(t, replay)
+	b.DeleteAtCleanup(t, control.QueueName(pod))
+
+	var snap sdk.Snapshot
+	for seq := int64(1); seq <= 3; seq++ {
+		snap, _ = snap.Apply("p", seq, true, []byte("m"))
+	}
+	conn, err := amqp.Dial(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []int64{3, 6, 7} { // 4 and 5 never reach the replay queue
+		if err := ch.Publish("", replay, false, false, amqp.Publishing{
+			Headers: amqp.Table{sdk.SeqHeader: seq, sdk.ProducerHeader: "p"}, Body: []byte("m")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var app recorder
+	tgt := start(t, sdk.Config{URL: b.URL, Queue: primary, Handler: app.handle, Restore: &snap,
+		Identity: identity(t, t.TempDir(), "uid-b", pod)})
+	sdktest.Eventually(t, 10*time.Second, "target on its control queue", func() bool {
+		return b.Inspect(t, control.QueueName(pod)).Consumers == 1
+	})
+	reports := b.Name("reports")
+	b.Queue(t, reports)
+	b.SendControl(t, pod, control.NewStartReplay(replay, reports))
+	if r := b.Report(t, reports); r.Type != control.ReplayStarted {
+		t.Fatalf("first report %+v, want %s", r, control.ReplayStarted)
+	}
+	r := b.Report(t, reports)
+	if r.Type != control.StreamGap || r.Pod != pod || r.ReplayQueue != replay || r.Gaps != 1 || r.Missing != 2 || r.Duplicates != 1 {
+		t.Fatalf("report after the hole %+v, want %s from %s for %s: 1 gap, 2 missing, 1 duplicate", r, control.StreamGap, pod, replay)
+	}
+	if tgt.Mode() != sdk.Replaying {
+		t.Errorf("mode %s: the gap report came after the replay ended", tgt.Mode())
 	}
 }

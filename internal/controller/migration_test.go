@@ -206,51 +206,73 @@ func TestBacklogFromBeforeTheReplayQueueIsNotLost(t *testing.T) {
 }
 
 // Some of the stream reaches the queue through the default exchange,
-// which no replay queue can copy: the target sees the holes, reports them,
-// and the migration says so (StreamIntact False, a MessagesLost Warning)
-// instead of reporting a clean success.
+// which no replay queue can copy: the target sees the holes as it replays
+// and reports them at once. A ShadowPod source still serves and has
+// applied them, so the migration rolls back and loses nothing; a
+// Sequential source is gone, so the migration completes and says what was
+// lost (StreamIntact False, a MessagesLost Warning) instead of reporting a
+// clean success.
 func TestLossTheTargetSeesIsReported(t *testing.T) {
-	w := newWorld(t)
-	w.sourcePod("consumer-0")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		conn, err := amqp.Dial(w.amqpURL)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for seq := int64(1); ctx.Err() == nil; seq++ {
-			<-tick.C
-			ex, key := w.exchange, "orders"
-			if seq%5 == 0 {
-				ex, key = "", w.queue // straight to the queue
+	for _, strategy := range []v1alpha1.MigrationStrategy{v1alpha1.StrategyShadowPod, v1alpha1.StrategySequential} {
+		t.Run(string(strategy), func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.sourcePod("consumer-0")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go publishSomeAroundTheExchange(t, ctx, w)
+			time.Sleep(500 * time.Millisecond)
+			w.startManager()
+			name := w.b.Name("mig")
+			w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.MigrationStrategy = strategy })
+			m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+			c := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionStreamIntact)
+			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonMessagesLost {
+				t.Fatalf("StreamIntact %+v, want False/%s", c, v1alpha1.ReasonMessagesLost)
 			}
-			_ = ch.Publish(ex, key, false, false, amqp.Publishing{
-				Headers: amqp.Table{sdk.SeqHeader: seq, sdk.ProducerHeader: "p"}, Body: fmt.Appendf(nil, "%d", seq)})
+			if tr := m.Status.Messages.Target; tr == nil || tr.Lost == 0 || tr.Gaps == 0 {
+				t.Errorf("status.messages.target %+v: the loss the target saw is not in status", tr)
+			}
+			sdktest.Eventually(t, 5*time.Second, "a MessagesLost Warning", func() bool {
+				return slices.Contains(w.events(name), v1alpha1.ReasonMessagesLost)
+			})
+			if strategy == v1alpha1.StrategySequential {
+				if m.Status.Phase != v1alpha1.PhaseCompleted {
+					t.Fatalf("phase %s (%s: %s), want Completed: the source is gone, there is nothing to roll back to", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage)
+				}
+				return
+			}
+			if m.Status.Phase != v1alpha1.PhaseFailed || m.Status.FailureReason != v1alpha1.ReasonMessagesLost || !meta(m, v1alpha1.ConditionRolledBack) {
+				t.Fatalf("phase %s, reason %q, RolledBack %v: want a rollback for the gap while the source serves", m.Status.Phase, m.Status.FailureReason, meta(m, v1alpha1.ConditionRolledBack))
+			}
+			w.expectSourceServing("consumer-0")
+		})
+	}
+}
+
+// publishSomeAroundTheExchange publishes one sequence at 100 msg/s, every
+// fifth message straight to the queue, until ctx ends.
+func publishSomeAroundTheExchange(t *testing.T, ctx context.Context, w *world) {
+	conn, err := amqp.Dial(w.amqpURL)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for seq := int64(1); ctx.Err() == nil; seq++ {
+		<-tick.C
+		ex, key := w.exchange, "orders"
+		if seq%5 == 0 {
+			ex, key = "", w.queue // straight to the queue
 		}
-	}()
-	time.Sleep(500 * time.Millisecond)
-	w.startManager()
-	name := w.b.Name("mig")
-	w.migration(name, "consumer-0", nil)
-	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
-	c := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionStreamIntact)
-	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonMessagesLost {
-		t.Fatalf("StreamIntact %+v, want False/%s", c, v1alpha1.ReasonMessagesLost)
+		_ = ch.Publish(ex, key, false, false, amqp.Publishing{
+			Headers: amqp.Table{sdk.SeqHeader: seq, sdk.ProducerHeader: "p"}, Body: fmt.Appendf(nil, "%d", seq)})
 	}
-	if tr := m.Status.Messages.Target; tr == nil || tr.Lost == 0 || tr.Gaps == 0 {
-		t.Errorf("status.messages.target %+v: the loss the target saw is not in status", tr)
-	}
-	sdktest.Eventually(t, 5*time.Second, "a MessagesLost Warning", func() bool {
-		return slices.Contains(w.events(name), v1alpha1.ReasonMessagesLost)
-	})
 }

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -139,6 +140,16 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 	return reconcile.Result{}, true, nil
 }
 
+// fenceSettle separates the bind of the replay queue from the fence. A
+// message the broker routed just before the bind (so not to the replay
+// queue) travels from its publisher's channel to the queue on its own: on a
+// quorum queue under load it can be appended after a fence published at
+// once on the controller's channel, pass the fence unseen and be applied
+// after the checkpoint, a hole in the target's stream (property seed
+// 524367). The wait makes that far less likely; a target that still finds
+// a hole reports it and the migration rolls back (targetSawGap).
+const fenceSettle = 100 * time.Millisecond
+
 // sourcePassedFence decides for a source with the SDK (it consumes its
 // namespaced control queue): it acks a fence unapplied and reports
 // reaching it, so a fence put behind everything in its queue proves it
@@ -148,6 +159,9 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 // (property seed 524430).
 func (r *Reconciler) sourcePassedFence(ctx context.Context, s *scope, h broker.Handoff, rec *v1alpha1.BrokerStatus) (bool, string, error) {
 	if rec.FencesSent == 0 {
+		if b := rec.ReplayBoundTime; b != nil && s.now.Sub(b.Time) < fenceSettle {
+			return false, "letting messages routed before the replay queue was bound reach the queue before the fence goes in behind them", nil
+		}
 		if err := h.Fence(ctx, 1, rec); err != nil {
 			return false, "", err
 		}

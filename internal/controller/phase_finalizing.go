@@ -17,6 +17,7 @@ import (
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/broker"
+	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/render"
 )
 
@@ -63,6 +64,9 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	if !s.isDone(v1alpha1.ConditionSourceStopped) && !podReady(target) {
 		return s.poll(), nil
 	}
+	if failed, err := r.gapBeforeStop(ctx, s); failed || err != nil {
+		return next(), err
+	}
 	gone, err := r.stopSource(ctx, s, target, false)
 	if err != nil || !gone {
 		return s.poll(), err
@@ -85,6 +89,23 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	}
 	msg, done, err := r.transferOwnership(ctx, s, target)
 	return r.completeWhenOwned(s, msg, done, err)
+}
+
+// gapBeforeStop reads the target's reports one last time before the source
+// is stopped: a gap it found while replaying still rolls back then.
+func (r *Reconciler) gapBeforeStop(ctx context.Context, s *scope) (bool, error) {
+	st := &s.m.Status
+	if !s.hasBroker() || migration.PastPointOfNoReturn(st) || !targetReporting(st) {
+		return false, nil
+	}
+	h, err := s.brokerSession(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := s.readReports(ctx, h); err != nil {
+		return false, err
+	}
+	return st.FailureReason != "", nil
 }
 
 // completeWhenOwned ends Finalizing with the outcome of the step that

@@ -60,6 +60,9 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 	if err := s.readReports(ctx, h); err != nil {
 		return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
 	}
+	if st.FailureReason != "" {
+		return next(), nil // the target reported a gap: roll back
+	}
 	updateMessages(st, p)
 	d := migration.DecideReplay(migration.ReplayState{
 		Mode: st.ReplayMode, Cutoff: s.m.Spec.ReplayCutoff(),

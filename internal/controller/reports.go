@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
@@ -62,19 +63,43 @@ func (s *scope) takeReport(r control.Report) {
 		st.Messages.Target = t
 	}
 	t.Reporting = true
-	if r.Type != control.ReplayDone || t.Done {
+	if t.Done || (r.Type != control.ReplayDone && r.Type != control.StreamGap) {
+		return
+	}
+	t.Gaps, t.Lost = max(t.Gaps, r.Gaps), max(t.Lost, r.Missing)
+	if r.Type == control.StreamGap {
+		s.targetSawGap(r)
 		return
 	}
 	t.Done = true
-	t.Replayed, t.DuplicatesSkipped, t.Gaps, t.Lost = r.Replayed, r.Duplicates, r.Gaps, r.Missing
+	t.Replayed, t.DuplicatesSkipped = r.Replayed, r.Duplicates
 	if r.Missing > 0 {
-		msg := fmt.Sprintf("target %s found %d message(s) missing from the stream in %d gap(s) during the handoff: they were lost", st.TargetPod, r.Missing, r.Gaps)
-		s.condition(v1alpha1.ConditionStreamIntact, metav1.ConditionFalse, v1alpha1.ReasonMessagesLost, msg)
-		s.event(corev1.EventTypeWarning, v1alpha1.ReasonMessagesLost, "Verify", "%s", msg)
+		s.targetSawGap(r)
 		return
 	}
 	s.done(v1alpha1.ConditionStreamIntact, fmt.Sprintf("target %s reported no gap: %d message(s) replayed, %d applied before the checkpoint skipped",
 		st.TargetPod, r.Replayed, r.Duplicates))
+}
+
+// targetSawGap records a loss the target reported. While the source still
+// serves, the migration fails and rolls back: the source applied what the
+// target is missing, so nothing is lost. Past the point of no return the
+// loss stands, and status says so rather than report a clean success.
+func (s *scope) targetSawGap(r control.Report) {
+	st := &s.m.Status
+	c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionStreamIntact)
+	said := c != nil && c.Reason == v1alpha1.ReasonMessagesLost
+	if !migration.PastPointOfNoReturn(st) {
+		msg := fmt.Sprintf("target %s found %d message(s) missing from the stream in %d gap(s) while it replayed; the source, still serving, has applied them", st.TargetPod, r.Missing, r.Gaps)
+		s.condition(v1alpha1.ConditionStreamIntact, metav1.ConditionFalse, v1alpha1.ReasonMessagesLost, msg)
+		_, _ = s.fail(v1alpha1.ReasonMessagesLost, "%s", msg)
+		return
+	}
+	msg := fmt.Sprintf("target %s found %d message(s) missing from the stream in %d gap(s) during the handoff: they were lost", st.TargetPod, r.Missing, r.Gaps)
+	s.condition(v1alpha1.ConditionStreamIntact, metav1.ConditionFalse, v1alpha1.ReasonMessagesLost, msg)
+	if !said {
+		s.event(corev1.EventTypeWarning, v1alpha1.ReasonMessagesLost, "Verify", "%s", msg)
+	}
 }
 
 // targetReporting: the target announced that it reports.

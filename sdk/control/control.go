@@ -28,6 +28,11 @@ const (
 	// the controller put into its queue, on the fence's reply-to queue:
 	// everything queued before the fence has been applied.
 	FencePassed = "FENCE_PASSED"
+	// StreamGap is a replaying consumer's report, sent at once, that a
+	// producer's sequence jumped: messages the handoff should have brought
+	// it are missing. A controller whose source still serves can then roll
+	// back before anything is lost; REPLAY_DONE would come too late.
+	StreamGap = "STREAM_GAP"
 )
 
 // QueuePrefix prefixes every control queue.
@@ -74,7 +79,7 @@ func NewStartReplay(queue, replyTo string) Message {
 // Report is what a consumer tells the controller of its handoff, counted
 // from the START_REPLAY it answers.
 type Report struct {
-	// Type is ReplayStarted, ReplayDone or FencePassed.
+	// Type is ReplayStarted, ReplayDone, FencePassed or StreamGap.
 	Type string `json:"type"`
 	// Pod is the reporting pod's name; ReplayQueue the queue it replays.
 	Pod         string `json:"pod"`
@@ -103,7 +108,9 @@ func DecodeReport(body []byte) (Report, error) {
 	if err := json.Unmarshal(body, &r); err != nil {
 		return Report{}, fmt.Errorf("report is not JSON: %w", err)
 	}
-	if r.Type != ReplayStarted && r.Type != ReplayDone && r.Type != FencePassed {
+	switch r.Type {
+	case ReplayStarted, ReplayDone, FencePassed, StreamGap:
+	default:
 		return Report{}, fmt.Errorf("unknown report type %q", r.Type)
 	}
 	return r, nil

@@ -26,6 +26,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agent"
 	"github.com/ms2m/ms2m/internal/agentclient"
+	"github.com/ms2m/ms2m/internal/engine"
 	"github.com/ms2m/ms2m/internal/staging"
 )
 
@@ -33,6 +34,7 @@ func main() {
 	var (
 		node, listen, stateDir, tlsDir, hostRoot, containerdSock, criuConfig, namespace string
 		stagingDir, handlerName, handlerBinary                                          string
+		runcBinary, runcRoot, criuBinary, dumpDir                                       string
 	)
 	flag.StringVar(&node, "node", os.Getenv("NODE_NAME"), "name of this node")
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agents (to find peers)")
@@ -46,6 +48,10 @@ func main() {
 	flag.StringVar(&handlerName, "runtime-handler", "", "runtime handler name of ms2m's runtime on this node (the RuntimeClass's handler), set by the node setup that installed it; empty: not installed")
 	flag.StringVar(&handlerBinary, "runtime-handler-binary", "/usr/local/bin/ms2m-runtime", "where the node setup installed ms2m's runtime, on the host ({node} is replaced by the node name)")
 	aliases := map[string]string{}
+	flag.StringVar(&runcBinary, "runc", "", "the container runtime's runc on the host, which the agent runs itself to dump containers ({node} is replaced by the node name); empty: the one ms2m's runtime handler names, else the first runc in the host's sbin/bin directories")
+	flag.StringVar(&runcRoot, "runc-root", "/run/containerd/runc/k8s.io", "runc's state root for the runtime's Kubernetes containers, on the host ({node} is replaced by the node name)")
+	flag.StringVar(&criuBinary, "criu", "", "criu on the host for runc to use ({node} is replaced by the node name); empty: runc finds it on the host's PATH")
+	flag.StringVar(&dumpDir, "dump-dir", "/var/lib/ms2m/dumps/{node}", "where the agent writes the dumps it takes with runc, on the host")
 	flag.Func("registry-alias", "REGISTRY=ADDRESS: push images for REGISTRY (as the nodes' runtimes name it) to ADDRESS (repeatable)", func(v string) error {
 		from, to, ok := strings.Cut(v, "=")
 		if !ok || from == "" || to == "" {
@@ -86,7 +92,7 @@ func main() {
 	}
 	ac := agent.Config{
 		Node: node, StateDir: strings.ReplaceAll(stateDir, "{node}", node), Log: log, CRIUConfig: host(criuConfig),
-		Kubelet: agent.KubeletProxy{REST: cs.CoreV1().RESTClient(), Node: node, HostRoot: hostRoot},
+		Kubelet: engine.KubeletProxy{REST: cs.CoreV1().RESTClient(), Node: node, HostRoot: hostRoot},
 		Peers:   agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
 		// Registry credentials come from a mounted docker config, if any;
 		// plain-HTTP registries are reached by fallback.
@@ -96,6 +102,7 @@ func main() {
 		ctrd := agent.Containerd{Address: host(containerdSock)}
 		ac.Runtime, ac.RuntimeVersion = ctrd, ctrd.Version
 	}
+	ac.Runc, ac.RuncReason = runcEngine(hostRoot, node, runcBinary, runcRoot, criuBinary, dumpDir, handlerName, handlerBinary)
 	if stagingDir != "" {
 		ac.Staging = &staging.Layout{Dir: host(stagingDir)}
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agent"
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/engine"
 	"github.com/ms2m/ms2m/internal/agentclient"
 	"github.com/ms2m/ms2m/internal/ckptimage"
 	"github.com/ms2m/ms2m/internal/lab/pki"
@@ -42,7 +43,12 @@ type kubelet struct {
 	calls atomic.Int32
 }
 
-func (k *kubelet) Checkpoint(_ context.Context, ns, pod, ctr string) (string, error) {
+func (k *kubelet) Name() agentapi.CheckpointEngine { return agentapi.EngineKubelet }
+
+func (k *kubelet) Release(context.Context, string) error { return nil }
+
+func (k *kubelet) Checkpoint(_ context.Context, c engine.Container, _ engine.Options) (engine.Result, error) {
+	ns, pod, ctr := c.Namespace, c.Pod, c.Name
 	k.calls.Add(1)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -57,7 +63,7 @@ func (k *kubelet) Checkpoint(_ context.Context, ns, pod, ctr string) (string, er
 	add("spec.dump", spec)
 	_ = tw.Close()
 	p := filepath.Join(k.dir, "checkpoint-"+pod+"_"+ns+"-"+ctr+".tar")
-	return p, os.WriteFile(p, buf.Bytes(), 0o600)
+	return engine.Result{Archive: p}, os.WriteFile(p, buf.Bytes(), 0o600)
 }
 
 type runtime struct {

@@ -14,14 +14,9 @@ import (
 	"time"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/engine"
 	"github.com/ms2m/ms2m/internal/staging"
 )
-
-// Checkpointer checkpoints a container and returns where the archive is,
-// as a path the agent can open.
-type Checkpointer interface {
-	Checkpoint(ctx context.Context, namespace, pod, container string) (archive string, err error)
-}
 
 // Importer makes a checkpoint image available to the node's container
 // runtime under ref (Direct transfers).
@@ -39,7 +34,12 @@ type Peers interface {
 type Config struct {
 	Node     string
 	StateDir string
-	Kubelet  Checkpointer
+	// Kubelet dumps through the kubelet's checkpoint API (every node).
+	Kubelet engine.Engine
+	// Runc dumps with the node's runc, where the agent can run it (nil
+	// where not; RuncReason says why, either way).
+	Runc       engine.Engine
+	RuncReason string
 	// Runtime is nil where Direct transfers cannot be received.
 	Runtime Importer
 	Peers   Peers
@@ -147,17 +147,41 @@ func (s *Server) checkpoint(w http.ResponseWriter, r *http.Request) {
 func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointRequest) (agentapi.CheckpointResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	start := time.Now()
-	archive, err := s.cfg.Kubelet.Checkpoint(ctx, req.Namespace, req.Pod, req.Container)
+	eng, err := s.engine(req.Engine)
 	if err != nil {
 		return agentapi.CheckpointResult{}, err
 	}
-	fi, err := os.Stat(archive)
+	c := engine.Container{Namespace: req.Namespace, Pod: req.Pod, PodUID: req.PodUID, Name: req.Container, ID: req.ContainerID}
+	start := time.Now()
+	res, err := eng.Checkpoint(ctx, c, engine.Options{ID: req.ID, Hold: req.Hold})
+	if err != nil {
+		return agentapi.CheckpointResult{}, err
+	}
+	fi, err := os.Stat(res.Archive)
 	if err != nil {
 		return agentapi.CheckpointResult{}, fmt.Errorf("checkpoint archive: %w", err)
 	}
-	s.cfg.Log.Info("checkpointed", "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "archive", archive, "bytes", fi.Size(), "took", time.Since(start))
-	return agentapi.CheckpointResult{Archive: archive, SizeBytes: fi.Size(), CreatedAt: time.Now(), Freeze: time.Since(start)}, nil
+	s.cfg.Log.Info("checkpointed", "engine", eng.Name(), "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "archive", res.Archive,
+		"bytes", fi.Size(), "freeze", res.Freeze, "held", res.Held, "took", time.Since(start))
+	return agentapi.CheckpointResult{Archive: res.Archive, SizeBytes: fi.Size(), CreatedAt: time.Now(), Freeze: res.Freeze,
+		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID}, nil
+}
+
+// engine is the engine a request names; the kubelet's when it names none.
+func (s *Server) engine(name agentapi.CheckpointEngine) (engine.Engine, error) {
+	switch name {
+	case "", agentapi.EngineKubelet:
+		if s.cfg.Kubelet == nil {
+			return nil, fmt.Errorf("node %s has no kubelet checkpoint engine", s.cfg.Node)
+		}
+		return s.cfg.Kubelet, nil
+	case agentapi.EngineRunc:
+		if s.cfg.Runc == nil {
+			return nil, fmt.Errorf("node %s cannot dump with runc: %s", s.cfg.Node, s.cfg.RuncReason)
+		}
+		return s.cfg.Runc, nil
+	}
+	return nil, fmt.Errorf("unknown checkpoint engine %q", name)
 }
 
 func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {

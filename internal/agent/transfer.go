@@ -148,8 +148,19 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 			errs = append(errs, what+": "+err.Error())
 		}
 	}
-	if op, ok := s.checkpoints.Get(id); ok && op.Result.Archive != "" {
-		note("archive", os.Remove(op.Result.Archive))
+	if op, ok := s.checkpoints.Get(id); ok {
+		if op.Result.Held {
+			// A rolled-back migration's source, held since its dump:
+			// it serves again. A completed one's is gone.
+			if eng, err := s.engine(op.Result.Engine); err != nil {
+				note("held container", err)
+			} else {
+				note("held container", eng.Release(ctx, op.Result.ContainerID))
+			}
+		}
+		if op.Result.Archive != "" {
+			note("archive", os.Remove(op.Result.Archive))
+		}
 	}
 	if op, ok := s.transfers.Get(id); ok && op.State == agentapi.OpSucceeded && strings.Contains(op.Result.Image, "@") && !strings.HasPrefix(op.Result.Image, "localhost/") {
 		note("registry image", ckptimage.Delete(ctx, s.cfg.Registry.pushRef(op.Result.Image), s.cfg.Registry.Options...))

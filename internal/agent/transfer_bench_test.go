@@ -15,6 +15,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agent"
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/engine"
 	"github.com/ms2m/ms2m/internal/agentclient"
 	"github.com/ms2m/ms2m/internal/lab/pki"
 )
@@ -125,7 +126,16 @@ type sizedKubelet struct {
 	size int64
 }
 
-func (k sizedKubelet) Checkpoint(_ context.Context, ns, pod, ctr string) (string, error) {
+func (k sizedKubelet) Name() agentapi.CheckpointEngine { return agentapi.EngineKubelet }
+
+func (k sizedKubelet) Release(context.Context, string) error { return nil }
+
+func (k sizedKubelet) Checkpoint(ctx context.Context, c engine.Container, _ engine.Options) (engine.Result, error) {
+	p, err := k.write(ctx, c.Namespace, c.Pod, c.Name)
+	return engine.Result{Archive: p}, err
+}
+
+func (k sizedKubelet) write(_ context.Context, ns, pod, ctr string) (string, error) {
 	p := filepath.Join(k.dir, "checkpoint-"+pod+"_"+ns+"-"+ctr+".tar")
 	f, err := os.Create(p)
 	if err != nil {

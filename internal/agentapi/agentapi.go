@@ -23,6 +23,21 @@ const (
 	OpFailed    OpState = "Failed"
 )
 
+// CheckpointEngine names how an agent dumps a container.
+type CheckpointEngine string
+
+const (
+	// EngineRunc: the agent runs the node's runc (and through it CRIU)
+	// on the container itself: only CRIU's own freeze, and the container
+	// can be held frozen after its dump. Its archive holds what ms2m's
+	// runtime handler restores (CRIU images and the root file system's
+	// changes), not a checkpoint image a runtime restores by itself.
+	EngineRunc CheckpointEngine = "runc"
+	// EngineKubelet: the kubelet's checkpoint API (the runtime pauses the
+	// container for the dump and the archive, and resumes it).
+	EngineKubelet CheckpointEngine = "kubelet"
+)
+
 // CheckpointRequest asks the source node to checkpoint a container.
 type CheckpointRequest struct {
 	// ID names the operation and the checkpoint (unique per migration).
@@ -31,8 +46,18 @@ type CheckpointRequest struct {
 	Pod       string `json:"pod"`
 	PodUID    string `json:"podUID"`
 	Container string `json:"container"`
-	// StopSource stops the container after the checkpoint (Sequential).
-	StopSource bool `json:"stopSource,omitempty"`
+	// ContainerID is the runtime's ID of the container, as the pod's
+	// status gives it without its scheme ("containerd://"). The agent
+	// checks that it is that pod's container before it touches it.
+	ContainerID string `json:"containerID,omitempty"`
+	// Engine is how to dump it ("" is EngineKubelet).
+	Engine CheckpointEngine `json:"engine,omitempty"`
+	// Hold leaves the container frozen after its dump (Sequential with
+	// EngineRunc): it applies and acknowledges nothing more, so its queue
+	// keeps, in order, everything the checkpoint does not hold. Cleanup of
+	// the checkpoint thaws a container still held (a rolled-back
+	// migration); a completed one deleted it.
+	Hold bool `json:"hold,omitempty"`
 }
 
 // CheckpointResult describes a finished checkpoint.
@@ -41,8 +66,15 @@ type CheckpointResult struct {
 	Archive   string    `json:"archive"`
 	SizeBytes int64     `json:"sizeBytes"`
 	CreatedAt time.Time `json:"createdAt"`
-	// Freeze is how long the container was frozen.
+	// Freeze is how long the container was frozen (held: until the dump
+	// was written; it stays frozen).
 	Freeze time.Duration `json:"freeze"`
+	// Engine is the engine that dumped it; Held whether the container
+	// was left frozen.
+	Engine CheckpointEngine `json:"engine,omitempty"`
+	Held   bool             `json:"held,omitempty"`
+	// ContainerID is the runtime's ID of the container dumped.
+	ContainerID string `json:"containerID,omitempty"`
 }
 
 // TransferMode mirrors v1alpha1.TransferMode on the wire.
@@ -187,6 +219,16 @@ type ReadyReport struct {
 	CRIUConfig string `json:"criuConfig,omitempty"`
 	// Restore says how checkpoints can be restored on the node.
 	Restore RestoreCapabilities `json:"restore"`
+	// Checkpoint says how containers can be dumped on the node.
+	Checkpoint CheckpointCapabilities `json:"checkpoint"`
+}
+
+// CheckpointCapabilities are the ways a node's agent dumps a container.
+// The kubelet's checkpoint API is always there; Runc when the agent can run
+// the node's runc and CRIU itself.
+type CheckpointCapabilities struct {
+	Runc       bool   `json:"runc"`
+	RuncReason string `json:"runcReason,omitempty"`
 }
 
 // RestoreCapabilities are the ways a node's runtime restores a checkpoint.

@@ -64,6 +64,11 @@ func (c *Config) agentArgs() []string {
 		"--containerd-socket=" + path.Join(c.Dir, "{node}", "containerd.sock"),
 		"--registry-alias=" + c.Registry() + "=" + c.RegistryFromPods(),
 		"--staging-dir=" + c.StagingDir("{node}"),
+		// The runc engine: the node's runc, its containerd's runc root
+		// (the shim's Root plus the k8s.io namespace) and the lab's CRIU.
+		"--runc=" + c.Runc(),
+		"--runc-root=" + path.Join(c.Dir, "{node}", "containerd", "runc", "k8s.io"),
+		"--criu=" + c.Deps.CRIU,
 	}
 	if c.RuntimeHandler != "" {
 		args = append(args, "--runtime-handler="+node.RuntimeHandlerName,

@@ -1,4 +1,4 @@
-package agent
+package engine
 
 import (
 	"context"
@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/ms2m/ms2m/internal/agentapi"
 )
 
 // KubeletProxy checkpoints through the API server's proxy to the node's
@@ -24,8 +27,27 @@ type KubeletProxy struct {
 	TimeoutSeconds int
 }
 
-// Checkpoint implements Checkpointer.
-func (k KubeletProxy) Checkpoint(ctx context.Context, ns, pod, ctr string) (string, error) {
+// Name implements Engine.
+func (k KubeletProxy) Name() agentapi.CheckpointEngine { return agentapi.EngineKubelet }
+
+// Checkpoint implements Engine. The runtime pauses the container for the
+// dump and the archive and resumes it: it cannot be held.
+func (k KubeletProxy) Checkpoint(ctx context.Context, c Container, o Options) (Result, error) {
+	if o.Hold {
+		return Result{}, ErrUnsupported{Engine: string(agentapi.EngineKubelet), What: "leave a container frozen after its dump (the runtime resumes it)"}
+	}
+	start := time.Now()
+	archive, err := k.checkpoint(ctx, c.Namespace, c.Pod, c.Name)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Archive: archive, Freeze: time.Since(start)}, nil
+}
+
+// Release implements Engine: nothing is ever held.
+func (k KubeletProxy) Release(context.Context, string) error { return nil }
+
+func (k KubeletProxy) checkpoint(ctx context.Context, ns, pod, ctr string) (string, error) {
 	req := k.REST.Post().AbsPath("/api/v1/nodes", k.Node, "proxy", "checkpoint", ns, pod, ctr)
 	if k.TimeoutSeconds > 0 {
 		req = req.Param("timeout", fmt.Sprint(k.TimeoutSeconds))

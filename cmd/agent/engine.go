@@ -1,0 +1,48 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ms2m/ms2m/internal/engine"
+	"github.com/ms2m/ms2m/internal/runtimehandler"
+)
+
+// runcEngine sets up the runc engine from the flags, or says why the node
+// cannot have it (the kubelet's checkpoint API remains).
+func runcEngine(hostRoot, node, runc, root, criu, dumpDir, handlerName, handlerBinary string) (engine.Engine, string) {
+	sub := func(p string) string { return strings.ReplaceAll(p, "{node}", node) }
+	if runc == "" {
+		runc = findRunc(hostRoot, handlerName, sub(handlerBinary))
+	}
+	if runc == "" {
+		return nil, "no runc found on the host (set --runc to the container runtime's runc)"
+	}
+	r := engine.Runc{HostRoot: hostRoot, Runc: sub(runc), Root: sub(root), CRIU: sub(criu), DumpDir: sub(dumpDir)}
+	if err := r.Check(); err != nil {
+		return nil, err.Error()
+	}
+	if err := os.MkdirAll(filepath.Join(hostRoot, r.DumpDir), 0o700); err != nil {
+		return nil, "dump directory: " + err.Error()
+	}
+	return r, "the agent dumps with " + r.Runc + " (state root " + r.Root + ") and can hold a source frozen"
+}
+
+// findRunc is the runc that ms2m's runtime handler hands calls to (the
+// runtime's own), else the first runc in the host's usual directories.
+func findRunc(hostRoot, handlerName, handlerBinary string) string {
+	if handlerName != "" {
+		if c, err := runtimehandler.LoadConfig(runtimehandler.ConfigPath(filepath.Join(hostRoot, handlerBinary))); err == nil && filepath.IsAbs(c.Runc) {
+			return c.Runc
+		}
+	}
+	for _, dir := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		p := filepath.Join(dir, "runc")
+		if _, err := os.Stat(filepath.Join(hostRoot, p)); !errors.Is(err, os.ErrNotExist) {
+			return p
+		}
+	}
+	return ""
+}

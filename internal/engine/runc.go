@@ -1,0 +1,296 @@
+package engine
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/staging"
+)
+
+// Runc dumps a container with the node's own runc, the binary and state
+// root its container runtime uses, so runc's CRIU options (the node's
+// /etc/criu/runc.conf) and its view of the container are the runtime's.
+// The agent runs in a container with the host's root file system mounted
+// at HostRoot and the host's PID namespace: runc runs chrooted into
+// HostRoot, so every path below is the host's.
+//
+// CRIU freezes the container only for the dump itself (the kubelet's API
+// has the runtime pause it for the dump and for the archive, and cannot
+// leave it frozen). With Hold the container is paused first (runc pause,
+// the cgroup freezer) and CRIU, finding it frozen, leaves it so.
+type Runc struct {
+	// HostRoot is where the host's root is mounted ("/" on the host).
+	HostRoot string
+	// Runc is the runc binary; Root its state root for the runtime's
+	// containers (containerd: the runc shim's Root plus the namespace,
+	// k8s.io); CRIU the criu binary ("" : runc finds it on the PATH).
+	Runc, Root, CRIU string
+	// DumpDir is where dumps and archives are written.
+	DumpDir string
+}
+
+// Name implements Engine.
+func (r Runc) Name() agentapi.CheckpointEngine { return agentapi.EngineRunc }
+
+// Check says why the engine cannot work on this node (nil: it can).
+func (r Runc) Check() error {
+	if _, err := os.Stat(r.local(r.Runc)); err != nil {
+		return fmt.Errorf("the runtime's runc is not at %s on the host: %w", r.Runc, err)
+	}
+	if _, err := os.Stat(r.local(r.Root)); err != nil {
+		return fmt.Errorf("runc's state root %s is not on the host (the runtime's runc root and namespace): %w", r.Root, err)
+	}
+	if r.CRIU != "" {
+		if _, err := os.Stat(r.local(r.CRIU)); err != nil {
+			return fmt.Errorf("criu is not at %s on the host: %w", r.CRIU, err)
+		}
+	}
+	self, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return err
+	}
+	host, err := os.Readlink(r.local("/proc/1/ns/pid"))
+	if err != nil {
+		return err
+	}
+	if self != host {
+		return errors.New("the agent does not share the host's PID namespace (hostPID): CRIU could not reach the containers' processes")
+	}
+	return nil
+}
+
+// runcState is the part of `runc state`'s JSON used here.
+type runcState struct {
+	ID          string            `json:"id"`
+	Pid         int               `json:"pid"`
+	Status      string            `json:"status"`
+	Rootfs      string            `json:"rootfs"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+// Checkpoint implements Engine.
+func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, error) {
+	if c.ID == "" {
+		return Result{}, fmt.Errorf("the runc engine needs the container's runtime ID (%s)", c)
+	}
+	st, err := r.state(ctx, c.ID)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := CheckIdentity(c, identityFrom(st.Annotations)); err != nil {
+		return Result{}, err
+	}
+	if st.Status != "running" {
+		return Result{}, fmt.Errorf("container %s (%s) is %s, not running", c, c.ID, st.Status)
+	}
+	dir := filepath.Join(r.DumpDir, o.ID)
+	if err := os.RemoveAll(r.local(dir)); err != nil {
+		return Result{}, err
+	}
+	images := filepath.Join(dir, staging.ImagesDir)
+	work := filepath.Join(dir, "work")
+	for _, d := range []string{images, work} {
+		if err := os.MkdirAll(r.local(d), 0o700); err != nil {
+			return Result{}, err
+		}
+	}
+	defer os.RemoveAll(r.local(dir))
+
+	start := time.Now()
+	if o.Hold {
+		if err := r.run(ctx, "pause", c.ID); err != nil {
+			return Result{}, fmt.Errorf("pausing %s before its dump: %w", c, err)
+		}
+	}
+	err = r.run(ctx, "checkpoint", "--leave-running", "--image-path", images, "--work-path", work, c.ID)
+	freeze := time.Since(start)
+	if err != nil {
+		err = fmt.Errorf("runc checkpoint of %s: %w%s", c, err, tail(r.local(filepath.Join(work, "dump.log"))))
+		if o.Hold {
+			// Never leave a container frozen that nothing will follow.
+			if rerr := r.Release(context.WithoutCancel(ctx), c.ID); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("thawing it again: %w", rerr))
+			}
+		}
+		return Result{}, err
+	}
+	if err := r.writeRootfsDiff(st, filepath.Join(dir, staging.RootfsDiffTar)); err != nil {
+		return Result{}, r.failHeld(ctx, c, o, fmt.Errorf("root file system changes of %s: %w", c, err))
+	}
+	archive := filepath.Join(r.DumpDir, o.ID+".tar")
+	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
+		return Result{}, r.failHeld(ctx, c, o, fmt.Errorf("archiving the dump of %s: %w", c, err))
+	}
+	return Result{Archive: r.local(archive), Freeze: freeze, Held: o.Hold}, nil
+}
+
+// failHeld thaws a held container whose checkpoint failed after its dump.
+func (r Runc) failHeld(ctx context.Context, c Container, o Options, err error) error {
+	if !o.Hold {
+		return err
+	}
+	if rerr := r.Release(context.WithoutCancel(ctx), c.ID); rerr != nil {
+		return errors.Join(err, fmt.Errorf("thawing it again: %w", rerr))
+	}
+	return err
+}
+
+// Release implements Engine.
+func (r Runc) Release(ctx context.Context, containerID string) error {
+	st, err := r.state(ctx, containerID)
+	if err != nil {
+		if errors.Is(err, errNoContainer) {
+			return nil
+		}
+		return err
+	}
+	if st.Status != "paused" {
+		return nil
+	}
+	return r.run(ctx, "resume", containerID)
+}
+
+var errNoContainer = errors.New("no such container")
+
+func (r Runc) state(ctx context.Context, id string) (runcState, error) {
+	out, err := r.output(ctx, "state", id)
+	if err != nil {
+		if _, statErr := os.Stat(r.local(filepath.Join(r.Root, id))); errors.Is(statErr, os.ErrNotExist) {
+			return runcState{}, fmt.Errorf("container %s: %w under runc root %s", id, errNoContainer, r.Root)
+		}
+		return runcState{}, err
+	}
+	var st runcState
+	if err := json.Unmarshal(out, &st); err != nil {
+		return runcState{}, fmt.Errorf("runc state %s: %w", id, err)
+	}
+	return st, nil
+}
+
+func (r Runc) run(ctx context.Context, args ...string) error {
+	_, err := r.output(ctx, args...)
+	return err
+}
+
+// output runs runc as the node's runtime would: its root, its CRIU, and
+// (in the agent's container) chrooted into the host. What runc says on
+// stderr goes into the error, never into anything parsed.
+func (r Runc) output(ctx context.Context, args ...string) ([]byte, error) {
+	global := []string{"--root", r.Root}
+	if r.CRIU != "" {
+		global = append(global, "--criu", r.CRIU)
+	}
+	cmd := exec.CommandContext(ctx, r.Runc, append(global, args...)...)
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Dir = "/"
+	if r.HostRoot != "" && r.HostRoot != "/" {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 2048 {
+			msg = msg[len(msg)-2048:]
+		}
+		return nil, fmt.Errorf("runc %s: %w: %s", args[0], err, msg)
+	}
+	return stdout.Bytes(), nil
+}
+
+// local is where a host path is in the agent's file system.
+func (r Runc) local(p string) string {
+	if r.HostRoot == "" {
+		return p
+	}
+	return filepath.Join(r.HostRoot, p)
+}
+
+// tail is the end of a CRIU log, for an error message.
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return "; CRIU's log ends: " + strings.Join(lines[max(0, len(lines)-5):], " | ")
+}
+
+// writeArchive writes the named entries of dir (files or trees) into a
+// tar archive at path.
+func writeArchive(path, dir string, names ...string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(f)
+	for _, n := range names {
+		if _, err := os.Lstat(filepath.Join(dir, n)); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := addTree(tw, dir, n); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// addTree adds dir/name and, for a directory, everything under it, with
+// names relative to dir. CRIU's images are plain files and directories.
+func addTree(tw *tar.Writer, dir, name string) error {
+	return filepath.WalkDir(filepath.Join(dir, name), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() && !fi.IsDir() {
+			return fmt.Errorf("%s: neither a file nor a directory", p)
+		}
+		hdr, err := tar.FileInfoHeader(fi, "")
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		hdr.Name = filepath.ToSlash(rel)
+		if fi.IsDir() {
+			hdr.Name += "/"
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if fi.IsDir() {
+			return nil
+		}
+		src, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		_, err = io.Copy(tw, src)
+		return err
+	})
+}

@@ -10,12 +10,12 @@ import (
 	"github.com/ms2m/ms2m/sdk/control"
 )
 
-// errHandlerFailed: the handler refused a message, which was requeued.
+// errHandlerFailed: the handler refused a message, left unacknowledged.
 var errHandlerFailed = errors.New("handler failed")
 
 // deliver applies d, or acks it unapplied when its sequence number was
-// applied already. A handler error nacks d with requeue and leaves the
-// snapshot as it was. Other errors are the broker's: the session is over.
+// applied already. A handler error leaves d unacknowledged (the caller
+// returns it in order) and the snapshot as it was. Other errors are the broker's: the session is over.
 //
 // A message is recorded as applied before its ack: if the ack is lost, the
 // broker delivers it again and the sequence number makes it a duplicate.
@@ -59,10 +59,9 @@ func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, r
 		c.mu.Lock()
 		c.counters.HandlerErrors++
 		c.mu.Unlock()
-		c.log.Warn("handler failed; message requeued", "seq", seq, "err", err)
-		if err := d.Nack(false, true); err != nil {
-			return fmt.Errorf("requeue: %w", err)
-		}
+		// Left unacknowledged: the caller hands it back with everything
+		// after it, in order (returnInOrder).
+		c.log.Warn("handler failed; message returned to the queue", "seq", seq, "err", err)
 		return errHandlerFailed
 	}
 	next, missing := snap.Apply(producer, seq, sequenced, d.Body)

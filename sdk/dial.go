@@ -50,12 +50,8 @@ func (c *Consumer) open(id Identity) (_ *session, err error) {
 		return nil, fmt.Errorf("consume control queue %s: %w", q, err)
 	}
 
-	if s.data, err = conn.Channel(); err != nil {
-		return nil, fmt.Errorf("data channel: %w", err)
-	}
-	s.dataClosed = s.data.NotifyClose(make(chan *amqp.Error, 1))
-	if err = s.data.Qos(c.cfg.Prefetch, 0, false); err != nil {
-		return nil, fmt.Errorf("qos: %w", err)
+	if err := c.openData(s); err != nil {
+		return nil, err
 	}
 	if c.cfg.DeclareQueue {
 		if _, err = s.data.QueueDeclare(c.cfg.Queue, true, false, false, false, nil); err != nil {
@@ -63,4 +59,17 @@ func (c *Consumer) open(id Identity) (_ *session, err error) {
 		}
 	}
 	return s, nil
+}
+
+// openData opens the session's data channel with the consumer's prefetch.
+func (c *Consumer) openData(s *session) error {
+	var err error
+	if s.data, err = s.conn.Channel(); err != nil {
+		return fmt.Errorf("data channel: %w", err)
+	}
+	s.dataClosed = s.data.NotifyClose(make(chan *amqp.Error, 1))
+	if err = s.data.Qos(c.cfg.Prefetch, 0, false); err != nil {
+		return fmt.Errorf("qos: %w", err)
+	}
+	return nil
 }

@@ -65,9 +65,11 @@
 //
 // # Handler errors
 //
-// A failed handler call nacks the message with requeue, hands back
-// everything prefetched after it (so nothing overtakes it) and pauses the
-// consumer (RetryMin, doubling); the sequence does not advance.
+// A failed handler call hands the message back with everything prefetched
+// after it, by closing the data channel (the one way every queue type
+// returns deliveries in order: a quorum queue puts a message nacked with
+// requeue behind those that followed it), and pauses the consumer
+// (RetryMin, doubling); the sequence does not advance.
 //
 // The library's automatic connection recovery is never enabled: it would
 // re-subscribe the primary queue after a restore before the identity check.

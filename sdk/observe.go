@@ -18,7 +18,7 @@ type Counters struct {
 	// Malformed messages carried an x-ms2m-seq that is not a positive
 	// integer; they were applied as unsequenced.
 	Malformed int64 `json:"malformed"`
-	// HandlerErrors: the handler failed, the message was requeued.
+	// HandlerErrors: the handler failed, the message went back to its queue.
 	HandlerErrors int64 `json:"handlerErrors"`
 	// Fences counts the migration controller's fence messages, acked
 	// unapplied.

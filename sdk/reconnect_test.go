@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/ms2m/ms2m/sdk"
 	"github.com/ms2m/ms2m/sdk/control"
 	"github.com/ms2m/ms2m/sdk/sdktest"
@@ -53,38 +55,49 @@ func TestReconnectLosesAndDuplicatesNothing(t *testing.T) {
 	t.Logf("producer %+v", p.pub.State())
 }
 
-// A handler error requeues the message and everything prefetched behind it:
-// nothing overtakes it, and the sequence does not advance past it.
+// A handler error hands back the message and everything prefetched behind
+// it: nothing overtakes it, and the sequence does not advance past it, on a
+// classic queue and on a quorum queue (which puts a message nacked with
+// requeue behind the ones that followed it).
 func TestHandlerErrorKeepsOrder(t *testing.T) {
-	b := broker(t)
-	q, pod := b.Name("work"), b.Name("worker")
-	b.Queue(t, q)
-	b.DeleteAtCleanup(t, control.QueueName(pod))
+	for _, quorum := range []bool{false, true} {
+		t.Run(map[bool]string{false: "classic", true: "quorum"}[quorum], func(t *testing.T) {
+			t.Parallel()
+			b := broker(t)
+			q, pod := b.Name("work"), b.Name("worker")
+			if quorum {
+				b.QueueWithArgs(t, q, amqp.Table{"x-queue-type": "quorum"})
+			} else {
+				b.Queue(t, q)
+			}
+			b.DeleteAtCleanup(t, control.QueueName(pod))
 
-	pub, err := sdk.NewPublisher(sdk.PublisherConfig{URL: b.URL, RoutingKey: q})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = pub.Close() }()
-	const n = 40
-	for i := range n {
-		if _, err := pub.Publish(t.Context(), []byte{byte(i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := pub.Flush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+			pub, err := sdk.NewPublisher(sdk.PublisherConfig{URL: b.URL, RoutingKey: q})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = pub.Close() }()
+			const n = 40
+			for i := range n {
+				if _, err := pub.Publish(t.Context(), []byte{byte(i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := pub.Flush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
 
-	app := recorder{fails: map[int64]int{5: 1, 17: 2, 40: 1}}
-	c := start(t, sdk.Config{URL: b.URL, Queue: q, Handler: app.handle, Prefetch: 10,
-		RetryMin: 20 * time.Millisecond, Identity: identity(t, t.TempDir(), "uid-1", pod)})
-	sdktest.Eventually(t, 10*time.Second, "all applied", func() bool { return c.Snapshot().LastSeq >= n })
-	time.Sleep(100 * time.Millisecond)
-	expectRun(t, "consumer", app.applied(), 1, n)
-	expectExactlyOnce(t, "consumer", c.Consumer, n, pub.State().Digest)
-	if k := c.Counters(); k.HandlerErrors != 4 {
-		t.Errorf("%d handler errors counted, want 4", k.HandlerErrors)
+			app := recorder{fails: map[int64]int{5: 1, 17: 2, 40: 1}}
+			c := start(t, sdk.Config{URL: b.URL, Queue: q, Handler: app.handle, Prefetch: 10,
+				RetryMin: 20 * time.Millisecond, Identity: identity(t, t.TempDir(), "uid-1", pod)})
+			sdktest.Eventually(t, 10*time.Second, "all applied", func() bool { return c.Snapshot().LastSeq >= n })
+			time.Sleep(100 * time.Millisecond)
+			expectRun(t, "consumer", app.applied(), 1, n)
+			expectExactlyOnce(t, "consumer", c.Consumer, n, pub.State().Digest)
+			if k := c.Counters(); k.HandlerErrors != 4 {
+				t.Errorf("%d handler errors counted, want 4", k.HandlerErrors)
+			}
+		})
 	}
 }
 

@@ -100,6 +100,16 @@ func (c *Consumer) session(ctx context.Context, bo *backoff, sessions *int) erro
 	}
 }
 
+// afterHandlerError pauses consuming and returns the failed message and
+// those after it to the queue in order; other errors end the session.
+func (c *Consumer) afterHandlerError(s *session, err error) error {
+	if !errors.Is(err, errHandlerFailed) {
+		return err
+	}
+	c.pauseAfterFailure()
+	return c.returnInOrder(s)
+}
+
 // wait handles the first of the session's events; nil to go on.
 func (c *Consumer) wait(ctx context.Context, s *session, tick <-chan time.Time,
 	data <-chan amqp.Delivery, resume <-chan time.Time, drain <-chan struct{}) error {
@@ -125,13 +135,8 @@ func (c *Consumer) wait(ctx context.Context, s *session, tick <-chan time.Time,
 			s.sub = nil
 			return fmt.Errorf("consumer of %s cancelled by the broker", q)
 		}
-		err := c.deliver(ctx, d, s.sub.queue, s.sub.replay)
-		if errors.Is(err, errHandlerFailed) {
-			c.pauseAfterFailure()
-			err = c.unsubscribe(ctx, s, false)
-		}
-		if err != nil {
-			return err
+		if err := c.deliver(ctx, d, s.sub.queue, s.sub.replay); err != nil {
+			return c.afterHandlerError(s, err)
 		}
 	case <-tick:
 		if c.checkIdentity() {

@@ -22,8 +22,8 @@ func (c *Consumer) reconcile(ctx context.Context, s *session) error {
 	if s.sub != nil && s.sub.queue != want {
 		// A live session delivered these in order, and the mode change
 		// (END_REPLAY, a new START_REPLAY) wants them applied first.
-		if err := c.unsubscribe(ctx, s, true); err != nil {
-			return err
+		if err := c.unsubscribe(ctx, s); err != nil {
+			return c.afterHandlerError(s, err)
 		}
 	}
 	if want == "" || s.sub != nil || c.paused() {
@@ -39,10 +39,9 @@ func (c *Consumer) reconcile(ctx context.Context, s *session) error {
 	return nil
 }
 
-// unsubscribe cancels the data consumer. What it had delivered is applied
-// (apply) or handed back to the broker in order (after a handler error, so
-// that nothing overtakes the failed message).
-func (c *Consumer) unsubscribe(ctx context.Context, s *session, apply bool) error {
+// unsubscribe cancels the data consumer and applies what it had delivered.
+// A handler error stops that: see returnInOrder.
+func (c *Consumer) unsubscribe(ctx context.Context, s *session) error {
 	sub := s.sub
 	s.sub = nil
 	if err := s.data.Cancel(sub.tag, false); err != nil {
@@ -51,23 +50,25 @@ func (c *Consumer) unsubscribe(ctx context.Context, s *session, apply bool) erro
 	// After basic.cancel-ok the broker delivers nothing more for the tag,
 	// and the client closes the channel once all it got is handed out.
 	for d := range sub.in {
-		if !apply {
-			if err := d.Nack(false, true); err != nil {
-				return fmt.Errorf("requeue: %w", err)
-			}
-			continue
-		}
-		err := c.deliver(ctx, d, sub.queue, sub.replay)
-		if errors.Is(err, errHandlerFailed) {
-			c.pauseAfterFailure()
-			apply = false
-			continue
-		}
-		if err != nil {
+		if err := c.deliver(ctx, d, sub.queue, sub.replay); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// returnInOrder hands back, after a handler error, the failed message and
+// everything delivered after it, so that nothing overtakes the failed
+// message: it closes the data channel and opens another. Closing is what
+// returns deliveries in their order on every queue type: a quorum queue
+// puts a message nacked with requeue behind the messages that followed
+// it, where it would be taken for a duplicate once those were applied.
+func (c *Consumer) returnInOrder(s *session) error {
+	s.sub = nil
+	if err := s.data.Close(); err != nil {
+		return fmt.Errorf("closing the data channel after a handler error: %w", err)
+	}
+	return c.openData(s)
 }
 
 // drainOne takes one message from the replay queue being drained; an empty
@@ -89,10 +90,8 @@ func (c *Consumer) drainOne(ctx context.Context, s *session) error {
 		c.step(event{kind: evDrained})
 		return nil
 	}
-	err = c.deliver(ctx, d, q, true)
-	if errors.Is(err, errHandlerFailed) {
-		c.pauseAfterFailure()
-		return nil
+	if err := c.deliver(ctx, d, q, true); err != nil {
+		return c.afterHandlerError(s, err)
 	}
-	return err
+	return nil
 }

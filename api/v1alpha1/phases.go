@@ -127,6 +127,9 @@ const (
 	// way ms2m knows (its runtime does not, and ms2m's runtime handler is
 	// not installed there).
 	ReasonNoRestorePath = "NoRestorePath"
+	// ReasonNoCheckpointEngine: the checkpoint engine the spec asks for is
+	// not available on the source node (or not for this target).
+	ReasonNoCheckpointEngine = "NoCheckpointEngine"
 	// ReasonSourceNotConsuming: the source pod does not consume the queue
 	// messageQueueConfig names, so no handoff of it can be right.
 	ReasonSourceNotConsuming = "SourceNotConsuming"

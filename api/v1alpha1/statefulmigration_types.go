@@ -64,6 +64,25 @@ const (
 	RestoreCheckpointImage RestorePath = "CheckpointImage"
 )
 
+// CheckpointEngine is how the source node dumps the container.
+// +kubebuilder:validation:Enum=Auto;Runc;Kubelet
+type CheckpointEngine string
+
+const (
+	// CheckpointEngineAuto: Runc where the source node's agent can run
+	// the runtime's runc and the target restores through ms2m's runtime
+	// handler; Kubelet otherwise.
+	CheckpointEngineAuto CheckpointEngine = "Auto"
+	// CheckpointEngineRunc: the source node's agent dumps the container
+	// with the runtime's runc itself: CRIU's own freeze only, and a
+	// Sequential source is held frozen at its checkpoint, so its queue
+	// keeps everything the checkpoint lacks and no replay is needed.
+	CheckpointEngineRunc CheckpointEngine = "Runc"
+	// CheckpointEngineKubelet: the kubelet's checkpoint API (the runtime
+	// pauses the container for the dump and its archive).
+	CheckpointEngineKubelet CheckpointEngine = "Kubelet"
+)
+
 // IdentitySwapMode decides how a ShadowPod target of a StatefulSet gets the
 // StatefulSet's pod identity back after cutover.
 // +kubebuilder:validation:Enum=None;ExchangeFence;Cutoff
@@ -141,6 +160,10 @@ type StatefulMigrationSpec struct {
 	// TransferMode is Registry (default) or Direct.
 	// +optional
 	TransferMode TransferMode `json:"transferMode,omitempty"`
+
+	// CheckpointEngine is Auto (default), Runc or Kubelet.
+	// +optional
+	CheckpointEngine CheckpointEngine `json:"checkpointEngine,omitempty"`
 
 	// IdentitySwapMode applies to ShadowPod migrations of StatefulSet pods:
 	// None (default), ExchangeFence or Cutoff.
@@ -322,6 +345,19 @@ type StatefulMigrationStatus struct {
 	// RestorePathReason says why.
 	// +optional
 	RestorePathReason string `json:"restorePathReason,omitempty"`
+	// CheckpointEngine is how the source node dumps the container,
+	// resolved from the spec and what its agent reports.
+	// +optional
+	CheckpointEngine CheckpointEngine `json:"checkpointEngine,omitempty"`
+	// CheckpointEngineReason says why.
+	// +optional
+	CheckpointEngineReason string `json:"checkpointEngineReason,omitempty"`
+	// HoldSource: the source is frozen at its checkpoint (Sequential with
+	// the Runc engine) and stopped from there: its queue keeps, in order,
+	// everything the checkpoint lacks, so no replay queue is fed and no
+	// coverage is waited for.
+	// +optional
+	HoldSource bool `json:"holdSource,omitempty"`
 
 	// Workload is the source pod's controller, as found before migrating.
 	// +optional

@@ -25,7 +25,7 @@ func (s *Server) ReportNodeCondition(ctx context.Context, cs kubernetes.Interfac
 	for {
 		rep := s.Report(ctx)
 		cond := corev1.NodeCondition{Type: NodeConditionType, Status: corev1.ConditionTrue, Reason: "AgentReady",
-			Message: "ms2m agent ready: CRIU configured (" + rep.CRIUConfig + "); restores " + restoreSummary(rep.Restore), LastHeartbeatTime: metav1.Now()}
+			Message: "ms2m agent ready: CRIU configured (" + rep.CRIUConfig + "); dumps " + dumpSummary(rep.Checkpoint) + "; restores " + restoreSummary(rep.Restore), LastHeartbeatTime: metav1.Now()}
 		if !rep.Ready {
 			cond.Status, cond.Reason = corev1.ConditionFalse, problemReason(rep.Problems)
 			cond.Message = strings.Join(rep.Problems, "; ")
@@ -45,6 +45,14 @@ func (s *Server) ReportNodeCondition(ctx context.Context, cs kubernetes.Interfac
 		case <-time.After(interval):
 		}
 	}
+}
+
+// dumpSummary says how the node dumps containers, for people.
+func dumpSummary(cc agentapi.CheckpointCapabilities) string {
+	if cc.Runc {
+		return "with runc: " + cc.RuncReason
+	}
+	return "through the kubelet's checkpoint API only (runc engine unavailable: " + cc.RuncReason + ")"
 }
 
 // restoreSummary says how the node restores checkpoints, for people.

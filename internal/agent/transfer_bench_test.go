@@ -15,8 +15,8 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agent"
 	"github.com/ms2m/ms2m/internal/agentapi"
-	"github.com/ms2m/ms2m/internal/engine"
 	"github.com/ms2m/ms2m/internal/agentclient"
+	"github.com/ms2m/ms2m/internal/engine"
 	"github.com/ms2m/ms2m/internal/lab/pki"
 )
 

@@ -78,6 +78,12 @@ type Handoff interface {
 	// Prepare creates the replay buffer (before the checkpoint), noting
 	// every change in rec before making it.
 	Prepare(ctx context.Context, rec *v1alpha1.BrokerStatus) error
+	// DeclareBuffer creates the replay buffer without feeding it, for a
+	// source held frozen at its checkpoint: its own queue keeps, in
+	// order, everything the checkpoint lacks, and a target that speaks
+	// the control protocol still gets a buffer to replay (empty) before
+	// END_REPLAY sends it to that queue.
+	DeclareBuffer(ctx context.Context, rec *v1alpha1.BrokerStatus) error
 	// Fence puts n fence messages into the workload's queue alone (not the
 	// buffer), behind everything in it, and notes them in rec once the
 	// broker has them: a consumer with the ms2m SDK acks them unapplied

@@ -209,12 +209,23 @@ func TestBacklogFromBeforeTheReplayQueueIsNotLost(t *testing.T) {
 // which no replay queue can copy: the target sees the holes as it replays
 // and reports them at once. A ShadowPod source still serves and has
 // applied them, so the migration rolls back and loses nothing; a
-// Sequential source is gone, so the migration completes and says what was
-// lost (StreamIntact False, a MessagesLost Warning) instead of reporting a
-// clean success.
+// Sequential source dumped by the kubelet is gone, so the migration
+// completes and says what was lost (StreamIntact False, a MessagesLost
+// Warning) instead of reporting a clean success. A Sequential source held
+// at its checkpoint (the runc engine) acknowledged nothing after it: its
+// queue kept every message, however it came, and nothing is lost.
 func TestLossTheTargetSeesIsReported(t *testing.T) {
-	for _, strategy := range []v1alpha1.MigrationStrategy{v1alpha1.StrategyShadowPod, v1alpha1.StrategySequential} {
-		t.Run(string(strategy), func(t *testing.T) {
+	for _, c := range []struct {
+		strategy v1alpha1.MigrationStrategy
+		engine   v1alpha1.CheckpointEngine
+		phase    v1alpha1.Phase
+		intact   metav1.ConditionStatus
+	}{
+		{v1alpha1.StrategyShadowPod, v1alpha1.CheckpointEngineAuto, v1alpha1.PhaseFailed, metav1.ConditionFalse},
+		{v1alpha1.StrategySequential, v1alpha1.CheckpointEngineKubelet, v1alpha1.PhaseCompleted, metav1.ConditionFalse},
+		{v1alpha1.StrategySequential, v1alpha1.CheckpointEngineRunc, v1alpha1.PhaseCompleted, metav1.ConditionTrue},
+	} {
+		t.Run(string(c.strategy)+"/"+string(c.engine), func(t *testing.T) {
 			t.Parallel()
 			w := newWorld(t)
 			w.sourcePod("consumer-0")
@@ -224,11 +235,25 @@ func TestLossTheTargetSeesIsReported(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			w.startManager()
 			name := w.b.Name("mig")
-			w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.MigrationStrategy = strategy })
+			w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+				s.MigrationStrategy, s.CheckpointEngine = c.strategy, c.engine
+			})
 			m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
-			c := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionStreamIntact)
-			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonMessagesLost {
-				t.Fatalf("StreamIntact %+v, want False/%s", c, v1alpha1.ReasonMessagesLost)
+			if m.Status.Phase != c.phase {
+				t.Fatalf("phase %s (%s: %s), want %s", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage, c.phase)
+			}
+			cond := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionStreamIntact)
+			if cond == nil || cond.Status != c.intact {
+				t.Fatalf("StreamIntact %+v, want %s", cond, c.intact)
+			}
+			if c.intact == metav1.ConditionTrue {
+				if tr := m.Status.Messages.Target; tr == nil || tr.Lost != 0 || !m.Status.HoldSource {
+					t.Errorf("held source: status.messages.target %+v, holdSource %v", tr, m.Status.HoldSource)
+				}
+				return
+			}
+			if cond.Reason != v1alpha1.ReasonMessagesLost {
+				t.Errorf("StreamIntact reason %s, want %s", cond.Reason, v1alpha1.ReasonMessagesLost)
 			}
 			if tr := m.Status.Messages.Target; tr == nil || tr.Lost == 0 || tr.Gaps == 0 {
 				t.Errorf("status.messages.target %+v: the loss the target saw is not in status", tr)
@@ -236,16 +261,12 @@ func TestLossTheTargetSeesIsReported(t *testing.T) {
 			sdktest.Eventually(t, 5*time.Second, "a MessagesLost Warning", func() bool {
 				return slices.Contains(w.events(name), v1alpha1.ReasonMessagesLost)
 			})
-			if strategy == v1alpha1.StrategySequential {
-				if m.Status.Phase != v1alpha1.PhaseCompleted {
-					t.Fatalf("phase %s (%s: %s), want Completed: the source is gone, there is nothing to roll back to", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage)
+			if c.phase == v1alpha1.PhaseFailed {
+				if m.Status.FailureReason != v1alpha1.ReasonMessagesLost || !meta(m, v1alpha1.ConditionRolledBack) {
+					t.Fatalf("reason %q, RolledBack %v: want a rollback for the gap while the source serves", m.Status.FailureReason, meta(m, v1alpha1.ConditionRolledBack))
 				}
-				return
+				w.expectSourceServing("consumer-0")
 			}
-			if m.Status.Phase != v1alpha1.PhaseFailed || m.Status.FailureReason != v1alpha1.ReasonMessagesLost || !meta(m, v1alpha1.ConditionRolledBack) {
-				t.Fatalf("phase %s, reason %q, RolledBack %v: want a rollback for the gap while the source serves", m.Status.Phase, m.Status.FailureReason, meta(m, v1alpha1.ConditionRolledBack))
-			}
-			w.expectSourceServing("consumer-0")
 		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ms2m/ms2m/internal/render"
 	"github.com/ms2m/ms2m/internal/staging"
 	"github.com/ms2m/ms2m/sdk"
+	"github.com/ms2m/ms2m/sdk/sdktest"
 )
 
 // nodeSim plays the node side, which envtest lacks: the agents and the
@@ -68,6 +69,17 @@ type nodeSim struct {
 	staged   map[string]sdk.Snapshot
 	stageOps map[string]bool // checkpoint ID → staged once
 	claimed  map[string]bool // checkpoint ID → restored once
+	// kubeletOnly: these nodes' agents cannot dump with runc (the
+	// kubelet's checkpoint API alone); the others can, and hold.
+	kubeletOnly map[string]bool
+	// held: checkpoint ID → the pod its dump left frozen.
+	heldPods map[string]*simPod
+	// engines: checkpoint ID → the engine that dumped it.
+	engines map[string]agentapi.CheckpointEngine
+	// broker drops a killed frozen workload's connection as its death
+	// would: a frozen process neither acks nor nacks, the broker returns
+	// its deliveries when its connection goes.
+	broker *sdktest.Broker
 }
 
 type simPod struct {
@@ -76,8 +88,13 @@ type simPod struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	restored *sdk.Snapshot
-	mu       sync.Mutex
-	applied  []int64
+	// frozen is closed by thaw; nil while the pod runs. A frozen
+	// workload applies nothing and acknowledges nothing (the cgroup
+	// freezer), until it is thawed or killed.
+	fmu     sync.Mutex
+	frozen  chan struct{}
+	mu      sync.Mutex
+	applied []int64
 	// producers[i] is the producer of applied[i]
 	producers []string
 }
@@ -88,7 +105,8 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		images: map[string]sdk.Snapshot{}, ops: map[string]time.Time{}, snapshots: map[string]int{},
 		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{},
 		createdPods: map[string][]string{}, badRestore: map[string]bool{}, checkpointImageOnly: map[string]bool{}, noRestore: map[string]bool{},
-		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{}}
+		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{},
+		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.kubelet(ctx) }()
@@ -142,6 +160,10 @@ func (s *nodeSim) Ready(_ context.Context, node string) (agentapi.ReadyReport, e
 	rep := agentapi.ReadyReport{Node: node, Ready: true, Restore: agentapi.RestoreCapabilities{Runtime: "containerd 2.4.2",
 		CheckpointImageReason: "containerd 2.4.2 no longer restores checkpoint images",
 		RuntimeHandler:        "ms2m", RuntimeHandlerReason: "runtime handler ms2m (simulated)"}}
+	rep.Checkpoint = agentapi.CheckpointCapabilities{Runc: true, RuncReason: "the agent dumps with runc (simulated)"}
+	if s.kubeletOnly[node] {
+		rep.Checkpoint = agentapi.CheckpointCapabilities{RuncReason: "no runc found on the host (simulated)"}
+	}
 	if s.noRestore[node] {
 		rep.Restore.RuntimeHandler, rep.Restore.RuntimeHandlerReason = "", "ms2m's runtime handler is not installed on this node"
 	}
@@ -191,15 +213,27 @@ func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.Checkp
 			op.State, op.Message = agentapi.OpFailed, fmt.Sprintf("pod %s (uid %s) does not run on %s", req.Pod, req.PodUID, node)
 			return op, nil
 		}
+		if req.Engine == agentapi.EngineRunc && (s.kubeletOnly[node] || req.ContainerID != simContainerID(req.PodUID)) {
+			op.State, op.Message = agentapi.OpFailed, fmt.Sprintf("runc engine on %s: container %q refused (kubelet only: %v)", node, req.ContainerID, s.kubeletOnly[node])
+			return op, nil
+		}
 		s.mu.Unlock()
+		if req.Hold {
+			p.freeze()
+		}
 		snap := p.consumer.Snapshot()
 		s.mu.Lock()
+		if req.Hold {
+			s.heldPods[req.ID] = p
+		}
+		s.engines[req.ID] = req.Engine
 		s.images["ckpt/"+req.ID] = snap
 		s.snapshots[req.ID]++
 		s.ops["ckpt/"+req.ID] = time.Now()
 	}
 	op.State = agentapi.OpSucceeded
-	op.Result = agentapi.CheckpointResult{Archive: "/var/lib/ms2m/" + req.ID + ".tar", SizeBytes: 4096, CreatedAt: s.ops["ckpt/"+req.ID], Freeze: 5 * time.Millisecond}
+	op.Result = agentapi.CheckpointResult{Archive: "/var/lib/ms2m/" + req.ID + ".tar", SizeBytes: 4096, CreatedAt: s.ops["ckpt/"+req.ID], Freeze: 5 * time.Millisecond,
+		Engine: s.engines[req.ID], Held: s.heldPods[req.ID] != nil, ContainerID: req.ContainerID}
 	return op, nil
 }
 
@@ -230,11 +264,57 @@ func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferReq
 	return op, nil
 }
 
-func (s *nodeSim) Cleanup(_ context.Context, node, _, _ string) error {
+func (s *nodeSim) Cleanup(_ context.Context, node, id, _ string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cleanups[node]++
+	if p := s.heldPods[id]; p != nil {
+		p.thaw() // a rolled-back source serves again; a stopped one is gone
+		delete(s.heldPods, id)
+	}
 	return nil
+}
+
+// simContainerID is the runtime ID the simulated kubelet gives a pod's
+// container.
+func simContainerID(podUID string) string { return "sim-" + podUID }
+
+// freeze stops the workload applying and acknowledging messages.
+func (p *simPod) freeze() {
+	p.fmu.Lock()
+	defer p.fmu.Unlock()
+	if p.frozen == nil {
+		p.frozen = make(chan struct{})
+	}
+}
+
+func (p *simPod) thaw() {
+	p.fmu.Lock()
+	defer p.fmu.Unlock()
+	if p.frozen != nil {
+		close(p.frozen)
+		p.frozen = nil
+	}
+}
+
+func (p *simPod) isFrozen() bool {
+	p.fmu.Lock()
+	defer p.fmu.Unlock()
+	return p.frozen != nil
+}
+
+// whileFrozen waits, in the workload, until it is thawed or killed.
+func (p *simPod) whileFrozen(ctx context.Context) {
+	p.fmu.Lock()
+	ch := p.frozen
+	p.fmu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
 }
 
 // ---- kubelets ----
@@ -267,6 +347,11 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 			return
 		}
 		if p != nil {
+			if p.isFrozen() {
+				if err := s.broker.DropConnections("sim " + pod.Name); err != nil {
+					s.t.Errorf("killing frozen %s: %v", pod.Name, err)
+				}
+			}
 			p.cancel()
 			<-p.done
 			s.mu.Lock()
@@ -367,11 +452,19 @@ func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
 		}
 	}
 	p := &simPod{name: pod.Name, restored: from, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
 	c, err := sdk.NewConsumer(sdk.Config{
-		URL: s.amqpURL, Queue: s.queue, Prefetch: s.prefetch, Restore: from,
+		// A message applied as the freeze came stays unacknowledged
+		// while frozen: the hook runs between its apply and its ack.
+		Hooks: sdk.Hooks{Applied: func(sdk.Message, sdk.Snapshot) { p.whileFrozen(ctx) }},
+		URL:   s.amqpURL, Queue: s.queue, Prefetch: s.prefetch, Restore: from,
 		Identity: sdk.PodInfoFiles(dir), ConnectionName: "sim " + pod.Name,
 		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
 		Handler: func(ctx context.Context, m sdk.Message) error {
+			p.whileFrozen(ctx)
+			if ctx.Err() != nil {
+				return ctx.Err() // killed while frozen: nothing applied
+			}
 			if s.delay > 0 {
 				time.Sleep(s.delay)
 			}
@@ -386,10 +479,10 @@ func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
 		},
 	})
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	p.consumer = c
-	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	go func() { defer close(p.done); _ = c.Run(ctx) }()
 	return p, nil
@@ -406,7 +499,8 @@ func (s *nodeSim) setStatus(ctx context.Context, pod *corev1.Pod, phase corev1.P
 	if len(pod.Spec.ReadinessGates) == 0 || render.CutoverOpen(pod) {
 		setPodCondition(pod, corev1.PodReady, cond)
 	}
-	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: pod.Spec.Containers[0].Name, Image: pod.Spec.Containers[0].Image, Ready: ready, State: *state}}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: pod.Spec.Containers[0].Name, Image: pod.Spec.Containers[0].Image, Ready: ready, State: *state,
+		ContainerID: "sim://" + simContainerID(string(pod.UID))}}
 	if err := s.c.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 		s.t.Errorf("kubelet status of %s: %v", pod.Name, err)
 	}

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,12 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	st := &s.m.Status
+	if s.hasBroker() && st.HoldSource && !s.isDone(v1alpha1.ConditionTopologyPrepared) {
+		if res, ok, err := r.declareBuffer(ctx, s); !ok {
+			return res, err
+		}
+	}
 	if s.hasBroker() && !s.isDone(v1alpha1.ConditionTopologyPrepared) {
 		h, err := s.brokerSession(ctx)
 		if err == nil {
@@ -50,7 +57,6 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 			return res, err
 		}
 	}
-	st := &s.m.Status
 	if r.warmTarget(s) && !s.isDone(v1alpha1.ConditionTargetPrepared) {
 		if err := r.prepareTarget(ctx, s, pod); err != nil {
 			return reconcile.Result{}, err
@@ -58,6 +64,7 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	}
 	op, err := r.Agents.Checkpoint(ctx, st.SourceNode, agentapi.CheckpointRequest{
 		ID: s.id, Namespace: s.m.Namespace, Pod: pod.Name, PodUID: string(pod.UID), Container: st.ContainerName,
+		ContainerID: containerID(pod, st.ContainerName), Engine: agentEngine(st.CheckpointEngine), Hold: st.HoldSource,
 	})
 	if err != nil {
 		return reconcile.Result{}, err
@@ -73,9 +80,59 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	st.Checkpoint = &v1alpha1.CheckpointStatus{ID: s.id, SizeBytes: res.SizeBytes, CreatedAt: &created,
 		FreezeDuration: &metav1.Duration{Duration: res.Freeze}}
 	s.done(v1alpha1.ConditionCheckpointCreated, "checkpoint of container "+st.ContainerName+" on "+st.SourceNode)
-	s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s: %d bytes, source frozen %s", pod.Name, st.ContainerName, res.SizeBytes, res.Freeze)
+	if res.Held {
+		s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s with %s: %d bytes in %s; the source stays frozen until it is stopped",
+			pod.Name, st.ContainerName, res.Engine, res.SizeBytes, res.Freeze)
+	} else {
+		s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s with %s: %d bytes, source frozen %s",
+			pod.Name, st.ContainerName, res.Engine, res.SizeBytes, res.Freeze)
+	}
 	s.enter(v1alpha1.PhaseTransferring)
 	return next(), nil
+}
+
+// declareBuffer readies the handoff of a source held at its checkpoint: a
+// replay queue that nothing feeds (the protocol's START_REPLAY names one),
+// and no coverage to wait for, since the held source acknowledges nothing
+// the checkpoint lacks.
+func (r *Reconciler) declareBuffer(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
+	h, err := s.brokerSession(ctx)
+	if err == nil {
+		err = h.DeclareBuffer(ctx, s.brokerRecord())
+	}
+	if err != nil {
+		if broker.IsRetryable(err) {
+			return reconcile.Result{}, false, err
+		}
+		res, ferr := s.fail(broker.ReasonOf(err), "declaring the replay queue: %v", err)
+		return res, false, ferr
+	}
+	s.done(v1alpha1.ConditionTopologyPrepared, "replay queue "+s.brokerRecord().ReplayQueue+" declared and left unbound: the source is held frozen at its checkpoint, so its own queue keeps the rest")
+	s.done(v1alpha1.ConditionReplayCoversSource, "the source is held frozen at its checkpoint: what it has not applied, it has not acknowledged, and its queue keeps it in order")
+	return reconcile.Result{}, true, nil
+}
+
+// containerID is the runtime's ID of the pod's container, without its
+// scheme ("" before the kubelet reports it).
+func containerID(pod *corev1.Pod, name string) string {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == name {
+			_, id, found := strings.Cut(cs.ContainerID, "://")
+			if !found {
+				return cs.ContainerID
+			}
+			return id
+		}
+	}
+	return ""
+}
+
+// agentEngine is the agent's name of a resolved engine.
+func agentEngine(e v1alpha1.CheckpointEngine) agentapi.CheckpointEngine {
+	if e == v1alpha1.CheckpointEngineRunc {
+		return agentapi.EngineRunc
+	}
+	return agentapi.EngineKubelet
 }
 
 // warmTarget: the target pod is created while the source is checkpointed,

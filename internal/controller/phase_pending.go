@@ -62,6 +62,14 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	srcAgent, err := r.Agents.Ready(ctx, pod.Spec.NodeName)
+	if err != nil {
+		return s.fail(v1alpha1.ReasonAgentUnavailable, "source node %s: %v", pod.Spec.NodeName, err)
+	}
+	engine, hold, engineWhy, fail := migration.ResolveCheckpointEngine(m.Spec.CheckpointEngine, pod.Spec.NodeName, srcAgent.Checkpoint, restore, strategy)
+	if fail != "" {
+		return s.fail(v1alpha1.ReasonNoCheckpointEngine, "%s", fail)
+	}
 	mode := m.Spec.EffectiveTransferMode()
 	if mode == v1alpha1.TransferRegistry && r.repository(m) == "" {
 		return s.fail(v1alpha1.ReasonNoRepository, "transferMode Registry needs spec.checkpointImageRepository (the manager has no default repository configured)")
@@ -77,6 +85,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	st.TargetNode, st.TargetNodeReason = placement.Node, placement.Reason
 	st.TransferMode, st.ReplayMode = mode, m.Spec.EffectiveReplayMode()
 	st.RestorePath, st.RestorePathReason = restore, restoreWhy
+	st.CheckpointEngine, st.CheckpointEngineReason, st.HoldSource = engine, engineWhy, hold
 	st.TargetPod = migration.TargetPodName(pod.Name, strategy)
 	if isSwap(m) {
 		st.TargetPod = m.Annotations[AnnotationSwapPod]

@@ -64,6 +64,9 @@ type propCase struct {
 	Sequential bool
 	Drain      bool
 	Direct     bool
+	// Kubelet dumps with the kubelet's API; otherwise the runc engine,
+	// which holds a Sequential source at its checkpoint.
+	Kubelet bool
 }
 
 // propBinding binds the queue to Exchanges[Exchange] with Key (a direct
@@ -90,7 +93,7 @@ func (c propCase) String() string {
 	fmt.Fprintf(&b, "seed=%d queue=%s exchanges=%v bindings=%v entry=%v prefetch=%d delay=%s start=%s strategy=%s replay=%s transfer=%s producers=[",
 		c.Seed, map[bool]string{true: "quorum", false: "classic"}[c.Quorum], c.Exchanges, c.Bindings, c.Entry, c.Prefetch, c.Delay, c.StartAfter,
 		map[bool]string{true: "Sequential", false: "ShadowPod"}[c.Sequential], map[bool]string{true: "Drain", false: "Cutoff"}[c.Drain],
-		map[bool]string{true: "Direct", false: "Registry"}[c.Direct])
+		map[bool]string{true: "Direct", false: "Registry"}[c.Direct]+" engine="+map[bool]string{true: "Kubelet", false: "Runc"}[c.Kubelet])
 	for i, p := range c.Producers {
 		if i > 0 {
 			b.WriteString(" ")
@@ -149,6 +152,8 @@ func drawCase(seed uint64) propCase {
 		p.KeepID = r.IntN(2) == 0
 		c.Producers = append(c.Producers, p)
 	}
+	// drawn last: the draws above stay what they were for older seeds
+	c.Kubelet = r.IntN(2) == 0
 	// scale the producers into the budget
 	for i := range c.Producers {
 		p := &c.Producers[i]
@@ -240,6 +245,7 @@ func propSetup(t *testing.T, c propCase) *propRun {
 	}
 	w.exchange = run.names[c.Bindings[0].Exchange]
 	w.sim = newNodeSim(t, k8s, w.ns, amqpURL, w.queue)
+	w.sim.broker = w.b
 	w.sim.delay, w.sim.prefetch = c.Delay, c.Prefetch
 	w.opts = controller.Options{DefaultCheckpointRepository: "registry.test/ckpt", BrokerRetryWindow: 2 * time.Second,
 		CaughtUpBelow: 2, Poll: 50 * time.Millisecond}
@@ -407,6 +413,10 @@ func runCase(t *testing.T, c propCase) string {
 		if c.Sequential {
 			s.MigrationStrategy = v1alpha1.StrategySequential
 		}
+		s.CheckpointEngine = v1alpha1.CheckpointEngineRunc
+		if c.Kubelet {
+			s.CheckpointEngine = v1alpha1.CheckpointEngineKubelet
+		}
 		if c.Drain {
 			s.ReplayMode = v1alpha1.ReplayDrain
 		}
@@ -538,6 +548,7 @@ func shrinks(c propCase) []propCase {
 		{func(n *propCase) *bool { return &n.Sequential }, false},
 		{func(n *propCase) *bool { return &n.Drain }, false},
 		{func(n *propCase) *bool { return &n.Direct }, false},
+		{func(n *propCase) *bool { return &n.Kubelet }, false},
 	}
 	for _, f := range flags {
 		try(func(n *propCase) bool {

@@ -54,7 +54,9 @@ type Engine interface {
 // ErrUnsupported: the engine cannot do what was asked.
 type ErrUnsupported struct{ Engine, What string }
 
-func (e ErrUnsupported) Error() string { return fmt.Sprintf("checkpoint engine %s cannot %s", e.Engine, e.What) }
+func (e ErrUnsupported) Error() string {
+	return fmt.Sprintf("checkpoint engine %s cannot %s", e.Engine, e.What)
+}
 
 // Identity is what the runtime recorded about a container: the CRI
 // annotations it carries.

@@ -43,6 +43,26 @@ func runBuffer(t *testing.T, env Env) {
 		must(t, "Teardown", h.Teardown(ctx(t), &rec))
 	})
 
+	t.Run("DeclareBuffer", func(t *testing.T) {
+		// a buffer for a held source: it exists, takes nothing, and goes
+		// with the teardown, leaving the topology as it was
+		t.Parallel()
+		s := env.NewStream(t)
+		before := env.Snapshot(t, s)
+		h := dial(t, env, s, migrationID(s, "d"))
+		var rec v1alpha1.BrokerStatus
+		must(t, "DeclareBuffer", h.DeclareBuffer(ctx(t), &rec))
+		if rec.ReplayQueue == "" {
+			t.Fatal("DeclareBuffer recorded no replay queue")
+		}
+		env.Publish(t, s, bodies("m", 3)...)
+		wantReady(t, env, s, s.Queue, 3)
+		wantReady(t, env, s, rec.ReplayQueue, 0)
+		must(t, "Seal", h.Seal(ctx(t), &rec))
+		must(t, "Teardown", h.Teardown(ctx(t), &rec))
+		wantSameTopology(t, "after the teardown", before, env.Snapshot(t, s))
+	})
+
 	t.Run("PrepareTwice", func(t *testing.T) {
 		t.Parallel()
 		s := env.NewStream(t)

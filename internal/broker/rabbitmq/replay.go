@@ -91,6 +91,23 @@ func (h *handoff) Prepare(ctx context.Context, rec *v1alpha1.BrokerStatus) error
 	return classify(err, fmt.Sprintf("declaring replay queue %q and tapping every route to %q (%s)", q, h.stream.Queue, describeRoutes(routes)))
 }
 
+// DeclareBuffer declares the replay queue alone: no tap, no binding.
+func (h *handoff) DeclareBuffer(ctx context.Context, rec *v1alpha1.BrokerStatus) error {
+	if rec == nil {
+		return errors.New("rabbitmq: DeclareBuffer needs a record")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	q := h.replayQueue()
+	rec.ReplayQueue = q
+	broker.NoteDeclaredQueue(rec, q)
+	err := h.sess.do(ctx, func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(q, true, false, false, false, nil)
+		return err
+	})
+	return classify(err, fmt.Sprintf("declaring replay queue %q", q))
+}
+
 // Seal cuts the replay queue off its tap, in one step. The binding stays
 // in rec.AddedBindings: teardown unbinds again, which is harmless.
 func (h *handoff) Seal(ctx context.Context, rec *v1alpha1.BrokerStatus) error {

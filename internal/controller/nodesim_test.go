@@ -18,7 +18,6 @@ import (
 	"github.com/ms2m/ms2m/internal/render"
 	"github.com/ms2m/ms2m/internal/staging"
 	"github.com/ms2m/ms2m/sdk"
-	"github.com/ms2m/ms2m/sdk/sdktest"
 )
 
 // nodeSim plays the node side, which envtest lacks: the agents and the
@@ -76,10 +75,6 @@ type nodeSim struct {
 	heldPods map[string]*simPod
 	// engines: checkpoint ID → the engine that dumped it.
 	engines map[string]agentapi.CheckpointEngine
-	// broker drops a killed frozen workload's connection as its death
-	// would: a frozen process neither acks nor nacks, the broker returns
-	// its deliveries when its connection goes.
-	broker *sdktest.Broker
 }
 
 type simPod struct {
@@ -91,10 +86,11 @@ type simPod struct {
 	// frozen is closed by thaw; nil while the pod runs. A frozen
 	// workload applies nothing and acknowledges nothing (the cgroup
 	// freezer), until it is thawed or killed.
-	fmu     sync.Mutex
-	frozen  chan struct{}
-	mu      sync.Mutex
-	applied []int64
+	fmu      sync.Mutex
+	frozen   chan struct{}
+	applying int // messages between enter and leave
+	mu       sync.Mutex
+	applied  []int64
 	// producers[i] is the producer of applied[i]
 	producers []string
 }
@@ -279,13 +275,49 @@ func (s *nodeSim) Cleanup(_ context.Context, node, id, _ string) error {
 // container.
 func simContainerID(podUID string) string { return "sim-" + podUID }
 
-// freeze stops the workload applying and acknowledging messages.
+// freeze stops the workload applying and acknowledging messages. Like
+// the cgroup freezer it is atomic: once it returns, a message is either
+// applied (in the snapshot taken next) or not begun; none is half-way.
 func (p *simPod) freeze() {
 	p.fmu.Lock()
-	defer p.fmu.Unlock()
 	if p.frozen == nil {
 		p.frozen = make(chan struct{})
 	}
+	p.fmu.Unlock()
+	for {
+		p.fmu.Lock()
+		busy := p.applying
+		p.fmu.Unlock()
+		if busy == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// enter begins applying a message once the workload is not frozen; false
+// when it was killed meanwhile.
+func (p *simPod) enter(ctx context.Context) bool {
+	for {
+		p.whileFrozen(ctx)
+		if ctx.Err() != nil {
+			return false
+		}
+		p.fmu.Lock()
+		if p.frozen == nil {
+			p.applying++
+			p.fmu.Unlock()
+			return true
+		}
+		p.fmu.Unlock()
+	}
+}
+
+// leave ends applying a message: it is in the consumer's snapshot.
+func (p *simPod) leave() {
+	p.fmu.Lock()
+	p.applying--
+	p.fmu.Unlock()
 }
 
 func (p *simPod) thaw() {
@@ -295,12 +327,6 @@ func (p *simPod) thaw() {
 		close(p.frozen)
 		p.frozen = nil
 	}
-}
-
-func (p *simPod) isFrozen() bool {
-	p.fmu.Lock()
-	defer p.fmu.Unlock()
-	return p.frozen != nil
 }
 
 // whileFrozen waits, in the workload, until it is thawed or killed.
@@ -347,11 +373,9 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 			return
 		}
 		if p != nil {
-			if p.isFrozen() {
-				if err := s.broker.DropConnections("sim " + pod.Name); err != nil {
-					s.t.Errorf("killing frozen %s: %v", pod.Name, err)
-				}
-			}
+			// A frozen workload killed: its blocked handler fails, and the
+			// SDK hands every delivery back in order by closing its
+			// channel, as the broker does when a frozen process dies.
 			p.cancel()
 			<-p.done
 			s.mu.Lock()
@@ -456,19 +480,19 @@ func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
 	c, err := sdk.NewConsumer(sdk.Config{
 		// A message applied as the freeze came stays unacknowledged
 		// while frozen: the hook runs between its apply and its ack.
-		Hooks: sdk.Hooks{Applied: func(sdk.Message, sdk.Snapshot) { p.whileFrozen(ctx) }},
+		Hooks: sdk.Hooks{Applied: func(sdk.Message, sdk.Snapshot) { p.leave(); p.whileFrozen(ctx) }},
 		URL:   s.amqpURL, Queue: s.queue, Prefetch: s.prefetch, Restore: from,
 		Identity: sdk.PodInfoFiles(dir), ConnectionName: "sim " + pod.Name,
 		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
 		Handler: func(ctx context.Context, m sdk.Message) error {
-			p.whileFrozen(ctx)
-			if ctx.Err() != nil {
+			if !p.enter(ctx) {
 				return ctx.Err() // killed while frozen: nothing applied
 			}
 			if s.delay > 0 {
 				time.Sleep(s.delay)
 			}
 			if s.held("replay") && m.Replayed {
+				p.leave()
 				return fmt.Errorf("replay held by the test")
 			}
 			p.mu.Lock()

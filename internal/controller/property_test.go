@@ -245,7 +245,6 @@ func propSetup(t *testing.T, c propCase) *propRun {
 	}
 	w.exchange = run.names[c.Bindings[0].Exchange]
 	w.sim = newNodeSim(t, k8s, w.ns, amqpURL, w.queue)
-	w.sim.broker = w.b
 	w.sim.delay, w.sim.prefetch = c.Delay, c.Prefetch
 	w.opts = controller.Options{DefaultCheckpointRepository: "registry.test/ckpt", BrokerRetryWindow: 2 * time.Second,
 		CaughtUpBelow: 2, Poll: 50 * time.Millisecond}

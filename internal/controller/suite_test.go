@@ -149,7 +149,6 @@ func newWorld(t *testing.T) *world {
 	w.b.Queue(t, w.queue)
 	w.b.Bind(t, w.queue, w.exchange, "orders")
 	w.sim = newNodeSim(t, k8s, w.ns, amqpURL, w.queue)
-	w.sim.broker = w.b
 	w.opts = controller.Options{DefaultCheckpointRepository: "registry.test/ckpt", BrokerRetryWindow: 2 * time.Second,
 		CaughtUpBelow: 2, Poll: 50 * time.Millisecond}
 	return w

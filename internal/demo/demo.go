@@ -392,7 +392,11 @@ func Report(w io.Writer, r *Result) {
 	}
 	fmt.Fprintf(w, "  %-14s %8s\n", "total", ms(total))
 	if ck := st.Checkpoint; ck != nil {
-		fmt.Fprintf(w, "checkpoint: %d bytes, source frozen %s\n", ck.SizeBytes, durMS(ck.FreezeDuration))
+		held := ""
+		if st.HoldSource {
+			held = ", then held until stopped"
+		}
+		fmt.Fprintf(w, "checkpoint: %d bytes by %s, source frozen %s%s\n", ck.SizeBytes, st.CheckpointEngine, durMS(ck.FreezeDuration), held)
 	}
 	mm := r.Measures
 	fmt.Fprintf(w, "service downtime: %s (%d of %d probes failed; /healthz every 10 ms, 1 s timeout)\n", ms(mm.Downtime), mm.Failures, mm.Probes)

@@ -21,31 +21,6 @@ func (b *Broker) KillConnection(t testing.TB, connName string) {
 	}
 }
 
-// DropConnections makes the broker close every connection named connName,
-// as a process that dies does, waiting up to 10 s for one to be listed;
-// for use outside the test's goroutine (it returns what went wrong).
-func (b *Broker) DropConnections(connName string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		names, err := b.connectionsNamed(connName)
-		if err != nil {
-			return err
-		}
-		if len(names) > 0 {
-			for _, n := range names {
-				if err := b.mgmt(http.MethodDelete, "/api/connections/"+url.PathEscape(n), nil); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no connection named %q in the management API", connName)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // WaitConnection waits up to 10 s for a connection named connName to show
 // up in the management API (which lists new connections with a delay) and
 // returns the broker's names for it.

@@ -120,6 +120,17 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	if m.Status.Phase != v1alpha1.PhaseCompleted || m.Status.Strategy != sc.strategy {
 		t.Fatalf("migration %s with strategy %s, want Completed %s", m.Status.Phase, m.Status.Strategy, sc.strategy)
 	}
+	// Where the target restores through ms2m's runtime handler the agent
+	// dumps with runc, holding a Sequential source; otherwise the kubelet
+	// dumps (containerd 2.1 restoring checkpoint images).
+	wantEngine, wantHold := v1alpha1.CheckpointEngineKubelet, false
+	if m.Status.RestorePath == v1alpha1.RestoreRuntimeHandler {
+		wantEngine, wantHold = v1alpha1.CheckpointEngineRunc, sc.strategy == v1alpha1.StrategySequential
+	}
+	if m.Status.CheckpointEngine != wantEngine || m.Status.HoldSource != wantHold {
+		t.Errorf("checkpoint engine %s (hold %v; %s), want %s (hold %v) for restore path %s",
+			m.Status.CheckpointEngine, m.Status.HoldSource, m.Status.CheckpointEngineReason, wantEngine, wantHold, m.Status.RestorePath)
+	}
 	if sc.exactly && (res.Lost != 0 || res.Duplicated != 0 || !res.DigestMatch || !res.StateIntact) {
 		t.Errorf("lost=%d duplicated=%d digest match=%v memory intact=%v", res.Lost, res.Duplicated, res.DigestMatch, res.StateIntact)
 	}

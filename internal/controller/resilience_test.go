@@ -209,6 +209,11 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 		{"runtime handler refuses the restore", "consumer-0", nil, func(w *world) { w.sim.badRestore["consumer-0-shadow"] = true }, v1alpha1.ReasonRestoreFailed, "StartError"},
 		{"target node cannot restore", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-b" },
 			func(w *world) { w.sim.noRestore["node-b"] = true }, v1alpha1.ReasonNoRestorePath, "no longer restores"},
+		{"held Sequential source thawed when the transfer fails", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			s.MigrationStrategy, s.CheckpointEngine = v1alpha1.StrategySequential, v1alpha1.CheckpointEngineRunc
+		}, func(w *world) { w.sim.transferTo["*"] = imageNoSuchRef }, v1alpha1.ReasonTransferFailed, "staging the checkpoint"},
+		{"runc engine asked of a node without it", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.CheckpointEngine = v1alpha1.CheckpointEngineRunc },
+			func(w *world) { w.sim.kubeletOnly["node-a"] = true }, v1alpha1.ReasonNoCheckpointEngine, "node-a cannot dump with runc"},
 		{"phase timeout", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
 			s.Timeouts = &v1alpha1.MigrationTimeouts{Transfer: &metav1.Duration{Duration: time.Second}}
 		}, func(w *world) { w.sim.hold("transfer") }, v1alpha1.ReasonTimeout, "Transferring did not finish within its timeout of 1s"},

@@ -90,3 +90,26 @@ func TestUpperDiffRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// The check reads the host's procfs: run on the host, the test process
+// shares its PID namespace; a process in a namespace of its own shows two
+// PIDs on its NSpid line.
+func TestSharesPIDNamespace(t *testing.T) {
+	dir := t.TempDir()
+	for name, c := range map[string]struct {
+		status string
+		want   bool
+	}{
+		"host":      {"Name:\tagent\nNSpid:\t2925\nNSpgid:\t2925\n", true},
+		"container": {"Name:\tagent\nNSpid:\t2925\t1\n", false},
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(c.status), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := engine.SharesPIDNamespace(p)
+		if err != nil || got != c.want {
+			t.Errorf("%s: %v, %v; want %v", name, got, err, c.want)
+		}
+	}
+}

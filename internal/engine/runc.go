@@ -58,18 +58,30 @@ func (r Runc) Check() error {
 			return fmt.Errorf("criu is not at %s on the host: %w", r.CRIU, err)
 		}
 	}
-	self, err := os.Readlink("/proc/self/ns/pid")
+	shared, err := SharesPIDNamespace(r.local("/proc/self/status"))
 	if err != nil {
 		return err
 	}
-	host, err := os.Readlink(r.local("/proc/1/ns/pid"))
-	if err != nil {
-		return err
-	}
-	if self != host {
+	if !shared {
 		return errors.New("the agent does not share the host's PID namespace (hostPID): CRIU could not reach the containers' processes")
 	}
 	return nil
+}
+
+// SharesPIDNamespace reads the host's procfs entry of the calling process:
+// its NSpid line lists one PID per namespace from the host's down to the
+// process's own, so a single one means the process is in the host's.
+func SharesPIDNamespace(status string) (bool, error) {
+	b, err := os.ReadFile(status)
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			return len(strings.Fields(rest)) == 1, nil
+		}
+	}
+	return false, fmt.Errorf("%s has no NSpid line (Linux before 4.1?)", status)
 }
 
 // runcState is the part of `runc state`'s JSON used here.

@@ -36,7 +36,8 @@ type Runc struct {
 	HostRoot string
 	// Runc is the runc binary; Root its state root for the runtime's
 	// containers (containerd: the runc shim's Root plus the namespace,
-	// k8s.io); CRIU the criu binary ("" : runc finds it on the PATH).
+	// k8s.io); CRIU the criu binary ("": the first on the host's PATH),
+	// whose directory goes first on runc's PATH.
 	Runc, Root, CRIU string
 	// DumpDir is where dumps and archives are written.
 	DumpDir string
@@ -201,12 +202,13 @@ func (r Runc) run(ctx context.Context, args ...string) error {
 // (in the agent's container) chrooted into the host. What runc says on
 // stderr goes into the error, never into anything parsed.
 func (r Runc) output(ctx context.Context, args ...string) ([]byte, error) {
-	global := []string{"--root", r.Root}
+	cmd := exec.CommandContext(ctx, r.Runc, append([]string{"--root", r.Root}, args...)...)
+	// runc finds criu on its PATH (runc 1.2 dropped its --criu option).
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	if r.CRIU != "" {
-		global = append(global, "--criu", r.CRIU)
+		path = filepath.Dir(r.CRIU) + ":" + path
 	}
-	cmd := exec.CommandContext(ctx, r.Runc, append(global, args...)...)
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Env = []string{"PATH=" + path}
 	cmd.Dir = "/"
 	if r.HostRoot != "" && r.HostRoot != "/" {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}

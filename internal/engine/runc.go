@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,11 @@ func (r Runc) Check() error {
 	}
 	if _, err := os.Stat(r.local(r.Root)); err != nil {
 		return fmt.Errorf("runc's state root %s is not on the host (the runtime's runc root and namespace): %w", r.Root, err)
+	}
+	if r.HostRoot != "" && r.HostRoot != "/" {
+		if _, err := r.hostBinary("nsenter"); err != nil {
+			return fmt.Errorf("%w: runc must run in the runtime's mount namespace", err)
+		}
 	}
 	if r.CRIU != "" {
 		if _, err := os.Stat(r.local(r.CRIU)); err != nil {
@@ -124,11 +130,11 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 
 	start := time.Now()
 	if o.Hold {
-		if err := r.run(ctx, "pause", c.ID); err != nil {
+		if err := r.run(ctx, st.Pid, "pause", c.ID); err != nil {
 			return Result{}, fmt.Errorf("pausing %s before its dump: %w", c, err)
 		}
 	}
-	err = r.run(ctx, "checkpoint", "--leave-running", "--image-path", images, "--work-path", work, c.ID)
+	err = r.run(ctx, st.Pid, "checkpoint", "--leave-running", "--image-path", images, "--work-path", work, c.ID)
 	freeze := time.Since(start)
 	if err != nil {
 		err = fmt.Errorf("runc checkpoint of %s: %w%s", c, err, tail(r.local(filepath.Join(work, "dump.log"))))
@@ -173,13 +179,13 @@ func (r Runc) Release(ctx context.Context, containerID string) error {
 	if st.Status != "paused" {
 		return nil
 	}
-	return r.run(ctx, "resume", containerID)
+	return r.run(ctx, st.Pid, "resume", containerID)
 }
 
 var errNoContainer = errors.New("no such container")
 
 func (r Runc) state(ctx context.Context, id string) (runcState, error) {
-	out, err := r.output(ctx, "state", id)
+	out, err := r.output(ctx, 0, "state", id)
 	if err != nil {
 		if _, statErr := os.Stat(r.local(filepath.Join(r.Root, id))); errors.Is(statErr, os.ErrNotExist) {
 			return runcState{}, fmt.Errorf("container %s: %w under runc root %s", id, errNoContainer, r.Root)
@@ -193,16 +199,35 @@ func (r Runc) state(ctx context.Context, id string) (runcState, error) {
 	return st, nil
 }
 
-func (r Runc) run(ctx context.Context, args ...string) error {
-	_, err := r.output(ctx, args...)
+// run runs runc in the mount namespace of the runtime that manages the
+// container whose init is pid (see output).
+func (r Runc) run(ctx context.Context, pid int, args ...string) error {
+	_, err := r.output(ctx, pid, args...)
 	return err
 }
 
 // output runs runc as the node's runtime would: its root, its CRIU, and
-// (in the agent's container) chrooted into the host. What runc says on
-// stderr goes into the error, never into anything parsed.
-func (r Runc) output(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, r.Runc, append([]string{"--root", r.Root}, args...)...)
+// the host's files. Reading state needs only the host's root (a chroot);
+// whatever CRIU or the cgroup freezer does needs the runtime's own mount
+// namespace too, whose mount table CRIU reads: runc runs there through the
+// host's nsenter, in the namespace of the container's parent (the
+// runtime's shim). What runc says on stderr goes into the error, never
+// into anything parsed.
+func (r Runc) output(ctx context.Context, pid int, args ...string) ([]byte, error) {
+	argv := append([]string{r.Runc, "--root", r.Root}, args...)
+	chroot := r.HostRoot != "" && r.HostRoot != "/"
+	if chroot && pid > 0 {
+		shim, err := parentOf(r.local(filepath.Join("/proc", strconv.Itoa(pid), "status")))
+		if err != nil {
+			return nil, err
+		}
+		nsenter, err := r.hostBinary("nsenter")
+		if err != nil {
+			return nil, err
+		}
+		argv = append([]string{nsenter, "--mount=/proc/" + strconv.Itoa(shim) + "/ns/mnt", "--"}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	// runc finds criu on its PATH (runc 1.2 dropped its --criu option).
 	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	if r.CRIU != "" {
@@ -210,19 +235,46 @@ func (r Runc) output(ctx context.Context, args ...string) ([]byte, error) {
 	}
 	cmd.Env = []string{"PATH=" + path}
 	cmd.Dir = "/"
-	if r.HostRoot != "" && r.HostRoot != "/" {
+	if chroot {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if len(msg) > 2048 {
-			msg = msg[len(msg)-2048:]
-		}
-		return nil, fmt.Errorf("runc %s: %w: %s", args[0], err, msg)
+		return nil, fmt.Errorf("runc %s: %w: %s", args[0], err, lastLines(stderr.String(), 6))
 	}
 	return stdout.Bytes(), nil
+}
+
+// hostBinary finds a program in the host's usual directories.
+func (r Runc) hostBinary(name string) (string, error) {
+	for _, dir := range []string{"/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(r.local(p)); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no %s on the host (util-linux)", name)
+}
+
+// parentOf reads a process's parent from its procfs status file.
+func parentOf(status string) (int, error) {
+	b, err := os.ReadFile(status)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "PPid:"); ok {
+			return strconv.Atoi(strings.TrimSpace(rest))
+		}
+	}
+	return 0, fmt.Errorf("%s has no PPid line", status)
+}
+
+// lastLines is the end of a command's diagnostics, for an error message.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " | ")
 }
 
 // local is where a host path is in the agent's file system.

@@ -100,6 +100,10 @@ func (r *Reconciler) declareBuffer(ctx context.Context, s *scope) (reconcile.Res
 	if err == nil {
 		err = h.DeclareBuffer(ctx, s.brokerRecord())
 	}
+	if err == nil {
+		// The target, the same program, reads the same kind of queue.
+		err = noteSourceControlQueue(ctx, s, h)
+	}
 	if err != nil {
 		if broker.IsRetryable(err) {
 			return reconcile.Result{}, false, err
@@ -110,6 +114,21 @@ func (r *Reconciler) declareBuffer(ctx context.Context, s *scope) (reconcile.Res
 	s.done(v1alpha1.ConditionTopologyPrepared, "replay queue "+s.brokerRecord().ReplayQueue+" declared and left unbound: the source is held frozen at its checkpoint, so its own queue keeps the rest")
 	s.done(v1alpha1.ConditionReplayCoversSource, "the source is held frozen at its checkpoint: what it has not applied, it has not acknowledged, and its queue keeps it in order")
 	return reconcile.Result{}, true, nil
+}
+
+// noteSourceControlQueue records which control queue the source reads
+// (while it still runs): START_REPLAY goes to the same kind for the target.
+func noteSourceControlQueue(ctx context.Context, s *scope, h broker.Handoff) error {
+	rec := s.brokerRecord()
+	if rec.SourceControlQueue != "" {
+		return nil
+	}
+	q, err := sourceControlQueue(ctx, h, s.m.Namespace, s.m.Spec.SourcePod)
+	if err != nil {
+		return err
+	}
+	rec.SourceControlQueue = q
+	return nil
 }
 
 // containerID is the runtime's ID of the pod's container, without its
@@ -170,13 +189,9 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 		res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
 		return res, false, ferr
 	}
-	if rec.SourceControlQueue == "" {
-		q, err := sourceControlQueue(ctx, h, s.m.Namespace, s.m.Spec.SourcePod)
-		if err != nil {
-			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
-			return res, false, ferr
-		}
-		rec.SourceControlQueue = q
+	if err := noteSourceControlQueue(ctx, s, h); err != nil {
+		res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
+		return res, false, ferr
 	}
 	c := coverage(p.Primary, p.Buffer, int64(rec.FencesSent), broker.DegradedBy(h) != nil, r.Options.AssumedPrefetch)
 	var covered bool

@@ -111,6 +111,9 @@ type Handoff interface {
 	// QueueExists reports whether a queue exists: whether a workload that
 	// polls its control queue declared it.
 	QueueExists(ctx context.Context, queue string) (bool, error)
+	// Waiting counts the messages waiting in a queue (0 when it does not
+	// exist): whether a target has taken its control messages.
+	Waiting(ctx context.Context, queue string) (int, error)
 	// DeleteControlQueue removes a gone pod's control queue if nothing
 	// consumes it any more.
 	DeleteControlQueue(ctx context.Context, controlQueue string) error

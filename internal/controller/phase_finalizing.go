@@ -91,6 +91,27 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	return r.completeWhenOwned(s, msg, done, err)
 }
 
+// endReplayPatience bounds how long the cutover waits for a target that
+// does not report to take END_REPLAY from its control queue.
+const endReplayPatience = 30 * time.Second
+
+// tookEndReplay: the target's control queue holds nothing more for it, or
+// it has not taken END_REPLAY within endReplayPatience (status says so).
+func (r *Reconciler) tookEndReplay(ctx context.Context, s *scope, h broker.Handoff) (bool, error) {
+	st := &s.m.Status
+	n, err := h.Waiting(ctx, s.brokerRecord().ControlQueue)
+	if err != nil || n == 0 {
+		return err == nil, err
+	}
+	sent := migration.ConditionTime(st, v1alpha1.ConditionTargetSwitched)
+	if sent.IsZero() || s.now.Sub(sent) < endReplayPatience {
+		return false, nil
+	}
+	s.event(corev1.EventTypeWarning, "ControlNotTaken", "Cutover", "target %s consumes %s but left %d control message(s) untaken for %s; going on",
+		st.TargetPod, s.m.Spec.MessageQueueConfig.QueueName, n, endReplayPatience)
+	return true, nil
+}
+
 // gapBeforeStop reads the target's reports one last time before the source
 // is stopped: a gap it found while replaying still rolls back then.
 func (r *Reconciler) gapBeforeStop(ctx context.Context, s *scope) (bool, error) {
@@ -246,6 +267,13 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		if !targetReportedSwitch(st) {
 			if !consumesPrimary(p.Primary, rec.PrimaryConsumersAtSwitch, target.Status.PodIP) || !s.switchedWithoutReport() {
 				return s.poll(), false, nil
+			}
+			// Consuming the primary queue is not enough: a target that
+			// went there on its own after the restore, and polls its
+			// control queue, takes START_REPLAY after that and follows it
+			// to the replay queue. It has switched once it took END_REPLAY.
+			if taken, err := r.tookEndReplay(ctx, s, h); err != nil || !taken {
+				return s.poll(), false, err
 			}
 		}
 		s.done(v1alpha1.ConditionTargetSwitched, "target "+target.Name+" consumes "+s.m.Spec.MessageQueueConfig.QueueName)

@@ -58,6 +58,11 @@ func runBuffer(t *testing.T, env Env) {
 		env.Publish(t, s, bodies("m", 3)...)
 		wantReady(t, env, s, s.Queue, 3)
 		wantReady(t, env, s, rec.ReplayQueue, 0)
+		for q, want := range map[string]int{s.Queue: 3, rec.ReplayQueue: 0, "no-such-queue-" + migrationID(s, "d"): 0} {
+			if n, err := h.Waiting(ctx(t), q); err != nil || n != want {
+				t.Errorf("Waiting(%s) = %d, %v; want %d", q, n, err, want)
+			}
+		}
 		must(t, "Seal", h.Seal(ctx(t), &rec))
 		must(t, "Teardown", h.Teardown(ctx(t), &rec))
 		wantSameTopology(t, "after the teardown", before, env.Snapshot(t, s))

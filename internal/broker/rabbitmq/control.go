@@ -153,6 +153,24 @@ func (h *handoff) queueExists(ctx context.Context, q string) (bool, error) {
 	return err == nil, classify(err, fmt.Sprintf("looking up queue %q", q))
 }
 
+// Waiting counts the messages waiting in a queue (0 when it does not
+// exist): whether a target that polls its control queue has taken what was
+// sent to it.
+func (h *handoff) Waiting(ctx context.Context, q string) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	err := h.sess.do(ctx, func(ch *amqp.Channel) error {
+		st, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
+		n = st.Messages
+		return err
+	})
+	if isNotFound(err) {
+		return 0, nil
+	}
+	return n, classify(err, fmt.Sprintf("counting the messages waiting in %q", q))
+}
+
 // DeleteControlQueue deletes pod's control queue unless something still
 // consumes it; that refusal is retryable, as a gone pod's connection can
 // take a heartbeat to close.

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/staging"
+	"github.com/ms2m/ms2m/internal/tarball"
 )
 
 // Runc dumps a container with the node's own runc, the binary and state
@@ -307,7 +306,7 @@ func writeArchive(path, dir string, names ...string) error {
 		if _, err := os.Lstat(filepath.Join(dir, n)); errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		if err := addTree(tw, dir, n); err != nil {
+		if err := tarball.AddTree(tw, dir, n); err != nil {
 			f.Close()
 			return err
 		}
@@ -317,46 +316,4 @@ func writeArchive(path, dir string, names ...string) error {
 		return err
 	}
 	return f.Close()
-}
-
-// addTree adds dir/name and, for a directory, everything under it, with
-// names relative to dir. CRIU's images are plain files and directories.
-func addTree(tw *tar.Writer, dir, name string) error {
-	return filepath.WalkDir(filepath.Join(dir, name), func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() && !fi.IsDir() {
-			return fmt.Errorf("%s: neither a file nor a directory", p)
-		}
-		hdr, err := tar.FileInfoHeader(fi, "")
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.IsDir() {
-			return nil
-		}
-		src, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		_, err = io.Copy(tw, src)
-		return err
-	})
 }

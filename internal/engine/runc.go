@@ -27,10 +27,11 @@ import (
 // at HostRoot and the host's PID namespace: runc runs chrooted into
 // HostRoot, so every path below is the host's.
 //
-// CRIU freezes the container only for the dump itself (the kubelet's API
-// has the runtime pause it for the dump and for the archive, and cannot
-// leave it frozen). With Hold the container is paused first (runc pause,
-// the cgroup freezer) and CRIU, finding it frozen, leaves it so.
+// The container is paused (runc pause, the cgroup freezer) for CRIU's dump
+// and the copy of its file system's changes, which must agree, and resumed
+// before the archive is written (the kubelet's API keeps it paused for the
+// archive too, and cannot leave it frozen). With Hold it is not resumed:
+// CRIU, finding it frozen, leaves it so.
 type Runc struct {
 	// HostRoot is where the host's root is mounted ("/" on the host).
 	HostRoot string
@@ -127,26 +128,29 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 	}
 	defer os.RemoveAll(r.local(dir))
 
+	// Paused for the dump and the file system's changes together: a
+	// container running on after its dump could write to a file CRIU
+	// recorded open, and CRIU refuses to restore a file whose size
+	// changed. The archive is written after the resume.
 	start := time.Now()
-	if o.Hold {
-		if err := r.run(ctx, st.Pid, "pause", c.ID); err != nil {
-			return Result{}, fmt.Errorf("pausing %s before its dump: %w", c, err)
-		}
+	if err := r.run(ctx, st.Pid, "pause", c.ID); err != nil {
+		return Result{}, fmt.Errorf("pausing %s for its dump: %w", c, err)
 	}
 	err = r.run(ctx, st.Pid, "checkpoint", "--leave-running", "--image-path", images, "--work-path", work, c.ID)
-	freeze := time.Since(start)
 	if err != nil {
 		err = fmt.Errorf("runc checkpoint of %s: %w%s", c, err, tail(r.local(filepath.Join(work, "dump.log"))))
-		if o.Hold {
-			// Never leave a container frozen that nothing will follow.
-			if rerr := r.Release(context.WithoutCancel(ctx), c.ID); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("thawing it again: %w", rerr))
-			}
-		}
-		return Result{}, err
+	} else if derr := r.writeRootfsDiff(st, filepath.Join(dir, staging.RootfsDiffTar)); derr != nil {
+		err = fmt.Errorf("root file system changes of %s: %w", c, derr)
 	}
-	if err := r.writeRootfsDiff(st, filepath.Join(dir, staging.RootfsDiffTar)); err != nil {
-		return Result{}, r.failHeld(ctx, c, o, fmt.Errorf("root file system changes of %s: %w", c, err))
+	if err != nil || !o.Hold {
+		// Never leave a container frozen that nothing will follow.
+		if rerr := r.Release(context.WithoutCancel(ctx), c.ID); rerr != nil {
+			return Result{}, errors.Join(err, fmt.Errorf("resuming %s: %w", c, rerr))
+		}
+	}
+	freeze := time.Since(start)
+	if err != nil {
+		return Result{}, err
 	}
 	archive := filepath.Join(r.DumpDir, o.ID+".tar")
 	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {

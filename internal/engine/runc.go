@@ -96,7 +96,6 @@ type runcState struct {
 	ID          string            `json:"id"`
 	Pid         int               `json:"pid"`
 	Status      string            `json:"status"`
-	Rootfs      string            `json:"rootfs"`
 	Annotations map[string]string `json:"annotations"`
 }
 

@@ -224,13 +224,18 @@ func (c *Consumer) startReplay(queue, replyTo string) {
 	c.report(control.ReplayStarted, queue)
 }
 
-// report queues a report to c.reply; c.mu is held.
+// report queues a report of the handoff to c.reply; c.mu is held.
 func (c *Consumer) report(typ, replay string) {
 	k, at := c.counters, c.atReplay
-	c.outbox = append(c.outbox, control.Report{Type: typ, Pod: c.known.Name, ReplayQueue: replay,
+	c.send(control.Report{Type: typ, Pod: c.known.Name, ReplayQueue: replay,
 		Replayed: k.Replayed - at.Replayed, Duplicates: k.Duplicates - at.Duplicates,
-		Gaps: k.Gaps - at.Gaps, Missing: k.Missing - at.Missing})
-	c.replyTo = append(c.replyTo, c.reply)
+		Gaps: k.Gaps - at.Gaps, Missing: k.Missing - at.Missing}, c.reply)
+}
+
+// send queues r for the queue to (sendReports publishes it); c.mu is held.
+func (c *Consumer) send(r control.Report, to string) {
+	c.outbox = append(c.outbox, r)
+	c.replyTo = append(c.replyTo, to)
 }
 
 // pauseAfterFailure keeps the consumer from taking messages for a while

@@ -15,7 +15,8 @@ var errHandlerFailed = errors.New("handler failed")
 
 // deliver applies d, or acks it unapplied when its sequence number was
 // applied already. A handler error leaves d unacknowledged (the caller
-// returns it in order) and the snapshot as it was. Other errors are the broker's: the session is over.
+// returns it in order) and the snapshot as it was. Other errors are the
+// broker's: the session is over.
 //
 // A message is recorded as applied before its ack: if the ack is lost, the
 // broker delivers it again and the sequence number makes it a duplicate.
@@ -28,8 +29,7 @@ func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, r
 			// everything queued before it is applied (its migration may
 			// checkpoint now).
 			fence, _ := d.Headers[FenceHeader].(string)
-			c.outbox = append(c.outbox, control.Report{Type: control.FencePassed, Pod: c.known.Name, Fence: fence})
-			c.replyTo = append(c.replyTo, d.ReplyTo)
+			c.send(control.Report{Type: control.FencePassed, Pod: c.known.Name, Fence: fence}, d.ReplyTo)
 		}
 		c.mu.Unlock()
 		return ack(d)

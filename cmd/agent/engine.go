@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,11 +37,9 @@ func findRunc(hostRoot, handlerName, handlerBinary string) string {
 			return c.Runc
 		}
 	}
-	for _, dir := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
-		p := filepath.Join(dir, "runc")
-		if _, err := os.Stat(filepath.Join(hostRoot, p)); !errors.Is(err, os.ErrNotExist) {
-			return p
-		}
+	p, err := engine.FindHostBinary(hostRoot, "runc")
+	if err != nil {
+		return ""
 	}
-	return ""
+	return p
 }

@@ -80,13 +80,12 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	st.Checkpoint = &v1alpha1.CheckpointStatus{ID: s.id, SizeBytes: res.SizeBytes, CreatedAt: &created,
 		FreezeDuration: &metav1.Duration{Duration: res.Freeze}}
 	s.done(v1alpha1.ConditionCheckpointCreated, "checkpoint of container "+st.ContainerName+" on "+st.SourceNode)
+	frozen := fmt.Sprintf("source frozen %s", res.Freeze)
 	if res.Held {
-		s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s with %s: %d bytes in %s; the source stays frozen until it is stopped",
-			pod.Name, st.ContainerName, res.Engine, res.SizeBytes, res.Freeze)
-	} else {
-		s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s with %s: %d bytes, source frozen %s",
-			pod.Name, st.ContainerName, res.Engine, res.SizeBytes, res.Freeze)
+		frozen = fmt.Sprintf("dumped in %s; the source stays frozen until it is stopped", res.Freeze)
 	}
+	s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s with %s: %d bytes, %s",
+		pod.Name, st.ContainerName, res.Engine, res.SizeBytes, frozen)
 	s.enter(v1alpha1.PhaseTransferring)
 	return next(), nil
 }

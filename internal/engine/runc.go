@@ -24,8 +24,8 @@ import (
 // root its container runtime uses, so runc's CRIU options (the node's
 // /etc/criu/runc.conf) and its view of the container are the runtime's.
 // The agent runs in a container with the host's root file system mounted
-// at HostRoot and the host's PID namespace: runc runs chrooted into
-// HostRoot, so every path below is the host's.
+// at HostRoot and the host's PID namespace; runc runs on the host's files
+// (see output), so every path below is the host's.
 //
 // The container is paused (runc pause, the cgroup freezer) for CRIU's dump
 // and the copy of its file system's changes, which must agree, and resumed
@@ -56,8 +56,8 @@ func (r Runc) Check() error {
 		return fmt.Errorf("runc's state root %s is not on the host (the runtime's runc root and namespace): %w", r.Root, err)
 	}
 	if r.HostRoot != "" && r.HostRoot != "/" {
-		if _, err := r.hostBinary("nsenter"); err != nil {
-			return fmt.Errorf("%w: runc must run in the runtime's mount namespace", err)
+		if _, err := FindHostBinary(r.HostRoot, "nsenter"); err != nil {
+			return fmt.Errorf("%w (util-linux): runc must run in the runtime's mount namespace", err)
 		}
 	}
 	if r.CRIU != "" {
@@ -79,16 +79,11 @@ func (r Runc) Check() error {
 // its NSpid line lists one PID per namespace from the host's down to the
 // process's own, so a single one means the process is in the host's.
 func SharesPIDNamespace(status string) (bool, error) {
-	b, err := os.ReadFile(status)
+	pids, err := statusField(status, "NSpid")
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("%w (Linux before 4.1?)", err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
-			return len(strings.Fields(rest)) == 1, nil
-		}
-	}
-	return false, fmt.Errorf("%s has no NSpid line (Linux before 4.1?)", status)
+	return len(strings.Fields(pids)) == 1, nil
 }
 
 // runcState is the part of `runc state`'s JSON used here.
@@ -131,20 +126,32 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 	// container running on after its dump could write to a file CRIU
 	// recorded open, and CRIU refuses to restore a file whose size
 	// changed. The archive is written after the resume.
+	ns, err := r.runtimeNamespace(st.Pid)
+	if err != nil {
+		return Result{}, err
+	}
 	start := time.Now()
-	if err := r.run(ctx, st.Pid, "pause", c.ID); err != nil {
+	if err := r.run(ctx, ns, "pause", c.ID); err != nil {
 		return Result{}, fmt.Errorf("pausing %s for its dump: %w", c, err)
 	}
-	err = r.run(ctx, st.Pid, "checkpoint", "--leave-running", "--image-path", images, "--work-path", work, c.ID)
+	err = r.run(ctx, ns, "checkpoint", "--leave-running", "--image-path", images, "--work-path", work, c.ID)
 	if err != nil {
-		err = fmt.Errorf("runc checkpoint of %s: %w%s", c, err, tail(r.local(filepath.Join(work, "dump.log"))))
+		err = fmt.Errorf("runc checkpoint of %s: %w%s", c, err, logTail(r.local(filepath.Join(work, "dump.log"))))
 	} else if derr := r.writeRootfsDiff(st, filepath.Join(dir, staging.RootfsDiffTar)); derr != nil {
 		err = fmt.Errorf("root file system changes of %s: %w", c, derr)
 	}
-	if err != nil || !o.Hold {
-		// Never leave a container frozen that nothing will follow.
+	switch {
+	case err != nil:
+		// Never leave a container frozen that nothing will follow; it may
+		// be gone, which Release allows for.
 		if rerr := r.Release(context.WithoutCancel(ctx), c.ID); rerr != nil {
 			return Result{}, errors.Join(err, fmt.Errorf("resuming %s: %w", c, rerr))
+		}
+	case !o.Hold:
+		// Paused above, so resumed at once: no second look at its state
+		// while it is frozen.
+		if rerr := r.run(context.WithoutCancel(ctx), ns, "resume", c.ID); rerr != nil {
+			return Result{}, fmt.Errorf("resuming %s: %w", c, rerr)
 		}
 	}
 	freeze := time.Since(start)
@@ -181,13 +188,17 @@ func (r Runc) Release(ctx context.Context, containerID string) error {
 	if st.Status != "paused" {
 		return nil
 	}
-	return r.run(ctx, st.Pid, "resume", containerID)
+	ns, err := r.runtimeNamespace(st.Pid)
+	if err != nil {
+		return err
+	}
+	return r.run(ctx, ns, "resume", containerID)
 }
 
 var errNoContainer = errors.New("no such container")
 
 func (r Runc) state(ctx context.Context, id string) (runcState, error) {
-	out, err := r.output(ctx, 0, "state", id)
+	out, err := r.output(ctx, nil, "state", id)
 	if err != nil {
 		if _, statErr := os.Stat(r.local(filepath.Join(r.Root, id))); errors.Is(statErr, os.ErrNotExist) {
 			return runcState{}, fmt.Errorf("container %s: %w under runc root %s", id, errNoContainer, r.Root)
@@ -201,43 +212,55 @@ func (r Runc) state(ctx context.Context, id string) (runcState, error) {
 	return st, nil
 }
 
-// run runs runc in the mount namespace of the runtime that manages the
-// container whose init is pid (see output).
-func (r Runc) run(ctx context.Context, pid int, args ...string) error {
-	_, err := r.output(ctx, pid, args...)
+// hostPath is the PATH runc gets, and where host programs are looked up.
+var hostPath = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+
+// runtimeNamespace is the command prefix that runs a program in the mount
+// namespace of the runtime managing the container whose init is pid: the
+// namespace of its parent (the runtime's shim), entered with the host's
+// nsenter. Whatever CRIU or the cgroup freezer does needs it: CRIU reads
+// its mount table, which a chroot does not give. On the host itself the
+// agent is already there (nil).
+func (r Runc) runtimeNamespace(pid int) ([]string, error) {
+	if r.HostRoot == "" || r.HostRoot == "/" {
+		return nil, nil
+	}
+	ppid, err := statusField(r.local(filepath.Join("/proc", strconv.Itoa(pid), "status")), "PPid")
+	if err != nil {
+		return nil, err
+	}
+	shim, err := strconv.Atoi(ppid)
+	if err != nil {
+		return nil, fmt.Errorf("parent of process %d: %w", pid, err)
+	}
+	nsenter, err := FindHostBinary(r.HostRoot, "nsenter")
+	if err != nil {
+		return nil, err
+	}
+	return []string{nsenter, "--mount=/proc/" + strconv.Itoa(shim) + "/ns/mnt", "--"}, nil
+}
+
+// run runs runc under the prefix ns (see output).
+func (r Runc) run(ctx context.Context, ns []string, args ...string) error {
+	_, err := r.output(ctx, ns, args...)
 	return err
 }
 
 // output runs runc as the node's runtime would: its root, its CRIU, and
-// the host's files. Reading state needs only the host's root (a chroot);
-// whatever CRIU or the cgroup freezer does needs the runtime's own mount
-// namespace too, whose mount table CRIU reads: runc runs there through the
-// host's nsenter, in the namespace of the container's parent (the
-// runtime's shim). What runc says on stderr goes into the error, never
-// into anything parsed.
-func (r Runc) output(ctx context.Context, pid int, args ...string) ([]byte, error) {
-	argv := append([]string{r.Runc, "--root", r.Root}, args...)
-	chroot := r.HostRoot != "" && r.HostRoot != "/"
-	if chroot && pid > 0 {
-		shim, err := parentOf(r.local(filepath.Join("/proc", strconv.Itoa(pid), "status")))
-		if err != nil {
-			return nil, err
-		}
-		nsenter, err := r.hostBinary("nsenter")
-		if err != nil {
-			return nil, err
-		}
-		argv = append([]string{nsenter, "--mount=/proc/" + strconv.Itoa(shim) + "/ns/mnt", "--"}, argv...)
-	}
+// the host's files, chrooted into HostRoot, under the prefix ns (a
+// runtimeNamespace; nil to read state, which needs the files alone). What
+// runc says on stderr goes into the error, never into anything parsed.
+func (r Runc) output(ctx context.Context, ns []string, args ...string) ([]byte, error) {
+	argv := append(append(append([]string{}, ns...), r.Runc, "--root", r.Root), args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	// runc finds criu on its PATH (runc 1.2 dropped its --criu option).
-	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	path := strings.Join(hostPath, ":")
 	if r.CRIU != "" {
 		path = filepath.Dir(r.CRIU) + ":" + path
 	}
 	cmd.Env = []string{"PATH=" + path}
 	cmd.Dir = "/"
-	if chroot {
+	if r.HostRoot != "" && r.HostRoot != "/" {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
 	}
 	var stdout, stderr bytes.Buffer
@@ -248,29 +271,30 @@ func (r Runc) output(ctx context.Context, pid int, args ...string) ([]byte, erro
 	return stdout.Bytes(), nil
 }
 
-// hostBinary finds a program in the host's usual directories.
-func (r Runc) hostBinary(name string) (string, error) {
-	for _, dir := range []string{"/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"} {
+// FindHostBinary finds a program in the host's hostPath directories, as a
+// host path.
+func FindHostBinary(hostRoot, name string) (string, error) {
+	for _, dir := range hostPath {
 		p := filepath.Join(dir, name)
-		if _, err := os.Stat(r.local(p)); err == nil {
+		if _, err := os.Stat(filepath.Join(hostRoot, p)); err == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("no %s on the host (util-linux)", name)
+	return "", fmt.Errorf("no %s on the host", name)
 }
 
-// parentOf reads a process's parent from its procfs status file.
-func parentOf(status string) (int, error) {
+// statusField is a field of a procfs status file ("PPid", "NSpid").
+func statusField(status, key string) (string, error) {
 	b, err := os.ReadFile(status)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "PPid:"); ok {
-			return strconv.Atoi(strings.TrimSpace(rest))
+		if rest, ok := strings.CutPrefix(line, key+":"); ok {
+			return strings.TrimSpace(rest), nil
 		}
 	}
-	return 0, fmt.Errorf("%s has no PPid line", status)
+	return "", fmt.Errorf("%s has no %s line", status, key)
 }
 
 // lastLines is the end of a command's diagnostics, for an error message.
@@ -287,14 +311,13 @@ func (r Runc) local(p string) string {
 	return filepath.Join(r.HostRoot, p)
 }
 
-// tail is the end of a CRIU log, for an error message.
-func tail(path string) string {
+// logTail is the end of a CRIU log, for an error message.
+func logTail(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil || len(b) == 0 {
 		return ""
 	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return "; CRIU's log ends: " + strings.Join(lines[max(0, len(lines)-5):], " | ")
+	return "; CRIU's log ends: " + lastLines(string(b), 5)
 }
 
 // writeArchive writes the named entries of dir (files or trees) into a

@@ -74,6 +74,10 @@ const (
 	ConditionTargetRestored       = "TargetRestored"
 	ConditionReplayStarted        = "ReplayStarted"
 	ConditionReplayCaughtUp       = "ReplayCaughtUp"
+	// ConditionTargetServing: the target is Ready and a ready endpoint of
+	// every Service that selects it (make before break: only then does
+	// the source go).
+	ConditionTargetServing        = "TargetServing"
 	ConditionSourceStopped        = "SourceStopped"
 	ConditionReplaySealed         = "ReplaySealed"
 	ConditionTargetSwitched       = "TargetSwitched"

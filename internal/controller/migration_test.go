@@ -45,7 +45,7 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 		}
 	}
 	for _, c := range []string{v1alpha1.ConditionTopologyPrepared, v1alpha1.ConditionCheckpointCreated, v1alpha1.ConditionCheckpointTransferred,
-		v1alpha1.ConditionTargetRestored, v1alpha1.ConditionReplayStarted, v1alpha1.ConditionSourceStopped, v1alpha1.ConditionReplaySealed,
+		v1alpha1.ConditionTargetRestored, v1alpha1.ConditionReplayStarted, v1alpha1.ConditionTargetServing, v1alpha1.ConditionSourceStopped, v1alpha1.ConditionReplaySealed,
 		v1alpha1.ConditionTargetSwitched, v1alpha1.ConditionTopologyRestored, v1alpha1.ConditionStreamIntact, v1alpha1.ConditionSucceeded} {
 		if !migration.IsTrue(st, c) {
 			t.Errorf("condition %s is not True", c)

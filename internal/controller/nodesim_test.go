@@ -75,6 +75,12 @@ type nodeSim struct {
 	heldPods map[string]*simPod
 	// engines: checkpoint ID → the engine that dumped it.
 	engines map[string]agentapi.CheckpointEngine
+	// staleReady plays a kubelet that has not synced a target since its
+	// cutover gate opened: it never folds the gate into Ready, and once
+	// writes back the Ready=False it computed before (its status
+	// manager's periodic reconcile) over the Ready ms2m set.
+	staleReady bool
+	wroteBack  map[string]bool // pod UID → stale Ready written
 }
 
 type simPod struct {
@@ -102,7 +108,8 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{},
 		createdPods: map[string][]string{}, badRestore: map[string]bool{}, checkpointImageOnly: map[string]bool{}, noRestore: map[string]bool{},
 		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{},
-		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{}}
+		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{},
+		wroteBack: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.kubelet(ctx) }()
@@ -386,6 +393,10 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 		return
 	}
 	if p != nil {
+		if s.staleReady {
+			s.writeBackStaleReady(ctx, pod)
+			return
+		}
 		// The kubelet folds an opened readiness gate into Ready.
 		if render.CutoverOpen(pod) && !podIsReady(pod) {
 			setPodCondition(pod, corev1.PodReady, corev1.ConditionTrue)
@@ -510,6 +521,25 @@ func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
 	p.cancel = cancel
 	go func() { defer close(p.done); _ = c.Run(ctx) }()
 	return p, nil
+}
+
+// writeBackStaleReady writes Ready=False over a Ready that ms2m set at
+// cutover, once per pod, as a kubelet that cached the pod's status before
+// its gate opened does.
+func (s *nodeSim) writeBackStaleReady(ctx context.Context, pod *corev1.Pod) {
+	s.mu.Lock()
+	done := s.wroteBack[string(pod.UID)]
+	s.mu.Unlock()
+	if done || !render.CutoverOpen(pod) || !podIsReady(pod) {
+		return
+	}
+	setPodCondition(pod, corev1.PodReady, corev1.ConditionFalse)
+	if err := s.c.Status().Update(ctx, pod); err != nil {
+		return // looked at again on the pod's next event
+	}
+	s.mu.Lock()
+	s.wroteBack[string(pod.UID)] = true
+	s.mu.Unlock()
 }
 
 func (s *nodeSim) setStatus(ctx context.Context, pod *corev1.Pod, phase corev1.PodPhase, ready bool, state *corev1.ContainerState) {

@@ -11,19 +11,18 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/migration"
-	"github.com/ms2m/ms2m/internal/render"
 )
 
 // reconcileFinalizing is the cutover, one recorded step at a time:
 //
-//	open the target's cutover gate (it joins its Services; the source still serves)
+//	open the target's cutover gate, Ready with it
+//	→ TargetServing (in its Services' endpoints; the source still serves)
 //	→ SourceStopped (the source's consumer is gone)
 //	→ ReplaySealed (new messages reach only the primary queue)
 //	→ the replay queue drains → END_REPLAY → TargetSwitched (the target consumes the primary)
@@ -32,7 +31,6 @@ import (
 //
 // Each step is a condition, so a restart resumes at the first undone one.
 func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconcile.Result, error) {
-	st := &s.m.Status
 	if r.swapping(s) {
 		// The shadow has the stream; the identity swap moves it into the
 		// StatefulSet's name and deletes it on the way.
@@ -42,34 +40,17 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	if lost {
 		return res, nil
 	}
-	if !render.CutoverOpen(target) {
-		// With the source gone (Sequential), nothing serves until the
-		// target is Ready: the gate opens with Ready, as the kubelet will
-		// compute it a second or so later. With the source serving, it
-		// waits for the kubelet (see openCutoverGate).
-		if err := openCutoverGate(ctx, r.Client, target, s.isDone(v1alpha1.ConditionSourceStopped)); err != nil {
-			return reconcile.Result{}, err
-		}
-		// A ShadowPod source serves until now, beside the target: no gap.
-		// A Sequential source stopped before the target existed.
-		var unavailable time.Duration
-		if t := downtime(st).SourceStoppedTime; t != nil {
-			unavailable = s.now.Sub(t.Time)
-		}
-		downtime(st).Unavailable = &metav1.Duration{Duration: unavailable}
-	}
-	// Make before break: the source goes only once the target is Ready,
-	// i.e. in its Services' endpoints (the kubelet folds the opened gate
-	// into Ready on its next status sync, a second or so later).
-	if !s.isDone(v1alpha1.ConditionSourceStopped) && !podReady(target) {
-		return s.poll(), nil
+	// Make before break: the source goes only once the target serves, in
+	// its Services' endpoints (see cutover.go).
+	if res, serving, err := r.bringIntoService(ctx, s, target); !serving || err != nil {
+		return res, err
 	}
 	if failed, err := r.gapBeforeStop(ctx, s); failed || err != nil {
 		return next(), err
 	}
 	gone, err := r.stopSource(ctx, s, target, false)
 	if err != nil || !gone {
-		return s.poll(), err
+		return s.pollHandoff(), err
 	}
 	if s.hasBroker() {
 		res, ok, err := r.switchStream(ctx, s, target)
@@ -246,7 +227,7 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		}
 		updateMessages(st, p)
 		if p.Buffer.Ready > 0 {
-			return s.poll(), false, nil
+			return s.pollHandoff(), false, nil
 		}
 		if meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionTargetSwitched) == nil {
 			baseline := int32(p.Primary.Consumers)
@@ -256,7 +237,7 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 				return res, false, ferr
 			}
 			s.condition(v1alpha1.ConditionTargetSwitched, metav1.ConditionFalse, "EndReplaySent", "END_REPLAY sent; waiting for the target to consume "+s.m.Spec.MessageQueueConfig.QueueName)
-			return s.poll(), false, nil
+			return s.pollHandoff(), false, nil
 		}
 		if err := s.readReports(ctx, h); err != nil {
 			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
@@ -265,15 +246,21 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		// A target that reports says when it has switched; one that does
 		// not is seen on the primary queue.
 		if !targetReportedSwitch(st) {
+			// A target without the SDK is seen through the management
+			// API, whose statistics do not change faster than Poll.
+			wait := s.poll()
+			if targetReporting(st) {
+				wait = s.pollHandoff()
+			}
 			if !consumesPrimary(p.Primary, rec.PrimaryConsumersAtSwitch, target.Status.PodIP) || !s.switchedWithoutReport() {
-				return s.poll(), false, nil
+				return wait, false, nil
 			}
 			// Consuming the primary queue is not enough: a target that
 			// went there on its own after the restore, and polls its
 			// control queue, takes START_REPLAY after that and follows it
 			// to the replay queue. It has switched once it took END_REPLAY.
 			if taken, err := r.tookEndReplay(ctx, s, h); err != nil || !taken {
-				return s.poll(), false, err
+				return wait, false, err
 			}
 		}
 		s.done(v1alpha1.ConditionTargetSwitched, "target "+target.Name+" consumes "+s.m.Spec.MessageQueueConfig.QueueName)
@@ -320,60 +307,6 @@ func consumesPrimary(primary broker.QueueStats, atSwitch *int32, podIP string) b
 	return atSwitch == nil && primary.Consumers > 0
 }
 
-// openCutoverGate lets the target join its Services: the kubelet folds
-// the opened gate into Ready on its next status sync. withReady sets Ready
-// too, when nothing else holds the pod back (its containers ready, every
-// other readiness gate open): the kubelet would compute the same. Only
-// where no source serves: the kubelet's periodic status reconcile can
-// still write back the Ready=False it computed before the gate opened (a
-// ShadowPod cutover that stopped its source on the strength of our Ready
-// left the Service without a ready endpoint for 0.1 s).
-func openCutoverGate(ctx context.Context, c client.Client, p *corev1.Pod, withReady bool) error {
-	patch := client.MergeFrom(p.DeepCopy())
-	now := metav1.Now()
-	setPodCondition(p, corev1.PodCondition{Type: render.CutoverGate, Status: corev1.ConditionTrue,
-		Reason: "CutOver", Message: "ms2m cut over to this pod", LastTransitionTime: now})
-	if withReady && readyBesidesGate(p) {
-		setPodCondition(p, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now})
-	}
-	return c.Status().Patch(ctx, p, patch)
-}
-
-func setPodCondition(p *corev1.Pod, cond corev1.PodCondition) {
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == cond.Type {
-			if p.Status.Conditions[i].Status != cond.Status {
-				p.Status.Conditions[i] = cond
-			}
-			return
-		}
-	}
-	p.Status.Conditions = append(p.Status.Conditions, cond)
-}
-
-// readyBesidesGate: the containers are ready and every readiness gate but
-// the cutover gate is open, so the pod is Ready once the gate opens.
-func readyBesidesGate(p *corev1.Pod) bool {
-	if !render.ContainersReady(p) {
-		return false
-	}
-	for _, g := range p.Spec.ReadinessGates {
-		if g.ConditionType == render.CutoverGate {
-			continue
-		}
-		open := false
-		for _, c := range p.Status.Conditions {
-			if c.Type == g.ConditionType {
-				open = c.Status == corev1.ConditionTrue
-			}
-		}
-		if !open {
-			return false
-		}
-	}
-	return true
-}
-
 // liveTarget fetches the target pod and fails the migration if it is gone
 // or broken.
 func (r *Reconciler) liveTarget(ctx context.Context, s *scope) (*corev1.Pod, reconcile.Result, bool) {
@@ -414,15 +347,6 @@ func downtime(st *v1alpha1.StatefulMigrationStatus) *v1alpha1.DowntimeStatus {
 		st.Downtime = &v1alpha1.DowntimeStatus{}
 	}
 	return st.Downtime
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // transferOwnership leaves the target with the source's owner.

@@ -47,6 +47,11 @@ type Options struct {
 	// Poll is how often waiting handlers look again when no event will
 	// wake them (node operations, broker queues).
 	Poll time.Duration
+	// HandoffPoll is how often the cutover looks again while the stream
+	// changes hands (the source's consumer leaving, the buffer draining,
+	// the target taking END_REPLAY): each of those waits is time without
+	// a consumer, so it is looked at more often than Poll.
+	HandoffPoll time.Duration
 	// MaxConcurrentReconciles bounds parallel migrations.
 	MaxConcurrentReconciles int
 	// SourceStopGrace is the termination grace the source gets once the
@@ -70,6 +75,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Poll == 0 {
 		o.Poll = 200 * time.Millisecond
+	}
+	if o.HandoffPoll == 0 {
+		o.HandoffPoll = 50 * time.Millisecond
 	}
 	if o.MaxConcurrentReconciles == 0 {
 		o.MaxConcurrentReconciles = 4
@@ -111,6 +119,8 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
 // +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=services,verbs=list
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=list
 // +kubebuilder:rbac:groups=node.k8s.io,resources=runtimeclasses,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;delete
@@ -239,13 +249,15 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) (reconcile.R
 
 // afterCompletion removes what a completed migration no longer needs: the
 // checkpoint (the workload's memory), off the cutover's path. Retried
-// until done; a deletion does it first (reconcileDelete).
+// until done; a deletion does it first (reconcileDelete). Until the
+// target's kubelet has confirmed the Ready the cutover set, it also holds
+// it (see cutover.go): the target's pod events wake it.
 func (r *Reconciler) afterCompletion(ctx context.Context, s *scope) (reconcile.Result, error) {
+	if err := r.guardReady(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	}
 	if meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionCheckpointRemoved) != nil {
 		return reconcile.Result{}, nil
 	}
-	if err := r.cleanupCheckpoint(ctx, s); err != nil {
-		return reconcile.Result{}, err
-	}
-	return reconcile.Result{}, nil
+	return reconcile.Result{}, r.cleanupCheckpoint(ctx, s)
 }

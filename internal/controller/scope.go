@@ -92,6 +92,11 @@ func (s *scope) event(eventType, reason, action, format string, args ...any) {
 // poll asks to look again after the controller's poll interval.
 func (s *scope) poll() reconcile.Result { return reconcile.Result{RequeueAfter: s.r.Options.Poll} }
 
+// pollHandoff is poll for the waits of the cutover itself.
+func (s *scope) pollHandoff() reconcile.Result {
+	return reconcile.Result{RequeueAfter: s.r.Options.HandoffPoll}
+}
+
 // next asks to continue at once with the phase just entered.
 func next() reconcile.Result { return reconcile.Result{RequeueAfter: time.Millisecond} }
 

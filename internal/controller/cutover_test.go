@@ -1,0 +1,106 @@
+package controller_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
+	"github.com/ms2m/ms2m/sdk/sdktest"
+)
+
+// The cutover sets the target Ready itself rather than waiting a second or
+// more for its kubelet; a kubelet that had not synced the pod may still
+// write back the Ready=False it cached before the gate opened. The target
+// must end Ready all the same, without that kubelet's help.
+func TestTargetReadyHeldAgainstStaleKubelet(t *testing.T) {
+	w := newWorld(t)
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	time.Sleep(500 * time.Millisecond)
+	w.sim.staleReady = true
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	sdktest.Eventually(t, 10*time.Second, "the stale Ready=False written and the target Ready again", func() bool {
+		target := &corev1.Pod{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: m.Status.TargetPod}, target); err != nil {
+			return false
+		}
+		w.sim.mu.Lock()
+		wrote := w.sim.wroteBack[string(target.UID)]
+		w.sim.mu.Unlock()
+		return wrote && podIsReady(target)
+	})
+	w.checkExactlyOnce(m.Status.TargetPod)
+}
+
+// Make before break, observed: the source is stopped only once the target
+// is a ready endpoint of the Services that select it. envtest runs no
+// EndpointSlice controller, so the test writes the target's slice as that
+// controller would, and only when it sees the target Ready.
+func TestSourceStopsOnlyOnceTargetIsAnEndpoint(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	src := w.sourcePod("consumer-0")
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "consumer", Namespace: w.ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "consumer"}, Ports: []corev1.ServicePort{{Port: 8080}}}}
+	if err := k8s.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	w.produce(50)
+	time.Sleep(500 * time.Millisecond)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+
+	var target corev1.Pod
+	sdktest.Eventually(t, migrationTimeout, "target Ready", func() bool {
+		m := w.get(name)
+		return m.Status.TargetPod != "" &&
+			k8s.Get(ctx, client.ObjectKey{Namespace: w.ns, Name: m.Status.TargetPod}, &target) == nil && podIsReady(&target)
+	})
+	// Ready, but not an endpoint yet: the source must still be there.
+	time.Sleep(time.Second)
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(src), &corev1.Pod{}); err != nil {
+		t.Fatalf("source gone before its successor was an endpoint of Service %s: %v", svc.Name, err)
+	}
+	if m := w.get(name); migration.IsTrue(&m.Status, v1alpha1.ConditionSourceStopped) {
+		t.Fatal("SourceStopped before the target was an endpoint")
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "consumer-x", Namespace: w.ns, Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.9"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: w.ns, Name: target.Name, UID: target.UID}}},
+	}
+	if err := k8s.Create(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	serving := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionTargetServing)
+	if serving == nil || !strings.Contains(serving.Message, "ready endpoint of every Service") {
+		t.Errorf("TargetServing: %+v", serving)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(src), &corev1.Pod{}); !apierrors.IsNotFound(err) {
+		t.Errorf("source pod still exists: %v", err)
+	}
+	w.checkExactlyOnce(m.Status.TargetPod)
+}

@@ -70,10 +70,10 @@ const (
 	ConditionCheckpointTransferred = "CheckpointTransferred"
 	// ConditionCheckpointStaged: the target node's agent unpacked the
 	// checkpoint for ms2m's runtime handler (RestorePath RuntimeHandler).
-	ConditionCheckpointStaged     = "CheckpointStaged"
-	ConditionTargetRestored       = "TargetRestored"
-	ConditionReplayStarted        = "ReplayStarted"
-	ConditionReplayCaughtUp       = "ReplayCaughtUp"
+	ConditionCheckpointStaged = "CheckpointStaged"
+	ConditionTargetRestored   = "TargetRestored"
+	ConditionReplayStarted    = "ReplayStarted"
+	ConditionReplayCaughtUp   = "ReplayCaughtUp"
 	// ConditionTargetServing: the target is Ready and a ready endpoint of
 	// every Service that selects it (make before break: only then does
 	// the source go).

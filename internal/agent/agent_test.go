@@ -46,6 +46,7 @@ type kubelet struct {
 func (k *kubelet) Name() agentapi.CheckpointEngine { return agentapi.EngineKubelet }
 
 func (k *kubelet) Release(context.Context, string) error { return nil }
+func (k *kubelet) Kill(context.Context, string) error    { return nil }
 
 func (k *kubelet) Checkpoint(_ context.Context, c engine.Container, _ engine.Options) (engine.Result, error) {
 	ns, pod, ctr := c.Namespace, c.Pod, c.Name

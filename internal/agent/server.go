@@ -99,6 +99,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+agentapi.PathReady, s.ready)
 	mux.HandleFunc("PUT "+agentapi.PathCheckpoints+"{id}", s.checkpoint)
 	mux.HandleFunc("DELETE "+agentapi.PathCheckpoints+"{id}", s.cleanup)
+	mux.HandleFunc("DELETE "+agentapi.PathCheckpoints+"{id}"+agentapi.PathHeldSuffix, s.endHeld)
 	mux.HandleFunc("PUT "+agentapi.PathTransfers+"{id}", s.transfer)
 	mux.HandleFunc("PUT "+agentapi.PathIncoming+"{id}", s.incoming)
 	mux.HandleFunc("PUT "+agentapi.PathStages+"{id}", s.stage)
@@ -215,6 +216,35 @@ func (s *Server) cleanup(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusConflict
 		}
 		httpError(w, code, "%v", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// endHeld kills the container a checkpoint of this agent's holds frozen.
+// Only that one: the request names a checkpoint, never a container, so it
+// cannot reach a container this agent did not freeze itself.
+func (s *Server) endHeld(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	op, found := s.checkpoints.Get(id)
+	switch {
+	case !found:
+		httpError(w, http.StatusNotFound, "no checkpoint %s on %s", id, s.cfg.Node)
+		return
+	case !op.Result.Held || op.Result.ContainerID == "":
+		httpError(w, http.StatusConflict, "checkpoint %s on %s holds no frozen container", id, s.cfg.Node)
+		return
+	}
+	eng, err := s.engine(op.Result.Engine)
+	if err != nil {
+		httpError(w, http.StatusConflict, "%v", err)
+		return
+	}
+	if err := eng.Kill(r.Context(), op.Result.ContainerID); err != nil {
+		httpError(w, http.StatusInternalServerError, "ending container %s held by checkpoint %s: %v", op.Result.ContainerID, id, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -129,6 +129,7 @@ type sizedKubelet struct {
 func (k sizedKubelet) Name() agentapi.CheckpointEngine { return agentapi.EngineKubelet }
 
 func (k sizedKubelet) Release(context.Context, string) error { return nil }
+func (k sizedKubelet) Kill(context.Context, string) error    { return nil }
 
 func (k sizedKubelet) Checkpoint(ctx context.Context, c engine.Container, _ engine.Options) (engine.Result, error) {
 	p, err := k.write(ctx, c.Namespace, c.Pod, c.Name)

@@ -167,7 +167,16 @@ type Client interface {
 	// checkpoint (archive, images); missing is fine. image, if set, is the
 	// checkpoint image as the node's runtime may have pulled it.
 	Cleanup(ctx context.Context, node, checkpointID, image string) error
+	// EndHeld kills the container the checkpoint's dump left frozen on
+	// node (Hold), without letting it run again, and returns once it has
+	// stopped. A checkpoint that holds nothing is refused
+	// (ErrNothingHeld); one already ended is no error.
+	EndHeld(ctx context.Context, node, checkpointID string) error
 }
+
+// ErrNothingHeld is returned by EndHeld for a checkpoint whose dump holds
+// no container (or an agent that cannot end one).
+var ErrNothingHeld = errors.New("the checkpoint holds no frozen container")
 
 // ErrNoAgent is returned by Ready for a node without a ready agent.
 var ErrNoAgent = errors.New("no ready ms2m agent on the node")
@@ -181,6 +190,9 @@ var ErrLeftBehind = errors.New("part of the checkpoint cannot be removed")
 const (
 	PathReady       = "/v1/ready"
 	PathCheckpoints = "/v1/checkpoints/"
+	// PathHeldSuffix, after PathCheckpoints+id: the container the dump
+	// holds frozen (DELETE ends it).
+	PathHeldSuffix = "/held"
 	PathTransfers   = "/v1/transfers/"
 	PathIncoming    = "/v1/incoming/"
 	PathStages      = "/v1/stages/"

@@ -96,6 +96,16 @@ func (c *Client) Cleanup(ctx context.Context, node, id, image string) error {
 	return err
 }
 
+// EndHeld kills the container checkpoint id holds frozen on node.
+func (c *Client) EndHeld(ctx context.Context, node, id string) error {
+	code, err := c.do(ctx, node, http.MethodDelete, agentapi.PathCheckpoints+id+agentapi.PathHeldSuffix, nil, nil, nil)
+	if err != nil && (code == http.StatusConflict || code == http.StatusNotFound || code == http.StatusMethodNotAllowed) {
+		// An agent from before this request answers 405.
+		return fmt.Errorf("%w: %v", agentapi.ErrNothingHeld, err)
+	}
+	return err
+}
+
 // Send streams a checkpoint archive to node's agent (Direct transfer) and
 // returns the image the node's runtime now holds.
 func (c *Client) Send(ctx context.Context, node string, in agentapi.Incoming, archive io.Reader, size int64) (agentapi.TransferResult, error) {

@@ -250,6 +250,14 @@ func TestLossTheTargetSeesIsReported(t *testing.T) {
 				if tr := m.Status.Messages.Target; tr == nil || tr.Lost != 0 || !m.Status.HoldSource {
 					t.Errorf("held source: status.messages.target %+v, holdSource %v", tr, m.Status.HoldSource)
 				}
+				// Its agent ended it where it stood; deleting its pod
+				// would have waited for a frozen process's grace.
+				w.sim.mu.Lock()
+				ended := w.sim.endedHeld
+				w.sim.mu.Unlock()
+				if ended == 0 {
+					t.Error("the held source was stopped without its agent ending it")
+				}
 				return
 			}
 			if cond.Reason != v1alpha1.ReasonMessagesLost {

@@ -81,6 +81,7 @@ type nodeSim struct {
 	// manager's periodic reconcile) over the Ready ms2m set.
 	staleReady bool
 	wroteBack  map[string]bool // pod UID → stale Ready written
+	endedHeld  int             // EndHeld calls
 }
 
 type simPod struct {
@@ -275,6 +276,22 @@ func (s *nodeSim) Cleanup(_ context.Context, node, id, _ string) error {
 		p.thaw() // a rolled-back source serves again; a stopped one is gone
 		delete(s.heldPods, id)
 	}
+	return nil
+}
+
+// EndHeld kills the pod a dump left frozen, as the runc engine does: its
+// blocked handler fails and its deliveries go back to the queue in order.
+func (s *nodeSim) EndHeld(_ context.Context, node, id string) error {
+	s.mu.Lock()
+	p := s.heldPods[id]
+	delete(s.heldPods, id)
+	s.endedHeld++
+	s.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%w: no checkpoint %s held on %s", agentapi.ErrNothingHeld, id, node)
+	}
+	p.cancel()
+	<-p.done
 	return nil
 }
 

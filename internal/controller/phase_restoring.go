@@ -66,7 +66,20 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 		statefulSet := st.Workload != nil && st.Workload.Kind == "StatefulSet"
 		if src, err := r.sourcePod(ctx, s.m); err == nil && src.Labels[render.LabelMigration] != s.m.Name {
 			s.markSourceStopping(src)
-			if statefulSet {
+			ended, err := r.endHeldSource(ctx, s, src)
+			if err != nil || !ended.settled() {
+				return s.pollHandoff(), err
+			}
+			if ended == heldEnded {
+				if statefulSet {
+					if err := r.scaleStatefulSet(ctx, s.m.Namespace, st.Workload.Name, ptrOr(st.Workload.Replicas)-1); err != nil {
+						return reconcile.Result{}, err
+					}
+				}
+				if err := r.forceDeleteEnded(ctx, src); err != nil {
+					return reconcile.Result{}, err
+				}
+			} else if statefulSet {
 				// Deleted here first, with the short grace: the scale-down
 				// would have the StatefulSet delete it with its own grace
 				// period, and a kubelet does not shorten a termination

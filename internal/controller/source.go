@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,6 +13,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/broker"
+	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/render"
 )
 
@@ -136,4 +140,95 @@ func (s *scope) markSourceStopped(msg string) {
 	stopped := metav1.NewMicroTime(s.now)
 	downtime(&s.m.Status).SourceStoppedTime = &stopped
 	s.event(corev1.EventTypeNormal, v1alpha1.ConditionSourceStopped, "StopSource", "%s (on %s)", msg, s.m.Status.SourceNode)
+}
+
+// heldState is where ending a held source stands.
+type heldState int
+
+const (
+	// heldNone: nothing to end (the source was not held, or its agent
+	// cannot end it): it is stopped by deleting its pod.
+	heldNone heldState = iota
+	// heldWaiting: killed; the broker has not yet let go of its consumer.
+	heldWaiting
+	// heldEnded: killed, and its consumer is gone from the primary queue.
+	heldEnded
+)
+
+// heldConsumerPatience bounds the wait for a killed source's consumer to
+// leave the primary queue.
+const heldConsumerPatience = 10 * time.Second
+
+func (h heldState) settled() bool { return h != heldWaiting }
+
+// endHeldSource ends a Sequential source that its dump left frozen: its
+// agent kills it where it stands, so it never applies another message,
+// and the broker takes back in order what it held unacknowledged when its
+// connection drops. A frozen process cannot answer SIGTERM, so deleting
+// its pod would cost the whole grace period and then the kubelet's next
+// relist before the target could take its name: measured 3.3 s in the lab,
+// most of Restoring.
+func (r *Reconciler) endHeldSource(ctx context.Context, s *scope, src *corev1.Pod) (heldState, error) {
+	st := &s.m.Status
+	if !st.HoldSource || st.Checkpoint == nil {
+		return heldNone, nil
+	}
+	rec := s.brokerRecord()
+	var h broker.Handoff
+	if s.hasBroker() {
+		var err error
+		if h, err = s.brokerSession(ctx); err != nil {
+			return heldNone, err
+		}
+		if rec.PrimaryConsumersAtStop == nil {
+			p, err := h.Progress(ctx, rec)
+			if err != nil {
+				return heldNone, err
+			}
+			n := int32(p.Primary.Consumers)
+			rec.PrimaryConsumersAtStop = &n
+		}
+	}
+	err := r.Agents.EndHeld(ctx, st.SourceNode, st.Checkpoint.ID)
+	if errors.Is(err, agentapi.ErrNothingHeld) {
+		if src.DeletionTimestamp.IsZero() {
+			s.event(corev1.EventTypeWarning, "HeldSourceNotEnded", "StopSource",
+				"the agent on %s did not end the source it holds (%v); deleting pod %s instead, which waits for its grace period", st.SourceNode, err, src.Name)
+		}
+		return heldNone, nil
+	}
+	if err != nil {
+		return heldNone, fmt.Errorf("ending held source %s on %s: %w", src.Name, st.SourceNode, err)
+	}
+	if h == nil {
+		return heldEnded, nil
+	}
+	p, err := h.Progress(ctx, rec)
+	if err != nil {
+		return heldNone, err
+	}
+	if p.Primary.Consumers == 0 || p.Primary.Consumers < int(*rec.PrimaryConsumersAtStop) {
+		return heldEnded, nil
+	}
+	// Its connection may have dropped before the count was taken (a
+	// long freeze outlives the broker's heartbeat): it cannot be told
+	// from another consumer then, and it is dead either way.
+	if s.now.Sub(migration.ConditionTime(st, v1alpha1.ConditionSourceStopped)) > heldConsumerPatience {
+		return heldEnded, nil
+	}
+	return heldWaiting, nil
+}
+
+// forceDeleteEnded removes the pod of a source whose container its agent
+// has killed, at once: nothing of it runs any more, so the kubelet's
+// cleanup may follow in the background while the target takes its name.
+// The delete carries the source's UID, so a pod that has taken its name
+// since is never hit.
+func (r *Reconciler) forceDeleteEnded(ctx context.Context, pod *corev1.Pod) error {
+	uid := pod.UID
+	err := r.Delete(ctx, pod, client.Preconditions{UID: &uid}, client.GracePeriodSeconds(0))
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return err
+	}
+	return nil
 }

@@ -49,6 +49,11 @@ type Engine interface {
 	// Release thaws a container (by runtime ID) that a Checkpoint with
 	// Hold left frozen. A container that is gone or not frozen is no error.
 	Release(ctx context.Context, containerID string) error
+	// Kill ends a container that a Checkpoint with Hold left frozen,
+	// without thawing it first (thawed, it would run on past its dump),
+	// and returns once it has stopped. A container that is gone or
+	// stopped is no error.
+	Kill(ctx context.Context, containerID string) error
 }
 
 // ErrUnsupported: the engine cannot do what was asked.

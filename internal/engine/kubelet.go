@@ -47,6 +47,12 @@ func (k KubeletProxy) Checkpoint(ctx context.Context, c Container, o Options) (R
 // Release implements Engine: nothing is ever held.
 func (k KubeletProxy) Release(context.Context, string) error { return nil }
 
+// Kill implements Engine: nothing is ever held, so there is nothing it
+// may end.
+func (k KubeletProxy) Kill(context.Context, string) error {
+	return ErrUnsupported{Engine: string(agentapi.EngineKubelet), What: "end a held container (it holds none)"}
+}
+
 func (k KubeletProxy) checkpoint(ctx context.Context, ns, pod, ctr string) (string, error) {
 	req := k.REST.Post().AbsPath("/api/v1/nodes", k.Node, "proxy", "checkpoint", ns, pod, ctr)
 	if k.TimeoutSeconds > 0 {

@@ -195,6 +195,42 @@ func (r Runc) Release(ctx context.Context, containerID string) error {
 	return r.run(ctx, ns, "resume", containerID)
 }
 
+// Kill implements Engine. runc delivers SIGKILL to a paused container's
+// processes and only then thaws its cgroup (cgroup v1 defers the signal
+// until the thaw), so none of them runs another instruction.
+func (r Runc) Kill(ctx context.Context, containerID string) error {
+	st, err := r.state(ctx, containerID)
+	if errors.Is(err, errNoContainer) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Status == "stopped" {
+		return nil
+	}
+	ns, err := r.runtimeNamespace(st.Pid)
+	if err != nil {
+		return err
+	}
+	if err := r.run(ctx, ns, "kill", containerID, "KILL"); err != nil {
+		return err
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := r.state(ctx, containerID)
+		if errors.Is(err, errNoContainer) || (err == nil && st.Status == "stopped") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("container %s killed but not seen stopped: %w", containerID, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
 var errNoContainer = errors.New("no such container")
 
 func (r Runc) state(ctx context.Context, id string) (runcState, error) {

@@ -193,9 +193,9 @@ const (
 	// PathHeldSuffix, after PathCheckpoints+id: the container the dump
 	// holds frozen (DELETE ends it).
 	PathHeldSuffix = "/held"
-	PathTransfers   = "/v1/transfers/"
-	PathIncoming    = "/v1/incoming/"
-	PathStages      = "/v1/stages/"
+	PathTransfers  = "/v1/transfers/"
+	PathIncoming   = "/v1/incoming/"
+	PathStages     = "/v1/stages/"
 	// QueryImage on a checkpoint's DELETE names its image as the node's
 	// runtime may have pulled it.
 	QueryImage = "image"

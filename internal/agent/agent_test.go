@@ -426,3 +426,23 @@ func TestReadyReportsMissingCRIUConfig(t *testing.T) {
 		t.Fatalf("%+v", rep)
 	}
 }
+
+// EndHeld names a checkpoint, never a container: it ends only a container
+// that checkpoint's own dump holds frozen, and refuses anything else.
+func TestEndHeldEndsOnlyWhatADumpHolds(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	if err := c.client.EndHeld(ctx, "node-a", "nope"); !errors.Is(err, agentapi.ErrNothingHeld) || !strings.Contains(err.Error(), "no checkpoint nope") {
+		t.Fatalf("unknown checkpoint: %v", err)
+	}
+	req := agentapi.CheckpointRequest{ID: "mig-held", Namespace: "shop", Pod: "consumer-0", Container: "app"}
+	ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
+		return c.client.Checkpoint(ctx, "node-a", req)
+	})
+	if ck.State != agentapi.OpSucceeded || ck.Result.Held {
+		t.Fatalf("checkpoint %+v", ck)
+	}
+	if err := c.client.EndHeld(ctx, "node-a", "mig-held"); !errors.Is(err, agentapi.ErrNothingHeld) || !strings.Contains(err.Error(), "holds no frozen container") {
+		t.Fatalf("a checkpoint that holds nothing: %v", err)
+	}
+}

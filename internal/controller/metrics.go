@@ -33,6 +33,10 @@ var (
 		Help:    "Size of checkpoint archives.",
 		Buckets: prometheus.ExponentialBuckets(1<<20, 2, 12),
 	})
+	reconcileRetries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ms2m_reconcile_retries_total",
+		Help: "Reconciles that failed on a transient error (broker, API server, agent) and were retried after the retry interval.",
+	})
 	replayedMessages = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ms2m_replayed_messages_total",
 		Help: "Messages the targets of completed migrations replayed.",
@@ -41,7 +45,7 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(migrationsTotal, phaseSeconds, migrationSeconds,
-		handoffGapSeconds, checkpointBytes, replayedMessages)
+		handoffGapSeconds, checkpointBytes, replayedMessages, reconcileRetries)
 }
 
 func observePhaseTransition(m *v1alpha1.StatefulMigration, from v1alpha1.Phase) {

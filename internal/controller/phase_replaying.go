@@ -102,10 +102,19 @@ func updateMessages(st *v1alpha1.StatefulMigrationStatus, p broker.Progress) {
 // retryOrFail retries what may pass (an unreachable broker: the phase
 // timeout bounds it) and fails on what will not.
 func (s *scope) retryOrFail(err error, reason string) (reconcile.Result, error) {
-	if broker.IsRetryable(err) {
+	if broker.IsRetryable(err) || s.refusedOnceAccepted(err) {
 		return reconcile.Result{}, err
 	}
 	return s.fail(reason, "%v", err)
+}
+
+// refusedOnceAccepted: the broker refuses credentials it has accepted for
+// this migration already (its topology is prepared). That is a broker
+// going down or coming up, not a wrong password: the AMQP client reports a
+// connection dropped during its handshake as a refusal of the credentials
+// or the vhost. Retried like any outage, within the phase's deadline.
+func (s *scope) refusedOnceAccepted(err error) bool {
+	return broker.ReasonOf(err) == v1alpha1.ReasonCredentials && s.isDone(v1alpha1.ConditionTopologyPrepared)
 }
 
 func replayStart(st *v1alpha1.StatefulMigrationStatus) time.Time {

@@ -52,6 +52,9 @@ type Options struct {
 	// the target taking END_REPLAY): each of those waits is time without
 	// a consumer, so it is looked at more often than Poll.
 	HandoffPoll time.Duration
+	// RetryAfter is when a reconcile that failed on a transient error
+	// (the broker, the API server, an agent) tries again.
+	RetryAfter time.Duration
 	// MaxConcurrentReconciles bounds parallel migrations.
 	MaxConcurrentReconciles int
 	// SourceStopGrace is the termination grace the source gets once the
@@ -75,6 +78,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Poll == 0 {
 		o.Poll = 200 * time.Millisecond
+	}
+	if o.RetryAfter == 0 {
+		o.RetryAfter = time.Second
 	}
 	if o.HandoffPoll == 0 {
 		o.HandoffPoll = 50 * time.Millisecond
@@ -180,9 +186,26 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res 
 		}
 	}()
 	if !m.DeletionTimestamp.IsZero() {
-		return r.reconcileDelete(ctx, s)
+		res, err = r.reconcileDelete(ctx, s)
+	} else {
+		res, err = r.reconcileNormal(ctx, s)
 	}
-	return r.reconcileNormal(ctx, s)
+	return r.retrySoon(ctx, res, err)
+}
+
+// retrySoon turns a handler's error into a retry after Options.RetryAfter.
+// The errors left by then are transient (the broker, the API server, an
+// agent, each with its own deadline in the migration), and returned as
+// errors they would be retried on controller-runtime's growing backoff: a
+// migration sat idle a minute after RabbitMQ came back. A conflict is
+// retried at once, as controller-runtime does.
+func (r *Reconciler) retrySoon(ctx context.Context, res reconcile.Result, err error) (reconcile.Result, error) {
+	if err == nil || apierrors.IsConflict(err) {
+		return res, err
+	}
+	log.FromContext(ctx).Info("will retry", "after", r.Options.RetryAfter, "error", err.Error())
+	reconcileRetries.Inc()
+	return reconcile.Result{RequeueAfter: r.Options.RetryAfter}, nil
 }
 
 func (r *Reconciler) patchStatus(ctx context.Context, before, m *v1alpha1.StatefulMigration) error {
@@ -242,9 +265,9 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) (reconcile.R
 	handle := r.handlers()[st.Phase]
 	res, err := handle(ctx, s)
 	if err != nil {
-		log.FromContext(ctx).Info("phase handler will retry", "phase", st.Phase, "error", err.Error())
+		return res, fmt.Errorf("phase %s: %w", st.Phase, err)
 	}
-	return s.clampRequeue(res), err
+	return s.clampRequeue(res), nil
 }
 
 // afterCompletion removes what a completed migration no longer needs: the

@@ -310,3 +310,43 @@ func TestTimeoutPastThePointOfNoReturnRollsForward(t *testing.T) {
 	}
 	w.checkExactlyOnce(m.Status.TargetPod)
 }
+
+// A broker that goes away in the middle of a migration and comes back is
+// used again within seconds, not after the growing backoff controller-
+// runtime gives a reconcile that keeps failing (with it, a migration sat
+// idle more than a minute after RabbitMQ was back).
+func TestBrokerOutageRetriedWithinSeconds(t *testing.T) {
+	w := newWorld(t)
+	w.opts.BrokerRetryWindow = 5 * time.Minute
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	gate, gatedURL := newBrokerGate(t, w.amqpURL)
+	w.sim.hold("replay")
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+		s.MessageQueueConfig.BrokerURL = gatedURL
+		s.ReplayMode = v1alpha1.ReplayDrain
+	})
+	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseReplaying)
+	gate.cut()
+	// Long enough for controller-runtime's backoff (5 ms, doubling) to
+	// grow past 10 s between two tries.
+	time.Sleep(25 * time.Second)
+	if m := w.get(name); m.Status.Phase != v1alpha1.PhaseReplaying {
+		t.Fatalf("phase %s while the broker was away (%s: %s)", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	gate.set(false)
+	w.sim.release("replay")
+	back := time.Now()
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	// The backoff would have waited another 16 s before its next try; a
+	// retry every second finishes in a few.
+	if took := time.Since(back); took > 12*time.Second {
+		t.Errorf("completed %s after the broker came back: retried on a growing backoff", took.Round(time.Millisecond))
+	}
+	w.checkExactlyOnce(m.Status.TargetPod)
+}

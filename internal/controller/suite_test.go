@@ -404,9 +404,10 @@ func (w *world) events(name string) []string {
 // connections, as a broker that is down does: the controller sees a real
 // connection failure.
 type brokerGate struct {
-	addr string
-	mu   sync.Mutex
-	shut bool
+	addr  string
+	mu    sync.Mutex
+	shut  bool
+	conns map[net.Conn]bool
 }
 
 func newBrokerGate(t *testing.T, amqpURL string) (*brokerGate, string) {
@@ -420,7 +421,7 @@ func newBrokerGate(t *testing.T, amqpURL string) (*brokerGate, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
-	g := &brokerGate{addr: u.Host}
+	g := &brokerGate{addr: u.Host, conns: map[net.Conn]bool{}}
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -439,10 +440,18 @@ func (g *brokerGate) serve(c net.Conn) {
 	defer c.Close()
 	g.mu.Lock()
 	shut := g.shut
+	if !shut {
+		g.conns[c] = true
+	}
 	g.mu.Unlock()
 	if shut {
 		return
 	}
+	defer func() {
+		g.mu.Lock()
+		delete(g.conns, c)
+		g.mu.Unlock()
+	}()
 	up, err := net.Dial("tcp", g.addr)
 	if err != nil {
 		return
@@ -456,4 +465,15 @@ func (g *brokerGate) set(shut bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.shut = shut
+}
+
+// cut shuts the gate and drops every connection through it, as a broker
+// that goes down does.
+func (g *brokerGate) cut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.shut = true
+	for c := range g.conns {
+		_ = c.Close()
+	}
 }

@@ -127,6 +127,9 @@ const (
 	ReasonSourceLost          = "SourcePodLost"
 	ReasonTargetLost          = "TargetPodLost"
 	ReasonUnsupported         = "Unsupported"
+	// ReasonConcurrentMigration: another migration of the same pod (or of
+	// the pod it is restoring into) has not ended.
+	ReasonConcurrentMigration = "ConcurrentMigration"
 	// ReasonNoRestorePath: the target node can restore a checkpoint in no
 	// way ms2m knows (its runtime does not, and ms2m's runtime handler is
 	// not installed there).

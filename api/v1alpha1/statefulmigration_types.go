@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // ReplayMode decides when the target stops replaying and takes over the
@@ -314,6 +315,10 @@ type StatefulMigrationStatus struct {
 	// SourceNode is the node the source pod runs on.
 	// +optional
 	SourceNode string `json:"sourceNode,omitempty"`
+	// SourceUID is the UID of the source pod when the migration started:
+	// a pod that has taken its name since is never stopped as the source.
+	// +optional
+	SourceUID types.UID `json:"sourceUID,omitempty"`
 	// TargetNode is the node chosen for the target pod.
 	// +optional
 	TargetNode string `json:"targetNode,omitempty"`

@@ -35,6 +35,13 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if pod.Status.Phase != corev1.PodRunning || pod.Spec.NodeName == "" || !pod.DeletionTimestamp.IsZero() {
 		return s.fail(v1alpha1.ReasonSourcePodNotRunning, "source pod %q is %s, not Running: only a running pod can be checkpointed", pod.Name, podState(pod))
 	}
+	earlier, err := r.earlierMigration(ctx, m, pod)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if earlier != "" {
+		return s.fail(v1alpha1.ReasonConcurrentMigration, "%s", earlier)
+	}
 	container, err := pickContainer(pod, m.Spec.ContainerName)
 	if err != nil {
 		return s.fail(err.(*reasonError).reason, "%s", err.Error())
@@ -80,7 +87,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 		}
 	}
 
-	st.SourceNode, st.ContainerName, st.Workload = pod.Spec.NodeName, container, &wl
+	st.SourceNode, st.SourceUID, st.ContainerName, st.Workload = pod.Spec.NodeName, pod.UID, container, &wl
 	st.Strategy, st.StrategyReason = strategy, why
 	st.TargetNode, st.TargetNodeReason = placement.Node, placement.Reason
 	st.TransferMode, st.ReplayMode = mode, m.Spec.EffectiveReplayMode()
@@ -130,9 +137,16 @@ func (r *Reconciler) verifyBroker(ctx context.Context, s *scope, pod *corev1.Pod
 	return res, false, ferr
 }
 
+// sourcePod fetches the source. Once the migration has started, a pod
+// that has taken the source's name since (its successor, a replacement its
+// owner made, another migration's target) is not it: the source is gone,
+// and nothing acts on that pod as the source.
 func (r *Reconciler) sourcePod(ctx context.Context, m *v1alpha1.StatefulMigration) (*corev1.Pod, error) {
 	pod := &corev1.Pod{}
 	err := r.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.SourcePod}, pod)
+	if err == nil && m.Status.SourceUID != "" && pod.UID != m.Status.SourceUID {
+		return pod, apierrors.NewNotFound(corev1.Resource("pods"), m.Spec.SourcePod)
+	}
 	return pod, err
 }
 

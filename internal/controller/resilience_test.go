@@ -350,3 +350,62 @@ func TestBrokerOutageRetriedWithinSeconds(t *testing.T) {
 	}
 	w.checkExactlyOnce(m.Status.TargetPod)
 }
+
+// One migration per pod at a time: a second migration of a pod that one
+// is migrating is refused in Pending, naming the first, and the first
+// goes on untouched.
+func TestSecondMigrationOfAPodIsRefused(t *testing.T) {
+	w := newWorld(t)
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	w.sim.hold("checkpoint")
+	w.startManager()
+	first, second := w.b.Name("first"), w.b.Name("second")
+	w.migration(first, "consumer-0", nil)
+	w.waitPhase(first, migrationTimeout, v1alpha1.PhaseCheckpointing)
+	w.migration(second, "consumer-0", nil)
+	m2 := w.waitPhase(second, migrationTimeout, v1alpha1.PhaseFailed, v1alpha1.PhaseCompleted)
+	if m2.Status.FailureReason != v1alpha1.ReasonConcurrentMigration || !strings.Contains(m2.Status.FailureMessage, first) {
+		t.Errorf("second migration: phase %s, %s: %s; want %s naming %s", m2.Status.Phase, m2.Status.FailureReason, m2.Status.FailureMessage,
+			v1alpha1.ReasonConcurrentMigration, first)
+	}
+	w.sim.release("checkpoint")
+	m1 := w.waitPhase(first, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m1.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("first migration: %s: %s", m1.Status.FailureReason, m1.Status.FailureMessage)
+	}
+	w.checkExactlyOnce(m1.Status.TargetPod)
+}
+
+// The source is the pod the migration started with, by UID: a pod that
+// takes its name meanwhile (here, made by hand; as well another
+// migration's target, or its owner's replacement) is never deleted as
+// the source.
+func TestPodThatTookTheSourcesNameIsNotStopped(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	src := w.sourcePod("consumer-0")
+	w.produce(50)
+	w.sim.hold("replay")
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.ReplayMode = v1alpha1.ReplayDrain })
+	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseReplaying)
+	if err := k8s.Delete(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	sdktest.Eventually(t, 10*time.Second, "source gone", func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(src), &corev1.Pod{}))
+	})
+	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "consumer-0", Namespace: w.ns, Labels: map[string]string{"app": "other"}},
+		Spec: corev1.PodSpec{NodeName: "node-a", Containers: []corev1.Container{{Name: "other", Image: "sim/other:1"}}}}
+	if err := k8s.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	w.sim.release("replay")
+	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	got := &corev1.Pod{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(other), got); err != nil || got.UID != other.UID || !got.DeletionTimestamp.IsZero() {
+		t.Fatalf("the pod that took the source's name was stopped as the source (err %v, deleting %v)", err, got.DeletionTimestamp)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/sdk/sdktest"
 )
 
@@ -407,5 +408,34 @@ func TestPodThatTookTheSourcesNameIsNotStopped(t *testing.T) {
 	got := &corev1.Pod{}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(other), got); err != nil || got.UID != other.UID || !got.DeletionTimestamp.IsZero() {
 		t.Fatalf("the pod that took the source's name was stopped as the source (err %v, deleting %v)", err, got.DeletionTimestamp)
+	}
+}
+
+// A Sequential migration whose restore fails past the point of no return
+// fails forward, and takes its replay topology with it: nobody would ever
+// consume the replay queue, which would fill until the broker blocked
+// every publisher.
+func TestFailingForwardRemovesTheReplayTopology(t *testing.T) {
+	for _, engine := range []v1alpha1.CheckpointEngine{v1alpha1.CheckpointEngineKubelet, v1alpha1.CheckpointEngineRunc} {
+		t.Run(string(engine), func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.sourcePod("consumer-0")
+			w.produce(50)
+			before := w.topology()
+			w.sim.badRestore["consumer-0"] = true
+			w.startManager()
+			name := w.b.Name("mig")
+			w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+				s.MigrationStrategy, s.CheckpointEngine = v1alpha1.StrategySequential, engine
+			})
+			m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseFailed, v1alpha1.PhaseCompleted)
+			if m.Status.Phase != v1alpha1.PhaseFailed || !migration.PastPointOfNoReturn(&m.Status) {
+				t.Fatalf("phase %s (%s: %s): want a failure past the point of no return", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage)
+			}
+			if after := w.topology(); !slices.Equal(before, after) {
+				t.Errorf("broker topology left changed:\nbefore %v\nafter  %v", before, after)
+			}
+		})
 	}
 }

@@ -21,7 +21,7 @@ import (
 // deleted, broker topology put back, checkpoint files removed. The source
 // never stopped, so it serves as before. Past the point of no return there
 // is nothing to roll back to: the migration fails as it stands, saying so,
-// and keeps the replay topology the target may still need.
+// and removes the replay topology unless a live target still replays it.
 func (r *Reconciler) rollback(ctx context.Context, s *scope) (reconcile.Result, error) {
 	st := &s.m.Status
 	if migration.PastPointOfNoReturn(st) {
@@ -199,7 +199,48 @@ func (r *Reconciler) failForward(ctx context.Context, s *scope) (reconcile.Resul
 		}
 		msg = "the source had already stopped and the target never took over; its owner recreates the pod from its image, without the migrated state"
 	}
+	if err := r.teardownUnneeded(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	}
 	s.condition(v1alpha1.ConditionRolledBack, metav1.ConditionFalse, "PastPointOfNoReturn", msg)
 	r.markFailed(s)
 	return reconcile.Result{}, nil
+}
+
+// teardownUnneeded removes the replay topology of a migration that fails
+// forward, unless a live target still replays from it. Left bound, a
+// replay queue nobody consumes fills until the broker's alarms block every
+// publisher.
+func (r *Reconciler) teardownUnneeded(ctx context.Context, s *scope) error {
+	st := &s.m.Status
+	if !s.hasBroker() || s.isDone(v1alpha1.ConditionTopologyRestored) {
+		return nil
+	}
+	target, err := r.targetPod(ctx, s.m)
+	if err != nil {
+		return err
+	}
+	replaying := target != nil && target.DeletionTimestamp.IsZero() && restoreFailure(target, st.ContainerName) == "" &&
+		!s.isDone(v1alpha1.ConditionTargetSwitched)
+	rec := s.brokerRecord()
+	if replaying {
+		s.event(corev1.EventTypeWarning, "ReplayTopologyKept", "Cleanup",
+			"kept replay queue %s: target %s may still replay from it; delete it once the target consumes %s",
+			rec.ReplayQueue, target.Name, s.m.Spec.MessageQueueConfig.QueueName)
+		return nil
+	}
+	h, err := s.brokerSession(ctx)
+	if err != nil {
+		return err
+	}
+	if err := h.Teardown(ctx, rec); err != nil {
+		return err
+	}
+	if st.TargetPod != "" && st.TargetPod != s.m.Spec.SourcePod {
+		for _, q := range controlQueues(s.m.Namespace, st.TargetPod) {
+			s.deleteControlQueue(ctx, h, q)
+		}
+	}
+	s.done(v1alpha1.ConditionTopologyRestored, "replay queue removed; bindings as before the migration")
+	return nil
 }

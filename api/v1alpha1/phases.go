@@ -92,6 +92,11 @@ const (
 	// missing; Unknown: the target does not report (a workload without the
 	// ms2m SDK).
 	ConditionStreamIntact = "StreamIntact"
+	// ConditionRestoredStateLost: the restored container exited after the
+	// migration completed. It is not restored again from the checkpoint
+	// (that would go back in time); its owner starts a fresh pod from its
+	// image, without the migrated state.
+	ConditionRestoredStateLost = "RestoredStateLost"
 	// ConditionIdentitySwapStarted names the identity-swap migration a
 	// StatefulSet ShadowPod migration started.
 	ConditionIdentitySwapStarted = "IdentitySwapStarted"

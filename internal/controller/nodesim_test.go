@@ -624,3 +624,24 @@ func podIsReady(p *corev1.Pod) bool {
 	}
 	return false
 }
+
+// crash kills the workload of a running pod, as the OOM killer would: the
+// pod fails (RestartPolicy Never) and the kubelet says why.
+func (s *nodeSim) crash(ctx context.Context, name string) {
+	s.t.Helper()
+	p := s.pod(name)
+	if p == nil {
+		s.t.Fatalf("crash: %s is not running", name)
+	}
+	p.cancel()
+	<-p.done
+	pod := &corev1.Pod{}
+	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name}, pod); err != nil {
+		s.t.Fatal(err)
+	}
+	s.mu.Lock()
+	delete(s.running, string(pod.UID))
+	s.mu.Unlock()
+	s.setStatus(ctx, pod, corev1.PodFailed, false, &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+		ExitCode: 137, Reason: "OOMKilled", Message: "killed"}})
+}

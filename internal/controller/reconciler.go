@@ -279,6 +279,9 @@ func (r *Reconciler) afterCompletion(ctx context.Context, s *scope) (reconcile.R
 	if err := r.guardReady(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}
+	if err := r.noteRestoredExit(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	}
 	if meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionCheckpointRemoved) != nil {
 		return reconcile.Result{}, nil
 	}

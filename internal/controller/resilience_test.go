@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -437,5 +438,36 @@ func TestFailingForwardRemovesTheReplayTopology(t *testing.T) {
 				t.Errorf("broker topology left changed:\nbefore %v\nafter  %v", before, after)
 			}
 		})
+	}
+}
+
+// A restored container that dies after the migration is not brought back
+// with the checkpoint's out-of-date state, and the migration says what
+// happened to the state it moved.
+func TestRestoredExitAfterCompletionIsReported(t *testing.T) {
+	w := newWorld(t)
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	w.sim.crash(context.Background(), m.Status.TargetPod)
+	sdktest.Eventually(t, 10*time.Second, "RestoredStateLost and its Warning", func() bool {
+		m := w.get(name)
+		return meta(m, v1alpha1.ConditionRestoredStateLost) && slices.Contains(w.events(name), v1alpha1.ConditionRestoredStateLost)
+	})
+	c := apimeta.FindStatusCondition(w.get(name).Status.Conditions, v1alpha1.ConditionRestoredStateLost)
+	if !strings.Contains(c.Message, "OOMKilled") || !strings.Contains(c.Message, "not restored again") {
+		t.Errorf("RestoredStateLost: %s", c.Message)
+	}
+	target := &corev1.Pod{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: m.Status.TargetPod}, target); err != nil {
+		t.Errorf("the dead pod of a source without owner is its only record, and was removed: %v", err)
+	} else if target.Status.Phase != corev1.PodFailed {
+		t.Errorf("dead target is %s", target.Status.Phase)
 	}
 }

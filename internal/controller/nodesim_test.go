@@ -18,6 +18,7 @@ import (
 	"github.com/ms2m/ms2m/internal/render"
 	"github.com/ms2m/ms2m/internal/staging"
 	"github.com/ms2m/ms2m/sdk"
+	"github.com/ms2m/ms2m/sdk/sdktest"
 )
 
 // nodeSim plays the node side, which envtest lacks: the agents and the
@@ -635,13 +636,21 @@ func (s *nodeSim) crash(ctx context.Context, name string) {
 	}
 	p.cancel()
 	<-p.done
-	pod := &corev1.Pod{}
-	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name}, pod); err != nil {
-		s.t.Fatal(err)
-	}
-	s.mu.Lock()
-	delete(s.running, string(pod.UID))
-	s.mu.Unlock()
-	s.setStatus(ctx, pod, corev1.PodFailed, false, &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-		ExitCode: 137, Reason: "OOMKilled", Message: "killed"}})
+	// setStatus gives up on a conflicting write (the controller may be
+	// writing the pod's status too): write until it has landed.
+	sdktest.Eventually(s.t, 10*time.Second, "the crashed pod Failed", func() bool {
+		pod := &corev1.Pod{}
+		if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name}, pod); err != nil {
+			return false
+		}
+		if pod.Status.Phase == corev1.PodFailed {
+			return true
+		}
+		s.mu.Lock()
+		delete(s.running, string(pod.UID))
+		s.mu.Unlock()
+		s.setStatus(ctx, pod, corev1.PodFailed, false, &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: 137, Reason: "OOMKilled", Message: "killed"}})
+		return false
+	})
 }

@@ -32,10 +32,7 @@ func TestTargetReadyHeldAgainstStaleKubelet(t *testing.T) {
 	w.startManager()
 	name := w.b.Name("mig")
 	w.migration(name, "consumer-0", nil)
-	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
-	if m.Status.Phase != v1alpha1.PhaseCompleted {
-		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
-	}
+	m := w.waitCompleted(name)
 	sdktest.Eventually(t, 10*time.Second, "the stale Ready=False written and the target Ready again", func() bool {
 		target := &corev1.Pod{}
 		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: m.Status.TargetPod}, target); err != nil {
@@ -91,10 +88,7 @@ func TestSourceStopsOnlyOnceTargetIsAnEndpoint(t *testing.T) {
 	if err := k8s.Create(ctx, slice); err != nil {
 		t.Fatal(err)
 	}
-	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
-	if m.Status.Phase != v1alpha1.PhaseCompleted {
-		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
-	}
+	m := w.waitCompleted(name)
 	serving := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionTargetServing)
 	if serving == nil || !strings.Contains(serving.Message, "ready endpoint of every Service") {
 		t.Errorf("TargetServing: %+v", serving)

@@ -300,6 +300,17 @@ func (w *world) get(name string) *v1alpha1.StatefulMigration {
 	return m
 }
 
+// waitCompleted waits for the migration to end and fails the test unless
+// it completed.
+func (w *world) waitCompleted(name string) *v1alpha1.StatefulMigration {
+	w.t.Helper()
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted {
+		w.t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	return m
+}
+
 func (w *world) waitPhase(name string, timeout time.Duration, phases ...v1alpha1.Phase) *v1alpha1.StatefulMigration {
 	w.t.Helper()
 	deadline := time.Now().Add(timeout)

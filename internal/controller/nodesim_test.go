@@ -293,6 +293,16 @@ func (s *nodeSim) EndHeld(_ context.Context, node, id string) error {
 	}
 	p.cancel()
 	<-p.done
+	// Its pod is removed at once (grace 0): the simulated kubelet never
+	// sees it terminating, so it is forgotten here, as the kubelet's
+	// cleanup of an orphaned pod does.
+	s.mu.Lock()
+	for uid, r := range s.running {
+		if r == p {
+			delete(s.running, uid)
+		}
+	}
+	s.mu.Unlock()
 	return nil
 }
 

@@ -66,25 +66,31 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 		statefulSet := st.Workload != nil && st.Workload.Kind == "StatefulSet"
 		if src, err := r.sourcePod(ctx, s.m); err == nil && src.Labels[render.LabelMigration] != s.m.Name {
 			s.markSourceStopping(src)
+			// Deleted first, with the short grace: the scale-down would
+			// have the StatefulSet delete it with its own grace period,
+			// and a kubelet does not shorten a termination already under
+			// way (a pod ignoring SIGTERM ran 30 s on). A terminating pod
+			// is never restarted, so a held source its agent kills next
+			// cannot come back as a fresh process.
+			if statefulSet || st.HoldSource {
+				if err := r.deleteSource(ctx, src); err != nil {
+					return reconcile.Result{}, err
+				}
+			}
 			ended, err := r.endHeldSource(ctx, s, src)
 			if err != nil || !ended.settled() {
 				return s.pollHandoff(), err
 			}
 			if ended == heldEnded {
+				// Scaled down first: a StatefulSet would recreate a pod
+				// removed at once from its template, under the name the
+				// target takes.
 				if statefulSet {
 					if err := r.scaleStatefulSet(ctx, s.m.Namespace, st.Workload.Name, ptrOr(st.Workload.Replicas)-1); err != nil {
 						return reconcile.Result{}, err
 					}
 				}
 				if err := r.forceDeleteEnded(ctx, src); err != nil {
-					return reconcile.Result{}, err
-				}
-			} else if statefulSet {
-				// Deleted here first, with the short grace: the scale-down
-				// would have the StatefulSet delete it with its own grace
-				// period, and a kubelet does not shorten a termination
-				// already under way (a pod ignoring SIGTERM ran 30 s on).
-				if err := r.deleteSource(ctx, src); err != nil {
 					return reconcile.Result{}, err
 				}
 			}

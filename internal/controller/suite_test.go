@@ -20,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -143,6 +145,9 @@ func newWorld(t *testing.T) *world {
 	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: w.ns}}); err != nil {
 		t.Fatal(err)
 	}
+	// Registered first, so it runs last, once the manager and the
+	// simulated nodes have stopped.
+	t.Cleanup(w.clearNamespace)
 	w.b = sdktest.Dial(t, amqpURL, mgmtURL)
 	w.exchange, w.queue = w.b.Name("orders"), w.b.Name("orders.q")
 	w.b.Exchange(t, w.exchange)
@@ -152,6 +157,29 @@ func newWorld(t *testing.T) *world {
 	w.opts = controller.Options{DefaultCheckpointRepository: "registry.test/ckpt", BrokerRetryWindow: 2 * time.Second,
 		CaughtUpBelow: 2, Poll: 50 * time.Millisecond}
 	return w
+}
+
+// clearNamespace removes what a test left in its namespace. envtest runs
+// no namespace controller, so a deleted namespace would keep it all, and
+// thousands of property cases would leave the API server (and every
+// later case) carrying tens of thousands of objects.
+func (w *world) clearNamespace() {
+	ctx := context.Background()
+	var ms v1alpha1.StatefulMigrationList
+	if err := k8s.List(ctx, &ms, client.InNamespace(w.ns)); err == nil {
+		for i := range ms.Items {
+			m := &ms.Items[i]
+			if len(m.Finalizers) > 0 {
+				patch := client.MergeFrom(m.DeepCopy())
+				m.Finalizers = nil
+				_ = k8s.Patch(ctx, m, patch)
+			}
+		}
+	}
+	for _, obj := range []client.Object{&v1alpha1.StatefulMigration{}, &corev1.Pod{}, &corev1.ConfigMap{}, &corev1.Service{},
+		&corev1.Event{}, &discoveryv1.EndpointSlice{}, &appsv1.StatefulSet{}} {
+		_ = k8s.DeleteAllOf(ctx, obj, client.InNamespace(w.ns), client.GracePeriodSeconds(0))
+	}
 }
 
 // startManager runs a controller manager for the world's namespace and

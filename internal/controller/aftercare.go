@@ -23,7 +23,9 @@ import (
 func (r *Reconciler) noteRestoredExit(ctx context.Context, s *scope) error {
 	st := &s.m.Status
 	target, err := r.targetPod(ctx, s.m)
-	if err != nil || target == nil || target.Labels[render.LabelMigration] != s.m.Name {
+	// A pod being deleted (a rollout, a scale-down, a drain) is not a
+	// death of the restored state.
+	if err != nil || target == nil || target.Labels[render.LabelMigration] != s.m.Name || !target.DeletionTimestamp.IsZero() {
 		return err
 	}
 	why := restoreFailure(target, st.ContainerName)
@@ -50,7 +52,7 @@ func (r *Reconciler) noteRestoredExit(ctx context.Context, s *scope) error {
 			}
 		}
 	}
-	if owner == nil || owner.Kind != "ReplicaSet" || !target.DeletionTimestamp.IsZero() {
+	if owner == nil || owner.Kind != "ReplicaSet" {
 		return nil
 	}
 	uid := target.UID

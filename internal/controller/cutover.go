@@ -27,7 +27,10 @@ import (
 // kubelet will compute (the gate it opened itself, the containers'
 // readiness the kubelet reported, the other gates), so it sets Ready in the
 // same patch, and the EndpointSlice controller puts the target into its
-// Services' endpoints at once.
+// Services' endpoints at once: where no source serves (Sequential), that
+// is the end of the outage. A ShadowPod source still goes only once the
+// kubelet has confirmed (below): its stale write-back would otherwise
+// leave the Service without a ready endpoint until the guard's next poll.
 //
 // The kubelet confirms Ready at that next sync. The marker message makes
 // sure it syncs: it reconciles a pod whose Ready message differs from the
@@ -45,6 +48,11 @@ const (
 // its Services' endpoints before it goes on without (and says so): an
 // EndpointSlice controller that is down must not hold a migration.
 const endpointPatience = 10 * time.Second
+
+// kubeletConfirmPatience bounds how long a serving source waits for the
+// target's kubelet to confirm its Ready before it is stopped anyway (the
+// guard then holds the target's Ready).
+const kubeletConfirmPatience = 5 * time.Second
 
 // readyConfirmGuard is how long after completion the controller still
 // holds a target's Ready against a stale write-back, if the kubelet has
@@ -75,6 +83,16 @@ func (r *Reconciler) bringIntoService(ctx context.Context, s *scope, target *cor
 	if !podReady(target) {
 		// Its containers are not ready (or another readiness gate is
 		// closed): the kubelet decides.
+		return s.poll(), false, nil
+	}
+	if !s.isDone(v1alpha1.ConditionSourceStopped) && !readyConfirmed(target) &&
+		s.now.Sub(migration.ConditionTime(&s.m.Status, v1alpha1.ConditionTargetServing)) < kubeletConfirmPatience {
+		// A source still serves: it goes only once the kubelet has
+		// confirmed the Ready set for the target. Before its own sync the
+		// kubelet may write back the Ready=False it cached, which the
+		// guard overwrites within a poll, but with the source gone that
+		// poll is an outage (106 ms seen once in the lab). The kubelet's
+		// write wakes the migration.
 		return s.poll(), false, nil
 	}
 	missing, err := r.endpointsMissing(ctx, target)

@@ -425,9 +425,15 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 			s.writeBackStaleReady(ctx, pod)
 			return
 		}
-		// The kubelet folds an opened readiness gate into Ready.
-		if render.CutoverOpen(pod) && !podIsReady(pod) {
+		// The kubelet folds an opened readiness gate into Ready, and
+		// writes its own over the Ready ms2m set at cutover.
+		if render.CutoverOpen(pod) && (!podIsReady(pod) || readyByMS2M(pod)) {
 			setPodCondition(pod, corev1.PodReady, corev1.ConditionTrue)
+			for i := range pod.Status.Conditions {
+				if pod.Status.Conditions[i].Type == corev1.PodReady {
+					pod.Status.Conditions[i].Reason, pod.Status.Conditions[i].Message = "", ""
+				}
+			}
 			if err := s.c.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 				s.t.Errorf("kubelet status of %s: %v", pod.Name, err)
 			}
@@ -625,6 +631,17 @@ func (p *simPod) appliedSeqs() []int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]int64(nil), p.applied...)
+}
+
+// readyByMS2M: the pod's Ready is the one ms2m set at cutover, not yet
+// confirmed by the kubelet.
+func readyByMS2M(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Reason == "MigrationCutover"
+		}
+	}
+	return false
 }
 
 func podIsReady(p *corev1.Pod) bool {

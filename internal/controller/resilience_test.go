@@ -465,3 +465,37 @@ func TestRestoredExitAfterCompletionIsReported(t *testing.T) {
 		t.Errorf("dead target is %s", target.Status.Phase)
 	}
 }
+
+// A restored pod deleted on purpose after completion (a rollout, a drain)
+// stops as any pod does: that is not its state lost.
+func TestDeletedTargetIsNotReportedLost(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	m := w.waitCompleted(name)
+	w.sim.hold("stop-source") // the kubelet keeps the terminating pod
+	target := &corev1.Pod{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: w.ns, Name: m.Status.TargetPod}, target); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(ctx, target, client.GracePeriodSeconds(30)); err != nil {
+		t.Fatal(err)
+	}
+	// What the kubelet reports once the container has stopped on SIGTERM.
+	sdktest.Eventually(t, 10*time.Second, "the terminating target's container reported stopped", func() bool {
+		p := &corev1.Pod{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(target), p); err != nil || p.DeletionTimestamp.IsZero() {
+			return false
+		}
+		p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 143, Reason: "Error"}}
+		return k8s.Status().Update(ctx, p) == nil
+	})
+	time.Sleep(2 * time.Second)
+	if meta(w.get(name), v1alpha1.ConditionRestoredStateLost) {
+		t.Error("a target deleted on purpose was reported as its restored state lost")
+	}
+}

@@ -83,6 +83,9 @@ type nodeSim struct {
 	staleReady bool
 	wroteBack  map[string]bool // pod UID → stale Ready written
 	endedHeld  int             // EndHeld calls
+	// exited: pods whose workload crashed; RestartPolicy Never, so they
+	// are never started again.
+	exited map[string]bool
 }
 
 type simPod struct {
@@ -111,7 +114,7 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		createdPods: map[string][]string{}, badRestore: map[string]bool{}, checkpointImageOnly: map[string]bool{}, noRestore: map[string]bool{},
 		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{},
 		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{},
-		wroteBack: map[string]bool{}}
+		wroteBack: map[string]bool{}, exited: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.kubelet(ctx) }()
@@ -440,7 +443,10 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 		}
 		return
 	}
-	if pod.Status.Phase == corev1.PodFailed {
+	s.mu.Lock()
+	exited := s.exited[string(pod.UID)]
+	s.mu.Unlock()
+	if pod.Status.Phase == corev1.PodFailed || exited {
 		return
 	}
 	image := pod.Spec.Containers[0].Image
@@ -674,6 +680,7 @@ func (s *nodeSim) crash(ctx context.Context, name string) {
 			return true
 		}
 		s.mu.Lock()
+		s.exited[string(pod.UID)] = true
 		delete(s.running, string(pod.UID))
 		s.mu.Unlock()
 		s.setStatus(ctx, pod, corev1.PodFailed, false, &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{

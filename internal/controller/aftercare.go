@@ -46,9 +46,7 @@ func (r *Reconciler) noteRestoredExit(ctx context.Context, s *scope) error {
 			// Its control queue goes with it (one a live pod of the
 			// same name consumes is left alone).
 			if h, err := s.brokerSession(ctx); err == nil {
-				for _, q := range controlQueues(s.m.Namespace, target.Name) {
-					s.deleteControlQueue(ctx, h, q)
-				}
+				s.deleteControlQueues(ctx, h, target.Name)
 			}
 		}
 	}

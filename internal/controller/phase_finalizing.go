@@ -283,9 +283,7 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		// The source's control queue goes with the source; a Sequential
 		// target took over the name, and the queue with it.
 		if s.m.Spec.SourcePod != target.Name {
-			for _, q := range controlQueues(s.m.Namespace, s.m.Spec.SourcePod) {
-				s.deleteControlQueue(ctx, h, q)
-			}
+			s.deleteControlQueues(ctx, h, s.m.Spec.SourcePod)
 		}
 		s.done(v1alpha1.ConditionTopologyRestored, "replay queue removed; bindings as before the migration")
 	}

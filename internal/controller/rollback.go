@@ -66,15 +66,9 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if err := h.Teardown(ctx, s.brokerRecord()); err != nil {
+		if err := s.removeTargetTopology(ctx, h, "broker topology as before the migration"); err != nil {
 			return false, err
 		}
-		if st.TargetPod != "" && st.TargetPod != s.m.Spec.SourcePod {
-			for _, q := range controlQueues(s.m.Namespace, st.TargetPod) {
-				s.deleteControlQueue(ctx, h, q)
-			}
-		}
-		s.done(v1alpha1.ConditionTopologyRestored, "broker topology as before the migration")
 	}
 	return true, r.cleanupCheckpoint(ctx, s)
 }
@@ -175,6 +169,14 @@ func (s *scope) deleteControlQueue(ctx context.Context, h broker.Handoff, q stri
 	}
 }
 
+// deleteControlQueues removes every control queue of pod (see
+// deleteControlQueue).
+func (s *scope) deleteControlQueues(ctx context.Context, h broker.Handoff, pod string) {
+	for _, q := range controlQueues(s.m.Namespace, pod) {
+		s.deleteControlQueue(ctx, h, q)
+	}
+}
+
 // failForward ends a migration that failed after the source stopped. A
 // target that took over the stream stays. One that did not is of no use:
 // a Sequential target goes, and the StatefulSet is scaled back to recreate
@@ -233,14 +235,20 @@ func (r *Reconciler) teardownUnneeded(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
-	if err := h.Teardown(ctx, rec); err != nil {
+	return s.removeTargetTopology(ctx, h, "replay queue removed; bindings as before the migration")
+}
+
+// removeTargetTopology removes the replay topology and the control queues
+// of a target that will not consume them (one that took the source's name
+// keeps them with the name), and records TopologyRestored with msg.
+func (s *scope) removeTargetTopology(ctx context.Context, h broker.Handoff, msg string) error {
+	st := &s.m.Status
+	if err := h.Teardown(ctx, s.brokerRecord()); err != nil {
 		return err
 	}
 	if st.TargetPod != "" && st.TargetPod != s.m.Spec.SourcePod {
-		for _, q := range controlQueues(s.m.Namespace, st.TargetPod) {
-			s.deleteControlQueue(ctx, h, q)
-		}
+		s.deleteControlQueues(ctx, h, st.TargetPod)
 	}
-	s.done(v1alpha1.ConditionTopologyRestored, "replay queue removed; bindings as before the migration")
+	s.done(v1alpha1.ConditionTopologyRestored, msg)
 	return nil
 }

@@ -50,17 +50,14 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 	rec := s.brokerRecord()
 	s.markSourceStopping(pod)
 	if pod.DeletionTimestamp.IsZero() {
-		if s.hasBroker() && rec.PrimaryConsumersAtStop == nil {
+		if s.hasBroker() {
 			h, err := s.brokerSession(ctx)
 			if err != nil {
 				return false, err
 			}
-			p, err := h.Progress(ctx, rec)
-			if err != nil {
+			if err := s.noteConsumersAtStop(ctx, h); err != nil {
 				return false, err
 			}
-			n := int32(p.Primary.Consumers)
-			rec.PrimaryConsumersAtStop = &n
 		}
 		if wl := s.m.Status.Workload; wl != nil && wl.Kind == "StatefulSet" && !needGone {
 			// A ShadowPod source of a StatefulSet: one replica fewer, so the
@@ -180,13 +177,8 @@ func (r *Reconciler) endHeldSource(ctx context.Context, s *scope, src *corev1.Po
 		if h, err = s.brokerSession(ctx); err != nil {
 			return heldNone, err
 		}
-		if rec.PrimaryConsumersAtStop == nil {
-			p, err := h.Progress(ctx, rec)
-			if err != nil {
-				return heldNone, err
-			}
-			n := int32(p.Primary.Consumers)
-			rec.PrimaryConsumersAtStop = &n
+		if err := s.noteConsumersAtStop(ctx, h); err != nil {
+			return heldNone, err
 		}
 	}
 	err := r.Agents.EndHeld(ctx, st.SourceNode, st.Checkpoint.ID)
@@ -230,5 +222,21 @@ func (r *Reconciler) forceDeleteEnded(ctx context.Context, pod *corev1.Pod) erro
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return err
 	}
+	return nil
+}
+
+// noteConsumersAtStop records, once, how many consumers the primary queue
+// has before the source is stopped: one fewer says its consumer is gone.
+func (s *scope) noteConsumersAtStop(ctx context.Context, h broker.Handoff) error {
+	rec := s.brokerRecord()
+	if rec.PrimaryConsumersAtStop != nil {
+		return nil
+	}
+	p, err := h.Progress(ctx, rec)
+	if err != nil {
+		return err
+	}
+	n := int32(p.Primary.Consumers)
+	rec.PrimaryConsumersAtStop = &n
 	return nil
 }

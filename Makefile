@@ -25,6 +25,7 @@ generate: $(CONTROLLER_GEN) ## deepcopy, CRDs, RBAC (config/ and the Helm chart)
 	mkdir -p charts/ms2m/crds charts/ms2m/files
 	cp config/crd/bases/*.yaml charts/ms2m/crds/
 	cp config/rbac/role.yaml charts/ms2m/files/manager-role.yaml
+	cp config/admission/policy.yaml charts/ms2m/files/admission-policy.yaml
 
 .PHONY: fmt vet
 fmt:

@@ -21,10 +21,16 @@ import (
 // These tests apply manifests to a real kube-apiserver with the generated
 // CRD: the schema and its CEL rules are what is under test.
 
-var k8s client.Client
+var (
+	k8s client.Client
+	// admin is the API server's administrator's configuration, for tests
+	// that act as other users through impersonation.
+	admin *rest.Config
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(testenv.MainWithAPIServer(m, func(_ *envtest.Environment, cfg *rest.Config) (err error) {
+		admin = cfg
 		k8s, err = client.New(cfg, client.Options{Scheme: runtime.NewScheme()})
 		return err
 	}))

@@ -120,6 +120,10 @@ type Reconciler struct {
 }
 
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;create;update;patch
+// swap-identity is no API verb: config/admission's policy admits the
+// identity-swap annotations, and a migration's creation without pods/exec
+// on its pod, only from who holds it (the manager, and cluster admins).
+// +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=swap-identity
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch

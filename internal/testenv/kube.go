@@ -1,16 +1,21 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 )
@@ -39,7 +44,39 @@ func StartAPIServer() (*envtest.Environment, *rest.Config, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
 	}
+	if err := installAdmission(cfg); err != nil {
+		_ = env.Stop()
+		return nil, nil, err
+	}
 	return env, cfg, nil
+}
+
+// installAdmission applies config/admission, the admission policy every
+// install carries beside the CRDs, so that tests create migrations through
+// the same checks a cluster makes.
+func installAdmission(cfg *rest.Config) error {
+	path := filepath.Join(RepoRoot(), "config", "admission", "policy.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return err
+	}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if err := c.Create(context.Background(), u); err != nil {
+			return fmt.Errorf("installing %s %s from %s: %w", u.GetKind(), u.GetName(), path, err)
+		}
+	}
+	return nil
 }
 
 // Scheme knows the built-in kinds and ms2m's.

@@ -100,6 +100,10 @@ const (
 	// ConditionIdentitySwapStarted names the identity-swap migration a
 	// StatefulSet ShadowPod migration started.
 	ConditionIdentitySwapStarted = "IdentitySwapStarted"
+	// ConditionCleanupBlocked (True) says why the cleanup of a deleted
+	// migration has not finished yet; the manager gives up after its
+	// deletion deadline and says so in a CleanupAbandoned Event.
+	ConditionCleanupBlocked = "CleanupBlocked"
 )
 
 // Reasons used in conditions, Events and status.failureReason.
@@ -158,4 +162,14 @@ const (
 	ReasonOverdue = "Overdue"
 	// ReasonLeftBehind: part of the checkpoint could not be removed.
 	ReasonLeftBehind = "CheckpointLeftBehind"
+	// ReasonTargetNodeUnschedulable: spec.targetNode is cordoned, has a
+	// taint the pod does not tolerate or misses its nodeSelector, and the
+	// manager's configuration does not let explicit targets override that.
+	ReasonTargetNodeUnschedulable = "TargetNodeUnschedulable"
+	// ReasonNotAllowed: the migration names a checkpoint registry or a
+	// broker the manager's configuration does not allow.
+	ReasonNotAllowed = "DestinationNotAllowed"
+	// ReasonCleanupAbandoned: a deleted migration could not be cleaned up
+	// within the manager's deletion deadline and was let go.
+	ReasonCleanupAbandoned = "CleanupAbandoned"
 )

@@ -5,6 +5,7 @@ package main
 import (
 	"flag"
 	"os"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -38,6 +39,10 @@ func main() {
 	flag.StringVar(&opts.RuntimeClass, "runtime-class", "ms2m", "RuntimeClass of ms2m's runtime handler: targets on nodes that have the handler restore through it")
 	flag.DurationVar(&opts.SourceStopGrace, "source-stop-grace", time.Second, "termination grace of a source the migration no longer needs (its Services already have the target; whole seconds): not the pod's own, which a workload ignoring SIGTERM would spend in full")
 	flag.Int64Var(&opts.AssumedPrefetch, "assumed-prefetch", 50, "the most messages a source may hold unapplied, assumed only for a broker whose management API cannot describe its consumers")
+	flag.Func("allowed-registries", "comma-separated registry hosts (host or host:port) checkpoints may be pushed to besides the default repository's; a checkpoint is a pod's whole memory", listFlag(&opts.AllowedRegistries))
+	flag.Func("allowed-broker-hosts", "comma-separated broker hosts (host or host:port, AMQP and management API) migrations may connect to; empty allows any", listFlag(&opts.AllowedBrokerHosts))
+	flag.BoolVar(&opts.ExplicitTargetOverridesScheduling, "explicit-target-overrides-scheduling", false, "let spec.targetNode name a cordoned node, one tainted against the pod or one outside its nodeSelector")
+	flag.DurationVar(&opts.DeletionDeadline, "deletion-deadline", 2*time.Minute, "how long the cleanup of a deleted StatefulMigration may take (an unreachable broker or node); then its finalizer is removed and a CleanupAbandoned Event says what may be left")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -91,5 +96,17 @@ func main() {
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
+	}
+}
+
+// listFlag appends a flag's comma-separated values to dst.
+func listFlag(dst *[]string) func(string) error {
+	return func(v string) error {
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				*dst = append(*dst, e)
+			}
+		}
+		return nil
 	}
 }

@@ -81,7 +81,16 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if mode == v1alpha1.TransferRegistry && r.repository(m) == "" {
 		return s.fail(v1alpha1.ReasonNoRepository, "transferMode Registry needs spec.checkpointImageRepository (the manager has no default repository configured)")
 	}
+	if mode == v1alpha1.TransferRegistry {
+		if why := r.Options.destinations().CheckRepository(m.Spec.CheckpointImageRepository); why != "" {
+			return s.fail(v1alpha1.ReasonNotAllowed, "%s", why)
+		}
+	}
 	if s.hasBroker() {
+		c := m.Spec.MessageQueueConfig
+		if why := r.Options.destinations().CheckBroker(c.BrokerURL, c.ManagementURL); why != "" {
+			return s.fail(v1alpha1.ReasonNotAllowed, "%s", why)
+		}
 		if res, ok, err := r.verifyBroker(ctx, s, pod); !ok {
 			return res, err
 		}
@@ -166,13 +175,13 @@ func (r *Reconciler) place(ctx context.Context, m *v1alpha1.StatefulMigration, p
 		n := &corev1.Node{}
 		err := r.Get(ctx, client.ObjectKey{Name: m.Spec.TargetNode}, n)
 		if apierrors.IsNotFound(err) {
-			return migration.CheckTargetNode(m.Spec.TargetNode, pod.Spec.NodeName, nil, false), nil
+			return migration.CheckTargetNode(pod, m.Spec.TargetNode, nil, false, false), nil
 		}
 		if err != nil {
 			return migration.Placement{}, err
 		}
 		ready := m.Spec.TargetNode != pod.Spec.NodeName && migration.NodeReady(n) && r.agentReady(ctx, n.Name)
-		return migration.CheckTargetNode(m.Spec.TargetNode, pod.Spec.NodeName, n, ready), nil
+		return migration.CheckTargetNode(pod, m.Spec.TargetNode, n, ready, r.Options.ExplicitTargetOverridesScheduling), nil
 	}
 	nodes := &corev1.NodeList{}
 	if err := r.List(ctx, nodes); err != nil {

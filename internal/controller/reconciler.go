@@ -27,6 +27,7 @@ import (
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/broker"
+	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/render"
 )
 
@@ -67,6 +68,25 @@ type Options struct {
 	// RuntimeClass is the RuntimeClass of ms2m's runtime handler (default
 	// "ms2m"); a cluster without it restores only where the runtime does.
 	RuntimeClass string
+	// AllowedRegistries are the registries, besides the default
+	// repository's, that checkpoints may be pushed to.
+	AllowedRegistries []string
+	// AllowedBrokerHosts are the brokers the manager may connect to for a
+	// migration (empty: any).
+	AllowedBrokerHosts []string
+	// ExplicitTargetOverridesScheduling lets spec.targetNode name a node
+	// that is cordoned, tainted against the pod or outside its
+	// nodeSelector.
+	ExplicitTargetOverridesScheduling bool
+	// DeletionDeadline bounds the cleanup of a deleted migration (default
+	// 2 min): after it the finalizer goes, and an Event says what was left.
+	DeletionDeadline time.Duration
+}
+
+// destinations is the cluster admin's limit on where migrations send
+// checkpoints and credentials.
+func (o Options) destinations() migration.Destinations {
+	return migration.Destinations{Registries: o.AllowedRegistries, DefaultRepository: o.DefaultCheckpointRepository, BrokerHosts: o.AllowedBrokerHosts}
 }
 
 func (o Options) withDefaults() Options {
@@ -93,6 +113,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RuntimeClass == "" {
 		o.RuntimeClass = "ms2m"
+	}
+	if o.DeletionDeadline == 0 {
+		o.DeletionDeadline = 2 * time.Minute
 	}
 	if o.AssumedPrefetch == 0 {
 		o.AssumedPrefetch = 50

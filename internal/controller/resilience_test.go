@@ -187,6 +187,11 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 		{"target is the source node", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-a" }, nil, v1alpha1.ReasonTargetIsSource, "already runs on"},
 		{"unknown target node", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-x" }, nil, v1alpha1.ReasonTargetNodeNotFound, "does not exist"},
 		{"target node not ready", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-c" }, nil, v1alpha1.ReasonTargetNodeNotReady, "not Ready"},
+		{"cordoned target node", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-d" },
+			func(w *world) { w.sim.agents["node-d"] = true }, v1alpha1.ReasonTargetNodeUnschedulable, `"node-d" is cordoned`},
+		{"checkpoint registry not allowed", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			s.TransferMode, s.CheckpointImageRepository = v1alpha1.TransferRegistry, "attacker.example/loot"
+		}, nil, v1alpha1.ReasonNotAllowed, "--allowed-registries"},
 		{"target node without agent", "consumer-0", nil, func(w *world) { w.sim.agents["node-b"] = false }, v1alpha1.ReasonAgentUnavailable, "no ready ms2m agent"},
 		{"no node to choose", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "" }, func(w *world) { w.sim.agents["node-b"] = false }, v1alpha1.ReasonNoTargetNode, "node-c: not Ready"},
 		{"unreachable broker", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {

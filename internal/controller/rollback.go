@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -127,18 +128,51 @@ func (r *Reconciler) checkDeadlines(s *scope) (reconcile.Result, bool) {
 // reconcileDelete treats deletion as an abort: a migration still able to
 // roll back does so; one past the point of no return finishes first (its
 // cutover also removes the replay topology). The finalizer goes once
-// nothing of the migration is left to undo.
+// nothing of the migration is left to undo, or once Options.DeletionDeadline
+// has passed since the deletion: whatever the broker's or a node's state, a
+// deleted migration goes, and an Event says what it left.
 func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (reconcile.Result, error) {
 	if !controllerutil.ContainsFinalizer(s.m, Finalizer) {
 		return reconcile.Result{}, nil
 	}
+	res, done, err := r.cleanUpDeleted(ctx, s)
+	if !done {
+		waited := s.now.Sub(s.m.DeletionTimestamp.Time)
+		if waited < r.Options.DeletionDeadline {
+			if err != nil {
+				s.condition(v1alpha1.ConditionCleanupBlocked, metav1.ConditionTrue, "Retrying", err.Error())
+			}
+			return minRequeue(res, r.Options.DeletionDeadline-waited), err
+		}
+		why := "it had not finished"
+		if c := meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionCleanupBlocked); c != nil && c.Status == metav1.ConditionTrue {
+			why = c.Message
+		}
+		if err != nil {
+			why = err.Error()
+		}
+		s.event(corev1.EventTypeWarning, v1alpha1.ReasonCleanupAbandoned, "Delete",
+			"gave up cleaning up %s after the deletion (phase %s): %s; what it set up may be left in place: its replay queue and control queues on the broker, the target pod, the checkpoint on the nodes and in the registry",
+			r.Options.DeletionDeadline, s.m.Status.Phase, why)
+	}
+	controllerutil.RemoveFinalizer(s.m, Finalizer)
+	if err := r.Update(ctx, s.m); err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, nil
+}
+
+// cleanUpDeleted rolls back or finishes a deleted migration; done when
+// nothing of it is left to undo.
+func (r *Reconciler) cleanUpDeleted(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
 	st := &s.m.Status
 	if !st.Phase.IsFinal() && migration.PastPointOfNoReturn(st) && st.FailureReason == "" {
-		return r.reconcileNormal(ctx, s)
+		res, err := r.reconcileNormal(ctx, s)
+		return res, false, err
 	}
 	if st.Phase == v1alpha1.PhaseCompleted {
 		if _, err := r.afterCompletion(ctx, s); err != nil {
-			return s.poll(), err
+			return s.poll(), false, err
 		}
 	}
 	if !st.Phase.IsFinal() || st.Phase == v1alpha1.PhaseFailed {
@@ -148,15 +182,19 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (reconcile.R
 		if !migration.PastPointOfNoReturn(st) {
 			done, err := r.undo(ctx, s)
 			if err != nil || !done {
-				return s.poll(), err
+				return s.poll(), false, err
 			}
 		}
 	}
-	controllerutil.RemoveFinalizer(s.m, Finalizer)
-	if err := r.Update(ctx, s.m); err != nil && !apierrors.IsNotFound(err) {
-		return reconcile.Result{}, err
+	return reconcile.Result{}, true, nil
+}
+
+// minRequeue makes res look again no later than after d.
+func minRequeue(res reconcile.Result, d time.Duration) reconcile.Result {
+	if res.RequeueAfter == 0 || res.RequeueAfter > d {
+		res.RequeueAfter = d
 	}
-	return reconcile.Result{}, nil
+	return res
 }
 
 // deleteControlQueue removes a control queue of a pod that is gone. MS2M's

@@ -94,10 +94,11 @@ func asManager(cfg *rest.Config) (*rest.Config, error) {
 	return m, nil
 }
 
-// createNodes registers node-a and node-b (Ready) and node-c (NotReady).
+// createNodes registers node-a and node-b (Ready), node-c (NotReady) and
+// node-d (Ready, cordoned).
 func createNodes() error {
-	for name, ready := range map[string]bool{"node-a": true, "node-b": true, "node-c": false} {
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for name, ready := range map[string]bool{"node-a": true, "node-b": true, "node-c": false, "node-d": true} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{Unschedulable: name == "node-d"}}
 		if err := k8s.Create(context.Background(), n); err != nil {
 			return err
 		}
@@ -108,6 +109,14 @@ func createNodes() error {
 		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: st, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
 		if err := k8s.Status().Update(context.Background(), n); err != nil {
 			return err
+		}
+		if ready {
+			// The API server taints a new node not-ready; in a cluster the
+			// node lifecycle controller lifts that once the node is Ready.
+			n.Spec.Taints = nil
+			if err := k8s.Update(context.Background(), n); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

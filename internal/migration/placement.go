@@ -29,8 +29,16 @@ type Placement struct {
 	FailReason string
 }
 
-// CheckTargetNode validates a requested target node.
-func CheckTargetNode(requested, sourceNode string, node *corev1.Node, agentReady bool) Placement {
+// CheckTargetNode validates a requested target node. An explicit target
+// is held to what the scheduler would hold the pod to (cordon, taints,
+// nodeSelector) unless override, the cluster admin's setting, says
+// otherwise: naming a node is no way around its cordon.
+func CheckTargetNode(pod *corev1.Pod, requested string, node *corev1.Node, agentReady, override bool) Placement {
+	sourceNode := pod.Spec.NodeName
+	unschedulable := ""
+	if node != nil {
+		unschedulable = whyUnschedulable(pod, node)
+	}
 	switch {
 	case requested == sourceNode:
 		return Placement{FailReason: v1alpha1.ReasonTargetIsSource,
@@ -44,8 +52,26 @@ func CheckTargetNode(requested, sourceNode string, node *corev1.Node, agentReady
 	case !agentReady:
 		return Placement{FailReason: v1alpha1.ReasonAgentUnavailable,
 			Reason: fmt.Sprintf("targetNode %q has no ready ms2m agent", requested)}
+	case unschedulable != "" && !override:
+		return Placement{FailReason: v1alpha1.ReasonTargetNodeUnschedulable,
+			Reason: fmt.Sprintf("targetNode %q %s; pick another node, or leave targetNode empty to let ms2m choose (a cluster admin may let explicit targets override this: the manager's --explicit-target-overrides-scheduling)", requested, unschedulable)}
+	case unschedulable != "":
+		return Placement{Node: requested, Reason: fmt.Sprintf("set in spec.targetNode, although it %s (the manager lets explicit targets override that)", unschedulable)}
 	}
 	return Placement{Node: requested, Reason: "set in spec.targetNode"}
+}
+
+// whyUnschedulable says why the scheduler would not place pod on n, or "".
+func whyUnschedulable(pod *corev1.Pod, n *corev1.Node) string {
+	switch {
+	case n.Spec.Unschedulable:
+		return "is cordoned"
+	case !toleratesAll(pod, n.Spec.Taints):
+		return "has a taint the pod does not tolerate"
+	case !matchesSelector(pod.Spec.NodeSelector, n.Labels):
+		return "does not match the pod's nodeSelector"
+	}
+	return ""
 }
 
 // ChooseTargetNode picks a node for a migration without spec.targetNode:
@@ -63,14 +89,10 @@ func ChooseTargetNode(pod *corev1.Pod, sourceNode string, nodes []NodeCandidate)
 			continue
 		case !NodeReady(n):
 			why = "not Ready"
-		case n.Spec.Unschedulable:
-			why = "cordoned"
 		case !c.AgentReady:
 			why = "no ready ms2m agent"
-		case !toleratesAll(pod, n.Spec.Taints):
-			why = "has a taint the pod does not tolerate"
-		case !matchesSelector(pod.Spec.NodeSelector, n.Labels):
-			why = "does not match the pod's nodeSelector"
+		default:
+			why = whyUnschedulable(pod, n)
 		}
 		if why != "" {
 			rejected = append(rejected, n.Name+": "+why)

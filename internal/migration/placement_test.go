@@ -55,21 +55,39 @@ func TestChooseTargetNode(t *testing.T) {
 }
 
 func TestCheckTargetNode(t *testing.T) {
+	cordoned := func(n *corev1.Node) { n.Spec.Unschedulable = true }
+	tainted := func(n *corev1.Node) {
+		n.Spec.Taints = []corev1.Taint{{Key: "dedicated", Value: "db", Effect: corev1.TaintEffectNoSchedule}}
+	}
+	elsewhere := func(n *corev1.Node) { n.Labels["zone"] = "b" }
+	pod := func(src string) *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{NodeName: src, NodeSelector: map[string]string{"zone": "a", corev1.LabelHostname: src}}}
+	}
+	zoneA := func(n *corev1.Node) { n.Labels["zone"] = "a" }
 	for _, tc := range []struct {
 		req, src string
 		n        *corev1.Node
 		agent    bool
+		override bool
 		want     string
+		says     string
 	}{
-		{"a", "a", node("a", true), true, v1alpha1.ReasonTargetIsSource},
-		{"x", "a", nil, true, v1alpha1.ReasonTargetNodeNotFound},
-		{"b", "a", node("b", false), true, v1alpha1.ReasonTargetNodeNotReady},
-		{"b", "a", node("b", true), false, v1alpha1.ReasonAgentUnavailable},
-		{"b", "a", node("b", true), true, ""},
+		{"a", "a", node("a", true, zoneA), true, false, v1alpha1.ReasonTargetIsSource, "already runs on"},
+		{"x", "a", nil, true, false, v1alpha1.ReasonTargetNodeNotFound, "does not exist"},
+		{"b", "a", node("b", false, zoneA), true, false, v1alpha1.ReasonTargetNodeNotReady, "not Ready"},
+		{"b", "a", node("b", true, zoneA), false, false, v1alpha1.ReasonAgentUnavailable, "agent"},
+		{"b", "a", node("b", true, zoneA), true, false, "", "set in spec.targetNode"},
+		{"b", "a", node("b", true, zoneA, cordoned), true, false, v1alpha1.ReasonTargetNodeUnschedulable, "is cordoned"},
+		{"b", "a", node("b", true, zoneA, tainted), true, false, v1alpha1.ReasonTargetNodeUnschedulable, "taint"},
+		{"b", "a", node("b", true, elsewhere), true, false, v1alpha1.ReasonTargetNodeUnschedulable, "nodeSelector"},
+		{"b", "a", node("b", true, zoneA, cordoned), true, true, "", "although it is cordoned"},
 	} {
-		p := CheckTargetNode(tc.req, tc.src, tc.n, tc.agent)
-		if p.FailReason != tc.want || p.Reason == "" {
-			t.Errorf("CheckTargetNode(%s from %s) = %+v, want %q", tc.req, tc.src, p, tc.want)
+		p := CheckTargetNode(pod(tc.src), tc.req, tc.n, tc.agent, tc.override)
+		if p.FailReason != tc.want || !strings.Contains(p.Reason, tc.says) {
+			t.Errorf("CheckTargetNode(%s from %s, override %v) = %+v, want %q saying %q", tc.req, tc.src, tc.override, p, tc.want, tc.says)
+		}
+		if (p.FailReason == "") != (p.Node == tc.req) {
+			t.Errorf("CheckTargetNode(%s from %s): node %q with failure %q", tc.req, tc.src, p.Node, p.FailReason)
 		}
 	}
 }

@@ -1,0 +1,117 @@
+package controller_test
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+)
+
+// rogueListener is a broker a tenant runs: it counts who connects.
+func rogueListener(t *testing.T) (addr string, dialled *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	dialled = &atomic.Int64{}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			dialled.Add(1)
+			_ = c.Close()
+		}
+	}()
+	return l.Addr().String(), dialled
+}
+
+func hostOf(t *testing.T, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Host
+}
+
+// A migration naming a broker the cluster admin has not allowed is refused
+// before the manager connects anywhere: the credentials it names never
+// leave the cluster, and the refusal says whom to ask.
+func TestBrokerOutsideTheAllowedHostsIsNeverDialled(t *testing.T) {
+	w := newWorld(t)
+	w.opts.AllowedBrokerHosts = []string{hostOf(t, w.amqpURL), hostOf(t, w.mgmtURL)}
+	w.sourcePod("consumer-0")
+	rogue, dialled := rogueListener(t)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "db-admin"},
+		StringData: map[string]string{"username": "dbadmin", "password": "s3cret"}}
+	if err := k8s.Create(context.Background(), secret); err != nil {
+		t.Fatal(err)
+	}
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+		s.MessageQueueConfig.BrokerURL = "amqp://" + rogue + "/"
+		s.MessageQueueConfig.ManagementURL = "http://" + rogue
+		s.MessageQueueConfig.CredentialsSecretRef = &v1alpha1.SecretReference{Name: "db-admin"}
+	})
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseFailed, v1alpha1.PhaseCompleted)
+	if m.Status.FailureReason != v1alpha1.ReasonNotAllowed || !strings.Contains(m.Status.FailureMessage, rogue) ||
+		!strings.Contains(m.Status.FailureMessage, "--allowed-broker-hosts") {
+		t.Fatalf("phase %s, %s: %s; want %s naming %s", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage, v1alpha1.ReasonNotAllowed, rogue)
+	}
+	if n := dialled.Load(); n != 0 {
+		t.Errorf("the manager connected %d time(s) to the broker it was not allowed", n)
+	}
+}
+
+// Deleting a migration ends within the manager's deletion deadline even
+// while the broker it must clean up is unreachable: the finalizer goes and
+// an Event says what may be left, instead of an object nobody can delete.
+func TestDeletionEndsWhileTheBrokerIsAway(t *testing.T) {
+	w := newWorld(t)
+	w.opts.DeletionDeadline = 5 * time.Second
+	w.opts.BrokerRetryWindow = 5 * time.Minute
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	gate, gatedURL := newBrokerGate(t, w.amqpURL)
+	w.sim.hold("transfer")
+	w.startManager()
+	name := w.b.Name("mig")
+	m := w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.MessageQueueConfig.BrokerURL = gatedURL })
+	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseTransferring)
+	gate.cut()
+	if err := k8s.Delete(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := k8s.Get(context.Background(), client.ObjectKeyFromObject(m), &v1alpha1.StatefulMigration{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the deleted migration is still there after 60 s with the broker away (deletion deadline 5 s): %v", w.get(name).Status.Conditions)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if ev := w.events(name); !slices.Contains(ev, v1alpha1.ReasonCleanupAbandoned) {
+		t.Errorf("no %s Event saying what was left; Events: %v", v1alpha1.ReasonCleanupAbandoned, ev)
+	}
+	w.sim.release("transfer")
+	gate.set(false)
+}

@@ -20,7 +20,7 @@ $(CONTROLLER_GEN):
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## deepcopy, CRDs, RBAC (config/ and the Helm chart)
 	$(CONTROLLER_GEN) object paths=./api/...
-	$(CONTROLLER_GEN) crd rbac:roleName=ms2m-manager paths=./api/... paths=./internal/controller/... \
+	$(CONTROLLER_GEN) crd rbac:roleName=ms2m-manager paths=./api/... paths=./internal/controller/... paths=./internal/identity/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	mkdir -p charts/ms2m/crds charts/ms2m/files
 	cp config/crd/bases/*.yaml charts/ms2m/crds/

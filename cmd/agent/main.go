@@ -27,12 +27,13 @@ import (
 	"github.com/ms2m/ms2m/internal/agent"
 	"github.com/ms2m/ms2m/internal/agentclient"
 	"github.com/ms2m/ms2m/internal/engine"
+	"github.com/ms2m/ms2m/internal/identity"
 	"github.com/ms2m/ms2m/internal/staging"
 )
 
 func main() {
 	var (
-		node, listen, stateDir, tlsDir, hostRoot, containerdSock, criuConfig, namespace string
+		node, listen, stateDir, caDir, hostRoot, containerdSock, criuConfig, namespace string
 		stagingDir, handlerName, handlerBinary                                          string
 		runcBinary, runcRoot, criuBinary, dumpDir                                       string
 	)
@@ -40,7 +41,7 @@ func main() {
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agents (to find peers)")
 	flag.StringVar(&listen, "listen", ":9443", "address of the agent API (mutual TLS)")
 	flag.StringVar(&stateDir, "state-dir", "/var/lib/ms2m/agent/{node}", "where operations and received checkpoints are kept ({node} is replaced by the node name)")
-	flag.StringVar(&tlsDir, "tls-dir", "/etc/ms2m/tls", "mounted agent TLS Secret")
+	flag.StringVar(&caDir, "ca-dir", "/etc/ms2m/ca", "the mounted ConfigMap with the CA certificate of the manager and the agents")
 	flag.StringVar(&hostRoot, "host-root", "/host", "where the host's root filesystem is mounted")
 	flag.StringVar(&containerdSock, "containerd-socket", "/run/containerd/containerd.sock", "containerd's socket on the host ({node} is replaced by the node name); empty: Direct transfers cannot be received")
 	flag.StringVar(&criuConfig, "criu-config", "/etc/criu/runc.conf", "runc's CRIU configuration on the host")
@@ -85,9 +86,25 @@ func main() {
 		log.Error("client", "error", err)
 		os.Exit(1)
 	}
-	tlsCfg, err := agentclient.LoadTLS(tlsDir)
+	// The agent's own certificate, for its node only, through the CSR API;
+	// rotated by client-go's certificate manager, as the kubelet's is.
+	certs, err := identity.AgentCertificates(cs, node)
 	if err != nil {
-		log.Error("agent TLS credentials", "dir", tlsDir, "error", err)
+		log.Error("certificate manager", "error", err)
+		os.Exit(1)
+	}
+	certs.Start()
+	defer certs.Stop()
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	err = identity.WaitForCertificate(wctx, certs)
+	wcancel()
+	if err != nil {
+		log.Error("agent certificate", "error", err)
+		os.Exit(1)
+	}
+	tlsCfg, err := identity.AgentTLS(certs, filepath.Join(caDir, identity.CAFile))
+	if err != nil {
+		log.Error("agent TLS", "dir", caDir, "error", err)
 		os.Exit(1)
 	}
 	ac := agent.Config{

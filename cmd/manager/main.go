@@ -20,11 +20,12 @@ import (
 	"github.com/ms2m/ms2m/internal/agentclient"
 	"github.com/ms2m/ms2m/internal/broker/rabbitmq"
 	"github.com/ms2m/ms2m/internal/controller"
+	"github.com/ms2m/ms2m/internal/identity"
 )
 
 func main() {
 	var (
-		metricsAddr, probeAddr, namespace, tlsSecret string
+		metricsAddr, probeAddr, namespace, caName, agentSA string
 		leaderElect                                  bool
 		opts                                         controller.Options
 	)
@@ -32,7 +33,8 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect one active manager among replicas")
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the manager, the agents and their TLS Secret")
-	flag.StringVar(&tlsSecret, "agent-tls-secret", "ms2m-agent-tls", "Secret with the agents' CA and certificate (created if missing)")
+	flag.StringVar(&caName, "ca", "ms2m-ca", "Secret (CA certificate and key, the manager's only) and ConfigMap (CA certificate, for the agents) of the CA that signs the manager's and the agents' certificates; created if missing")
+	flag.StringVar(&agentSA, "agent-service-account", "ms2m-agent", "the agents' ServiceAccount in --namespace: only its pods get agent certificates, each for its own node")
 	flag.StringVar(&opts.DefaultCheckpointRepository, "default-checkpoint-repository", "", "repository for Registry transfers that name none")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-migrations", 4, "migrations reconciled in parallel")
 	flag.DurationVar(&opts.BrokerRetryWindow, "broker-retry-window", 30*time.Second, "how long a new migration waits for an unreachable broker before failing")
@@ -73,17 +75,17 @@ func main() {
 		os.Exit(1)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	sec, err := agentclient.EnsureSecret(ctx, direct, namespace, tlsSecret)
+	ca, err := identity.EnsureCA(ctx, direct, namespace, caName)
 	if err != nil {
-		log.Error(err, "agent TLS Secret", "namespace", namespace, "name", tlsSecret)
+		log.Error(err, "the CA of the manager and the agents", "namespace", namespace, "name", caName)
 		os.Exit(1)
 	}
-	tlsCfg, err := agentclient.TLSFromSecret(sec)
-	if err != nil {
-		log.Error(err, "agent TLS Secret")
+	signer := &identity.Signer{Client: mgr.GetClient(), CA: ca, AgentServiceAccount: "system:serviceaccount:" + namespace + ":" + agentSA}
+	if err := signer.SetupWithManager(mgr); err != nil {
+		log.Error(err, "setting up the agent certificate signer")
 		os.Exit(1)
 	}
-	agents := agentclient.New(agentclient.PodResolver{Reader: mgr.GetClient(), Namespace: namespace}, tlsCfg)
+	agents := agentclient.New(agentclient.PodResolver{Reader: mgr.GetClient(), Namespace: namespace}, identity.ManagerTLS(ca))
 	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("ms2m-manager"),
 		Agents: agents, DialBroker: rabbitmq.Dial, Options: opts}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -28,7 +28,7 @@ import (
 	"github.com/ms2m/ms2m/internal/agentclient"
 	"github.com/ms2m/ms2m/internal/ckptimage"
 	"github.com/ms2m/ms2m/internal/engine"
-	"github.com/ms2m/ms2m/internal/lab/pki"
+	"github.com/ms2m/ms2m/internal/identity"
 	"github.com/ms2m/ms2m/internal/staging"
 )
 
@@ -110,18 +110,15 @@ func (s staticResolver) Endpoint(_ context.Context, node string) (string, error)
 	return "", agentapi.ErrNoAgent
 }
 
-func credentials(t *testing.T, ca *pki.CA) string {
+// agentTLS is node's agent's TLS configuration, with a certificate from ca
+// as the manager's signer issues it.
+func agentTLS(t *testing.T, ca *identity.CA, node string) *tls.Config {
 	t.Helper()
-	dir := t.TempDir()
-	cert, key, err := ca.Issue(pki.Request{CommonName: "ms2m", DNSNames: []string{agentclient.ServerName}, Server: true, Client: true})
+	cert, err := ca.AgentCertificate(node, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kp, _ := pki.KeyPEM(key)
-	_ = os.WriteFile(filepath.Join(dir, agentclient.CAFile), pki.CertPEM(ca.Cert), 0o600)
-	_ = os.WriteFile(filepath.Join(dir, agentclient.CertFile), pki.CertPEM(cert), 0o600)
-	_ = os.WriteFile(filepath.Join(dir, agentclient.KeyFile), kp, 0o600)
-	return dir
+	return identity.PeerTLS(ca.Pool(), func() (*tls.Certificate, error) { return cert, nil })
 }
 
 type cluster struct {
@@ -129,28 +126,23 @@ type cluster struct {
 	kubelet  *kubelet
 	runtime  *runtime
 	registry string
-	tlsDir   string
+	ca       *identity.CA
 	// staging is each node's staging tree for the runtime handler.
 	staging map[string]staging.Layout
 }
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	ca, err := pki.NewCA("ms2m-agents")
+	ca, err := identity.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{tlsDir: credentials(t, ca), kubelet: &kubelet{dir: t.TempDir()}, runtime: &runtime{imported: map[string][]byte{}},
+	c := &cluster{ca: ca, kubelet: &kubelet{dir: t.TempDir()}, runtime: &runtime{imported: map[string][]byte{}},
 		staging: map[string]staging.Layout{}}
-	tlsCfg, err := agentclient.LoadTLS(c.tlsDir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := httptest.NewServer(registry.New())
 	t.Cleanup(reg.Close)
 	c.registry = strings.TrimPrefix(reg.URL, "http://")
 	resolver := staticResolver{}
-	peers := agentclient.New(resolver, tlsCfg)
 	criu := filepath.Join(t.TempDir(), "runc.conf")
 	_ = os.WriteFile(criu, []byte("tcp-close\nskip-in-flight\nnetwork-lock nftables\n"), 0o644)
 	for _, node := range []string{"node-a", "node-b"} {
@@ -158,8 +150,9 @@ func newCluster(t *testing.T) *cluster {
 		c.staging[node] = layout
 		handler := filepath.Join(t.TempDir(), "ms2m-runtime")
 		_ = os.WriteFile(handler, []byte("#!/bin/sh\n"), 0o755)
+		tlsCfg := agentTLS(t, ca, node)
 		srv, err := agent.NewServer(agent.Config{Node: node, StateDir: t.TempDir(), Kubelet: c.kubelet, Runtime: c.runtime,
-			Peers: peers, CRIUConfig: criu, Staging: &layout, RuntimeHandler: agent.RuntimeHandler{Name: "ms2m", Binary: handler},
+			Peers: agentclient.New(resolver, tlsCfg), CRIUConfig: criu, Staging: &layout, RuntimeHandler: agent.RuntimeHandler{Name: "ms2m", Binary: handler},
 			RuntimeVersion: func(context.Context) (string, error) { return "2.4.2", nil }})
 		if err != nil {
 			t.Fatal(err)
@@ -170,7 +163,7 @@ func newCluster(t *testing.T) *cluster {
 		t.Cleanup(hs.Close)
 		resolver[node] = hs.URL
 	}
-	c.client = agentclient.New(resolver, tlsCfg)
+	c.client = agentclient.New(resolver, identity.ManagerTLS(ca))
 	return c
 }
 
@@ -368,29 +361,67 @@ func TestTransferOfUnknownCheckpointIsRefused(t *testing.T) {
 	}
 }
 
-// Only holders of a certificate from the agents' CA get in.
+// Only holders of a certificate from the CA get in.
 func TestAgentsDemandCertificates(t *testing.T) {
 	c := newCluster(t)
 	ep, _ := c.client.Resolver.Endpoint(context.Background(), "node-a")
 	host := strings.TrimPrefix(ep, "https://")
-	trusted, _ := agentclient.LoadTLS(c.tlsDir)
+	trusted := identity.ManagerTLS(c.ca)
+	trusted.ServerName = identity.AgentDNSName("node-a")
 
-	noCert := &tls.Config{RootCAs: trusted.RootCAs, ServerName: agentclient.ServerName, MinVersion: tls.VersionTLS13}
+	noCert := &tls.Config{RootCAs: trusted.RootCAs, ServerName: trusted.ServerName, MinVersion: tls.VersionTLS13}
 	if err := handshake(host, noCert); err == nil {
 		t.Error("a client without a certificate was let in")
 	}
-	other, _ := pki.NewCA("intruder")
-	strangerTLS, err := agentclient.LoadTLS(credentials(t, other))
+	other, err := identity.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	stranger := strangerTLS.Clone()
-	stranger.RootCAs = trusted.RootCAs // it trusts the agent, the agent must not trust it
+	stranger := identity.ManagerTLS(other)
+	stranger.RootCAs, stranger.ServerName = trusted.RootCAs, trusted.ServerName // it trusts the agent, the agent must not trust it
 	if err := handshake(host, stranger); err == nil {
 		t.Error("a client with a certificate from another CA was let in")
 	}
 	if err := handshake(host, trusted); err != nil {
 		t.Errorf("the rightful client was refused: %v", err)
+	}
+}
+
+// An agent obeys the manager only: another agent's certificate (one
+// stolen from a node) commands nothing, sends a checkpoint only as its own
+// node, and cannot pass for another node's agent.
+func TestAgentsObeyOnlyTheManager(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	resolver := c.client.Resolver.(staticResolver)
+	stolen := agentclient.New(resolver, agentTLS(t, c.ca, "node-b"))
+
+	_, err := stolen.Checkpoint(ctx, "node-a", agentapi.CheckpointRequest{ID: "loot-1", Namespace: "bank", Pod: "vault-0", Container: "app"})
+	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "only the ms2m manager") || !strings.Contains(err.Error(), "ms2m-agent:node-b") {
+		t.Errorf("node-b's agent asked node-a's for a checkpoint: %v", err)
+	}
+	if _, err := stolen.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: "loot-2", CheckpointID: "x", Mode: agentapi.TransferRegistry, Repository: c.registry + "/loot", Container: "app"}); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("node-b's agent asked node-a's for a transfer: %v", err)
+	}
+	if _, err := stolen.Ready(ctx, "node-a"); err == nil {
+		t.Error("node-b's agent read node-a's report")
+	}
+
+	// node-b's agent may send node-a a checkpoint as node-b, never as node-c.
+	_, err = stolen.Send(ctx, "node-a", agentapi.Incoming{ID: "forged-1", Container: "app", Source: "node-c"}, strings.NewReader("x"), 1)
+	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), `names "node-c"`) {
+		t.Errorf("node-b's agent sent a checkpoint as node-c: %v", err)
+	}
+	// The manager may not push archives either: only a source agent does.
+	if _, err := c.client.Send(ctx, "node-a", agentapi.Incoming{ID: "forged-2", Container: "app", Source: "node-b"}, strings.NewReader("x"), 1); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("the manager pushed an archive: %v", err)
+	}
+
+	// An agent answering at node-a's address with node-b's certificate is
+	// not node-a's agent.
+	swapped := agentclient.New(staticResolver{"node-a": resolver["node-b"]}, identity.ManagerTLS(c.ca))
+	if _, err := swapped.Ready(ctx, "node-a"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("node-b's agent passed for node-a's: %v", err)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/engine"
+	"github.com/ms2m/ms2m/internal/identity"
 	"github.com/ms2m/ms2m/internal/staging"
 )
 
@@ -93,17 +94,46 @@ func NewServer(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg, checkpoints: c, transfers: t, stages: st}, nil
 }
 
-// Handler routes the API.
+// Handler routes the API. Every request is the manager's, but for a
+// Direct transfer's archive, which comes from the source node's agent.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+agentapi.PathReady, s.ready)
-	mux.HandleFunc("PUT "+agentapi.PathCheckpoints+"{id}", s.checkpoint)
-	mux.HandleFunc("DELETE "+agentapi.PathCheckpoints+"{id}", s.cleanup)
-	mux.HandleFunc("DELETE "+agentapi.PathCheckpoints+"{id}"+agentapi.PathHeldSuffix, s.endHeld)
-	mux.HandleFunc("PUT "+agentapi.PathTransfers+"{id}", s.transfer)
-	mux.HandleFunc("PUT "+agentapi.PathIncoming+"{id}", s.incoming)
-	mux.HandleFunc("PUT "+agentapi.PathStages+"{id}", s.stage)
+	mux.Handle("GET "+agentapi.PathReady, fromManager(s.ready))
+	mux.Handle("PUT "+agentapi.PathCheckpoints+"{id}", fromManager(s.checkpoint))
+	mux.Handle("DELETE "+agentapi.PathCheckpoints+"{id}", fromManager(s.cleanup))
+	mux.Handle("DELETE "+agentapi.PathCheckpoints+"{id}"+agentapi.PathHeldSuffix, fromManager(s.endHeld))
+	mux.Handle("PUT "+agentapi.PathTransfers+"{id}", fromManager(s.transfer))
+	mux.Handle("PUT "+agentapi.PathIncoming+"{id}", fromAgent(s.incoming))
+	mux.Handle("PUT "+agentapi.PathStages+"{id}", fromManager(s.stage))
 	return mux
+}
+
+// fromManager serves only the manager: an agent's certificate, stolen from
+// a node, commands no other node.
+func fromManager(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if peer := identity.Peer(r); peer != identity.ManagerName {
+			httpError(w, http.StatusForbidden, "only the ms2m manager (%s) may %s %s; the caller is %q", identity.ManagerName, r.Method, r.URL.Path, peer)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// fromAgent serves only an agent, and only as the node its certificate
+// names: the archive says which node it comes from, and that must be the
+// caller's.
+func fromAgent(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		peer := identity.Peer(r)
+		node, ok := identity.AgentNode(peer)
+		if !ok || r.Header.Get(agentapi.HeaderSource) != node {
+			httpError(w, http.StatusForbidden, "only the agent of the source node named in %s may send a checkpoint; the caller is %q and names %q",
+				agentapi.HeaderSource, peer, r.Header.Get(agentapi.HeaderSource))
+			return
+		}
+		h(w, r)
+	})
 }
 
 var validID = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,200}[a-z0-9])?$`)

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"archive/tar"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,7 +18,7 @@ import (
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/agentclient"
 	"github.com/ms2m/ms2m/internal/engine"
-	"github.com/ms2m/ms2m/internal/lab/pki"
+	"github.com/ms2m/ms2m/internal/identity"
 )
 
 // BenchmarkDirectTransfer is a Direct transfer end to end between two
@@ -75,22 +76,7 @@ func waitOp[R any](b *testing.B, call func() (agentapi.Operation[R], error)) age
 // (incompressible) pages.
 func benchAgents(b *testing.B, size int64) *agentclient.Client {
 	b.Helper()
-	ca, err := pki.NewCA("ms2m-agents")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cert, key, err := ca.Issue(pki.Request{CommonName: "ms2m", DNSNames: []string{agentclient.ServerName}, Server: true, Client: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	kp, _ := pki.KeyPEM(key)
-	for name, body := range map[string][]byte{agentclient.CAFile: pki.CertPEM(ca.Cert), agentclient.CertFile: pki.CertPEM(cert), agentclient.KeyFile: kp} {
-		if err := os.WriteFile(filepath.Join(dir, name), body, 0o600); err != nil {
-			b.Fatal(err)
-		}
-	}
-	tlsCfg, err := agentclient.LoadTLS(dir)
+	ca, err := identity.NewCA()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -98,6 +84,11 @@ func benchAgents(b *testing.B, size int64) *agentclient.Client {
 	criu := filepath.Join(b.TempDir(), "runc.conf")
 	_ = os.WriteFile(criu, []byte("tcp-close\nskip-in-flight\n"), 0o644)
 	for _, node := range []string{"node-a", "node-b"} {
+		cert, err := ca.AgentCertificate(node, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tlsCfg := identity.PeerTLS(ca.Pool(), func() (*tls.Certificate, error) { return cert, nil })
 		srv, err := agent.NewServer(agent.Config{Node: node, StateDir: b.TempDir(), Kubelet: sizedKubelet{dir: b.TempDir(), size: size},
 			Runtime: drainingRuntime{}, Peers: agentclient.New(resolver, tlsCfg), CRIUConfig: criu, Log: slog.New(slog.DiscardHandler)})
 		if err != nil {
@@ -109,7 +100,7 @@ func benchAgents(b *testing.B, size int64) *agentclient.Client {
 		b.Cleanup(hs.Close)
 		resolver[node] = hs.URL
 	}
-	return agentclient.New(resolver, tlsCfg)
+	return agentclient.New(resolver, identity.ManagerTLS(ca))
 }
 
 type benchResolver map[string]string

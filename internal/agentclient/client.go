@@ -15,9 +15,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/identity"
 )
 
 // Resolver finds the agent of a node.
@@ -30,16 +32,36 @@ type Resolver interface {
 // Client calls node agents.
 type Client struct {
 	Resolver Resolver
-	HTTP     *http.Client
+	tls      *tls.Config
+
+	mu    sync.Mutex
+	nodes map[string]*http.Client
 }
 
 // New makes a client that authenticates with tlsConfig (client
-// certificate, CA of the agents, server name).
+// certificate, CA of the agents). Each call verifies that the agent it
+// reaches holds the certificate of the node it was meant for.
 func New(r Resolver, tlsConfig *tls.Config) *Client {
+	return &Client{Resolver: r, tls: tlsConfig, nodes: map[string]*http.Client{}}
+}
+
+// httpFor is the HTTP client for node's agent: its TLS configuration
+// expects that node's agent name, so an agent answering at another node's
+// address (a pod IP reused, a compromised node) is not believed.
+func (c *Client) httpFor(node string) *http.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h, ok := c.nodes[node]; ok {
+		return h
+	}
+	cfg := c.tls.Clone()
+	cfg.ServerName = identity.AgentDNSName(node)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tlsConfig
+	tr.TLSClientConfig = cfg
 	tr.ResponseHeaderTimeout = 2 * time.Minute
-	return &Client{Resolver: r, HTTP: &http.Client{Transport: tr}}
+	h := &http.Client{Transport: tr}
+	c.nodes[node] = h
+	return h
 }
 
 var _ agentapi.Client = (*Client)(nil)
@@ -145,7 +167,7 @@ func (c *Client) do(ctx context.Context, node, method, path string, body io.Read
 	if cl := hdr.Get("Content-Length"); cl != "" {
 		req.ContentLength, _ = strconv.ParseInt(cl, 10, 64)
 	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.httpFor(node).Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("agent on %s: %w", node, err)
 	}

@@ -61,6 +61,11 @@ func main() {
 		aliases[from] = to
 		return nil
 	})
+	var plainHTTP []string
+	flag.Func("plain-http-registry", "ADDRESS (host:port, as the agent reaches it): a registry the agent may use without TLS (repeatable); every other is reached over HTTPS only", func(v string) error {
+		plainHTTP = append(plainHTTP, v)
+		return nil
+	})
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("node", node)
 	if node == "" || namespace == "" {
@@ -111,9 +116,8 @@ func main() {
 		Node: node, StateDir: strings.ReplaceAll(stateDir, "{node}", node), Log: log, CRIUConfig: host(criuConfig),
 		Kubelet: engine.KubeletProxy{REST: cs.CoreV1().RESTClient(), Node: node, HostRoot: hostRoot},
 		Peers:   agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
-		// Registry credentials come from a mounted docker config, if any;
-		// plain-HTTP registries are reached by fallback.
-		Registry: agent.Registry{Options: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}, Aliases: aliases},
+		// Registry credentials come from a mounted docker config, if any.
+		Registry: agent.Registry{Options: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}, Aliases: aliases, PlainHTTP: plainHTTP},
 	}
 	if containerdSock != "" {
 		ctrd := agent.Containerd{Address: host(containerdSock)}

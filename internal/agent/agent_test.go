@@ -133,6 +133,13 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
+	return newClusterWith(t, true)
+}
+
+// newClusterWith lets the agents use the test's plain-HTTP registry if
+// plainHTTP, as a cluster admin's --plain-http-registry does.
+func newClusterWith(t *testing.T, plainHTTP bool) *cluster {
+	t.Helper()
 	ca, err := identity.NewCA()
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +158,11 @@ func newCluster(t *testing.T) *cluster {
 		handler := filepath.Join(t.TempDir(), "ms2m-runtime")
 		_ = os.WriteFile(handler, []byte("#!/bin/sh\n"), 0o755)
 		tlsCfg := agentTLS(t, ca, node)
-		srv, err := agent.NewServer(agent.Config{Node: node, StateDir: t.TempDir(), Kubelet: c.kubelet, Runtime: c.runtime,
+		var reg agent.Registry
+		if plainHTTP {
+			reg.PlainHTTP = []string{c.registry}
+		}
+		srv, err := agent.NewServer(agent.Config{Node: node, StateDir: t.TempDir(), Kubelet: c.kubelet, Runtime: c.runtime, Registry: reg,
 			Peers: agentclient.New(resolver, tlsCfg), CRIUConfig: criu, Staging: &layout, RuntimeHandler: agent.RuntimeHandler{Name: "ms2m", Binary: handler},
 			RuntimeVersion: func(context.Context) (string, error) { return "2.4.2", nil }})
 		if err != nil {
@@ -350,6 +361,31 @@ func TestStageForTheRuntimeHandler(t *testing.T) {
 	if _, err := c.client.Stage(ctx, "node-b", agentapi.StageRequest{ID: "mig-10", Image: "x", Namespace: "shop", Pod: "../../etc", Container: "app"}); err == nil ||
 		!strings.Contains(err.Error(), "not a Kubernetes pod name") {
 		t.Fatalf("stage with a path for a pod name: %v", err)
+	}
+}
+
+// A registry without TLS gets no checkpoint unless the cluster admin named
+// it, though go-containerregistry would reach a loopback one over HTTP.
+func TestPlainHTTPRegistryIsRefusedUnlessNamed(t *testing.T) {
+	c := newClusterWith(t, false)
+	ctx := context.Background()
+	req := agentapi.CheckpointRequest{ID: "mig-7", Namespace: "shop", Pod: "consumer-0", Container: "app"}
+	if ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) { return c.client.Checkpoint(ctx, "node-a", req) }); ck.State != agentapi.OpSucceeded {
+		t.Fatalf("checkpoint %+v", ck)
+	}
+	op := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
+		return c.client.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: "mig-7-reg", CheckpointID: "mig-7",
+			Mode: agentapi.TransferRegistry, Repository: c.registry + "/ckpt", Container: "app"})
+	})
+	if op.State != agentapi.OpFailed || !strings.Contains(op.Message, "plain HTTP") || !strings.Contains(op.Message, "--plain-http-registry") {
+		t.Fatalf("transfer to a plain-HTTP registry: %+v", op)
+	}
+	ref, err := name.ParseReference(c.registry+"/ckpt:mig-7", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Index(ref); err == nil {
+		t.Error("the checkpoint reached the registry")
 	}
 }
 

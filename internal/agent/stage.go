@@ -97,7 +97,7 @@ func (s *Server) openCheckpoint(ctx context.Context, req agentapi.StageRequest) 
 	if req.Image == DirectImageRef(req.ID) {
 		return nil, 0, fmt.Errorf("checkpoint %s was sent to this node, but its archive is gone", req.ID)
 	}
-	rc, err := ckptimage.Fetch(ctx, s.cfg.Registry.pushRef(req.Image), s.cfg.Registry.Options...)
+	rc, err := ckptimage.Fetch(ctx, s.cfg.Registry.pushRef(req.Image), s.cfg.Registry.options()...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("fetching the checkpoint image: %w", err)
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -23,6 +25,33 @@ type Registry struct {
 	// the agent reaches it at (a lab registry is 127.0.0.1 to the runtimes
 	// and the host's IP to pods).
 	Aliases map[string]string
+	// PlainHTTP are the registries (host:port, as the agent reaches them)
+	// the cluster admin lets the agent use without TLS; every other is
+	// reached over HTTPS only, loopback and private addresses included.
+	PlainHTTP []string
+}
+
+// options are every registry call's: Options, then the transport that
+// refuses plain HTTP to registries PlainHTTP does not name.
+func (r Registry) options(extra ...remote.Option) []remote.Option {
+	opts := append(append([]remote.Option{}, extra...), r.Options...)
+	return append(opts, remote.WithTransport(tlsOnly{base: remote.DefaultTransport, plain: r.PlainHTTP}))
+}
+
+// tlsOnly lets a request go over plain HTTP only to a registry named in
+// plain. go-containerregistry reaches loopback and private addresses over
+// HTTP by itself; a checkpoint, a pod's whole memory, must not cross a
+// network in the clear unless the cluster admin chose that.
+type tlsOnly struct {
+	base  http.RoundTripper
+	plain []string
+}
+
+func (t tlsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" && !slices.Contains(t.plain, req.URL.Host) {
+		return nil, fmt.Errorf("registry %s would be reached over plain HTTP, which the agent does only for registries its --plain-http-registry names (a checkpoint is a pod's whole memory)", req.URL.Host)
+	}
+	return t.base.RoundTrip(req)
 }
 
 // pushRef is where the agent pushes ref: the same repository, through the
@@ -69,7 +98,7 @@ func (s *Server) pushToRegistry(ctx context.Context, req agentapi.TransferReques
 	ref := s.cfg.Registry.pushRef(req.Repository + ":" + req.CheckpointID)
 	updates := make(chan v1Update, 16)
 	go forwardProgress(updates, progress)
-	opts := append([]remote.Option{remote.WithContext(ctx), remote.WithProgress(updates)}, s.cfg.Registry.Options...)
+	opts := s.cfg.Registry.options(remote.WithContext(ctx), remote.WithProgress(updates))
 	d, err := ckptimage.Push(ctx, idx, ref, opts...)
 	if err != nil {
 		return agentapi.TransferResult{}, fmt.Errorf("pushing %s: %w", ref, err)
@@ -163,7 +192,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 		}
 	}
 	if op, ok := s.transfers.Get(id); ok && op.State == agentapi.OpSucceeded && strings.Contains(op.Result.Image, "@") && !strings.HasPrefix(op.Result.Image, "localhost/") {
-		note("registry image", ckptimage.Delete(ctx, s.cfg.Registry.pushRef(op.Result.Image), s.cfg.Registry.Options...))
+		note("registry image", ckptimage.Delete(ctx, s.cfg.Registry.pushRef(op.Result.Image), s.cfg.Registry.options()...))
 	}
 	note("received archive", os.Remove(s.incomingPath(id)))
 	note("staged checkpoint", s.removeStaged(id))

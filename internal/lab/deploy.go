@@ -63,6 +63,8 @@ func (c *Config) agentArgs() []string {
 	args := []string{
 		"--containerd-socket=" + path.Join(c.Dir, "{node}", "containerd.sock"),
 		"--registry-alias=" + c.Registry() + "=" + c.RegistryFromPods(),
+		// The lab's registry has no TLS; it is on the host, for the lab only.
+		"--plain-http-registry=" + c.RegistryFromPods(),
 		"--staging-dir=" + c.StagingDir("{node}"),
 		// The runc engine: the node's runc, its containerd's runc root
 		// (the shim's Root plus the k8s.io namespace) and the lab's CRIU.

@@ -26,8 +26,8 @@ import (
 func main() {
 	var (
 		metricsAddr, probeAddr, namespace, caName, agentSA string
-		leaderElect                                  bool
-		opts                                         controller.Options
+		leaderElect                                        bool
+		opts                                               controller.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")

@@ -370,7 +370,9 @@ func TestPlainHTTPRegistryIsRefusedUnlessNamed(t *testing.T) {
 	c := newClusterWith(t, false)
 	ctx := context.Background()
 	req := agentapi.CheckpointRequest{ID: "mig-7", Namespace: "shop", Pod: "consumer-0", Container: "app"}
-	if ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) { return c.client.Checkpoint(ctx, "node-a", req) }); ck.State != agentapi.OpSucceeded {
+	if ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
+		return c.client.Checkpoint(ctx, "node-a", req)
+	}); ck.State != agentapi.OpSucceeded {
 		t.Fatalf("checkpoint %+v", ck)
 	}
 	op := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -101,8 +100,8 @@ func (c *Client) Transfer(ctx context.Context, node string, req agentapi.Transfe
 	return op, err
 }
 
-// Cleanup removes a checkpoint's traces from a node. A node without an
-// agent has nothing of it.
+// Cleanup removes a checkpoint's traces from a node. A node whose agent
+// does not answer still has them: agentapi.ErrNoAgent.
 func (c *Client) Cleanup(ctx context.Context, node, id, image string) error {
 	path := agentapi.PathCheckpoints + id
 	if image != "" {
@@ -110,8 +109,6 @@ func (c *Client) Cleanup(ctx context.Context, node, id, image string) error {
 	}
 	code, err := c.do(ctx, node, http.MethodDelete, path, nil, nil, nil)
 	switch {
-	case errors.Is(err, agentapi.ErrNoAgent):
-		return nil
 	case err != nil && code == http.StatusConflict:
 		return fmt.Errorf("%w: %v", agentapi.ErrLeftBehind, err)
 	}

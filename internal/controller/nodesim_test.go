@@ -275,6 +275,9 @@ func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferReq
 func (s *nodeSim) Cleanup(_ context.Context, node, id, _ string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.agents[node] {
+		return fmt.Errorf("%w on %s", agentapi.ErrNoAgent, node)
+	}
 	s.cleanups[node]++
 	if p := s.heldPods[id]; p != nil {
 		p.thaw() // a rolled-back source serves again; a stopped one is gone

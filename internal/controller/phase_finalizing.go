@@ -9,8 +9,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
@@ -147,7 +149,7 @@ func (r *Reconciler) cleanupCheckpoint(ctx context.Context, s *scope) error {
 	if s.m.Status.Checkpoint == nil {
 		return r.deleteSavedTarget(ctx, s)
 	}
-	if meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionCheckpointRemoved) != nil {
+	if checkpointSettled(s.m) {
 		return nil
 	}
 	left, err := r.removeCheckpoint(ctx, s)
@@ -167,8 +169,17 @@ func (r *Reconciler) cleanupCheckpoint(ctx context.Context, s *scope) error {
 	return nil
 }
 
+// checkpointSettled: the checkpoint is removed, or what is left cannot be
+// removed by ms2m at all. An agent that was away is asked again.
+func checkpointSettled(m *v1alpha1.StatefulMigration) bool {
+	c := meta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionCheckpointRemoved)
+	return c != nil && (c.Status == metav1.ConditionTrue || c.Reason == v1alpha1.ReasonLeftBehind)
+}
+
 // removeCheckpoint asks both nodes' agents to remove the checkpoint and
-// returns what they could not remove at all.
+// returns what they could not remove at all. A node whose agent does not
+// answer still holds it: that is no success, and is asked again (a node
+// that no longer exists took it with it, which is said).
 func (r *Reconciler) removeCheckpoint(ctx context.Context, s *scope) ([]string, error) {
 	st := &s.m.Status
 	var left []string
@@ -177,6 +188,14 @@ func (r *Reconciler) removeCheckpoint(ctx context.Context, s *scope) ([]string, 
 		switch {
 		case errors.Is(err, agentapi.ErrLeftBehind):
 			left = append(left, err.Error())
+		case errors.Is(err, agentapi.ErrNoAgent):
+			if gerr := r.Get(ctx, client.ObjectKey{Name: node}, &corev1.Node{}); apierrors.IsNotFound(gerr) {
+				left = append(left, fmt.Sprintf("node %s no longer exists: what it held of the checkpoint stays on its disks", node))
+				continue
+			}
+			s.condition(v1alpha1.ConditionCheckpointRemoved, metav1.ConditionFalse, v1alpha1.ReasonAgentUnavailable,
+				fmt.Sprintf("the checkpoint is still on node %s, whose agent does not answer (%v): asked again until it does", node, err))
+			return nil, fmt.Errorf("removing the checkpoint from %s: %w", node, err)
 		case err != nil:
 			return nil, fmt.Errorf("removing the checkpoint from %s: %w", node, err)
 		}

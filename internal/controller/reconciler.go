@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -309,7 +308,7 @@ func (r *Reconciler) afterCompletion(ctx context.Context, s *scope) (reconcile.R
 	if err := r.noteRestoredExit(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}
-	if meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionCheckpointRemoved) != nil {
+	if checkpointSettled(s.m) {
 		return reconcile.Result{}, nil
 	}
 	return reconcile.Result{}, r.cleanupCheckpoint(ctx, s)

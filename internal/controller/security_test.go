@@ -12,10 +12,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
+	"github.com/ms2m/ms2m/sdk/sdktest"
 )
 
 // rogueListener is a broker a tenant runs: it counts who connects.
@@ -114,4 +117,45 @@ func TestDeletionEndsWhileTheBrokerIsAway(t *testing.T) {
 	}
 	w.sim.release("transfer")
 	gate.set(false)
+}
+
+// A checkpoint is removed only when every node's agent says so: one whose
+// agent is away keeps it, the condition says where, and it is asked again
+// until it answers.
+func TestCheckpointIsRemovedOnlyWhenEveryAgentConfirms(t *testing.T) {
+	w := newWorld(t)
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	w.sim.hold("replay")
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseReplaying)
+	setAgent := func(node string, up bool) {
+		w.sim.mu.Lock()
+		w.sim.agents[node] = up
+		w.sim.mu.Unlock()
+	}
+	setAgent("node-a", false)
+	w.sim.release("replay")
+	m := w.waitCompleted(name)
+	sdktest.Eventually(t, 10*time.Second, "CheckpointRemoved=False naming node-a", func() bool {
+		c := apimeta.FindStatusCondition(w.get(name).Status.Conditions, v1alpha1.ConditionCheckpointRemoved)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonAgentUnavailable && strings.Contains(c.Message, "node-a")
+	})
+	time.Sleep(2 * time.Second)
+	if c := apimeta.FindStatusCondition(w.get(name).Status.Conditions, v1alpha1.ConditionCheckpointRemoved); c.Status != metav1.ConditionFalse {
+		t.Fatalf("CheckpointRemoved %s while node-a's agent was away: %s", c.Status, c.Message)
+	}
+	setAgent("node-a", true)
+	sdktest.Eventually(t, 10*time.Second, "CheckpointRemoved", func() bool {
+		return migration.IsTrue(&w.get(name).Status, v1alpha1.ConditionCheckpointRemoved)
+	})
+	w.sim.mu.Lock()
+	cleanA := w.sim.cleanups["node-a"]
+	w.sim.mu.Unlock()
+	if cleanA == 0 {
+		t.Error("node-a's agent was never asked to remove the checkpoint")
+	}
+	w.checkExactlyOnce(m.Status.TargetPod)
 }

@@ -515,3 +515,34 @@ func TestEndHeldEndsOnlyWhatADumpHolds(t *testing.T) {
 		t.Fatalf("a checkpoint that holds nothing: %v", err)
 	}
 }
+
+// A receive the agent's own end cut short leaves nothing once the agent is
+// back: the partial archive is removed at start, and by the checkpoint's
+// cleanup.
+func TestPartlyReceivedArchivesAreRemoved(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "incoming"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(dir, "incoming", "mig-1.tar.part")
+	if err := os.WriteFile(stale, []byte("pages"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := agent.NewServer(agent.Config{Node: "node-x", StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the partial archive survived the agent's start: %v", err)
+	}
+	later := filepath.Join(dir, "incoming", "mig-2.tar.part")
+	if err := os.WriteFile(later, []byte("pages"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Cleanup(context.Background(), "mig-2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(later); !os.IsNotExist(err) {
+		t.Errorf("the partial archive survived its checkpoint's cleanup: %v", err)
+	}
+}

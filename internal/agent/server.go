@@ -86,6 +86,15 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "incoming"), 0o700); err != nil {
 		return nil, err
 	}
+	// A receive cut short by the agent's own end left a partial archive,
+	// part of a workload's memory, that nothing would ask for again.
+	parts, _ := filepath.Glob(filepath.Join(cfg.StateDir, "incoming", "*.part"))
+	for _, p := range parts {
+		if err := os.Remove(p); err != nil {
+			return nil, err
+		}
+		cfg.Log.Info("removed a partly received checkpoint", "file", p)
+	}
 	if cfg.Staging != nil {
 		if err := os.MkdirAll(cfg.Staging.Dir, 0o700); err != nil {
 			return nil, err

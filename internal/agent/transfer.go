@@ -195,6 +195,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 		note("registry image", ckptimage.Delete(ctx, s.cfg.Registry.pushRef(op.Result.Image), s.cfg.Registry.options()...))
 	}
 	note("received archive", os.Remove(s.incomingPath(id)))
+	note("partly received archive", os.Remove(s.incomingPath(id)+".part"))
 	note("staged checkpoint", s.removeStaged(id))
 	if s.cfg.Runtime != nil {
 		note("runtime image", s.cfg.Runtime.Remove(ctx, DirectImageRef(id)))

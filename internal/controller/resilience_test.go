@@ -418,7 +418,7 @@ func TestPodThatTookTheSourcesNameIsNotStopped(t *testing.T) {
 // fails forward, and takes its replay topology with it: nobody would ever
 // consume the replay queue, which would fill until the broker blocked
 // every publisher.
-func TestFailingForwardRemovesTheReplayTopology(t *testing.T) {
+func TestFailingForwardRemovesTheReplayTopologyAndCheckpoint(t *testing.T) {
 	for _, engine := range []v1alpha1.CheckpointEngine{v1alpha1.CheckpointEngineKubelet, v1alpha1.CheckpointEngineRunc} {
 		t.Run(string(engine), func(t *testing.T) {
 			t.Parallel()
@@ -438,6 +438,16 @@ func TestFailingForwardRemovesTheReplayTopology(t *testing.T) {
 			}
 			if after := w.topology(); !slices.Equal(before, after) {
 				t.Errorf("broker topology left changed:\nbefore %v\nafter  %v", before, after)
+			}
+			// Nothing will restore from the checkpoint any more: it goes.
+			if !meta(m, v1alpha1.ConditionCheckpointRemoved) {
+				t.Errorf("CheckpointRemoved not True after failing forward: %v", m.Status.Conditions)
+			}
+			w.sim.mu.Lock()
+			cleanA, cleanB := w.sim.cleanups["node-a"], w.sim.cleanups["node-b"]
+			w.sim.mu.Unlock()
+			if cleanA == 0 || cleanB == 0 {
+				t.Errorf("cleanups node-a %d node-b %d", cleanA, cleanB)
 			}
 		})
 	}

@@ -184,6 +184,8 @@ func (r *Reconciler) cleanUpDeleted(ctx context.Context, s *scope) (reconcile.Re
 			if err != nil || !done {
 				return s.poll(), false, err
 			}
+		} else if err := r.cleanupCheckpoint(ctx, s); err != nil {
+			return s.poll(), false, err
 		}
 	}
 	return reconcile.Result{}, true, nil
@@ -240,6 +242,11 @@ func (r *Reconciler) failForward(ctx context.Context, s *scope) (reconcile.Resul
 		msg = "the source had already stopped and the target never took over; its owner recreates the pod from its image, without the migrated state"
 	}
 	if err := r.teardownUnneeded(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	}
+	// The target restored from the checkpoint already, or will never: the
+	// checkpoint (the workload's memory) has no use left.
+	if err := r.cleanupCheckpoint(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}
 	s.condition(v1alpha1.ConditionRolledBack, metav1.ConditionFalse, "PastPointOfNoReturn", msg)

@@ -172,4 +172,8 @@ const (
 	// ReasonCleanupAbandoned: a deleted migration could not be cleaned up
 	// within the manager's deletion deadline and was let go.
 	ReasonCleanupAbandoned = "CleanupAbandoned"
+	// ReasonNotAuthenticated: the target's agent found the checkpoint's
+	// seal wrong (not its source agent's, or the archive altered) and
+	// restored nothing.
+	ReasonNotAuthenticated = "CheckpointNotAuthenticated"
 )

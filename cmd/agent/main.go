@@ -107,17 +107,21 @@ func main() {
 		log.Error("agent certificate", "error", err)
 		os.Exit(1)
 	}
-	tlsCfg, err := identity.AgentTLS(certs, filepath.Join(caDir, identity.CAFile))
+	trust, err := identity.LoadPool(filepath.Join(caDir, identity.CAFile))
 	if err != nil {
-		log.Error("agent TLS", "dir", caDir, "error", err)
+		log.Error("the CA of the manager and the agents", "dir", caDir, "error", err)
 		os.Exit(1)
 	}
+	tlsCfg := identity.AgentTLS(certs, trust)
 	ac := agent.Config{
 		Node: node, StateDir: strings.ReplaceAll(stateDir, "{node}", node), Log: log, CRIUConfig: host(criuConfig),
 		Kubelet: engine.KubeletProxy{REST: cs.CoreV1().RESTClient(), Node: node, HostRoot: hostRoot},
 		Peers:   agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
 		// Registry credentials come from a mounted docker config, if any.
 		Registry: agent.Registry{Options: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}, Aliases: aliases, PlainHTTP: plainHTTP},
+		// Checkpoints this node sends are sealed with its certificate; it
+		// stages only what the CA's agent of the source node sealed.
+		Identity: certs.Current, Trust: trust,
 	}
 	if containerdSock != "" {
 		ctrd := agent.Containerd{Address: host(containerdSock)}

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -114,11 +115,17 @@ func (s staticResolver) Endpoint(_ context.Context, node string) (string, error)
 // as the manager's signer issues it.
 func agentTLS(t *testing.T, ca *identity.CA, node string) *tls.Config {
 	t.Helper()
+	cert := agentCert(t, ca, node)
+	return identity.PeerTLS(ca.Pool(), func() (*tls.Certificate, error) { return cert, nil })
+}
+
+func agentCert(t *testing.T, ca *identity.CA, node string) *tls.Certificate {
+	t.Helper()
 	cert, err := ca.AgentCertificate(node, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return identity.PeerTLS(ca.Pool(), func() (*tls.Certificate, error) { return cert, nil })
+	return cert
 }
 
 type cluster struct {
@@ -157,12 +164,14 @@ func newClusterWith(t *testing.T, plainHTTP bool) *cluster {
 		c.staging[node] = layout
 		handler := filepath.Join(t.TempDir(), "ms2m-runtime")
 		_ = os.WriteFile(handler, []byte("#!/bin/sh\n"), 0o755)
-		tlsCfg := agentTLS(t, ca, node)
+		cert := agentCert(t, ca, node)
+		tlsCfg := identity.PeerTLS(ca.Pool(), func() (*tls.Certificate, error) { return cert, nil })
 		var reg agent.Registry
 		if plainHTTP {
 			reg.PlainHTTP = []string{c.registry}
 		}
 		srv, err := agent.NewServer(agent.Config{Node: node, StateDir: t.TempDir(), Kubelet: c.kubelet, Runtime: c.runtime, Registry: reg,
+			Identity: func() *tls.Certificate { return cert }, Trust: ca.Pool(),
 			Peers: agentclient.New(resolver, tlsCfg), CRIUConfig: criu, Staging: &layout, RuntimeHandler: agent.RuntimeHandler{Name: "ms2m", Binary: handler},
 			RuntimeVersion: func(context.Context) (string, error) { return "2.4.2", nil }})
 		if err != nil {
@@ -292,26 +301,24 @@ func TestStageForTheRuntimeHandler(t *testing.T) {
 	if rep.Restore.RuntimeHandler != "ms2m" || rep.Restore.CheckpointImage || !strings.Contains(rep.Restore.CheckpointImageReason, "2.4.2") {
 		t.Fatalf("restore capabilities %+v", rep.Restore)
 	}
-	ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
-		return c.client.Checkpoint(ctx, "node-a", agentapi.CheckpointRequest{ID: "mig-9", Namespace: "shop", Pod: "consumer-0", Container: "app"})
-	})
-	if ck.State != agentapi.OpSucceeded {
-		t.Fatalf("checkpoint %+v", ck)
-	}
 	for _, mode := range []agentapi.TransferMode{agentapi.TransferRegistry, agentapi.TransferDirect} {
 		id := "mig-9-" + strings.ToLower(string(mode))
+		ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
+			return c.client.Checkpoint(ctx, "node-a", agentapi.CheckpointRequest{ID: id, Namespace: "shop", Pod: "consumer-0", Container: "app"})
+		})
+		if ck.State != agentapi.OpSucceeded {
+			t.Fatalf("checkpoint %+v", ck)
+		}
 		tr := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
-			return c.client.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: id, CheckpointID: "mig-9", Mode: mode,
+			return c.client.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: id, CheckpointID: id, Mode: mode,
 				Repository: c.registry + "/ckpt", TargetNode: "node-b", Container: "app"})
 		})
 		if tr.State != agentapi.OpSucceeded {
 			t.Fatalf("%s transfer %+v", mode, tr)
 		}
 		key := staging.Key{Namespace: "shop", Pod: "consumer-0-" + strings.ToLower(string(mode)), Container: "app"}
-		req := agentapi.StageRequest{ID: "mig-9", Image: tr.Result.Image, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container}
-		if mode == agentapi.TransferRegistry {
-			req.ID = "mig-9-staged-from-registry"
-		}
+		req := agentapi.StageRequest{ID: id, Image: tr.Result.Image, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container,
+			SourceNode: "node-a", Seal: tr.Result.Seal}
 		st := poll(t, func() (agentapi.Operation[agentapi.StageResult], error) { return c.client.Stage(ctx, "node-b", req) })
 		if st.State != agentapi.OpSucceeded {
 			t.Fatalf("%s stage %+v", mode, st)
@@ -343,7 +350,8 @@ func TestStageForTheRuntimeHandler(t *testing.T) {
 	})
 	key := staging.Key{Namespace: "shop", Pod: "consumer-0-unclaimed", Container: "app"}
 	if st := poll(t, func() (agentapi.Operation[agentapi.StageResult], error) {
-		return c.client.Stage(ctx, "node-b", agentapi.StageRequest{ID: "mig-11", Image: tr.Result.Image, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container})
+		return c.client.Stage(ctx, "node-b", agentapi.StageRequest{ID: "mig-11", Image: tr.Result.Image, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container,
+			SourceNode: "node-a", Seal: tr.Result.Seal})
 	}); st.State != agentapi.OpSucceeded {
 		t.Fatalf("stage %+v", st)
 	}
@@ -544,5 +552,85 @@ func TestPartlyReceivedArchivesAreRemoved(t *testing.T) {
 	}
 	if _, err := os.Stat(later); !os.IsNotExist(err) {
 		t.Errorf("the partial archive survived its checkpoint's cleanup: %v", err)
+	}
+}
+
+// A checkpoint is staged for a restore only under the seal of its source
+// node's agent, over exactly what arrives: a forged image, a seal of
+// another node's agent or of another CA, or none, is refused and nothing
+// is staged.
+func TestStagingDemandsTheSourceAgentsSeal(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
+		return c.client.Checkpoint(ctx, "node-a", agentapi.CheckpointRequest{ID: "mig-s", Namespace: "shop", Pod: "consumer-0", Container: "app"})
+	})
+	tr := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
+		return c.client.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: "mig-s", CheckpointID: "mig-s", Mode: agentapi.TransferRegistry,
+			Repository: c.registry + "/ckpt", Container: "app"})
+	})
+	if ck.State != agentapi.OpSucceeded || tr.State != agentapi.OpSucceeded || tr.Result.Seal == nil {
+		t.Fatalf("checkpoint %+v, transfer %+v", ck, tr)
+	}
+
+	// A forged checkpoint image in the registry: other pages, same seal.
+	forged := filepath.Join(t.TempDir(), "forged.tar")
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: "checkpoint/pages-1.img", Mode: 0o600, Size: 4, Typeflag: tar.TypeReg})
+	_, _ = tw.Write([]byte("evil"))
+	_ = tw.Close()
+	if err := os.WriteFile(forged, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := ckptimage.Build(forged, ckptimage.Options{ContainerName: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedRef, err := ckptimage.Push(ctx, idx, c.registry+"/ckpt:forged")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	other, err := identity.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each attempt has its own checkpoint ID (node-b stages an ID once),
+	// sealed over the true archive's digest.
+	sealBy := func(cert *tls.Certificate) func(id string) *agentapi.Seal {
+		return func(id string) *agentapi.Seal {
+			s, err := identity.Seal(cert, id, tr.Result.Seal.ArchiveDigest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+	}
+	none := func(string) *agentapi.Seal { return nil }
+	for i, tc := range []struct {
+		name  string
+		image string
+		seal  func(id string) *agentapi.Seal
+		says  string
+	}{
+		{"no seal", tr.Result.Image, none, "carries no seal"},
+		{"sealed by another node's agent", tr.Result.Image, sealBy(agentCert(t, c.ca, "node-b")), `sealed by "ms2m-agent:node-b", not by the agent of its source node node-a`},
+		{"sealed under another CA", tr.Result.Image, sealBy(agentCert(t, other, "node-a")), "ms2m's CA did not issue"},
+		{"forged image under node-a's seal", forgedRef.String(), sealBy(agentCert(t, c.ca, "node-a")), "but node node-a's agent sealed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := fmt.Sprintf("mig-s-%d", i)
+			key := staging.Key{Namespace: "shop", Pod: fmt.Sprintf("forged-%d", i), Container: "app"}
+			req := agentapi.StageRequest{ID: id, Image: tc.image, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container,
+				SourceNode: "node-a", Seal: tc.seal(id)}
+			st := poll(t, func() (agentapi.Operation[agentapi.StageResult], error) { return c.client.Stage(ctx, "node-b", req) })
+			if st.State != agentapi.OpFailed || !strings.Contains(st.Message, agentapi.ErrUnauthenticated.Error()) || !strings.Contains(st.Message, tc.says) {
+				t.Fatalf("stage: %+v; want refused saying %q", st, tc.says)
+			}
+			if _, err := c.staging["node-b"].Staged(key); !errors.Is(err, staging.ErrNotStaged) {
+				t.Fatalf("something was staged: %v", err)
+			}
+		})
 	}
 }

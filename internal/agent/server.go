@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +57,11 @@ type Config struct {
 	// Staging is where checkpoints are staged for the runtime handler.
 	Staging *staging.Layout
 	Log     *slog.Logger
+	// Identity is the agent's current certificate: it seals the
+	// checkpoints this node sends.
+	Identity func() *tls.Certificate
+	// Trust is the CA whose agents' seals this node accepts.
+	Trust *x509.CertPool
 }
 
 // Server is the agent's HTTP API (served over mutual TLS by cmd/agent).

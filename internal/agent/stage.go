@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/ckptimage"
+	"github.com/ms2m/ms2m/internal/identity"
 	"github.com/ms2m/ms2m/internal/staging"
 )
 
@@ -60,6 +62,9 @@ func (s *Server) doStage(ctx context.Context, req agentapi.StageRequest, key sta
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	start := time.Now()
+	if err := identity.CheckSeal(req.Seal, s.cfg.Trust, req.ID, req.SourceNode); err != nil {
+		return agentapi.StageResult{}, fmt.Errorf("%w: %v; nothing was staged", agentapi.ErrUnauthenticated, err)
+	}
 	archive, size, err := s.openCheckpoint(ctx, req)
 	if err != nil {
 		return agentapi.StageResult{}, err
@@ -70,10 +75,21 @@ func (s *Server) doStage(ctx context.Context, req agentapi.StageRequest, key sta
 	if err != nil {
 		return agentapi.StageResult{}, err
 	}
-	body := &countingReader{r: archive, total: size, progress: progress}
+	h := sha256.New()
+	body := &countingReader{r: io.TeeReader(archive, h), total: size, progress: progress}
 	if err := staging.Unpack(ctx, body, dir); err != nil {
 		_ = os.RemoveAll(dir)
 		return agentapi.StageResult{}, err
+	}
+	// Unpack may stop at the archive's end marker: the rest counts too.
+	if _, err := io.Copy(h, archive); err != nil {
+		_ = os.RemoveAll(dir)
+		return agentapi.StageResult{}, err
+	}
+	if got := identity.Digest(h); got != req.Seal.ArchiveDigest {
+		_ = os.RemoveAll(dir)
+		return agentapi.StageResult{}, fmt.Errorf("%w: checkpoint %s arrived as %s, but node %s's agent sealed %s (altered in transit or at rest); nothing was staged",
+			agentapi.ErrUnauthenticated, req.ID, got, req.SourceNode, req.Seal.ArchiveDigest)
 	}
 	if err := l.Commit(key, dir, staging.Meta{CheckpointID: req.ID}); err != nil {
 		_ = os.RemoveAll(dir)

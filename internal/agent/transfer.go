@@ -15,6 +15,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/ckptimage"
+	"github.com/ms2m/ms2m/internal/identity"
 )
 
 // Registry stores checkpoint images (Registry transfers).
@@ -76,13 +77,37 @@ func (r Registry) nodeRef(pushed string) string {
 }
 
 func (s *Server) doTransfer(ctx context.Context, req agentapi.TransferRequest, ck agentapi.CheckpointResult, progress progressFunc) (agentapi.TransferResult, error) {
+	seal, err := s.seal(req.CheckpointID, ck.Archive)
+	if err != nil {
+		return agentapi.TransferResult{}, err
+	}
+	var res agentapi.TransferResult
 	switch req.Mode {
 	case agentapi.TransferRegistry:
-		return s.pushToRegistry(ctx, req, ck, progress)
+		res, err = s.pushToRegistry(ctx, req, ck, progress)
 	case agentapi.TransferDirect:
-		return s.sendDirect(ctx, req, ck, progress)
+		res, err = s.sendDirect(ctx, req, ck, progress)
+	default:
+		err = fmt.Errorf("unknown transfer mode %q", req.Mode)
 	}
-	return agentapi.TransferResult{}, fmt.Errorf("unknown transfer mode %q", req.Mode)
+	res.Seal = seal
+	return res, err
+}
+
+// seal signs the archive of checkpoint id as this node's agent.
+func (s *Server) seal(id, archive string) (*agentapi.Seal, error) {
+	if s.cfg.Identity == nil {
+		return nil, fmt.Errorf("this agent has no identity to seal checkpoint %s with", id)
+	}
+	digest, err := identity.DigestFile(archive)
+	if err != nil {
+		return nil, fmt.Errorf("sealing checkpoint %s: %w", id, err)
+	}
+	seal, err := identity.Seal(s.cfg.Identity(), id, digest)
+	if err != nil {
+		return nil, fmt.Errorf("sealing checkpoint %s: %w", id, err)
+	}
+	return seal, nil
 }
 
 // pushToRegistry wraps the archive as a checkpoint image and pushes it to

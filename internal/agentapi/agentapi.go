@@ -105,6 +105,21 @@ type TransferResult struct {
 	Image string `json:"image"`
 	// Digest of the image, when known.
 	Digest string `json:"digest,omitempty"`
+	// Seal is the source agent's (see Seal).
+	Seal *Seal `json:"seal,omitempty"`
+}
+
+// Seal authenticates a checkpoint archive: the signature of the agent that
+// took it, with its node's certificate, over the checkpoint's ID and the
+// archive's digest. The target's agent restores nothing it cannot verify.
+type Seal struct {
+	// ArchiveDigest is the archive's sha256 ("sha256:<hex>").
+	ArchiveDigest string `json:"archiveDigest"`
+	// Signature is ECDSA (ASN.1) over sha256 of "ms2m checkpoint v1\n" +
+	// ID + "\n" + ArchiveDigest.
+	Signature []byte `json:"signature"`
+	// Signer is the signing certificate (PEM).
+	Signer []byte `json:"signer"`
 }
 
 // StageRequest asks the target node's agent to stage a checkpoint for the
@@ -119,6 +134,10 @@ type StageRequest struct {
 	Namespace string `json:"namespace"`
 	Pod       string `json:"pod"`
 	Container string `json:"container"`
+	// SourceNode is where the checkpoint was taken; Seal must be its
+	// agent's.
+	SourceNode string `json:"sourceNode"`
+	Seal       *Seal  `json:"seal,omitempty"`
 }
 
 // StageResult describes a staged checkpoint.
@@ -177,6 +196,10 @@ type Client interface {
 // ErrNothingHeld is returned by EndHeld for a checkpoint whose dump holds
 // no container (or an agent that cannot end one).
 var ErrNothingHeld = errors.New("the checkpoint holds no frozen container")
+
+// ErrUnauthenticated begins the failure of a staging whose checkpoint's
+// seal does not hold: nothing is restored from it.
+var ErrUnauthenticated = errors.New("checkpoint not authenticated")
 
 // ErrNoAgent is returned by Ready for a node without a ready agent.
 var ErrNoAgent = errors.New("no ready ms2m agent on the node")

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -37,7 +38,7 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 		s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointTransferred, "Transfer", "checkpoint available to %s as %s", st.TargetNode, op.Result.Image)
 	}
 	if st.RestorePath == v1alpha1.RestoreRuntimeHandler {
-		if res, staged, err := r.stageCheckpoint(ctx, s); !staged {
+		if res, staged, err := r.stageCheckpoint(ctx, s, op.Result.Seal); !staged {
 			return res, err
 		}
 	}
@@ -49,18 +50,26 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 // ms2m's runtime handler restores it when the kubelet creates the target's
 // container. It is staged for the target pod's name, before that pod
 // exists.
-func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
+//
+// The target's agent stages it only under the seal of the source node's
+// agent (see identity.Seal): a checkpoint altered or forged anywhere on its
+// way fails the migration before anything is restored.
+func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope, seal *agentapi.Seal) (reconcile.Result, bool, error) {
 	st := &s.m.Status
 	if s.isDone(v1alpha1.ConditionCheckpointStaged) {
 		return reconcile.Result{}, true, nil
 	}
 	op, err := r.Agents.Stage(ctx, st.TargetNode, agentapi.StageRequest{ID: st.Checkpoint.ID, Image: st.Checkpoint.Image,
-		Namespace: s.m.Namespace, Pod: st.TargetPod, Container: st.ContainerName})
+		Namespace: s.m.Namespace, Pod: st.TargetPod, Container: st.ContainerName, SourceNode: st.SourceNode, Seal: seal})
 	if err != nil {
 		return reconcile.Result{}, false, err
 	}
 	switch op.State {
 	case agentapi.OpFailed:
+		if strings.Contains(op.Message, agentapi.ErrUnauthenticated.Error()) {
+			res, err := s.fail(v1alpha1.ReasonNotAuthenticated, "the target node %s refused the checkpoint: %s", st.TargetNode, op.Message)
+			return res, false, err
+		}
 		res, err := s.fail(v1alpha1.ReasonTransferFailed, "staging the checkpoint on %s for ms2m's runtime handler: %s", st.TargetNode, op.Message)
 		return res, false, err
 	case agentapi.OpRunning:

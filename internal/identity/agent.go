@@ -47,9 +47,19 @@ func WaitForCertificate(ctx context.Context, m certificate.Manager) error {
 }
 
 // AgentTLS serves and dials with the agent's current certificate, trusts
-// the CA in caFile only, and demands a client certificate from it. Callers
+// pool only, and demands a client certificate from it. Callers
 // set ServerName to the AgentDNSName of the node they call.
-func AgentTLS(m certificate.Manager, caFile string) (*tls.Config, error) {
+func AgentTLS(m certificate.Manager, pool *x509.CertPool) *tls.Config {
+	return PeerTLS(pool, func() (*tls.Certificate, error) {
+		if c := m.Current(); c != nil {
+			return c, nil
+		}
+		return nil, errors.New("the agent has no certificate yet")
+	})
+}
+
+// LoadPool reads the CA bundle the agents trust.
+func LoadPool(caFile string) (*x509.CertPool, error) {
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
@@ -58,12 +68,7 @@ func AgentTLS(m certificate.Manager, caFile string) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("%s holds no certificate", caFile)
 	}
-	return PeerTLS(pool, func() (*tls.Certificate, error) {
-		if c := m.Current(); c != nil {
-			return c, nil
-		}
-		return nil, errors.New("the agent has no certificate yet")
-	}), nil
+	return pool, nil
 }
 
 // PeerTLS serves and dials with the certificate current returns, trusting

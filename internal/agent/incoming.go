@@ -2,9 +2,73 @@ package agent
 
 import (
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/identity"
 )
+
+// expectTTL bounds how long an announced transfer may take to begin.
+const expectTTL = 30 * time.Minute
+
+// expectations are the Direct transfers the manager announced: checkpoint
+// ID to the node whose agent sends it. An agent key taken from a node can
+// then push only what the manager is moving from that node, once.
+type expectations struct {
+	mu sync.Mutex
+	m  map[string]expected
+}
+
+type expected struct {
+	source string
+	until  time.Time
+}
+
+func (e *expectations) add(id, source string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		e.m = map[string]expected{}
+	}
+	now := time.Now()
+	for k, v := range e.m {
+		if now.After(v.until) {
+			delete(e.m, k)
+		}
+	}
+	e.m[id] = expected{source: source, until: now.Add(expectTTL)}
+}
+
+// take consumes the expectation of id from source.
+func (e *expectations) take(id, source string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	x, ok := e.m[id]
+	if !ok || x.source != source || time.Now().After(x.until) {
+		return false
+	}
+	delete(e.m, id)
+	return true
+}
+
+// expect records the manager's announcement of a Direct transfer.
+func (s *Server) expect(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	var req agentapi.ExpectRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.SourceNode == "" {
+		httpError(w, http.StatusBadRequest, "expect request needs sourceNode")
+		return
+	}
+	s.expected.add(id, req.SourceNode)
+	w.WriteHeader(http.StatusNoContent)
+}
 
 // incoming receives a Direct transfer from the source node's agent. The
 // body is the checkpoint archive; it is imported before the reply, so a
@@ -17,6 +81,11 @@ func (s *Server) incoming(w http.ResponseWriter, r *http.Request) {
 	in := agentapi.Incoming{ID: id, Container: r.Header.Get(agentapi.HeaderContainer), Source: r.Header.Get(agentapi.HeaderSource)}
 	if in.Container == "" {
 		httpError(w, http.StatusBadRequest, "missing %s header", agentapi.HeaderContainer)
+		return
+	}
+	// fromAgent checked the caller is the agent of in.Source.
+	if !s.expected.take(id, in.Source) {
+		httpError(w, http.StatusForbidden, "the manager announced no transfer of checkpoint %s from node %s (%s) to this node", id, in.Source, identity.Peer(r))
 		return
 	}
 	res, err := s.Receive(r.Context(), in, r.Body)

@@ -71,6 +71,7 @@ type Server struct {
 	transfers   *opStore[agentapi.TransferResult]
 	stages      *opStore[agentapi.StageResult]
 	version     versionCache
+	expected    expectations
 }
 
 // NewServer opens the agent's state.
@@ -119,6 +120,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE "+agentapi.PathCheckpoints+"{id}", fromManager(s.cleanup))
 	mux.Handle("DELETE "+agentapi.PathCheckpoints+"{id}"+agentapi.PathHeldSuffix, fromManager(s.endHeld))
 	mux.Handle("PUT "+agentapi.PathTransfers+"{id}", fromManager(s.transfer))
+	mux.Handle("PUT "+agentapi.PathExpected+"{id}", fromManager(s.expect))
 	mux.Handle("PUT "+agentapi.PathIncoming+"{id}", fromAgent(s.incoming))
 	mux.Handle("PUT "+agentapi.PathStages+"{id}", fromManager(s.stage))
 	return mux

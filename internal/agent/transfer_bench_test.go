@@ -39,6 +39,9 @@ func BenchmarkDirectTransfer(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
+				if err := cl.Expect(ctx, "node-b", "bench", "node-a"); err != nil {
+					b.Fatal(err)
+				}
 				op := waitOp(b, func() (agentapi.Operation[agentapi.TransferResult], error) {
 					return cl.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: fmt.Sprintf("bench-%d", i), CheckpointID: "bench",
 						Mode: agentapi.TransferDirect, TargetNode: "node-b", Container: "app"})
@@ -90,7 +93,8 @@ func benchAgents(b *testing.B, size int64) *agentclient.Client {
 		}
 		tlsCfg := identity.PeerTLS(ca.Pool(), func() (*tls.Certificate, error) { return cert, nil })
 		srv, err := agent.NewServer(agent.Config{Node: node, StateDir: b.TempDir(), Kubelet: sizedKubelet{dir: b.TempDir(), size: size},
-			Runtime: drainingRuntime{}, Peers: agentclient.New(resolver, tlsCfg), CRIUConfig: criu, Log: slog.New(slog.DiscardHandler)})
+			Runtime: drainingRuntime{}, Peers: agentclient.New(resolver, tlsCfg), CRIUConfig: criu, Log: slog.New(slog.DiscardHandler),
+			Identity: func() *tls.Certificate { return cert }, Trust: ca.Pool()})
 		if err != nil {
 			b.Fatal(err)
 		}

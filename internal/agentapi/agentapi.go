@@ -109,6 +109,12 @@ type TransferResult struct {
 	Seal *Seal `json:"seal,omitempty"`
 }
 
+// ExpectRequest announces a Direct transfer to its target.
+type ExpectRequest struct {
+	// SourceNode is the node whose agent will send the archive.
+	SourceNode string `json:"sourceNode"`
+}
+
 // Seal authenticates a checkpoint archive: the signature of the agent that
 // took it, with its node's certificate, over the checkpoint's ID and the
 // archive's digest. The target's agent restores nothing it cannot verify.
@@ -177,6 +183,10 @@ type Client interface {
 	Ready(ctx context.Context, node string) (ReadyReport, error)
 	// Checkpoint starts or polls a checkpoint on the source node.
 	Checkpoint(ctx context.Context, node string, req CheckpointRequest) (Operation[CheckpointResult], error)
+	// Expect tells the target node's agent that the agent of sourceNode
+	// will send it checkpoint id (a Direct transfer): it takes no archive
+	// it was not told of, and each only once.
+	Expect(ctx context.Context, node, id, sourceNode string) error
 	// Transfer starts or polls a transfer from the source node.
 	Transfer(ctx context.Context, node string, req TransferRequest) (Operation[TransferResult], error)
 	// Stage starts or polls the staging of a checkpoint on the target node
@@ -219,6 +229,9 @@ const (
 	PathTransfers  = "/v1/transfers/"
 	PathIncoming   = "/v1/incoming/"
 	PathStages     = "/v1/stages/"
+	// PathExpected, with the checkpoint ID: the manager announces a
+	// Direct transfer to its target (ExpectRequest).
+	PathExpected = "/v1/expected/"
 	// QueryImage on a checkpoint's DELETE names its image as the node's
 	// runtime may have pulled it.
 	QueryImage = "image"

@@ -93,6 +93,13 @@ func (c *Client) Checkpoint(ctx context.Context, node string, req agentapi.Check
 	return op, err
 }
 
+// Expect announces a Direct transfer of checkpoint id from sourceNode to
+// node's agent.
+func (c *Client) Expect(ctx context.Context, node, id, sourceNode string) error {
+	_, err := c.doJSON(ctx, node, http.MethodPut, agentapi.PathExpected+id, agentapi.ExpectRequest{SourceNode: sourceNode}, nil)
+	return err
+}
+
 // Transfer starts or polls a transfer.
 func (c *Client) Transfer(ctx context.Context, node string, req agentapi.TransferRequest) (agentapi.Operation[agentapi.TransferResult], error) {
 	var op agentapi.Operation[agentapi.TransferResult]

@@ -272,6 +272,17 @@ func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferReq
 	return op, nil
 }
 
+// Expect implements agentapi.Client: the simulated target takes any
+// archive (the real agent's check is tested in internal/agent).
+func (s *nodeSim) Expect(_ context.Context, node, _, _ string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.agents[node] {
+		return fmt.Errorf("%w on %s", agentapi.ErrNoAgent, node)
+	}
+	return nil
+}
+
 func (s *nodeSim) Cleanup(_ context.Context, node, id, _ string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -16,6 +17,17 @@ import (
 // runtime can restore it, reporting bytes and rate as they come.
 func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (reconcile.Result, error) {
 	st := &s.m.Status
+	if st.TransferMode == v1alpha1.TransferDirect && !s.isDone(v1alpha1.ConditionCheckpointTransferred) {
+		// The target takes no archive it was not told of (see agent
+		// expectations); told again on each look, which is harmless.
+		err := r.Agents.Expect(ctx, st.TargetNode, st.Checkpoint.ID, st.SourceNode)
+		if errors.Is(err, agentapi.ErrNoAgent) {
+			return s.fail(v1alpha1.ReasonTransferFailed, "Direct transfer of the checkpoint to %s: %v", st.TargetNode, err)
+		}
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+	}
 	op, err := r.Agents.Transfer(ctx, st.SourceNode, agentapi.TransferRequest{
 		ID: s.id, CheckpointID: st.Checkpoint.ID, Mode: agentapi.TransferMode(st.TransferMode),
 		Repository: r.repository(s.m), TargetNode: st.TargetNode, Container: st.ContainerName,

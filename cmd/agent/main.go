@@ -4,20 +4,26 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -66,6 +72,10 @@ func main() {
 		plainHTTP = append(plainHTTP, v)
 		return nil
 	})
+	var kubeletViaProxy bool
+	var kubeletCA string
+	flag.BoolVar(&kubeletViaProxy, "kubelet-via-proxy", false, "reach the kubelet's checkpoint API through the API server's proxy (needs nodes/proxy, which opens every kubelet's whole API to the agents: only for clusters where agents cannot reach their kubelet)")
+	flag.StringVar(&kubeletCA, "kubelet-ca", "", "CA bundle of the kubelets' serving certificates (default: the cluster CA the ServiceAccount mounts)")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("node", node)
 	if node == "" || namespace == "" {
@@ -115,7 +125,7 @@ func main() {
 	tlsCfg := identity.AgentTLS(certs, trust)
 	ac := agent.Config{
 		Node: node, StateDir: strings.ReplaceAll(stateDir, "{node}", node), Log: log, CRIUConfig: host(criuConfig),
-		Kubelet: engine.KubeletProxy{REST: cs.CoreV1().RESTClient(), Node: node, HostRoot: hostRoot},
+		Kubelet: kubeletEngine(cfg, cs, node, hostRoot, kubeletViaProxy, kubeletCA, log),
 		Peers:   agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
 		// Registry credentials come from a mounted docker config, if any.
 		Registry: agent.Registry{Options: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}, Aliases: aliases, PlainHTTP: plainHTTP},
@@ -154,4 +164,49 @@ func main() {
 		log.Error("serving", "error", err)
 		os.Exit(1)
 	}
+}
+
+// kubeletEngine reaches this node's kubelet directly, at the address and
+// port its Node reports, as the agent's ServiceAccount (authorised as
+// create nodes/checkpoint); or through the API server's proxy when asked.
+func kubeletEngine(cfg *rest.Config, cs kubernetes.Interface, node, hostRoot string, viaProxy bool, caFile string, log *slog.Logger) engine.Kubelet {
+	k := engine.Kubelet{REST: cs.CoreV1().RESTClient(), Node: node, HostRoot: hostRoot}
+	if viaProxy {
+		return k
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		log.Error("the kubelet engine: reading this node", "error", err)
+		return k
+	}
+	addr := ""
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			addr = a.Address
+			break
+		}
+	}
+	port := n.Status.DaemonEndpoints.KubeletEndpoint.Port
+	if caFile == "" {
+		caFile = cfg.CAFile
+	}
+	pool := x509.NewCertPool()
+	if pem, err := os.ReadFile(caFile); err != nil || !pool.AppendCertsFromPEM(pem) {
+		log.Error("the kubelet engine: no CA for the kubelet's certificate", "file", caFile, "error", err)
+		return k
+	}
+	if addr == "" || port == 0 {
+		log.Error("the kubelet engine: the node reports no internal address or kubelet port")
+		return k
+	}
+	k.URL = "https://" + net.JoinHostPort(addr, strconv.Itoa(int(port)))
+	k.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}}}
+	tokenFile := cfg.BearerTokenFile
+	k.Token = func() (string, error) {
+		b, err := os.ReadFile(tokenFile)
+		return strings.TrimSpace(string(b)), err
+	}
+	return k
 }

@@ -13,10 +13,10 @@ import (
 
 func demoCommand() *cobra.Command {
 	var (
-		kind, strategy, transfer, replay, swap, state, repo string
-		rate, cutoff                                        int
-		delay, warmup, settle                               time.Duration
-		noUp                                                bool
+		kind, strategy, transfer, replay, swap, engine, state, repo string
+		rate, cutoff                                                int
+		delay, warmup, settle                                       time.Duration
+		noUp                                                        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -38,7 +38,8 @@ RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downt
 					AMQPURL: rmq.AMQPURL(), Queue: "ms2m-demo.orders", Delay: delay, StateBytes: state, Prefetch: 10, Node: "node-a"},
 				Spec: v1alpha1.StatefulMigrationSpec{TargetNode: "node-b", MigrationStrategy: v1alpha1.MigrationStrategy(strategy),
 					TransferMode: v1alpha1.TransferMode(transfer), ReplayMode: v1alpha1.ReplayMode(replay),
-					IdentitySwapMode: v1alpha1.IdentitySwapMode(swap), ReplayCutoffSeconds: int32(cutoff)},
+					IdentitySwapMode: v1alpha1.IdentitySwapMode(swap), ReplayCutoffSeconds: int32(cutoff),
+					CheckpointEngine: v1alpha1.CheckpointEngine(engine)},
 				Rate: rate, Warmup: warmup, Settle: settle, Timeout: 5 * time.Minute, Out: os.Stderr,
 			})
 			if res != nil && res.Migration != nil && res.Migration.Status.Phase.IsFinal() {
@@ -59,6 +60,7 @@ RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downt
 	f.StringVar(&transfer, "transfer", "Registry", "Registry or Direct")
 	f.StringVar(&replay, "replay", "Cutoff", "Cutoff or Drain")
 	f.StringVar(&swap, "identity-swap", "", "None or ExchangeFence (StatefulSet ShadowPod)")
+	f.StringVar(&engine, "checkpoint-engine", "", "Runc or Kubelet (default: Runc where the source node can)")
 	f.IntVar(&cutoff, "cutoff", 30, "replay cutoff in seconds")
 	f.IntVar(&rate, "rate", 10, "messages per second")
 	f.DurationVar(&delay, "delay", 20*time.Millisecond, "processing time per message (consumer capacity = 1/delay)")

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -13,11 +16,25 @@ import (
 	"github.com/ms2m/ms2m/internal/agentapi"
 )
 
-// KubeletProxy checkpoints through the API server's proxy to the node's
-// kubelet (POST /api/v1/nodes/<node>/proxy/checkpoint/<ns>/<pod>/<ctr>):
-// it needs only the nodes/proxy permission, and no trust in the kubelet's
-// serving certificate.
-type KubeletProxy struct {
+// Kubelet checkpoints through the node's kubelet checkpoint API
+// (POST /checkpoint/<ns>/<pod>/<ctr>), reached one of two ways:
+//
+//   - directly (URL set): the agent calls its own node's kubelet with its
+//     ServiceAccount token, which the kubelet authorises as
+//     `create nodes/checkpoint`: a permission that reaches no pod's
+//     specification, logs or exec, unlike nodes/proxy;
+//   - through the API server's proxy (REST set, URL empty), which needs
+//     nodes/proxy, the key to every kubelet's whole API: for clusters
+//     whose kubelets the agents cannot reach directly.
+type Kubelet struct {
+	// URL is the kubelet's (https://<node address>:<kubelet port>) and
+	// HTTP the client that trusts its serving certificate.
+	URL  string
+	HTTP *http.Client
+	// Token is the agent's ServiceAccount token, read per request (the
+	// kubelet rotates the projected file).
+	Token func() (string, error)
+	// REST is the API server client for the proxy path.
 	REST rest.Interface
 	Node string
 	// HostRoot is where the host's root filesystem is mounted in the agent:
@@ -28,11 +45,11 @@ type KubeletProxy struct {
 }
 
 // Name implements Engine.
-func (k KubeletProxy) Name() agentapi.CheckpointEngine { return agentapi.EngineKubelet }
+func (k Kubelet) Name() agentapi.CheckpointEngine { return agentapi.EngineKubelet }
 
 // Checkpoint implements Engine. The runtime pauses the container for the
 // dump and the archive and resumes it: it cannot be held.
-func (k KubeletProxy) Checkpoint(ctx context.Context, c Container, o Options) (Result, error) {
+func (k Kubelet) Checkpoint(ctx context.Context, c Container, o Options) (Result, error) {
 	if o.Hold {
 		return Result{}, ErrUnsupported{Engine: string(agentapi.EngineKubelet), What: "leave a container frozen after its dump (the runtime resumes it)"}
 	}
@@ -45,21 +62,16 @@ func (k KubeletProxy) Checkpoint(ctx context.Context, c Container, o Options) (R
 }
 
 // Release implements Engine: nothing is ever held.
-func (k KubeletProxy) Release(context.Context, string) error { return nil }
+func (k Kubelet) Release(context.Context, string) error { return nil }
 
 // Kill implements Engine: nothing is ever held, so there is nothing it
 // may end.
-func (k KubeletProxy) Kill(context.Context, string) error {
+func (k Kubelet) Kill(context.Context, string) error {
 	return ErrUnsupported{Engine: string(agentapi.EngineKubelet), What: "end a held container (it holds none)"}
 }
 
-func (k KubeletProxy) checkpoint(ctx context.Context, ns, pod, ctr string) (string, error) {
-	req := k.REST.Post().AbsPath("/api/v1/nodes", k.Node, "proxy", "checkpoint", ns, pod, ctr)
-	if k.TimeoutSeconds > 0 {
-		req = req.Param("timeout", fmt.Sprint(k.TimeoutSeconds))
-	}
-	res := req.Do(ctx)
-	raw, err := res.Raw()
+func (k Kubelet) checkpoint(ctx context.Context, ns, pod, ctr string) (string, error) {
+	raw, err := k.post(ctx, ns, pod, ctr)
 	if err != nil {
 		return "", fmt.Errorf("kubelet checkpoint of %s/%s/%s on %s: %w: %s", ns, pod, ctr, k.Node, err, strings.TrimSpace(string(raw)))
 	}
@@ -70,4 +82,40 @@ func (k KubeletProxy) checkpoint(ctx context.Context, ns, pod, ctr string) (stri
 		return "", fmt.Errorf("kubelet checkpoint of %s/%s/%s: unexpected answer %q", ns, pod, ctr, string(raw))
 	}
 	return filepath.Join(k.HostRoot, body.Items[0]), nil
+}
+
+func (k Kubelet) post(ctx context.Context, ns, pod, ctr string) ([]byte, error) {
+	if k.URL == "" {
+		req := k.REST.Post().AbsPath("/api/v1/nodes", k.Node, "proxy", "checkpoint", ns, pod, ctr)
+		if k.TimeoutSeconds > 0 {
+			req = req.Param("timeout", fmt.Sprint(k.TimeoutSeconds))
+		}
+		return req.Do(ctx).Raw()
+	}
+	u := k.URL + "/checkpoint/" + url.PathEscape(ns) + "/" + url.PathEscape(pod) + "/" + url.PathEscape(ctr)
+	if k.TimeoutSeconds > 0 {
+		u += "?timeout=" + fmt.Sprint(k.TimeoutSeconds)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := k.Token()
+	if err != nil {
+		return nil, fmt.Errorf("the agent's token: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := k.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return raw, fmt.Errorf("%s", resp.Status)
+	}
+	return raw, nil
 }

@@ -42,6 +42,8 @@ import (
 type kubelet struct {
 	dir   string
 	calls atomic.Int32
+	// gate, if set, holds each dump until it is closed.
+	gate chan struct{}
 }
 
 func (k *kubelet) Name() agentapi.CheckpointEngine { return agentapi.EngineKubelet }
@@ -52,6 +54,9 @@ func (k *kubelet) Kill(context.Context, string) error    { return nil }
 func (k *kubelet) Checkpoint(_ context.Context, c engine.Container, _ engine.Options) (engine.Result, error) {
 	ns, pod, ctr := c.Namespace, c.Pod, c.Name
 	k.calls.Add(1)
+	if k.gate != nil {
+		<-k.gate
+	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	add := func(name string, body []byte) {
@@ -657,5 +662,29 @@ func TestStagingDemandsTheSourceAgentsSeal(t *testing.T) {
 				t.Fatalf("something was staged: %v", err)
 			}
 		})
+	}
+}
+
+// A dump that outlives its migration's cleanup (a slow kubelet, a phase
+// timeout) leaves no archive: it is removed the moment it is written.
+func TestCheckpointFinishedAfterItsCleanupIsRemoved(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	c.kubelet.gate = make(chan struct{})
+	req := agentapi.CheckpointRequest{ID: "mig-late", Namespace: "shop", Pod: "late-0", Container: "app"}
+	op, err := c.client.Checkpoint(ctx, "node-a", req)
+	if err != nil || op.State != agentapi.OpRunning {
+		t.Fatalf("checkpoint %+v, %v", op, err)
+	}
+	if err := c.client.Cleanup(ctx, "node-a", "mig-late", ""); err != nil {
+		t.Fatal(err)
+	}
+	close(c.kubelet.gate)
+	done := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) { return c.client.Checkpoint(ctx, "node-a", req) })
+	if done.State != agentapi.OpFailed || !strings.Contains(done.Message, "cleaned up while it ran") {
+		t.Fatalf("late checkpoint %+v", done)
+	}
+	if _, err := os.Stat(filepath.Join(c.kubelet.dir, "checkpoint-late-0_shop-app.tar")); !os.IsNotExist(err) {
+		t.Errorf("the late archive is still there: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
@@ -72,6 +73,8 @@ type Server struct {
 	stages      *opStore[agentapi.StageResult]
 	version     versionCache
 	expected    expectations
+	// discarded are checkpoints cleaned up while their dump ran.
+	discarded sync.Map
 }
 
 // NewServer opens the agent's state.
@@ -205,6 +208,16 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	res, err := eng.Checkpoint(ctx, c, engine.Options{ID: req.ID, Hold: req.Hold})
 	if err != nil {
 		return agentapi.CheckpointResult{}, err
+	}
+	if _, gone := s.discarded.Load(req.ID); gone {
+		// Its migration ended meanwhile and cleaned up: nothing may keep
+		// the workload's memory, and a held source serves again.
+		rerr := os.Remove(res.Archive)
+		if res.Held {
+			rerr = errors.Join(rerr, eng.Release(ctx, req.ContainerID))
+		}
+		s.cfg.Log.Info("removed a checkpoint finished after its cleanup", "id", req.ID, "archive", res.Archive, "error", rerr)
+		return agentapi.CheckpointResult{}, fmt.Errorf("checkpoint %s was cleaned up while it ran: its archive is removed (%v)", req.ID, rerr)
 	}
 	fi, err := os.Stat(res.Archive)
 	if err != nil {

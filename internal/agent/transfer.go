@@ -203,6 +203,11 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 		}
 	}
 	if op, ok := s.checkpoints.Get(id); ok {
+		if op.State == agentapi.OpRunning {
+			// The dump outlives the migration that asked for it: its
+			// archive goes the moment it is written (see doCheckpoint).
+			s.discarded.Store(id, true)
+		}
 		if op.Result.Held {
 			// A rolled-back migration's source, held since its dump:
 			// it serves again. A completed one's is gone.
@@ -232,7 +237,9 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 		// The records stay: they are how a retry finds what is left.
 		return fmt.Errorf("cleanup of %s: %s", id, strings.Join(errs, "; "))
 	}
-	note("checkpoint record", s.checkpoints.Forget(id))
+	if _, running := s.discarded.Load(id); !running {
+		note("checkpoint record", s.checkpoints.Forget(id))
+	}
 	note("transfer record", s.transfers.Forget(id))
 	note("stage record", s.stages.Forget(id))
 	if len(errs) > 0 {

@@ -680,7 +680,9 @@ func TestCheckpointFinishedAfterItsCleanupIsRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(c.kubelet.gate)
-	done := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) { return c.client.Checkpoint(ctx, "node-a", req) })
+	done := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
+		return c.client.Checkpoint(ctx, "node-a", req)
+	})
 	if done.State != agentapi.OpFailed || !strings.Contains(done.Message, "cleaned up while it ran") {
 		t.Fatalf("late checkpoint %+v", done)
 	}

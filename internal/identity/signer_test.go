@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/certificate"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -99,15 +100,23 @@ func podToken(t *testing.T, sa, pod, node string) kubernetes.Interface {
 	return kubernetes.NewForConfigOrDie(cfg)
 }
 
-func TestAgentGetsACertificateForItsOwnNode(t *testing.T) {
-	testenv.NeedsServices(t)
-	cs := podToken(t, "ms2m-agent", "agent-a", "node-a")
-	m, err := identity.AgentCertificates(cs, "node-a")
+// startCertificates runs the agent's certificate manager for node, as the
+// agent does, with cs's credentials, until the test ends.
+func startCertificates(t *testing.T, cs kubernetes.Interface, node string) certificate.Manager {
+	t.Helper()
+	m, err := identity.AgentCertificates(cs, node)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Start()
-	defer m.Stop()
+	t.Cleanup(m.Stop)
+	return m
+}
+
+func TestAgentGetsACertificateForItsOwnNode(t *testing.T) {
+	testenv.NeedsServices(t)
+	cs := podToken(t, "ms2m-agent", "agent-a", "node-a")
+	m := startCertificates(t, cs, "node-a")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := identity.WaitForCertificate(ctx, m); err != nil {
@@ -171,12 +180,7 @@ func requestedName(t *testing.T, request []byte) string {
 func TestAgentCannotGetAnotherNodesCertificate(t *testing.T) {
 	testenv.NeedsServices(t)
 	cs := podToken(t, "ms2m-agent", "agent-c", "node-c")
-	m, err := identity.AgentCertificates(cs, "node-d")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Start()
-	defer m.Stop()
+	m := startCertificates(t, cs, "node-d")
 	msg := denied(t, identity.AgentName("node-d"))
 	if !strings.Contains(msg, "the agent on node node-c") || !strings.Contains(msg, `"ms2m-agent:node-c" only`) {
 		t.Errorf("denial says %q", msg)
@@ -189,12 +193,7 @@ func TestAgentCannotGetAnotherNodesCertificate(t *testing.T) {
 func TestOnlyTheAgentsServiceAccountGetsAgentCertificates(t *testing.T) {
 	testenv.NeedsServices(t)
 	cs := podToken(t, "intruder", "intruder-e", "node-e")
-	m, err := identity.AgentCertificates(cs, "node-e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Start()
-	defer m.Stop()
+	startCertificates(t, cs, "node-e")
 	msg := denied(t, identity.AgentName("node-e"))
 	if !strings.Contains(msg, "system:serviceaccount:"+ns+":intruder") || !strings.Contains(msg, "only the ms2m agents' ServiceAccount") {
 		t.Errorf("denial says %q", msg)

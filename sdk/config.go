@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -57,6 +58,11 @@ type Config struct {
 	// that move their state themselves, and for tests that play a restore
 	// without a checkpoint.
 	Restore *Snapshot
+
+	// Dial opens the connection to the broker (default: a TCP dial with a
+	// 30 s timeout): a proxy, or a test standing in for a frozen process
+	// that cannot reconnect.
+	Dial func(network, addr string) (net.Conn, error)
 
 	// ConnectionName is shown by the broker (default "ms2m-sdk <pod>").
 	ConnectionName string

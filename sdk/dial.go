@@ -19,10 +19,14 @@ func (c *Consumer) open(id Identity) (_ *session, err error) {
 	if hb <= 0 {
 		hb = 10 * time.Second
 	}
+	dial := c.cfg.Dial
+	if dial == nil {
+		dial = amqp.DefaultDial(dialTimeout)
+	}
 	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
 		Heartbeat:  hb,
 		Properties: props,
-		Dial:       amqp.DefaultDial(dialTimeout),
+		Dial:       dial,
 		// Recovery stays nil: the library's own reconnect would re-subscribe
 		// the primary queue after a restore, before the identity check.
 	})

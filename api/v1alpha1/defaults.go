@@ -114,3 +114,11 @@ func orDefault(d *metav1.Duration, def time.Duration) time.Duration {
 	}
 	return def
 }
+
+// EffectiveHandoff is spec.handoff or its default, Auto.
+func (s *StatefulMigrationSpec) EffectiveHandoff() Handoff {
+	if s.Handoff == "" {
+		return HandoffAuto
+	}
+	return s.Handoff
+}

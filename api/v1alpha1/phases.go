@@ -63,6 +63,9 @@ const (
 	// ConditionReplayCoversSource: everything the source has not applied
 	// is in the replay queue, so the checkpoint may be taken.
 	ConditionReplayCoversSource = "ReplayCoversSource"
+	// ConditionSourceQuiesced: the Handoff technique disconnected the held
+	// source's consumer, locked the primary queue and thawed the source.
+	ConditionSourceQuiesced = "SourceQuiesced"
 	// ConditionTargetPrepared: the target pod was created before the
 	// checkpoint (a warm target, RestorePath RuntimeHandler, ShadowPod).
 	ConditionTargetPrepared        = "TargetPrepared"
@@ -146,6 +149,13 @@ const (
 	// ReasonNoCheckpointEngine: the checkpoint engine the spec asks for is
 	// not available on the source node (or not for this target).
 	ReasonNoCheckpointEngine = "NoCheckpointEngine"
+	// ReasonNoHandoff: the handoff technique the spec asks for cannot be
+	// used for this source (engine, strategy or queue type).
+	ReasonNoHandoff = "NoHandoff"
+	// ReasonHandoffLockLost: the exclusive consumer that kept a thawed
+	// ShadowPod source off its queue was lost (the manager restarted, the
+	// broker dropped it) and something consumes the queue again.
+	ReasonHandoffLockLost = "HandoffLockLost"
 	// ReasonSourceNotConsuming: the source pod does not consume the queue
 	// messageQueueConfig names, so no handoff of it can be right.
 	ReasonSourceNotConsuming = "SourceNotConsuming"

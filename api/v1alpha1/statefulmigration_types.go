@@ -84,6 +84,31 @@ const (
 	CheckpointEngineKubelet CheckpointEngine = "Kubelet"
 )
 
+// Handoff is how the message stream passes from the source to the target.
+// +kubebuilder:validation:Enum=Auto;Replay;Handoff
+type Handoff string
+
+const (
+	// HandoffAuto: Handoff where the source can be held at its checkpoint
+	// (the Runc engine) and either the source is stopped there
+	// (Sequential) or it has no ms2m SDK and its queue is a classic queue
+	// (ShadowPod); Replay otherwise.
+	HandoffAuto Handoff = "Auto"
+	// HandoffReplay: MS2M's handoff. The stream is copied into a replay
+	// queue from before the checkpoint, while the source keeps consuming;
+	// the target replays it, then switches to the primary queue.
+	HandoffReplay Handoff = "Replay"
+	// HandoffHandoff: the source is held frozen at its checkpoint and its
+	// consumer is disconnected there, so everything the checkpoint lacks
+	// stays in the primary queue, in order; the target consumes that queue
+	// directly, with no replay queue and no wait for one to cover the
+	// source. A ShadowPod source is thawed at once and serves its HTTP
+	// clients until the target is Ready, kept off the queue meanwhile by
+	// an exclusive consumer ms2m holds (classic queues only). Needs the
+	// Runc checkpoint engine.
+	HandoffHandoff Handoff = "Handoff"
+)
+
 // IdentitySwapMode decides how a ShadowPod target of a StatefulSet gets the
 // StatefulSet's pod identity back after cutover.
 // +kubebuilder:validation:Enum=None;ExchangeFence;Cutoff
@@ -165,6 +190,11 @@ type StatefulMigrationSpec struct {
 	// CheckpointEngine is Auto (default), Runc or Kubelet.
 	// +optional
 	CheckpointEngine CheckpointEngine `json:"checkpointEngine,omitempty"`
+
+	// Handoff is Auto (default), Replay or Handoff: how the message stream
+	// passes to the target (see the Handoff* constants).
+	// +optional
+	Handoff Handoff `json:"handoff,omitempty"`
 
 	// IdentitySwapMode applies to ShadowPod migrations of StatefulSet pods:
 	// None (default), ExchangeFence or Cutoff.
@@ -357,12 +387,19 @@ type StatefulMigrationStatus struct {
 	// CheckpointEngineReason says why.
 	// +optional
 	CheckpointEngineReason string `json:"checkpointEngineReason,omitempty"`
-	// HoldSource: the source is frozen at its checkpoint (Sequential with
-	// the Runc engine) and stopped from there: its queue keeps, in order,
-	// everything the checkpoint lacks, so no replay queue is fed and no
-	// coverage is waited for.
+	// HoldSource: the source is frozen at its checkpoint (the Runc engine
+	// and the Handoff technique): its queue keeps, in order, everything
+	// the checkpoint lacks, so no replay queue is fed and no coverage is
+	// waited for. A Sequential source is stopped from there; a ShadowPod
+	// source is disconnected from the broker and thawed.
 	// +optional
 	HoldSource bool `json:"holdSource,omitempty"`
+	// Handoff is the resolved handoff technique, Replay or Handoff.
+	// +optional
+	Handoff Handoff `json:"handoff,omitempty"`
+	// HandoffReason says why that technique was chosen.
+	// +optional
+	HandoffReason string `json:"handoffReason,omitempty"`
 
 	// Workload is the source pod's controller, as found before migrating.
 	// +optional
@@ -553,6 +590,19 @@ type BrokerStatus struct {
 	// more means the target has switched.
 	// +optional
 	PrimaryConsumersAtSwitch *int32 `json:"primaryConsumersAtSwitch,omitempty"`
+	// SourceDisconnected names the broker connection of the source's
+	// consumer that the Handoff technique closed while the source was
+	// held frozen (the broker then took back, in order, what it held
+	// unacknowledged).
+	// +optional
+	SourceDisconnected string `json:"sourceDisconnected,omitempty"`
+	// PrimaryLocked: ms2m holds an exclusive consumer on the primary
+	// queue, which keeps a thawed ShadowPod source (and the target, until
+	// the source is gone) from consuming it. Teardown releases it; the
+	// broker takes back the one message it holds, at the head of the
+	// queue.
+	// +optional
+	PrimaryLocked bool `json:"primaryLocked,omitempty"`
 	// DeclaredQueues were declared by the migration and are deleted by
 	// teardown.
 	// +optional

@@ -122,6 +122,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT "+agentapi.PathCheckpoints+"{id}", fromManager(s.checkpoint))
 	mux.Handle("DELETE "+agentapi.PathCheckpoints+"{id}", fromManager(s.cleanup))
 	mux.Handle("DELETE "+agentapi.PathCheckpoints+"{id}"+agentapi.PathHeldSuffix, fromManager(s.endHeld))
+	mux.Handle("POST "+agentapi.PathCheckpoints+"{id}"+agentapi.PathHeldSuffix+agentapi.PathThawSuffix, fromManager(s.thawHeld))
 	mux.Handle("PUT "+agentapi.PathTransfers+"{id}", fromManager(s.transfer))
 	mux.Handle("PUT "+agentapi.PathExpected+"{id}", fromManager(s.expect))
 	mux.Handle("PUT "+agentapi.PathIncoming+"{id}", fromAgent(s.incoming))
@@ -286,6 +287,16 @@ func (s *Server) cleanup(w http.ResponseWriter, r *http.Request) {
 // Only that one: the request names a checkpoint, never a container, so it
 // cannot reach a container this agent did not freeze itself.
 func (s *Server) endHeld(w http.ResponseWriter, r *http.Request) {
+	s.onHeld(w, r, "ending", engine.Engine.Kill)
+}
+
+// thawHeld lets the container a checkpoint of this agent's holds frozen
+// run again; like endHeld, it reaches no other container.
+func (s *Server) thawHeld(w http.ResponseWriter, r *http.Request) {
+	s.onHeld(w, r, "thawing", engine.Engine.Release)
+}
+
+func (s *Server) onHeld(w http.ResponseWriter, r *http.Request, doing string, act func(engine.Engine, context.Context, string) error) {
 	id, ok := s.id(w, r)
 	if !ok {
 		return
@@ -304,8 +315,8 @@ func (s *Server) endHeld(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusConflict, "%v", err)
 		return
 	}
-	if err := eng.Kill(r.Context(), op.Result.ContainerID); err != nil {
-		httpError(w, http.StatusInternalServerError, "ending container %s held by checkpoint %s: %v", op.Result.ContainerID, id, err)
+	if err := act(eng, r.Context(), op.Result.ContainerID); err != nil {
+		httpError(w, http.StatusInternalServerError, "%s container %s held by checkpoint %s: %v", doing, op.Result.ContainerID, id, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -201,6 +201,11 @@ type Client interface {
 	// stopped. A checkpoint that holds nothing is refused
 	// (ErrNothingHeld); one already ended is no error.
 	EndHeld(ctx context.Context, node, checkpointID string) error
+	// ThawHeld lets the container the checkpoint's dump left frozen on
+	// node run again (a ShadowPod source, once the Handoff has taken its
+	// queue from it); one running already is no error. A checkpoint that
+	// holds nothing is refused (ErrNothingHeld).
+	ThawHeld(ctx context.Context, node, checkpointID string) error
 }
 
 // ErrNothingHeld is returned by EndHeld for a checkpoint whose dump holds
@@ -226,6 +231,8 @@ const (
 	// PathHeldSuffix, after PathCheckpoints+id: the container the dump
 	// holds frozen (DELETE ends it).
 	PathHeldSuffix = "/held"
+	// PathThawSuffix, after PathHeldSuffix: POST thaws it.
+	PathThawSuffix = "/thaw"
 	PathTransfers  = "/v1/transfers/"
 	PathIncoming   = "/v1/incoming/"
 	PathStages     = "/v1/stages/"

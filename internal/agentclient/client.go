@@ -132,6 +132,15 @@ func (c *Client) EndHeld(ctx context.Context, node, id string) error {
 	return err
 }
 
+// ThawHeld lets the container checkpoint id holds frozen on node run again.
+func (c *Client) ThawHeld(ctx context.Context, node, id string) error {
+	code, err := c.do(ctx, node, http.MethodPost, agentapi.PathCheckpoints+id+agentapi.PathHeldSuffix+agentapi.PathThawSuffix, nil, nil, nil)
+	if err != nil && (code == http.StatusConflict || code == http.StatusNotFound || code == http.StatusMethodNotAllowed) {
+		return fmt.Errorf("%w: %v", agentapi.ErrNothingHeld, err)
+	}
+	return err
+}
+
 // Send streams a checkpoint archive to node's agent (Direct transfer) and
 // returns the image the node's runtime now holds.
 func (c *Client) Send(ctx context.Context, node string, in agentapi.Incoming, archive io.Reader, size int64) (agentapi.TransferResult, error) {

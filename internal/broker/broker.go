@@ -53,6 +53,9 @@ type QueueStats struct {
 	// broker describes every consumer (RabbitMQ: management API); nil
 	// when unknown.
 	ConsumerPeers []string
+	// Type is the queue's type as the broker reports it (RabbitMQ:
+	// classic, quorum, stream); empty when it cannot tell.
+	Type string
 }
 
 // Depth is Ready + Unacked: what is still to be applied.
@@ -90,6 +93,23 @@ type Handoff interface {
 	// and reports each one it reaches (control.FencePassed, read with
 	// Reports): it has applied everything older.
 	Fence(ctx context.Context, n int, rec *v1alpha1.BrokerStatus) error
+	// Quiesce takes the primary queue from a source held frozen at its
+	// checkpoint (the Handoff technique): it disconnects the source's
+	// consumer, so the broker takes back, in order, what the source held
+	// unacknowledged, then holds the queue with a consumer of its own that
+	// keeps every other off it (the thawed source, and the target until
+	// the source is gone). Every consumer of the queue must connect from
+	// one of sourceAddrs (when given); anything else is refused. done is
+	// false, with why, while the broker still lists the source's consumer.
+	Quiesce(ctx context.Context, rec *v1alpha1.BrokerStatus, sourceAddrs []string) (done bool, why string, err error)
+	// HoldLock checks that the queue Quiesce took is still held, taking it
+	// again when the session lost it (a manager restart, a dropped
+	// connection) and nothing else consumes the queue; otherwise it fails
+	// with ReasonHandoffLockLost, naming who consumes it.
+	HoldLock(ctx context.Context, rec *v1alpha1.BrokerStatus) error
+	// Unlock lets go of the queue Quiesce took: the one message the lock
+	// holds goes back to the head of the queue.
+	Unlock(ctx context.Context, rec *v1alpha1.BrokerStatus) error
 	// StartReplay tells the target, through its control queue, to consume
 	// the buffer (START_REPLAY; the queue is declared if missing and noted
 	// in rec).

@@ -182,11 +182,17 @@ func (r *Reconciler) guardReady(ctx context.Context, s *scope) error {
 // cache: the manager does not watch every Service and EndpointSlice of
 // the cluster for a moment's question.
 func (r *Reconciler) endpointsMissing(ctx context.Context, p *corev1.Pod) ([]string, error) {
+	missing, _, err := r.endpointsOf(ctx, p)
+	return missing, err
+}
+
+// endpointsOf sorts the Services that select p into those that do not
+// list it as a ready endpoint and those that do.
+func (r *Reconciler) endpointsOf(ctx context.Context, p *corev1.Pod) (missing, listed []string, _ error) {
 	var services corev1.ServiceList
 	if err := r.APIReader.List(ctx, &services, client.InNamespace(p.Namespace)); err != nil {
-		return nil, fmt.Errorf("listing the Services of %s: %w", p.Namespace, err)
+		return nil, nil, fmt.Errorf("listing the Services of %s: %w", p.Namespace, err)
 	}
-	var missing []string
 	for _, svc := range services.Items {
 		if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(p.Labels)) {
 			continue
@@ -194,13 +200,15 @@ func (r *Reconciler) endpointsMissing(ctx context.Context, p *corev1.Pod) ([]str
 		var slices discoveryv1.EndpointSliceList
 		if err := r.APIReader.List(ctx, &slices, client.InNamespace(p.Namespace),
 			client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
-			return nil, fmt.Errorf("listing the EndpointSlices of Service %s: %w", svc.Name, err)
+			return nil, nil, fmt.Errorf("listing the EndpointSlices of Service %s: %w", svc.Name, err)
 		}
-		if !readyEndpoint(slices.Items, p.UID) {
+		if readyEndpoint(slices.Items, p.UID) {
+			listed = append(listed, svc.Name)
+		} else {
 			missing = append(missing, svc.Name)
 		}
 	}
-	return missing, nil
+	return missing, listed, nil
 }
 
 // readyEndpoint: one of the slices lists the pod as ready (an unknown

@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -297,6 +298,19 @@ func (s *nodeSim) Cleanup(_ context.Context, node, id, _ string) error {
 	return nil
 }
 
+// ThawHeld lets the pod a dump left frozen run again; it stays held, so
+// that EndHeld can still end it.
+func (s *nodeSim) ThawHeld(_ context.Context, node, id string) error {
+	s.mu.Lock()
+	p := s.heldPods[id]
+	s.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%w: no checkpoint %s held on %s", agentapi.ErrNothingHeld, id, node)
+	}
+	p.thaw()
+	return nil
+}
+
 // EndHeld kills the pod a dump left frozen, as the runc engine does: its
 // blocked handler fails and its deliveries go back to the queue in order.
 func (s *nodeSim) EndHeld(_ context.Context, node, id string) error {
@@ -549,6 +563,11 @@ func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
 		URL:   s.amqpURL, Queue: s.queue, Prefetch: s.prefetch, Restore: from,
 		Identity: sdk.PodInfoFiles(dir), ConnectionName: "sim " + pod.Name,
 		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+		// A frozen process cannot reconnect either.
+		Dial: func(network, addr string) (net.Conn, error) {
+			p.whileFrozen(ctx)
+			return (&net.Dialer{Timeout: 30 * time.Second}).DialContext(ctx, network, addr)
+		},
 		Handler: func(ctx context.Context, m sdk.Message) error {
 			if !p.enter(ctx) {
 				return ctx.Err() // killed while frozen: nothing applied

@@ -75,19 +75,70 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	case agentapi.OpRunning:
 		return s.poll(), nil
 	}
-	res := op.Result
-	created := metav1.NewTime(res.CreatedAt)
-	st.Checkpoint = &v1alpha1.CheckpointStatus{ID: s.id, SizeBytes: res.SizeBytes, CreatedAt: &created,
-		FreezeDuration: &metav1.Duration{Duration: res.Freeze}}
-	s.done(v1alpha1.ConditionCheckpointCreated, "checkpoint of container "+st.ContainerName+" on "+st.SourceNode)
-	frozen := fmt.Sprintf("source frozen %s", res.Freeze)
-	if res.Held {
-		frozen = fmt.Sprintf("dumped in %s; the source stays frozen until it is stopped", res.Freeze)
+	if !s.isDone(v1alpha1.ConditionCheckpointCreated) {
+		res := op.Result
+		created := metav1.NewTime(res.CreatedAt)
+		st.Checkpoint = &v1alpha1.CheckpointStatus{ID: s.id, SizeBytes: res.SizeBytes, CreatedAt: &created,
+			FreezeDuration: &metav1.Duration{Duration: res.Freeze}}
+		s.done(v1alpha1.ConditionCheckpointCreated, "checkpoint of container "+st.ContainerName+" on "+st.SourceNode)
+		frozen := fmt.Sprintf("source frozen %s", res.Freeze)
+		switch {
+		case res.Held && st.Strategy == v1alpha1.StrategyShadowPod:
+			frozen = fmt.Sprintf("dumped in %s; the source stays frozen until its queue is taken from it", res.Freeze)
+		case res.Held:
+			frozen = fmt.Sprintf("dumped in %s; the source stays frozen until it is stopped", res.Freeze)
+		}
+		s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s with %s: %d bytes, %s",
+			pod.Name, st.ContainerName, res.Engine, res.SizeBytes, frozen)
 	}
-	s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s with %s: %d bytes, %s",
-		pod.Name, st.ContainerName, res.Engine, res.SizeBytes, frozen)
+	if quiesces(st) && !s.isDone(v1alpha1.ConditionSourceQuiesced) {
+		if res, done, err := r.quiesceSource(ctx, s, pod); !done {
+			return res, err
+		}
+	}
 	s.enter(v1alpha1.PhaseTransferring)
 	return next(), nil
+}
+
+// quiesces: the Handoff technique for a ShadowPod source, which is thawed
+// after its checkpoint and serves on, off its queue.
+func quiesces(st *v1alpha1.StatefulMigrationStatus) bool {
+	return st.HoldSource && st.Strategy == v1alpha1.StrategyShadowPod
+}
+
+// quiesceSource takes the primary queue from the source held frozen at its
+// checkpoint, then thaws it. Frozen, it can neither ack nor reconnect: once
+// its consumer's connection is closed, the broker has taken back, in
+// order, everything it was sent and had not acked, so the queue holds
+// exactly what the checkpoint lacks (plus, for a workload without the SDK,
+// at most the message it had applied and not yet acked at the freeze). The
+// exclusive consumer ms2m then holds keeps the thawed source off the queue
+// while it serves its HTTP clients, until the target takes over.
+func (r *Reconciler) quiesceSource(ctx context.Context, s *scope, pod *corev1.Pod) (reconcile.Result, bool, error) {
+	st := &s.m.Status
+	h, err := s.brokerSession(ctx)
+	if err != nil {
+		res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
+		return res, false, ferr
+	}
+	rec := s.brokerRecord()
+	done, why, err := h.Quiesce(ctx, rec, podAddresses(pod))
+	if err != nil {
+		res, ferr := s.retryOrFail(err, v1alpha1.ReasonNoHandoff)
+		return res, false, ferr
+	}
+	if !done {
+		s.condition(v1alpha1.ConditionSourceQuiesced, metav1.ConditionFalse, "Disconnecting", why)
+		return s.pollHandoff(), false, nil
+	}
+	if err := r.Agents.ThawHeld(ctx, st.SourceNode, st.Checkpoint.ID); err != nil {
+		return reconcile.Result{}, false, fmt.Errorf("thawing source %s on %s: %w", pod.Name, st.SourceNode, err)
+	}
+	q := s.m.Spec.MessageQueueConfig.QueueName
+	s.done(v1alpha1.ConditionSourceQuiesced, fmt.Sprintf("source's consumer disconnected (connection %s) while frozen, queue %s held by ms2m's exclusive consumer, source thawed: it serves its clients but takes no message until the target consumes the queue",
+		rec.SourceDisconnected, q))
+	s.event(corev1.EventTypeNormal, v1alpha1.ConditionSourceQuiesced, "Handoff", "took queue %s from %s at its checkpoint and thawed it", q, pod.Name)
+	return reconcile.Result{}, true, nil
 }
 
 // declareBuffer readies the handoff of a source held at its checkpoint: a

@@ -231,6 +231,13 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		return res, false, ferr
 	}
 	rec := s.brokerRecord()
+	if rec.PrimaryLocked {
+		// The source is dead: the queue is the target's alone now.
+		if err := h.Unlock(ctx, rec); err != nil {
+			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
+			return res, false, ferr
+		}
+	}
 	if !s.isDone(v1alpha1.ConditionReplaySealed) {
 		if err := h.Seal(ctx, rec); err != nil {
 			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
@@ -251,6 +258,10 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		if meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionTargetSwitched) == nil {
 			baseline := int32(p.Primary.Consumers)
 			rec.PrimaryConsumersAtSwitch = &baseline
+			if direct(s) {
+				s.condition(v1alpha1.ConditionTargetSwitched, metav1.ConditionFalse, "WaitingForTarget", "the source is gone; waiting for the target to consume "+s.m.Spec.MessageQueueConfig.QueueName)
+				return s.pollHandoff(), false, nil
+			}
 			if err := h.EndReplay(ctx, rec.ControlQueue, rec); err != nil {
 				res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
 				return res, false, ferr
@@ -264,7 +275,14 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		}
 		// A target that reports says when it has switched; one that does
 		// not is seen on the primary queue.
-		if !targetReportedSwitch(st) {
+		if direct(s) {
+			// The source is dead and the lock let go: whoever consumes
+			// the queue now is the target (the exact count, at once).
+			if p.Primary.Consumers == 0 {
+				return s.pollHandoff(), false, nil
+			}
+			s.switchedWithoutReport()
+		} else if !targetReportedSwitch(st) {
 			// A target without the SDK is seen through the management
 			// API, whose statistics do not change faster than Poll.
 			wait := s.poll()

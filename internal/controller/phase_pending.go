@@ -17,6 +17,7 @@ import (
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/migration"
+	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // reconcilePending checks that the migration can happen and resolves
@@ -73,7 +74,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if err != nil {
 		return s.fail(v1alpha1.ReasonAgentUnavailable, "source node %s: %v", pod.Spec.NodeName, err)
 	}
-	engine, hold, engineWhy, fail := migration.ResolveCheckpointEngine(m.Spec.CheckpointEngine, pod.Spec.NodeName, srcAgent.Checkpoint, restore, strategy)
+	engine, engineWhy, fail := migration.ResolveCheckpointEngine(m.Spec.CheckpointEngine, pod.Spec.NodeName, srcAgent.Checkpoint, restore)
 	if fail != "" {
 		return s.fail(v1alpha1.ReasonNoCheckpointEngine, "%s", fail)
 	}
@@ -86,14 +87,26 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 			return s.fail(v1alpha1.ReasonNotAllowed, "%s", why)
 		}
 	}
+	handoff := migration.HandoffInputs{Want: m.Spec.EffectiveHandoff(), Strategy: strategy, Engine: engine,
+		Broker: s.hasBroker(), IdentitySwap: isSwap(m) ||
+			(strategy == v1alpha1.StrategyShadowPod && wl.Kind == "StatefulSet" && m.Spec.EffectiveIdentitySwapMode() != v1alpha1.IdentitySwapNone)}
 	if s.hasBroker() {
 		c := m.Spec.MessageQueueConfig
 		if why := r.Options.destinations().CheckBroker(c.BrokerURL, c.ManagementURL); why != "" {
 			return s.fail(v1alpha1.ReasonNotAllowed, "%s", why)
 		}
-		if res, ok, err := r.verifyBroker(ctx, s, pod); !ok {
+		q, res, ok, err := r.verifyBroker(ctx, s, pod)
+		if !ok {
 			return res, err
 		}
+		handoff.QueueType = q.Type
+		if handoff.SDK, err = r.sourceHasSDK(ctx, s); err != nil {
+			return s.retryOrFail(err, v1alpha1.ReasonBrokerUnreachable)
+		}
+	}
+	technique, handoffWhy, fail := migration.ResolveHandoff(handoff)
+	if fail != "" {
+		return s.fail(v1alpha1.ReasonNoHandoff, "%s", fail)
 	}
 
 	st.SourceNode, st.SourceUID, st.ContainerName, st.Workload = pod.Spec.NodeName, pod.UID, container, &wl
@@ -101,7 +114,8 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	st.TargetNode, st.TargetNodeReason = placement.Node, placement.Reason
 	st.TransferMode, st.ReplayMode = mode, m.Spec.EffectiveReplayMode()
 	st.RestorePath, st.RestorePathReason = restore, restoreWhy
-	st.CheckpointEngine, st.CheckpointEngineReason, st.HoldSource = engine, engineWhy, hold
+	st.CheckpointEngine, st.CheckpointEngineReason = engine, engineWhy
+	st.Handoff, st.HandoffReason, st.HoldSource = technique, handoffWhy, technique == v1alpha1.HandoffHandoff
 	st.TargetPod = migration.TargetPodName(pod.Name, strategy)
 	if isSwap(m) {
 		st.TargetPod = m.Annotations[AnnotationSwapPod]
@@ -114,7 +128,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 // verifyBroker checks the stream before anything is changed. An unreachable
 // broker is retried for Options.BrokerRetryWindow (counted from the
 // migration's creation), then fails the migration.
-func (r *Reconciler) verifyBroker(ctx context.Context, s *scope, pod *corev1.Pod) (reconcile.Result, bool, error) {
+func (r *Reconciler) verifyBroker(ctx context.Context, s *scope, pod *corev1.Pod) (broker.QueueStats, reconcile.Result, bool, error) {
 	c := s.m.Spec.MessageQueueConfig
 	if c.BrokerURLHasPassword() {
 		if !s.isDone(v1alpha1.ConditionCredentialsInSpec) {
@@ -132,18 +146,31 @@ func (r *Reconciler) verifyBroker(ctx context.Context, s *scope, pod *corev1.Pod
 	if err == nil {
 		if why := notConsuming(q, pod, c.QueueName); why != "" {
 			res, ferr := s.fail(v1alpha1.ReasonSourceNotConsuming, "%s", why)
-			return res, false, ferr
+			return q, res, false, ferr
 		}
-		return reconcile.Result{}, true, nil
+		return q, reconcile.Result{}, true, nil
 	}
 	reason := broker.ReasonOf(err)
 	if broker.IsRetryable(err) && s.now.Sub(s.m.CreationTimestamp.Time) < r.Options.BrokerRetryWindow {
 		s.condition(v1alpha1.ConditionProgressing, metav1.ConditionUnknown, reason,
 			fmt.Sprintf("waiting for the broker at %s: %v", c.RedactedBrokerURL(), err))
-		return s.poll(), false, nil
+		return q, s.poll(), false, nil
 	}
 	res, ferr := s.fail(reason, "broker at %s: %v", c.RedactedBrokerURL(), err)
-	return res, false, ferr
+	return q, res, false, ferr
+}
+
+// sourceHasSDK: the source consumes its namespaced control queue, as the
+// ms2m SDK does (recorded for the handoff, as the source reads it now).
+func (r *Reconciler) sourceHasSDK(ctx context.Context, s *scope) (bool, error) {
+	h, err := s.brokerSession(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := noteSourceControlQueue(ctx, s, h); err != nil {
+		return false, err
+	}
+	return s.brokerRecord().SourceControlQueue == control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod), nil
 }
 
 // sourcePod fetches the source. Once the migration has started, a pod

@@ -32,6 +32,13 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 		return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)
 	}
 	rec := s.brokerRecord()
+	if direct(s) {
+		// Nothing to replay and nothing to tell: the target, restored
+		// into a new connection, consumes its queue as it always did.
+		s.done(v1alpha1.ConditionReplayCaughtUp, "Handoff: the primary queue holds everything the checkpoint lacks; the target, without the ms2m SDK, consumes it directly")
+		s.enter(v1alpha1.PhaseFinalizing)
+		return next(), nil
+	}
 	if !s.isDone(v1alpha1.ConditionReplayStarted) {
 		p, err := h.Progress(ctx, rec)
 		if err != nil {
@@ -80,6 +87,16 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 	}
 	s.enter(v1alpha1.PhaseFinalizing)
 	return next(), nil
+}
+
+// direct: the Handoff technique for a target without the ms2m SDK. It is
+// sent no control message: it reads its control queue at its own pace (a
+// poll, seconds), while it takes its own queue at once on reconnecting,
+// which is all the Handoff needs of it.
+func direct(s *scope) bool {
+	st := &s.m.Status
+	return st.Handoff == v1alpha1.HandoffHandoff && s.hasBroker() &&
+		st.Broker != nil && st.Broker.SourceControlQueue != control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod)
 }
 
 // updateMessages reports the replay's progress. The buffer keeps filling

@@ -67,6 +67,9 @@ type propCase struct {
 	// Kubelet dumps with the kubelet's API; otherwise the runc engine,
 	// which holds a Sequential source at its checkpoint.
 	Kubelet bool
+	// Handoff asks for the Handoff technique (runc engine; a ShadowPod
+	// source on a classic queue); otherwise Auto.
+	Handoff bool
 }
 
 // propBinding binds the queue to Exchanges[Exchange] with Key (a direct
@@ -93,7 +96,8 @@ func (c propCase) String() string {
 	fmt.Fprintf(&b, "seed=%d queue=%s exchanges=%v bindings=%v entry=%v prefetch=%d delay=%s start=%s strategy=%s replay=%s transfer=%s producers=[",
 		c.Seed, map[bool]string{true: "quorum", false: "classic"}[c.Quorum], c.Exchanges, c.Bindings, c.Entry, c.Prefetch, c.Delay, c.StartAfter,
 		map[bool]string{true: "Sequential", false: "ShadowPod"}[c.Sequential], map[bool]string{true: "Drain", false: "Cutoff"}[c.Drain],
-		map[bool]string{true: "Direct", false: "Registry"}[c.Direct]+" engine="+map[bool]string{true: "Kubelet", false: "Runc"}[c.Kubelet])
+		map[bool]string{true: "Direct", false: "Registry"}[c.Direct]+" engine="+map[bool]string{true: "Kubelet", false: "Runc"}[c.Kubelet]+
+			" handoff="+map[bool]string{true: "Handoff", false: "Auto"}[c.Handoff])
 	for i, p := range c.Producers {
 		if i > 0 {
 			b.WriteString(" ")
@@ -154,6 +158,7 @@ func drawCase(seed uint64) propCase {
 	}
 	// drawn last: the draws above stay what they were for older seeds
 	c.Kubelet = r.IntN(2) == 0
+	c.Handoff = r.IntN(2) == 0 && !c.Kubelet && (c.Sequential || !c.Quorum)
 	// scale the producers into the budget
 	for i := range c.Producers {
 		p := &c.Producers[i]
@@ -419,6 +424,9 @@ func runCase(t *testing.T, c propCase) string {
 		if c.Drain {
 			s.ReplayMode = v1alpha1.ReplayDrain
 		}
+		if c.Handoff {
+			s.Handoff = v1alpha1.HandoffHandoff
+		}
 		if c.Direct {
 			s.TransferMode = v1alpha1.TransferDirect
 		}
@@ -544,6 +552,7 @@ func shrinks(c propCase) []propCase {
 	}{
 		{func(n *propCase) *bool { return &n.Entry }, false},
 		{func(n *propCase) *bool { return &n.Quorum }, false},
+		{func(n *propCase) *bool { return &n.Handoff }, false},
 		{func(n *propCase) *bool { return &n.Sequential }, false},
 		{func(n *propCase) *bool { return &n.Drain }, false},
 		{func(n *propCase) *bool { return &n.Direct }, false},

@@ -139,6 +139,11 @@ type Reconciler struct {
 	DialBroker broker.Dialer
 	Clock      clock.PassiveClock
 	Options    Options
+
+	// locking keeps, between reconciles, the broker sessions of migrations
+	// whose Handoff holds their queue: the lock is a consumer of that
+	// session's connection.
+	locking sessions
 }
 
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;create;update;patch
@@ -181,6 +186,14 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 		}
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
 	})
+	err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		r.locking.closeAll()
+		return nil
+	}))
+	if err != nil {
+		return err
+	}
 	return builder.ControllerManagedBy(mgr).
 		For(&v1alpha1.StatefulMigration{}).
 		// An identity swap is a child migration: its progress wakes its parent.
@@ -288,12 +301,35 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) (reconcile.R
 	if res, failed := r.checkDeadlines(s); failed {
 		return res, nil
 	}
+	if failed, err := r.holdLock(ctx, s); failed || err != nil {
+		return next(), err
+	}
 	handle := r.handlers()[st.Phase]
 	res, err := handle(ctx, s)
 	if err != nil {
 		return res, fmt.Errorf("phase %s: %w", st.Phase, err)
 	}
 	return s.clampRequeue(res), nil
+}
+
+// holdLock makes sure that, while the Handoff keeps a thawed source off its
+// queue, the queue is still held: a lock the session lost (a manager
+// restart, a dropped connection) is taken again when nothing consumes the
+// queue; otherwise the migration fails (and rolls back: the source has
+// taken messages the checkpoint lacks).
+func (r *Reconciler) holdLock(ctx context.Context, s *scope) (bool, error) {
+	if !s.hasBroker() || s.m.Status.Broker == nil || !s.m.Status.Broker.PrimaryLocked {
+		return false, nil
+	}
+	h, err := s.brokerSession(ctx)
+	if err == nil {
+		err = h.HoldLock(ctx, s.brokerRecord())
+	}
+	if err == nil || broker.IsRetryable(err) {
+		return false, err
+	}
+	s.fail(broker.ReasonOf(err), "%v", err)
+	return true, nil
 }
 
 // afterCompletion removes what a completed migration no longer needs: the

@@ -3,10 +3,12 @@ package controller
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -32,9 +34,53 @@ func (r *Reconciler) newScope(_ context.Context, m *v1alpha1.StatefulMigration) 
 }
 
 func (s *scope) close() {
-	if s.handoff != nil {
-		_ = s.handoff.Close()
+	if s.handoff == nil {
+		return
 	}
+	if b := s.m.Status.Broker; b != nil && b.PrimaryLocked && !s.m.Status.Phase.IsFinal() {
+		s.r.locking.keep(s.m.UID, s.handoff)
+		return
+	}
+	s.r.locking.drop(s.m.UID)
+	_ = s.handoff.Close()
+}
+
+// sessions are broker sessions kept open between reconciles, by migration.
+type sessions struct {
+	mu sync.Mutex
+	m  map[types.UID]broker.Handoff
+}
+
+func (c *sessions) keep(uid types.UID, h broker.Handoff) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[types.UID]broker.Handoff{}
+	}
+	c.m[uid] = h
+}
+
+func (c *sessions) get(uid types.UID) broker.Handoff {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[uid]
+}
+
+// closeAll closes every kept session (the manager stops): the broker lets
+// go of their locks, as it would for a manager that died.
+func (c *sessions) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for uid, h := range c.m {
+		_ = h.Close()
+		delete(c.m, uid)
+	}
+}
+
+func (c *sessions) drop(uid types.UID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, uid)
 }
 
 // enter moves to phase p, with an Event and the Progressing condition.
@@ -117,6 +163,10 @@ func (s *scope) clampRequeue(res reconcile.Result) reconcile.Result {
 func (s *scope) brokerSession(ctx context.Context) (broker.Handoff, error) {
 	if s.handoff != nil {
 		return s.handoff, nil
+	}
+	if h := s.r.locking.get(s.m.UID); h != nil {
+		s.handoff = h
+		return h, nil
 	}
 	stream, err := s.r.resolveStream(ctx, s.m)
 	if err != nil {

@@ -83,6 +83,9 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 	} else if err := r.deleteSource(ctx, pod); err != nil {
 		return false, err
 	}
+	if quiesces(&s.m.Status) && !pod.DeletionTimestamp.IsZero() {
+		return r.endQuiescedSource(ctx, s, pod)
+	}
 	if needGone || !s.hasBroker() || rec.PrimaryConsumersAtStop == nil || pod.DeletionTimestamp.IsZero() {
 		return false, nil
 	}
@@ -99,6 +102,37 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 		return true, nil
 	}
 	return false, nil
+}
+
+// endpointsPatience bounds the wait for a terminating source to leave its
+// Services' endpoints (an EndpointSlice controller that is down must not
+// hold a migration).
+const endpointsPatience = 2 * time.Second
+
+// endQuiescedSource ends a ShadowPod source the Handoff thawed, once it is
+// terminating (out of its Services' endpoints): its agent kills it, since
+// it holds nothing of the queue and the queue may be let go only once it
+// can never consume again. Where its agent cannot, the pod must be gone.
+func (r *Reconciler) endQuiescedSource(ctx context.Context, s *scope, pod *corev1.Pod) (bool, error) {
+	st := &s.m.Status
+	// Make before break: its clients are sent elsewhere before it ends.
+	_, serving, err := r.endpointsOf(ctx, pod)
+	if err != nil {
+		return false, err
+	}
+	if len(serving) > 0 && s.now.Sub(migration.ConditionTime(st, v1alpha1.ConditionSourceStopped)) < endpointsPatience {
+		return false, nil
+	}
+	err = r.Agents.EndHeld(ctx, st.SourceNode, st.Checkpoint.ID)
+	if errors.Is(err, agentapi.ErrNothingHeld) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("ending source %s on %s: %w", pod.Name, st.SourceNode, err)
+	}
+	s.markSourceStopped(fmt.Sprintf("source pod %s is terminating and its agent has ended it; it took nothing from %s since its checkpoint",
+		pod.Name, s.m.Spec.MessageQueueConfig.QueueName))
+	return true, nil
 }
 
 // deleteSource deletes the source with the controller's short grace,

@@ -8,17 +8,15 @@ import (
 )
 
 // ResolveCheckpointEngine decides how the source node dumps the container
-// and whether the source is held frozen at its checkpoint.
+// (whether the source is also held frozen at its checkpoint is the handoff
+// technique's choice: ResolveHandoff).
 //   - Runc needs the source's agent to run the runtime's runc, and a target
 //     restoring through ms2m's runtime handler: its archive holds CRIU's
 //     images and the root file system's changes, not a checkpoint image a
 //     runtime restores by itself.
 //   - Auto takes Runc where it can (CRIU's freeze only), else Kubelet.
-//   - A Sequential source dumped with runc is held: it applies and
-//     acknowledges nothing after its checkpoint, so its queue keeps, in
-//     order, everything the checkpoint lacks. A ShadowPod source serves on.
 func ResolveCheckpointEngine(want v1alpha1.CheckpointEngine, source string, caps agentapi.CheckpointCapabilities,
-	restore v1alpha1.RestorePath, strategy v1alpha1.MigrationStrategy) (engine v1alpha1.CheckpointEngine, hold bool, why, fail string) {
+	restore v1alpha1.RestorePath) (engine v1alpha1.CheckpointEngine, why, fail string) {
 	var cannot string
 	switch {
 	case !caps.Runc:
@@ -28,16 +26,11 @@ func ResolveCheckpointEngine(want v1alpha1.CheckpointEngine, source string, caps
 	}
 	switch {
 	case want == v1alpha1.CheckpointEngineKubelet:
-		return v1alpha1.CheckpointEngineKubelet, false, "checkpointEngine Kubelet requested", ""
+		return v1alpha1.CheckpointEngineKubelet, "checkpointEngine Kubelet requested", ""
 	case want == v1alpha1.CheckpointEngineRunc && cannot != "":
-		return "", false, "", "checkpointEngine Runc requested, but " + cannot
+		return "", "", "checkpointEngine Runc requested, but " + cannot
 	case cannot != "":
-		return v1alpha1.CheckpointEngineKubelet, false, cannot + ": the kubelet's checkpoint API dumps it", ""
+		return v1alpha1.CheckpointEngineKubelet, cannot + ": the kubelet's checkpoint API dumps it", ""
 	}
-	why = fmt.Sprintf("node %s: %s", source, caps.RuncReason)
-	if strategy == v1alpha1.StrategySequential {
-		why += "; the source is held frozen at its checkpoint and stopped from there: its queue keeps everything the checkpoint lacks, so no replay is needed"
-		return v1alpha1.CheckpointEngineRunc, true, why, ""
-	}
-	return v1alpha1.CheckpointEngineRunc, false, why, ""
+	return v1alpha1.CheckpointEngineRunc, fmt.Sprintf("node %s: %s", source, caps.RuncReason), ""
 }

@@ -130,7 +130,9 @@ func (m *management) fetch(ctx context.Context, out any, path []string) (bool, e
 }
 
 type mgmtQueue struct {
-	Unacked   int64 `json:"messages_unacknowledged"`
+	// Type is classic, quorum or stream (empty before RabbitMQ 3.8)
+	Type      string `json:"type"`
+	Unacked   int64  `json:"messages_unacknowledged"`
 	Consumers []struct {
 		// channel_details is [] rather than an object once the channel is
 		// gone, hence raw
@@ -162,6 +164,15 @@ type queueCounts struct {
 	// located counts those whose channel it describes with an address: a
 	// consumer's channel details come with the channel's statistics, late
 	located int
+	// kind is the queue's type: classic, quorum or stream
+	kind string
+	// consumers are the located consumers' connections
+	consumers []consumerConn
+}
+
+// consumerConn is the connection of one of a queue's consumers.
+type consumerConn struct {
+	name, peer string
 }
 
 // queue returns a queue's counts; ok is false when the API cannot tell.
@@ -170,22 +181,55 @@ func (m *management) queue(ctx context.Context, name string) (c queueCounts, ok 
 	if found, err := m.get(ctx, &q, "queues", m.vhost, name); err != nil || !found {
 		return c, false
 	}
-	c.unacked, c.peers = q.Unacked, []string{}
+	c.unacked, c.peers, c.kind = q.Unacked, []string{}, q.Type
+	if c.kind == "" {
+		c.kind = "classic"
+	}
 	c.acked = q.Stats.Ack + q.Stats.DeliverNoAck + q.Stats.GetNoAck
 	c.described = len(q.Consumers)
 	for _, cd := range q.Consumers {
 		c.prefetch = max(c.prefetch, cd.Prefetch)
 		var ch struct {
-			PeerHost string `json:"peer_host"`
+			PeerHost   string `json:"peer_host"`
+			Connection string `json:"connection_name"`
 		}
 		if json.Unmarshal(cd.Channel, &ch) != nil || ch.PeerHost == "" {
 			continue
 		}
 		c.located++
+		c.consumers = append(c.consumers, consumerConn{name: ch.Connection, peer: ch.PeerHost})
 		if !slices.Contains(c.peers, ch.PeerHost) {
 			c.peers = append(c.peers, ch.PeerHost)
 		}
 	}
 	slices.Sort(c.peers)
 	return c, true
+}
+
+// closeConnection closes a client's connection (DELETE
+// /api/connections/<name>), giving reason to the client; one already gone
+// is no error. Unlike reads, a failure here is the caller's to handle.
+func (m *management) closeConnection(ctx context.Context, name, reason string) error {
+	u := *m.base
+	u.User = nil
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u.String()+"/api/connections/"+url.PathEscape(name), nil)
+	if err != nil {
+		return err
+	}
+	pass, _ := m.base.User.Password()
+	req.SetBasicAuth(m.base.User.Username(), pass)
+	req.Header.Set("X-Reason", reason)
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("management API %s: %w", m.base.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusOK, http.StatusNotFound:
+		return nil
+	case http.StatusUnauthorized:
+		return fmt.Errorf("management API %s refused to close connection %q: the user may close only its own connections unless it has the administrator tag", m.base.Redacted(), name)
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	return fmt.Errorf("management API %s: closing connection %q: HTTP %d: %s", m.base.Redacted(), name, resp.StatusCode, strings.TrimSpace(string(msg)))
 }

@@ -57,6 +57,8 @@ type handoff struct {
 	mu     sync.Mutex
 	sess   session
 	mgmt   *management
+	// lock is the exclusive consumer a Handoff holds on the primary queue
+	lock *queueLock
 }
 
 func (h *handoff) replayQueue() string { return ReplayQueue(h.id) }

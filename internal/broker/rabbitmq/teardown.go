@@ -26,6 +26,9 @@ func (h *handoff) Teardown(ctx context.Context, rec *v1alpha1.BrokerStatus) erro
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if err := h.unlock(rec); err != nil {
+		return err
+	}
 	for _, b := range rec.RemovedBindings {
 		if err := h.rebind(ctx, b); err != nil {
 			return err

@@ -95,7 +95,7 @@ func (h *handoff) stats(ctx context.Context, queue string) (broker.QueueStats, e
 		return st, err
 	}
 	if c, ok := h.mgmt.queue(ctx, queue); ok {
-		st.Unacked, st.Acked, st.Prefetch = c.unacked, c.acked, c.prefetch
+		st.Unacked, st.Acked, st.Prefetch, st.Type = c.unacked, c.acked, c.prefetch, c.kind
 		// the API learns of new consumers late, and of their channels'
 		// addresses later still: what it says counts only once it
 		// describes every one (a consumer listed without its address made

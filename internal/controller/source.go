@@ -109,18 +109,28 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 // hold a migration).
 const endpointsPatience = 2 * time.Second
 
+// sourceDrain is the least time a thawed ShadowPod source serves after its
+// deletion began (and its endpoints began to go), before it is ended:
+// clients that read endpoints from a watch or a proxy's sync learn late
+// (an ended source answered one probe with EOF in the lab when ended as
+// soon as the EndpointSlice dropped it).
+const sourceDrain = 500 * time.Millisecond
+
 // endQuiescedSource ends a ShadowPod source the Handoff thawed, once it is
 // terminating (out of its Services' endpoints): its agent kills it, since
 // it holds nothing of the queue and the queue may be let go only once it
 // can never consume again. Where its agent cannot, the pod must be gone.
 func (r *Reconciler) endQuiescedSource(ctx context.Context, s *scope, pod *corev1.Pod) (bool, error) {
 	st := &s.m.Status
-	// Make before break: its clients are sent elsewhere before it ends.
+	// Make before break: its clients are sent elsewhere before it ends,
+	// and those who learn of its endpoints late (a proxy's next sync) get
+	// sourceDrain more.
 	_, serving, err := r.endpointsOf(ctx, pod)
 	if err != nil {
 		return false, err
 	}
-	if len(serving) > 0 && s.now.Sub(migration.ConditionTime(st, v1alpha1.ConditionSourceStopped)) < endpointsPatience {
+	stopping := s.now.Sub(migration.ConditionTime(st, v1alpha1.ConditionSourceStopped))
+	if (len(serving) > 0 && stopping < endpointsPatience) || stopping < sourceDrain {
 		return false, nil
 	}
 	err = r.Agents.EndHeld(ctx, st.SourceNode, st.Checkpoint.ID)

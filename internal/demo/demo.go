@@ -374,7 +374,7 @@ func orAuto(s string) string {
 func Report(w io.Writer, r *Result) {
 	m := r.Migration
 	st := &m.Status
-	fmt.Fprintf(w, "\nmigration %s: %s, %s -> %s (%s), %s, %s transfer, %s replay\n", m.Name, st.Phase, st.SourceNode, st.TargetNode, st.TargetPod, st.Strategy, st.TransferMode, st.ReplayMode)
+	fmt.Fprintf(w, "\nmigration %s: %s, %s -> %s (%s), %s, %s transfer, %s\n", m.Name, st.Phase, st.SourceNode, st.TargetNode, st.TargetPod, st.Strategy, st.TransferMode, handoffName(st))
 	total := time.Duration(0)
 	if st.TotalDuration != nil {
 		total = st.TotalDuration.Duration
@@ -393,7 +393,10 @@ func Report(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "  %-14s %8s\n", "total", ms(total))
 	if ck := st.Checkpoint; ck != nil {
 		held := ""
-		if st.HoldSource {
+		switch {
+		case st.HoldSource && st.Strategy == v1alpha1.StrategyShadowPod:
+			held = ", then held until its queue was taken from it"
+		case st.HoldSource:
 			held = ", then held until stopped"
 		}
 		fmt.Fprintf(w, "checkpoint: %d bytes by %s, source frozen %s%s\n", ck.SizeBytes, st.CheckpointEngine, durMS(ck.FreezeDuration), held)
@@ -437,4 +440,12 @@ func durMS(d *metav1.Duration) string {
 		return "-"
 	}
 	return ms(d.Duration)
+}
+
+// handoffName says how the stream was handed over.
+func handoffName(st *v1alpha1.StatefulMigrationStatus) string {
+	if st.Handoff == v1alpha1.HandoffHandoff {
+		return "Handoff (no replay)"
+	}
+	return string(st.ReplayMode) + " replay"
 }

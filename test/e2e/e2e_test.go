@@ -291,14 +291,34 @@ func TestProtocolOnlyWorkload(t *testing.T) {
 // ignored as by a PID 1 without a handler, prefetch 1, Kubernetes' default
 // 30 s grace. Nothing may wait for a consumer on its control queue or for
 // its grace period; the handoff is at least once.
+//
+// Handoff (Auto's choice for it) takes its queue at the checkpoint: the
+// source, thawed, serves but takes nothing more, and the target consumes
+// the queue directly, with no replay and no control message.
 func TestShadowLikeWorkloadDeployment(t *testing.T) {
 	res := run(t, shadowLike(demo.KindDeployment, v1alpha1.StrategyShadowPod))
 	atLeastOnce(t, res)
+	handedOff(t, res, v1alpha1.ConditionSourceQuiesced)
 }
 
 func TestShadowLikeWorkloadStatefulSet(t *testing.T) {
 	res := run(t, shadowLike(demo.KindStatefulSet, v1alpha1.StrategySequential))
 	atLeastOnce(t, res)
+	handedOff(t, res, v1alpha1.ConditionSourceStopped)
+}
+
+// handedOff checks a migration used the Handoff technique and that step
+// of it was done.
+func handedOff(t *testing.T, res *demo.Result, step string) {
+	t.Helper()
+	st := &res.Migration.Status
+	c := apimeta.FindStatusCondition(st.Conditions, step)
+	if st.Handoff != v1alpha1.HandoffHandoff || !st.HoldSource || c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("handoff %q (%s), source held %v, %s %+v", st.Handoff, st.HandoffReason, st.HoldSource, step, c)
+	}
+	if st.Messages != nil && st.Messages.Buffered != 0 {
+		t.Errorf("%d message(s) went through a replay queue; a Handoff feeds none", st.Messages.Buffered)
+	}
 }
 
 func shadowLike(kind string, strategy v1alpha1.MigrationStrategy) scenario {

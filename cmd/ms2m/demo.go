@@ -13,10 +13,10 @@ import (
 
 func demoCommand() *cobra.Command {
 	var (
-		kind, strategy, transfer, replay, swap, engine, state, repo string
-		rate, cutoff                                                int
-		delay, warmup, settle                                       time.Duration
-		noUp                                                        bool
+		kind, strategy, transfer, replay, swap, engine, handoff, state, repo string
+		rate, cutoff                                                         int
+		delay, warmup, settle                                                time.Duration
+		noUp                                                                 bool
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -39,7 +39,7 @@ RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downt
 				Spec: v1alpha1.StatefulMigrationSpec{TargetNode: "node-b", MigrationStrategy: v1alpha1.MigrationStrategy(strategy),
 					TransferMode: v1alpha1.TransferMode(transfer), ReplayMode: v1alpha1.ReplayMode(replay),
 					IdentitySwapMode: v1alpha1.IdentitySwapMode(swap), ReplayCutoffSeconds: int32(cutoff),
-					CheckpointEngine: v1alpha1.CheckpointEngine(engine)},
+					CheckpointEngine: v1alpha1.CheckpointEngine(engine), Handoff: v1alpha1.Handoff(handoff)},
 				Rate: rate, Warmup: warmup, Settle: settle, Timeout: 5 * time.Minute, Out: os.Stderr,
 			})
 			if res != nil && res.Migration != nil && res.Migration.Status.Phase.IsFinal() {
@@ -61,6 +61,7 @@ RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downt
 	f.StringVar(&replay, "replay", "Cutoff", "Cutoff or Drain")
 	f.StringVar(&swap, "identity-swap", "", "None or ExchangeFence (StatefulSet ShadowPod)")
 	f.StringVar(&engine, "checkpoint-engine", "", "Runc or Kubelet (default: Runc where the source node can)")
+	f.StringVar(&handoff, "handoff", "", "Replay or Handoff (default: Auto)")
 	f.IntVar(&cutoff, "cutoff", 30, "replay cutoff in seconds")
 	f.IntVar(&rate, "rate", 10, "messages per second")
 	f.DurationVar(&delay, "delay", 20*time.Millisecond, "processing time per message (consumer capacity = 1/delay)")

@@ -39,21 +39,30 @@ func (w *world) tryConsume() error {
 	return err
 }
 
+// handoffHeldInTransfer starts a ShadowPod Handoff of a consuming source
+// and returns once it is held in Transferring (the topology before it, the
+// migration's name, and what stops the manager).
+func handoffHeldInTransfer(t *testing.T) (w *world, before []string, name string, stop func()) {
+	w = newWorld(t)
+	before = w.topology()
+	w.sourcePod("consumer-0")
+	w.produce(100)
+	time.Sleep(time.Second)
+	w.sim.hold("transfer")
+	stop = w.startManager()
+	name = w.b.Name("mig")
+	w.migration(name, "consumer-0", handoffSpec)
+	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseTransferring, v1alpha1.PhaseFailed)
+	return w, before, name, stop
+}
+
 // A ShadowPod Handoff: the source is held at its checkpoint, its consumer
 // disconnected, the queue locked, the source thawed; the target takes the
 // queue directly once the source is gone. No replay queue is fed, and the
 // target has every message exactly once.
 func TestShadowPodHandoffTakesTheQueueFromTheHeldSource(t *testing.T) {
-	w := newWorld(t)
-	before := w.topology()
-	w.sourcePod("consumer-0")
-	w.produce(100)
-	time.Sleep(time.Second)
-	w.sim.hold("transfer")
-	w.startManager()
-	name := w.b.Name("mig")
-	w.migration(name, "consumer-0", handoffSpec)
-	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseTransferring, v1alpha1.PhaseFailed)
+	w, before, name, _ := handoffHeldInTransfer(t)
+	m := w.get(name)
 	if m.Status.Phase != v1alpha1.PhaseTransferring {
 		t.Fatalf("failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
 	}
@@ -90,16 +99,7 @@ func TestShadowPodHandoffTakesTheQueueFromTheHeldSource(t *testing.T) {
 // source has taken messages the checkpoint lacks. It rolls back, and the
 // source, which kept serving, has every message exactly once.
 func TestHandoffLockLostRollsBack(t *testing.T) {
-	w := newWorld(t)
-	before := w.topology()
-	w.sourcePod("consumer-0")
-	w.produce(100)
-	time.Sleep(time.Second)
-	w.sim.hold("transfer")
-	stop := w.startManager()
-	name := w.b.Name("mig")
-	w.migration(name, "consumer-0", handoffSpec)
-	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseTransferring)
+	w, before, name, stop := handoffHeldInTransfer(t)
 	stop()
 	// the source's reconnects (every 200 ms at most) take the queue
 	time.Sleep(time.Second)

@@ -104,7 +104,7 @@ every mode with the stop-and-copy baseline and the MS2M configuration.
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&preset, "preset", "quick", "quick (under 10 minutes) or full (the whole matrix, hours)")
+	f.StringVar(&preset, "preset", "quick", "quick (under 10 minutes), workloads, rate, or full (the whole matrix, hours)")
 	f.StringVar(&config, "config", "", "matrix file: modes, presets, run settings (default: the built-in internal/bench/matrix.yaml)")
 	f.StringSliceVar(&o.Modes, "mode", nil, "run only these modes (names from the config)")
 	f.IntSliceVar(&o.Rates, "rate", nil, "message rates instead of the preset's, msg/s")

@@ -52,6 +52,10 @@ test-integration: generate kube-binaries ## unit + envtest (real kube-apiserver 
 	hack/with-rabbitmq.sh env KUBEBUILDER_ASSETS=$$(hack/kube-binaries.sh $(KUBE_VERSION)) \
 		go test -count=1 -p 1 -parallel 4 -timeout 40m ./...
 
+.PHONY: test-rabbitmq310
+test-rabbitmq310: ## the broker adapter and the SDK against RabbitMQ 3.10 (the lane that keeps 3.x working)
+	MS2M_RABBITMQ_VERSION=3.10 hack/with-rabbitmq.sh go test -count=1 ./internal/broker/... ./sdk/...
+
 PROPERTY_CASES ?= 1000
 PROPERTY_SEED ?=
 .PHONY: test-property
@@ -61,7 +65,7 @@ test-property: generate kube-binaries ## the exactly-once property suite alone (
 		go test -count=1 -timeout 12h -parallel 4 -run TestExactlyOnceProperty ./internal/controller/
 
 .PHONY: test
-test: test-integration test-lab test-e2e test-e2e-containerd21 ## every layer: unit, envtest + RabbitMQ, lab, e2e on containerd 2.4 and 2.1 (the README's test command)
+test: test-integration test-rabbitmq310 test-lab test-e2e test-e2e-containerd21 ## every layer: unit, envtest + RabbitMQ 4, the broker on RabbitMQ 3.10, lab, e2e on containerd 2.4 and 2.1 (the README's test command)
 
 .PHONY: help
 help:

@@ -109,8 +109,8 @@ func TestManagementCounts(t *testing.T) {
 	srv.receive(t, s, rec.ReplayQueue, 2)
 
 	want := broker.Progress{
-		Buffer:  broker.QueueStats{Ready: 2, Acked: 2, ConsumerPeers: []string{}, PrefetchKnown: true},
-		Primary: broker.QueueStats{Unacked: 3, Acked: 1, Consumers: 1, Prefetch: 10, PrefetchKnown: true, ConsumerPeers: []string{"127.0.0.1"}},
+		Buffer:  broker.QueueStats{Ready: 2, Acked: 2, ConsumerPeers: []string{}, PrefetchKnown: true, Type: "classic"},
+		Primary: broker.QueueStats{Unacked: 3, Acked: 1, Consumers: 1, Prefetch: 10, PrefetchKnown: true, ConsumerPeers: []string{"127.0.0.1"}, Type: "classic"},
 	}
 	// the management API's statistics lag by collect_statistics_interval
 	var p broker.Progress

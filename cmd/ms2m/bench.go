@@ -13,6 +13,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/bench"
 	"github.com/ms2m/ms2m/internal/lab"
+	labrabbitmq "github.com/ms2m/ms2m/internal/lab/rabbitmq"
 	"github.com/ms2m/ms2m/internal/lab/registry"
 )
 
@@ -91,7 +92,7 @@ every mode with the stop-and-copy baseline and the MS2M configuration.
 			fmt.Fprintf(os.Stderr, "results in %s (each run's story in %s)\n", out, logf.Name())
 			err = bench.Execute(ctx, r, bench.Options{Dir: out, Matrix: m, RetryFailed: retry, Progress: os.Stderr,
 				Meta: bench.Meta{Command: "ms2m " + strings.Join(os.Args[1:], " "), Preset: preset, Config: cfg,
-					Machine: bench.DescribeMachine(c.CapabilitiesFile(), c.KubeVersion), Commit: commit(repo), Started: time.Now()}})
+					Machine: bench.DescribeMachine(c.CapabilitiesFile(), c.KubeVersion, labrabbitmq.ServerVersion(ctx, c.RabbitMQ())), Commit: commit(repo), Started: time.Now()}})
 			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			if cerr := r.Cleanup(cctx); cerr != nil {

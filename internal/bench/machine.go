@@ -21,12 +21,13 @@ type Machine struct {
 	Containerd  string `json:"containerd,omitempty"`
 	Runc        string `json:"runc,omitempty"`
 	CRIU        string `json:"criu,omitempty"`
+	RabbitMQ    string `json:"rabbitmq,omitempty"`
 }
 
 // DescribeMachine reads the host, and the lab's capability report when
 // there is one.
-func DescribeMachine(capabilities, kubeVersion string) Machine {
-	m := Machine{Cores: runtime.NumCPU(), Kubernetes: kubeVersion}
+func DescribeMachine(capabilities, kubeVersion, rabbitmqVersion string) Machine {
+	m := Machine{Cores: runtime.NumCPU(), Kubernetes: kubeVersion, RabbitMQ: rabbitmqVersion}
 	m.CPU = procField("/proc/cpuinfo", "model name", ":")
 	var kb int64
 	fmt.Sscanf(procField("/proc/meminfo", "MemTotal", ":"), "%d", &kb)
@@ -61,7 +62,7 @@ func procField(path, key, sep string) string {
 func (m Machine) String() string {
 	s := fmt.Sprintf("%s, %d cores, %.0f GiB RAM; %s, Linux %s", m.CPU, m.Cores, float64(m.MemoryBytes)/(1<<30), m.OS, m.Kernel)
 	var parts []string
-	for _, p := range [][2]string{{"Kubernetes", m.Kubernetes}, {"containerd", m.Containerd}, {"runc", m.Runc}, {"CRIU", m.CRIU}} {
+	for _, p := range [][2]string{{"Kubernetes", m.Kubernetes}, {"containerd", m.Containerd}, {"runc", m.Runc}, {"CRIU", m.CRIU}, {"RabbitMQ", m.RabbitMQ}} {
 		if p[1] != "" {
 			parts = append(parts, p[0]+" "+p[1])
 		}

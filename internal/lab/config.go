@@ -59,6 +59,9 @@ type Config struct {
 	Runtime *deps.Runtime `json:"runtime,omitempty"`
 	// RuntimeHandler is ms2m's runtime handler built from the source tree.
 	RuntimeHandler string `json:"runtimeHandler,omitempty"`
+	// RabbitMQRoot is the root file system RabbitMQ 4 runs from
+	// (hack/rabbitmq-root.sh); empty runs the host's package (3.10).
+	RabbitMQRoot string `json:"rabbitmqRoot,omitempty"`
 }
 
 // Default is the lab's configuration, adjusted by MS2M_LAB_DIR, MS2M_CACHE
@@ -251,7 +254,7 @@ func (c *Config) RegistryParams() registry.Params {
 // RabbitMQ returns the broker's parameters.
 func (c *Config) RabbitMQ() rabbitmq.Params {
 	return rabbitmq.Params{Dir: c.path("rabbitmq"), Bind: c.HostIP, Port: c.Ports.AMQP, MgmtPort: c.Ports.AMQPMgmt,
-		DistPort: c.Ports.AMQPDist, EPMDPort: c.Ports.EPMD, Log: filepath.Join(c.LogDir(), "rabbitmq.log")}
+		DistPort: c.Ports.AMQPDist, EPMDPort: c.Ports.EPMD, Log: filepath.Join(c.LogDir(), "rabbitmq.log"), Root: c.RabbitMQRoot}
 }
 
 // Subnets are the pod subnets of all nodes.

@@ -120,7 +120,14 @@ func Up(ctx context.Context, c *Config, o Options) error {
 			c.RuntimeHandler = bin
 			return c.save()
 		}},
-		{"rabbitmq-server package", func() error { return rabbitmq.Install(ctx, p.logf) }},
+		{"rabbitmq-server " + rabbitmq.Version(), func() error {
+			root, err := rabbitmq.Install(ctx, p.logf, o.Repo)
+			if err != nil {
+				return err
+			}
+			c.RabbitMQRoot = root
+			return c.save()
+		}},
 		{"host settings (CRIU options for runc, pipe size)", func() error { return configureHost(c) }},
 		{"ports", func() error { return checkPorts(ctx, c) }},
 		{"PKI", func() error {

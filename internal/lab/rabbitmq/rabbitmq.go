@@ -2,19 +2,25 @@
 // name, data, ports, epmd and Erlang cookie) with the management plugin,
 // listening on the host IP so that pods reach it. It runs Debian's
 // rabbitmq-server as the rabbitmq user, the Erlang VM in the foreground, so
-// the supervisor holds the broker's real PID.
+// the supervisor holds the broker's real PID: RabbitMQ 4.0.5 from Debian
+// trixie by default, chrooted into a cached minimal trixie
+// (hack/rabbitmq-root.sh) in a mount namespace of its own; bookworm's 3.10
+// with MS2M_RABBITMQ_VERSION=3.10.
 package rabbitmq
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ms2m/ms2m/internal/lab/deps"
@@ -34,6 +40,16 @@ type Params struct {
 	DistPort int
 	EPMDPort int
 	Log      string
+	// Root is the root file system the node runs from; empty: the host's.
+	Root string
+}
+
+// Version is the RabbitMQ the lab runs: MS2M_RABBITMQ_VERSION, 4.0 or 3.10.
+func Version() string {
+	if v := os.Getenv("MS2M_RABBITMQ_VERSION"); v != "" {
+		return v
+	}
+	return "4.0"
 }
 
 // AMQPURL is what clients use.
@@ -44,24 +60,64 @@ func (p Params) AMQPURL() string {
 // MgmtURL is the management API's base URL.
 func (p Params) MgmtURL() string { return fmt.Sprintf("http://%s:%d", p.Bind, p.MgmtPort) }
 
-// Install installs Debian's rabbitmq-server when it is missing. The
-// package does not start a node of its own.
-func Install(ctx context.Context, logf func(string, ...any)) error {
-	if _, err := os.Stat(Server); err == nil {
-		return nil
+// Install makes the broker's binaries ready and returns the root file
+// system to run them from ("" for the host's): RabbitMQ 4's cached trixie
+// root, built by the repository's hack/rabbitmq-root.sh on first use, or
+// Debian's rabbitmq-server package (3.10), which does not start a node of
+// its own.
+func Install(ctx context.Context, logf func(string, ...any), repo string) (string, error) {
+	switch Version() {
+	case "4.0":
+		cmd := exec.CommandContext(ctx, filepath.Join(repo, "hack", "rabbitmq-root.sh"))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return "", fmt.Errorf("hack/rabbitmq-root.sh: %w", err)
+		}
+		return strings.TrimSpace(string(out)), nil
+	case "3.10":
+		if _, err := os.Stat(Server); err == nil {
+			return "", nil
+		}
+		logf("apt-get install rabbitmq-server (~25 s)")
+		return "", deps.AptInstall(ctx, "rabbitmq-server")
 	}
-	logf("apt-get install rabbitmq-server (~25 s)")
-	return deps.AptInstall(ctx, "rabbitmq-server")
+	return "", fmt.Errorf("MS2M_RABBITMQ_VERSION=%s: 4.0 or 3.10", Version())
+}
+
+// rabbitmqUser is the uid and gid of the rabbitmq user of a root file
+// system's /etc/passwd.
+func rabbitmqUser(root string) (uid, gid int, err error) {
+	if root == "" {
+		u, err := user.Lookup("rabbitmq")
+		if err != nil {
+			return 0, 0, fmt.Errorf("user rabbitmq (from the rabbitmq-server package): %w", err)
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+		return uid, gid, nil
+	}
+	b, err := os.ReadFile(filepath.Join(root, "etc", "passwd"))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) > 3 && f[0] == "rabbitmq" {
+			uid, _ = strconv.Atoi(f[2])
+			gid, _ = strconv.Atoi(f[3])
+			return uid, gid, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("no rabbitmq user in %s/etc/passwd", root)
 }
 
 // Prepare writes the node's configuration and cookie, owned by rabbitmq.
 func Prepare(p Params) (uid, gid uint32, err error) {
-	u, err := user.Lookup("rabbitmq")
+	ui, gi, err := rabbitmqUser(p.Root)
 	if err != nil {
-		return 0, 0, fmt.Errorf("user rabbitmq (from the rabbitmq-server package): %w", err)
+		return 0, 0, err
 	}
-	ui, _ := strconv.Atoi(u.Uid)
-	gi, _ := strconv.Atoi(u.Gid)
 	for _, d := range []string{"mnesia", "log", "home"} {
 		if err := os.MkdirAll(filepath.Join(p.Dir, d), 0o755); err != nil {
 			return 0, 0, err
@@ -126,7 +182,39 @@ func Spec(p Params, uid, gid uint32) supervise.Spec {
 		"ERL_EPMD_PORT=" + strconv.Itoa(p.EPMDPort),
 		"ERL_CRASH_DUMP=" + filepath.Join(p.Dir, "erl_crash.dump"),
 	}
-	return supervise.Spec{Name: "rabbitmq", Path: Server, Env: env, Dir: filepath.Join(p.Dir, "home"), Log: p.Log, UID: uid, GID: gid}
+	if p.Root == "" {
+		return supervise.Spec{Name: "rabbitmq", Path: Server, Env: env, Dir: filepath.Join(p.Dir, "home"), Log: p.Log, UID: uid, GID: gid}
+	}
+	// As root, to mount /proc and the state directory into the root in a
+	// mount namespace of the node's own (they vanish with it); chroot then
+	// drops to the rabbitmq user and every step execs, so the supervisor
+	// still holds the VM's PID.
+	return supervise.Spec{Name: "rabbitmq", Path: "/usr/bin/unshare", Env: env, Dir: "/", Log: p.Log,
+		Args: []string{"--mount", "--propagation", "private", "/bin/sh", "-c", chrootScript, p.Root, p.Dir, fmt.Sprintf("%d:%d", uid, gid)}}
+}
+
+// chrootScript is run as: sh -c chrootScript ROOT DIR UID:GID.
+const chrootScript = `mount -t proc proc "$0/proc" && mkdir -p "$0$1" && mount --bind "$1" "$0$1" && exec chroot --userspec="$2" "$0" ` + Server
+
+// ServerVersion is the running node's RabbitMQ version ("" when it does
+// not answer).
+func ServerVersion(ctx context.Context, p Params) string {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.MgmtURL()+"/api/overview", nil)
+	req.SetBasicAuth("guest", "guest")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var o struct {
+		Version string `json:"rabbitmq_version"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&o) != nil {
+		return ""
+	}
+	return o.Version
 }
 
 // Healthy asks the management API for the overview.

@@ -73,6 +73,11 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	case agentapi.OpFailed:
 		return s.fail(v1alpha1.ReasonCheckpointFailed, "checkpoint of %s/%s on %s: %s", pod.Name, st.ContainerName, st.SourceNode, op.Message)
 	case agentapi.OpRunning:
+		if quiesces(st) {
+			// the source stays frozen, not serving, until its queue is
+			// taken from it once the dump is done: look again sooner
+			return s.pollHandoff(), nil
+		}
 		return s.poll(), nil
 	}
 	if !s.isDone(v1alpha1.ConditionCheckpointCreated) {

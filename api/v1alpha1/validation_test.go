@@ -199,6 +199,8 @@ func TestSpecIsImmutableOnceStarted(t *testing.T) {
 			_ = unstructured.SetNestedField(o, "5m", "spec", "timeouts", "total")
 		}},
 		{"drop targetNode", func(o map[string]any) { unstructured.RemoveNestedField(o, "spec", "targetNode") }},
+		{"add handoff", func(o map[string]any) { _ = unstructured.SetNestedField(o, "Replay", "spec", "handoff") }},
+		{"add checkpointEngine", func(o map[string]any) { _ = unstructured.SetNestedField(o, "Kubelet", "spec", "checkpointEngine") }},
 	} {
 		v := u.DeepCopy()
 		change.do(v.Object)

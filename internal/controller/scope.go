@@ -49,11 +49,18 @@ func (s *scope) close() {
 type sessions struct {
 	mu sync.Mutex
 	m  map[types.UID]broker.Handoff
+	// closed: the manager is stopping; a reconcile that ends after that
+	// closes its session rather than keeping it (and its lock) open
+	closed bool
 }
 
 func (c *sessions) keep(uid types.UID, h broker.Handoff) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		_ = h.Close()
+		return
+	}
 	if c.m == nil {
 		c.m = map[types.UID]broker.Handoff{}
 	}
@@ -71,6 +78,7 @@ func (c *sessions) get(uid types.UID) broker.Handoff {
 func (c *sessions) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	for uid, h := range c.m {
 		_ = h.Close()
 		delete(c.m, uid)

@@ -147,7 +147,7 @@ func (h *handoff) unlock(rec *v1alpha1.BrokerStatus) error {
 		// closing the channel returns its unacked message to the queue
 		err := h.lock.ch.Close()
 		h.lock = nil
-		if err != nil && !h.sess.conn.IsClosed() {
+		if err != nil && h.sess.conn != nil && !h.sess.conn.IsClosed() {
 			return broker.Unreachable(fmt.Errorf("releasing queue %q: %w", h.stream.Queue, err))
 		}
 	}

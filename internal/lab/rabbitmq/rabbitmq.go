@@ -199,19 +199,10 @@ const chrootScript = `mount -t proc proc "$0/proc" && mkdir -p "$0$1" && mount -
 // ServerVersion is the running node's RabbitMQ version ("" when it does
 // not answer).
 func ServerVersion(ctx context.Context, p Params) string {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.MgmtURL()+"/api/overview", nil)
-	req.SetBasicAuth("guest", "guest")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
 	var o struct {
 		Version string `json:"rabbitmq_version"`
 	}
-	if json.NewDecoder(resp.Body).Decode(&o) != nil {
+	if overview(ctx, p, &o) != nil {
 		return ""
 	}
 	return o.Version
@@ -219,6 +210,12 @@ func ServerVersion(ctx context.Context, p Params) string {
 
 // Healthy asks the management API for the overview.
 func Healthy(ctx context.Context, p Params) error {
+	return overview(ctx, p, nil)
+}
+
+// overview reads the management API's overview into out (nil: only
+// whether it answers).
+func overview(ctx context.Context, p Params, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.MgmtURL()+"/api/overview", nil)
@@ -227,9 +224,12 @@ func Healthy(ctx context.Context, p Params) error {
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("management API: %s", resp.Status)
 	}
-	return nil
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
 }

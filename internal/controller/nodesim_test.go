@@ -465,7 +465,7 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 					pod.Status.Conditions[i].Reason, pod.Status.Conditions[i].Message = "", ""
 				}
 			}
-			if err := s.c.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			if err := s.c.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
 				s.t.Errorf("kubelet status of %s: %v", pod.Name, err)
 			}
 		}
@@ -628,7 +628,8 @@ func (s *nodeSim) setStatus(ctx context.Context, pod *corev1.Pod, phase corev1.P
 	}
 	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: pod.Spec.Containers[0].Name, Image: pod.Spec.Containers[0].Image, Ready: ready, State: *state,
 		ContainerID: "sim://" + simContainerID(string(pod.UID))}}
-	if err := s.c.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+	// a kubelet stopped with its test (ctx) may be cut off mid-write
+	if err := s.c.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
 		s.t.Errorf("kubelet status of %s: %v", pod.Name, err)
 	}
 }

@@ -122,3 +122,11 @@ func (s *StatefulMigrationSpec) EffectiveHandoff() Handoff {
 	}
 	return s.Handoff
 }
+
+// EffectiveMemoryTechnique is spec.memoryTechnique or its default, Auto.
+func (s *StatefulMigrationSpec) EffectiveMemoryTechnique() MemoryTechnique {
+	if s.MemoryTechnique == "" {
+		return MemoryAuto
+	}
+	return s.MemoryTechnique
+}

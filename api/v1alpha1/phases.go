@@ -75,8 +75,11 @@ const (
 	// checkpoint for ms2m's runtime handler (RestorePath RuntimeHandler).
 	ConditionCheckpointStaged = "CheckpointStaged"
 	ConditionTargetRestored   = "TargetRestored"
-	ConditionReplayStarted    = "ReplayStarted"
-	ConditionReplayCaughtUp   = "ReplayCaughtUp"
+	// ConditionMemoryTransferred: with PostCopy, every page of the
+	// source's memory has reached the target (its source has ended).
+	ConditionMemoryTransferred = "MemoryTransferred"
+	ConditionReplayStarted     = "ReplayStarted"
+	ConditionReplayCaughtUp    = "ReplayCaughtUp"
 	// ConditionTargetServing: the target is Ready and a ready endpoint of
 	// every Service that selects it (make before break: only then does
 	// the source go).
@@ -152,6 +155,12 @@ const (
 	// ReasonNoHandoff: the handoff technique the spec asks for cannot be
 	// used for this source (engine, strategy or queue type).
 	ReasonNoHandoff = "NoHandoff"
+	// ReasonNoMemoryTechnique: the memory technique the spec asks for is
+	// not possible for this migration or these nodes.
+	ReasonNoMemoryTechnique = "NoMemoryTechnique"
+	// ReasonPagesLost: a PostCopy migration's page stream broke after the
+	// target started running: the target cannot have its whole memory.
+	ReasonPagesLost = "PagesLost"
 	// ReasonHandoffLockLost: the exclusive consumer that kept a thawed
 	// ShadowPod source off its queue was lost (the manager restarted, the
 	// broker dropped it) and something consumes the queue again.

@@ -109,6 +109,32 @@ const (
 	HandoffHandoff Handoff = "Handoff"
 )
 
+// MemoryTechnique is how the container's memory reaches the target node.
+// +kubebuilder:validation:Enum=Auto;StopAndCopy;PostCopy;PreCopy
+type MemoryTechnique string
+
+const (
+	// MemoryAuto: StopAndCopy. PostCopy is never chosen for you: until
+	// its last page has arrived the workload's state is split between two
+	// nodes, and losing either node or the link between them loses it.
+	MemoryAuto MemoryTechnique = "Auto"
+	// MemoryStopAndCopy: the whole memory is dumped, moved and restored
+	// before the target runs.
+	MemoryStopAndCopy MemoryTechnique = "StopAndCopy"
+	// MemoryPostCopy: the source is dumped without its memory pages and
+	// held frozen; the target runs as soon as the rest is restored and
+	// takes each page from the source as it touches it, the remainder in
+	// the background (CRIU lazy pages, userfaultfd). Sequential migrations
+	// with the Runc engine onto a node with ms2m's runtime handler, both
+	// nodes able to (see the MigrationReady node condition).
+	MemoryPostCopy MemoryTechnique = "PostCopy"
+	// MemoryPreCopy: iterative pre-dumps while the source runs, so the
+	// final dump moves only what changed. Needs the kernel's dirty-memory
+	// tracking (soft-dirty) on the source node; not yet implemented, so a
+	// migration asking for it is refused in Pending with the reason.
+	MemoryPreCopy MemoryTechnique = "PreCopy"
+)
+
 // IdentitySwapMode decides how a ShadowPod target of a StatefulSet gets the
 // StatefulSet's pod identity back after cutover.
 // +kubebuilder:validation:Enum=None;ExchangeFence;Cutoff
@@ -195,6 +221,12 @@ type StatefulMigrationSpec struct {
 	// passes to the target (see the Handoff* constants).
 	// +optional
 	Handoff Handoff `json:"handoff,omitempty"`
+
+	// MemoryTechnique is Auto (default), StopAndCopy, PostCopy or PreCopy:
+	// how the container's memory reaches the target (see the Memory*
+	// constants).
+	// +optional
+	MemoryTechnique MemoryTechnique `json:"memoryTechnique,omitempty"`
 
 	// IdentitySwapMode applies to ShadowPod migrations of StatefulSet pods:
 	// None (default), ExchangeFence or Cutoff.
@@ -400,6 +432,13 @@ type StatefulMigrationStatus struct {
 	// HandoffReason says why that technique was chosen.
 	// +optional
 	HandoffReason string `json:"handoffReason,omitempty"`
+	// MemoryTechnique is the resolved memory technique, StopAndCopy or
+	// PostCopy.
+	// +optional
+	MemoryTechnique MemoryTechnique `json:"memoryTechnique,omitempty"`
+	// MemoryTechniqueReason says why.
+	// +optional
+	MemoryTechniqueReason string `json:"memoryTechniqueReason,omitempty"`
 
 	// Workload is the source pod's controller, as found before migrating.
 	// +optional
@@ -693,7 +732,7 @@ type AbortStatus struct {
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.totalDuration`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.failureReason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (self.spec.sourcePod == oldSelf.spec.sourcePod && has(self.spec.containerName) == has(oldSelf.spec.containerName) && (!has(self.spec.containerName) || self.spec.containerName == oldSelf.spec.containerName) && has(self.spec.targetNode) == has(oldSelf.spec.targetNode) && (!has(self.spec.targetNode) || self.spec.targetNode == oldSelf.spec.targetNode) && has(self.spec.checkpointImageRepository) == has(oldSelf.spec.checkpointImageRepository) && (!has(self.spec.checkpointImageRepository) || self.spec.checkpointImageRepository == oldSelf.spec.checkpointImageRepository) && has(self.spec.replayCutoffSeconds) == has(oldSelf.spec.replayCutoffSeconds) && (!has(self.spec.replayCutoffSeconds) || self.spec.replayCutoffSeconds == oldSelf.spec.replayCutoffSeconds) && has(self.spec.replayMode) == has(oldSelf.spec.replayMode) && (!has(self.spec.replayMode) || self.spec.replayMode == oldSelf.spec.replayMode) && has(self.spec.migrationStrategy) == has(oldSelf.spec.migrationStrategy) && (!has(self.spec.migrationStrategy) || self.spec.migrationStrategy == oldSelf.spec.migrationStrategy) && has(self.spec.transferMode) == has(oldSelf.spec.transferMode) && (!has(self.spec.transferMode) || self.spec.transferMode == oldSelf.spec.transferMode) && has(self.spec.identitySwapMode) == has(oldSelf.spec.identitySwapMode) && (!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == oldSelf.spec.identitySwapMode) && has(self.spec.checkpointEngine) == has(oldSelf.spec.checkpointEngine) && (!has(self.spec.checkpointEngine) || self.spec.checkpointEngine == oldSelf.spec.checkpointEngine) && has(self.spec.handoff) == has(oldSelf.spec.handoff) && (!has(self.spec.handoff) || self.spec.handoff == oldSelf.spec.handoff) && has(self.spec.messageQueueConfig) == has(oldSelf.spec.messageQueueConfig) && (!has(self.spec.messageQueueConfig) || self.spec.messageQueueConfig == oldSelf.spec.messageQueueConfig) && has(self.spec.timeouts) == has(oldSelf.spec.timeouts) && (!has(self.spec.timeouts) || self.spec.timeouts == oldSelf.spec.timeouts))",message="spec is immutable once the migration has started; only spec.abort may still change (create a new StatefulMigration to migrate differently)"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (self.spec.sourcePod == oldSelf.spec.sourcePod && has(self.spec.containerName) == has(oldSelf.spec.containerName) && (!has(self.spec.containerName) || self.spec.containerName == oldSelf.spec.containerName) && has(self.spec.targetNode) == has(oldSelf.spec.targetNode) && (!has(self.spec.targetNode) || self.spec.targetNode == oldSelf.spec.targetNode) && has(self.spec.checkpointImageRepository) == has(oldSelf.spec.checkpointImageRepository) && (!has(self.spec.checkpointImageRepository) || self.spec.checkpointImageRepository == oldSelf.spec.checkpointImageRepository) && has(self.spec.replayCutoffSeconds) == has(oldSelf.spec.replayCutoffSeconds) && (!has(self.spec.replayCutoffSeconds) || self.spec.replayCutoffSeconds == oldSelf.spec.replayCutoffSeconds) && has(self.spec.replayMode) == has(oldSelf.spec.replayMode) && (!has(self.spec.replayMode) || self.spec.replayMode == oldSelf.spec.replayMode) && has(self.spec.migrationStrategy) == has(oldSelf.spec.migrationStrategy) && (!has(self.spec.migrationStrategy) || self.spec.migrationStrategy == oldSelf.spec.migrationStrategy) && has(self.spec.transferMode) == has(oldSelf.spec.transferMode) && (!has(self.spec.transferMode) || self.spec.transferMode == oldSelf.spec.transferMode) && has(self.spec.identitySwapMode) == has(oldSelf.spec.identitySwapMode) && (!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == oldSelf.spec.identitySwapMode) && has(self.spec.checkpointEngine) == has(oldSelf.spec.checkpointEngine) && (!has(self.spec.checkpointEngine) || self.spec.checkpointEngine == oldSelf.spec.checkpointEngine) && has(self.spec.handoff) == has(oldSelf.spec.handoff) && (!has(self.spec.handoff) || self.spec.handoff == oldSelf.spec.handoff) && has(self.spec.memoryTechnique) == has(oldSelf.spec.memoryTechnique) && (!has(self.spec.memoryTechnique) || self.spec.memoryTechnique == oldSelf.spec.memoryTechnique) && has(self.spec.messageQueueConfig) == has(oldSelf.spec.messageQueueConfig) && (!has(self.spec.messageQueueConfig) || self.spec.messageQueueConfig == oldSelf.spec.messageQueueConfig) && has(self.spec.timeouts) == has(oldSelf.spec.timeouts) && (!has(self.spec.timeouts) || self.spec.timeouts == oldSelf.spec.timeouts))",message="spec is immutable once the migration has started; only spec.abort may still change (create a new StatefulMigration to migrate differently)"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == 'None' || !has(self.spec.migrationStrategy) || self.spec.migrationStrategy != 'Sequential'",message="spec.identitySwapMode applies to ShadowPod migrations only: a Sequential migration already keeps the StatefulSet identity; drop identitySwapMode or use migrationStrategy ShadowPod"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == 'None' || has(self.spec.messageQueueConfig)",message="spec.identitySwapMode needs spec.messageQueueConfig: the identity swap fences the message stream on the broker"
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it names the migration's broker queues and pod labels"

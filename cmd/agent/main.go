@@ -138,6 +138,14 @@ func main() {
 		ac.Runtime, ac.RuntimeVersion = ctrd, ctrd.Version
 	}
 	ac.Runc, ac.RuncReason = runcEngine(hostRoot, node, runcBinary, runcRoot, criuBinary, dumpDir, handlerName, handlerBinary)
+	ac.LazyPages = engine.Capability{Reason: "no runc engine on the node: " + ac.RuncReason}
+	ac.DirtyTracking = ac.LazyPages
+	if r, ok := ac.Runc.(engine.Runc); ok {
+		pctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ac.LazyPages, ac.DirtyTracking = r.MemoryCapabilities(pctx)
+		cancel()
+		log.Info("memory techniques", "postCopy", ac.LazyPages.OK, "why", ac.LazyPages.Reason, "preCopy", ac.DirtyTracking.OK, "whyNot", ac.DirtyTracking.Reason)
+	}
 	if stagingDir != "" {
 		ac.Staging = &staging.Layout{Dir: host(stagingDir)}
 	}

@@ -13,7 +13,7 @@ import (
 
 func demoCommand() *cobra.Command {
 	var (
-		kind, strategy, transfer, replay, swap, engine, handoff, state, repo string
+		kind, strategy, transfer, replay, swap, engine, handoff, memory, state, repo string
 		rate, cutoff                                                         int
 		delay, warmup, settle                                                time.Duration
 		noUp                                                                 bool
@@ -39,7 +39,8 @@ RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downt
 				Spec: v1alpha1.StatefulMigrationSpec{TargetNode: "node-b", MigrationStrategy: v1alpha1.MigrationStrategy(strategy),
 					TransferMode: v1alpha1.TransferMode(transfer), ReplayMode: v1alpha1.ReplayMode(replay),
 					IdentitySwapMode: v1alpha1.IdentitySwapMode(swap), ReplayCutoffSeconds: int32(cutoff),
-					CheckpointEngine: v1alpha1.CheckpointEngine(engine), Handoff: v1alpha1.Handoff(handoff)},
+					CheckpointEngine: v1alpha1.CheckpointEngine(engine), Handoff: v1alpha1.Handoff(handoff),
+					MemoryTechnique: v1alpha1.MemoryTechnique(memory)},
 				Rate: rate, Warmup: warmup, Settle: settle, Timeout: 5 * time.Minute, Out: os.Stderr,
 			})
 			if res != nil && res.Migration != nil && res.Migration.Status.Phase.IsFinal() {
@@ -62,6 +63,7 @@ RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downt
 	f.StringVar(&swap, "identity-swap", "", "None or ExchangeFence (StatefulSet ShadowPod)")
 	f.StringVar(&engine, "checkpoint-engine", "", "Runc or Kubelet (default: Runc where the source node can)")
 	f.StringVar(&handoff, "handoff", "", "Replay or Handoff (default: Auto)")
+	f.StringVar(&memory, "memory", "", "StopAndCopy or PostCopy (default: Auto, which is StopAndCopy); PostCopy needs --workload StatefulSet or --strategy Sequential")
 	f.IntVar(&cutoff, "cutoff", 30, "replay cutoff in seconds")
 	f.IntVar(&rate, "rate", 10, "messages per second")
 	f.DurationVar(&delay, "delay", 20*time.Millisecond, "processing time per message (consumer capacity = 1/delay)")

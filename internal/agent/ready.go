@@ -19,7 +19,9 @@ var requiredCRIUOptions = []string{"tcp-close", "skip-in-flight"}
 // Report says whether this node can take part in migrations and why not.
 func (s *Server) Report(ctx context.Context) agentapi.ReadyReport {
 	rep := agentapi.ReadyReport{Node: s.cfg.Node, DirectReceive: s.cfg.Runtime != nil, Restore: s.restoreCapabilities(ctx),
-		Checkpoint: agentapi.CheckpointCapabilities{Runc: s.cfg.Runc != nil, RuncReason: s.cfg.RuncReason}}
+		Checkpoint: agentapi.CheckpointCapabilities{Runc: s.cfg.Runc != nil, RuncReason: s.cfg.RuncReason,
+			LazyPages: s.cfg.LazyPages.OK && s.cfg.Staging != nil, LazyPagesReason: s.cfg.LazyPages.Reason,
+			DirtyTracking: s.cfg.DirtyTracking.OK, DirtyTrackingReason: s.cfg.DirtyTracking.Reason}}
 	conf, missing, err := checkCRIUConfig(s.cfg.CRIUConfig)
 	rep.CRIUConfig = conf
 	switch {

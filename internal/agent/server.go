@@ -44,6 +44,10 @@ type Config struct {
 	// where not; RuncReason says why, either way).
 	Runc       engine.Engine
 	RuncReason string
+	// LazyPages and DirtyTracking: whether the node can take part in
+	// post-copy, and in pre-copy (probed once at start; see
+	// engine.Runc.MemoryCapabilities).
+	LazyPages, DirtyTracking engine.Capability
 	// Runtime is nil where Direct transfers cannot be received.
 	Runtime Importer
 	Peers   Peers
@@ -75,6 +79,7 @@ type Server struct {
 	expected    expectations
 	// discarded are checkpoints cleaned up while their dump ran.
 	discarded sync.Map
+	pages     pageSessions
 }
 
 // NewServer opens the agent's state.
@@ -127,6 +132,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT "+agentapi.PathExpected+"{id}", fromManager(s.expect))
 	mux.Handle("PUT "+agentapi.PathIncoming+"{id}", fromAgent(s.incoming))
 	mux.Handle("PUT "+agentapi.PathStages+"{id}", fromManager(s.stage))
+	mux.Handle("GET "+agentapi.PathStages+"{id}"+agentapi.PathPagesSuffix, fromManager(s.pagesStatus))
+	// servePages checks the caller is the agent the checkpoint's pages go to.
+	mux.Handle("GET "+agentapi.PathCheckpoints+"{id}"+agentapi.PathPagesSuffix, http.HandlerFunc(s.servePages))
 	return mux
 }
 
@@ -206,7 +214,7 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	}
 	c := engine.Container{Namespace: req.Namespace, Pod: req.Pod, PodUID: req.PodUID, Name: req.Container, ID: req.ContainerID}
 	start := time.Now()
-	res, err := eng.Checkpoint(ctx, c, engine.Options{ID: req.ID, Hold: req.Hold})
+	res, err := eng.Checkpoint(ctx, c, engine.Options{ID: req.ID, Hold: req.Hold, LazyPages: req.PagesTo != ""})
 	if err != nil {
 		return agentapi.CheckpointResult{}, err
 	}
@@ -214,6 +222,9 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 		// Its migration ended meanwhile and cleaned up: nothing may keep
 		// the workload's memory, and a held source serves again.
 		rerr := os.Remove(res.Archive)
+		if res.Pages != nil {
+			rerr = errors.Join(rerr, res.Pages.Abort())
+		}
 		if res.Held {
 			rerr = errors.Join(rerr, eng.Release(ctx, req.ContainerID))
 		}
@@ -224,10 +235,13 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	if err != nil {
 		return agentapi.CheckpointResult{}, fmt.Errorf("checkpoint archive: %w", err)
 	}
+	if res.Pages != nil {
+		s.pages.out.Store(req.ID, &pagesOut{ps: res.Pages, to: req.PagesTo})
+	}
 	s.cfg.Log.Info("checkpointed", "engine", eng.Name(), "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "archive", res.Archive,
 		"bytes", fi.Size(), "freeze", res.Freeze, "held", res.Held, "took", time.Since(start))
 	return agentapi.CheckpointResult{Archive: res.Archive, SizeBytes: fi.Size(), CreatedAt: time.Now(), Freeze: res.Freeze,
-		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID}, nil
+		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID, LazyPages: res.Pages != nil}, nil
 }
 
 // engine is the engine a request names; the kubelet's when it names none.

@@ -91,9 +91,17 @@ func (s *Server) doStage(ctx context.Context, req agentapi.StageRequest, key sta
 		return agentapi.StageResult{}, fmt.Errorf("%w: checkpoint %s arrived as %s, but node %s's agent sealed %s (altered in transit or at rest); nothing was staged",
 			agentapi.ErrUnauthenticated, req.ID, got, req.SourceNode, req.Seal.ArchiveDigest)
 	}
-	if err := l.Commit(key, dir, staging.Meta{CheckpointID: req.ID}); err != nil {
+	if err := l.Commit(key, dir, staging.Meta{CheckpointID: req.ID, LazyPages: req.LazyPages}); err != nil {
 		_ = os.RemoveAll(dir)
 		return agentapi.StageResult{}, err
+	}
+	if req.LazyPages {
+		// Before the staging is reported: the target's container is
+		// created next, and its restore needs the daemon waiting.
+		if err := s.startLazyPages(ctx, req.ID, req.SourceNode, l.Path(key)); err != nil {
+			_ = l.Remove(key)
+			return agentapi.StageResult{}, fmt.Errorf("post-copy: %w; nothing was staged", err)
+		}
 	}
 	s.cfg.Log.Info("staged checkpoint", "id", req.ID, "for", key.String(), "bytes", body.done, "took", time.Since(start))
 	return agentapi.StageResult{Dir: l.Path(key), SizeBytes: body.done, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container}, nil

@@ -220,6 +220,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 			// archive goes the moment it is written (see doCheckpoint).
 			s.discarded.Store(id, true)
 		}
+		note("page server", s.stopPagesOut(id))
 		if op.Result.Held {
 			// A rolled-back migration's source, held since its dump:
 			// it serves again. A completed one's is gone.
@@ -238,6 +239,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 	}
 	note("received archive", os.Remove(s.incomingPath(id)))
 	note("partly received archive", os.Remove(s.incomingPath(id)+".part"))
+	note("lazy-pages daemon", s.stopPagesIn(id))
 	note("staged checkpoint", s.removeStaged(id))
 	if s.cfg.Runtime != nil {
 		note("runtime image", s.cfg.Runtime.Remove(ctx, DirectImageRef(id)))

@@ -58,6 +58,11 @@ type CheckpointRequest struct {
 	// the checkpoint thaws a container still held (a rolled-back
 	// migration); a completed one deleted it.
 	Hold bool `json:"hold,omitempty"`
+	// PagesTo asks for a lazy dump (post-copy, EngineRunc): everything but
+	// the memory pages goes into the archive, and the container stays
+	// frozen while the source agent serves its pages to the agent of this
+	// node only, and ends once that agent has them all.
+	PagesTo string `json:"pagesTo,omitempty"`
 }
 
 // CheckpointResult describes a finished checkpoint.
@@ -75,6 +80,9 @@ type CheckpointResult struct {
 	Held   bool             `json:"held,omitempty"`
 	// ContainerID is the runtime's ID of the container dumped.
 	ContainerID string `json:"containerID,omitempty"`
+	// LazyPages: the archive holds no memory pages; the source agent
+	// serves them to the agent of the request's PagesTo.
+	LazyPages bool `json:"lazyPages,omitempty"`
 }
 
 // TransferMode mirrors v1alpha1.TransferMode on the wire.
@@ -144,6 +152,22 @@ type StageRequest struct {
 	// agent's.
 	SourceNode string `json:"sourceNode"`
 	Seal       *Seal  `json:"seal,omitempty"`
+	// LazyPages: the checkpoint holds no memory pages (post-copy). The
+	// target's agent starts a lazy-pages daemon fed by the source node's
+	// agent before it reports the checkpoint staged, and the restore takes
+	// the pages from it as the restored process touches them.
+	LazyPages bool `json:"lazyPages,omitempty"`
+}
+
+// PagesStatus is how far the memory of a lazy checkpoint has come to the
+// target node.
+type PagesStatus struct {
+	// State is OpRunning while pages come, OpSucceeded once the target
+	// has them all (the source then ends), OpFailed when the stream broke.
+	State   OpState `json:"state"`
+	Message string  `json:"message,omitempty"`
+	// Bytes is what has arrived so far.
+	Bytes int64 `json:"bytes"`
 }
 
 // StageResult describes a staged checkpoint.
@@ -206,6 +230,9 @@ type Client interface {
 	// queue from it); one running already is no error. A checkpoint that
 	// holds nothing is refused (ErrNothingHeld).
 	ThawHeld(ctx context.Context, node, checkpointID string) error
+	// Pages reports how far the memory of the lazy checkpoint staged on
+	// node has come.
+	Pages(ctx context.Context, node, checkpointID string) (PagesStatus, error)
 }
 
 // ErrNothingHeld is returned by EndHeld for a checkpoint whose dump holds
@@ -233,6 +260,13 @@ const (
 	PathHeldSuffix = "/held"
 	// PathThawSuffix, after PathHeldSuffix: POST thaws it.
 	PathThawSuffix = "/thaw"
+	// PathPagesSuffix: after PathCheckpoints+id, the target's agent takes
+	// the pages of a lazy checkpoint (an upgrade to UpgradePages); after
+	// PathStages+id, the manager asks how far they have come.
+	PathPagesSuffix = "/pages"
+	// UpgradePages is the protocol a pages request upgrades to: CRIU's
+	// page server protocol, carried over the agents' mutual TLS.
+	UpgradePages = "ms2m-criu-pages"
 	PathTransfers  = "/v1/transfers/"
 	PathIncoming   = "/v1/incoming/"
 	PathStages     = "/v1/stages/"
@@ -284,6 +318,15 @@ type ReadyReport struct {
 type CheckpointCapabilities struct {
 	Runc       bool   `json:"runc"`
 	RuncReason string `json:"runcReason,omitempty"`
+	// LazyPages: the node can take part in a post-copy migration, as its
+	// source (CRIU serves a lazy dump) and as its target (userfaultfd, a
+	// lazy-pages daemon). LazyPagesReason says why or why not.
+	LazyPages       bool   `json:"lazyPages,omitempty"`
+	LazyPagesReason string `json:"lazyPagesReason,omitempty"`
+	// DirtyTracking: the kernel tracks dirty memory (soft-dirty), which
+	// pre-copy needs. DirtyTrackingReason says why or why not.
+	DirtyTracking       bool   `json:"dirtyTracking,omitempty"`
+	DirtyTrackingReason string `json:"dirtyTrackingReason,omitempty"`
 }
 
 // RestoreCapabilities are the ways a node's runtime restores a checkpoint.

@@ -4,12 +4,14 @@
 package agentclient
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -204,3 +206,67 @@ func (c *Client) do(ctx context.Context, node, method, path string, body io.Read
 	}
 	return resp.StatusCode, nil
 }
+
+// Pages reports how far the pages of lazy checkpoint id staged on node
+// have come.
+func (c *Client) Pages(ctx context.Context, node, id string) (agentapi.PagesStatus, error) {
+	var st agentapi.PagesStatus
+	_, err := c.do(ctx, node, http.MethodGet, agentapi.PathStages+id+agentapi.PathPagesSuffix, nil, nil, &st)
+	return st, err
+}
+
+// PageStream opens the page stream of lazy checkpoint id from node's
+// agent (an agent calls this of the source node's agent): a connection of
+// its own, upgraded from HTTP/1.1 to CRIU's page server protocol over the
+// agents' mutual TLS. It is not bound to ctx once open; the caller closes
+// it.
+func (c *Client) PageStream(ctx context.Context, node, id string) (io.ReadWriteCloser, error) {
+	base, err := c.Resolver.Endpoint(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	cfg := c.tls.Clone()
+	cfg.ServerName = identity.AgentDNSName(node)
+	cfg.NextProtos = []string{"http/1.1"} // an upgrade has no HTTP/2 form
+	d := tls.Dialer{Config: cfg}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(dctx, "tcp", u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("agent on %s: %w", node, err)
+	}
+	path := agentapi.PathCheckpoints + id + agentapi.PathPagesSuffix
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nConnection: Upgrade\r\nUpgrade: " + agentapi.UpgradePages + "\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent on %s: %w", node, err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent on %s: %w", node, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		var e agentapi.ErrorBody
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		_ = json.Unmarshal(data, &e)
+		return nil, fmt.Errorf("agent on %s: GET %s: %s: %s", node, path, resp.Status, e.Error)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return bufferedConn{br, conn}, nil
+}
+
+// bufferedConn reads what the response's reader had buffered first.
+type bufferedConn struct {
+	r *bufio.Reader
+	net.Conn
+}
+
+func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }

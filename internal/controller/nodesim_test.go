@@ -311,6 +311,12 @@ func (s *nodeSim) ThawHeld(_ context.Context, node, id string) error {
 	return nil
 }
 
+// Pages implements agentapi.Client: the simulated nodes report no lazy
+// pages (PostCopy is refused in Pending), so no migration asks.
+func (s *nodeSim) Pages(_ context.Context, node, id string) (agentapi.PagesStatus, error) {
+	return agentapi.PagesStatus{}, fmt.Errorf("simulated node %s takes no pages of checkpoint %s", node, id)
+}
+
 // EndHeld kills the pod a dump left frozen, as the runc engine does: its
 // blocked handler fails and its deliveries go back to the queue in order.
 func (s *nodeSim) EndHeld(_ context.Context, node, id string) error {

@@ -62,10 +62,14 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 			return reconcile.Result{}, err
 		}
 	}
-	op, err := r.Agents.Checkpoint(ctx, st.SourceNode, agentapi.CheckpointRequest{
+	req := agentapi.CheckpointRequest{
 		ID: s.id, Namespace: s.m.Namespace, Pod: pod.Name, PodUID: string(pod.UID), Container: st.ContainerName,
 		ContainerID: containerID(pod, st.ContainerName), Engine: agentEngine(st.CheckpointEngine), Hold: st.HoldSource,
-	})
+	}
+	if st.MemoryTechnique == v1alpha1.MemoryPostCopy {
+		req.PagesTo = st.TargetNode
+	}
+	op, err := r.Agents.Checkpoint(ctx, st.SourceNode, req)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -90,6 +94,8 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 		switch {
 		case res.Held && st.Strategy == v1alpha1.StrategyShadowPod:
 			frozen = fmt.Sprintf("dumped in %s; the source stays frozen until its queue is taken from it", res.Freeze)
+		case res.LazyPages:
+			frozen = fmt.Sprintf("dumped without its memory pages in %s; the source stays frozen, serving them to %s", res.Freeze, st.TargetNode)
 		case res.Held:
 			frozen = fmt.Sprintf("dumped in %s; the source stays frozen until it is stopped", res.Freeze)
 		}

@@ -63,6 +63,9 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	if r.swapping(s) {
 		return r.finishSwap(ctx, s)
 	}
+	if res, arrived, err := r.memoryArrived(ctx, s); !arrived {
+		return res, err
+	}
 	// The checkpoint is removed once the migration has completed (see
 	// afterCompletion): the target never needs it again (it is not
 	// restored twice), and the cutover need not wait for it.
@@ -72,6 +75,34 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	}
 	msg, done, err := r.transferOwnership(ctx, s, target)
 	return r.completeWhenOwned(s, msg, done, err)
+}
+
+// memoryArrived: with PostCopy, the target runs before its memory has all
+// come; the migration is complete only once the last page has (the target
+// node's agent says so when its lazy-pages daemon ends). The stream is
+// handed over before: the target serves meanwhile, faulting in what it
+// touches.
+func (r *Reconciler) memoryArrived(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
+	st := &s.m.Status
+	if st.MemoryTechnique != v1alpha1.MemoryPostCopy || s.isDone(v1alpha1.ConditionMemoryTransferred) {
+		return reconcile.Result{}, true, nil
+	}
+	p, err := r.Agents.Pages(ctx, st.TargetNode, st.Checkpoint.ID)
+	if err != nil {
+		return reconcile.Result{}, false, err
+	}
+	switch p.State {
+	case agentapi.OpFailed:
+		res, err := s.fail(v1alpha1.ReasonPagesLost, "the page stream from %s broke after %d bytes; the target %s cannot have its whole memory: %s",
+			st.SourceNode, p.Bytes, st.TargetPod, p.Message)
+		return res, false, err
+	case agentapi.OpRunning:
+		s.condition(v1alpha1.ConditionMemoryTransferred, metav1.ConditionFalse, "PagesComing",
+			fmt.Sprintf("%d bytes of memory have come from %s so far", p.Bytes, st.SourceNode))
+		return s.poll(), false, nil
+	}
+	s.done(v1alpha1.ConditionMemoryTransferred, fmt.Sprintf("every page (%d bytes) has come from %s; the source has ended", p.Bytes, st.SourceNode))
+	return reconcile.Result{}, true, nil
 }
 
 // endReplayPatience bounds how long the cutover waits for a target that

@@ -108,6 +108,21 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if fail != "" {
 		return s.fail(v1alpha1.ReasonNoHandoff, "%s", fail)
 	}
+	memory := migration.MemoryInputs{Want: m.Spec.EffectiveMemoryTechnique(), Strategy: strategy, Engine: engine, Restore: restore,
+		Handoff: technique, Source: pod.Spec.NodeName, Target: placement.Node, SourceCaps: srcAgent.Checkpoint}
+	if memory.Want == v1alpha1.MemoryPostCopy {
+		// Only asked of the target when it matters: its report is the
+		// one restorePath read a moment ago.
+		tgtAgent, err := r.Agents.Ready(ctx, placement.Node)
+		if err != nil {
+			return s.fail(v1alpha1.ReasonAgentUnavailable, "target node %s: %v", placement.Node, err)
+		}
+		memory.TargetCaps = tgtAgent.Checkpoint
+	}
+	memoryTechnique, memoryWhy, fail := migration.ResolveMemoryTechnique(memory)
+	if fail != "" {
+		return s.fail(v1alpha1.ReasonNoMemoryTechnique, "%s", fail)
+	}
 
 	st.SourceNode, st.SourceUID, st.ContainerName, st.Workload = pod.Spec.NodeName, pod.UID, container, &wl
 	st.Strategy, st.StrategyReason = strategy, why
@@ -116,6 +131,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	st.RestorePath, st.RestorePathReason = restore, restoreWhy
 	st.CheckpointEngine, st.CheckpointEngineReason = engine, engineWhy
 	st.Handoff, st.HandoffReason, st.HoldSource = technique, handoffWhy, technique == v1alpha1.HandoffHandoff
+	st.MemoryTechnique, st.MemoryTechniqueReason = memoryTechnique, memoryWhy
 	st.TargetPod = migration.TargetPodName(pod.Name, strategy)
 	if isSwap(m) {
 		st.TargetPod = m.Annotations[AnnotationSwapPod]

@@ -72,7 +72,8 @@ func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope, seal *agenta
 		return reconcile.Result{}, true, nil
 	}
 	op, err := r.Agents.Stage(ctx, st.TargetNode, agentapi.StageRequest{ID: st.Checkpoint.ID, Image: st.Checkpoint.Image,
-		Namespace: s.m.Namespace, Pod: st.TargetPod, Container: st.ContainerName, SourceNode: st.SourceNode, Seal: seal})
+		Namespace: s.m.Namespace, Pod: st.TargetPod, Container: st.ContainerName, SourceNode: st.SourceNode, Seal: seal,
+		LazyPages: st.MemoryTechnique == v1alpha1.MemoryPostCopy})
 	if err != nil {
 		return reconcile.Result{}, false, err
 	}

@@ -399,6 +399,9 @@ func Report(w io.Writer, r *Result) {
 		case st.HoldSource:
 			held = ", then held until stopped"
 		}
+		if st.MemoryTechnique == v1alpha1.MemoryPostCopy {
+			held = ", then held while its pages went to the target (post-copy)"
+		}
 		fmt.Fprintf(w, "checkpoint: %d bytes by %s, source frozen %s%s\n", ck.SizeBytes, st.CheckpointEngine, durMS(ck.FreezeDuration), held)
 	}
 	mm := r.Measures

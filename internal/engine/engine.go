@@ -28,6 +28,10 @@ type Options struct {
 	ID string
 	// Hold leaves the container frozen after its dump.
 	Hold bool
+	// LazyPages dumps everything but the memory pages (post-copy): the
+	// container stays frozen, and Result.Pages serves its pages to the
+	// target's lazy-pages daemon, after which it ends. Implies Hold.
+	LazyPages bool
 }
 
 // Result is a finished dump.
@@ -38,6 +42,8 @@ type Result struct {
 	// upper bound where the engine cannot see CRIU's own figure).
 	Freeze time.Duration
 	Held   bool
+	// Pages serves the memory of a LazyPages dump.
+	Pages *PageServer
 }
 
 // Engine dumps containers on one node.

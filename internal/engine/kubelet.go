@@ -53,6 +53,9 @@ func (k Kubelet) Checkpoint(ctx context.Context, c Container, o Options) (Result
 	if o.Hold {
 		return Result{}, ErrUnsupported{Engine: string(agentapi.EngineKubelet), What: "leave a container frozen after its dump (the runtime resumes it)"}
 	}
+	if o.LazyPages {
+		return Result{}, ErrUnsupported{Engine: string(agentapi.EngineKubelet), What: "dump without memory pages (post-copy): the kubelet's API has no lazy-pages option"}
+	}
 	start := time.Now()
 	archive, err := k.checkpoint(ctx, c.Namespace, c.Pod, c.Name)
 	if err != nil {

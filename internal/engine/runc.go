@@ -120,7 +120,9 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 			return Result{}, err
 		}
 	}
-	defer os.RemoveAll(r.local(dir))
+	if !o.LazyPages { // a lazy dump's directory goes when CRIU ends
+		defer os.RemoveAll(r.local(dir))
+	}
 
 	// Paused for the dump and the file system's changes together: a
 	// container running on after its dump could write to a file CRIU
@@ -129,6 +131,9 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 	ns, err := r.runtimeNamespace(st.Pid)
 	if err != nil {
 		return Result{}, err
+	}
+	if o.LazyPages {
+		return r.checkpointLazy(ctx, c, st, o, ns, dir)
 	}
 	start := time.Now()
 	if err := r.run(ctx, ns, "pause", c.ID); err != nil {
@@ -289,12 +294,7 @@ func (r Runc) run(ctx context.Context, ns []string, args ...string) error {
 func (r Runc) output(ctx context.Context, ns []string, args ...string) ([]byte, error) {
 	argv := append(append(append([]string{}, ns...), r.Runc, "--root", r.Root), args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	// runc finds criu on its PATH (runc 1.2 dropped its --criu option).
-	path := strings.Join(hostPath, ":")
-	if r.CRIU != "" {
-		path = filepath.Dir(r.CRIU) + ":" + path
-	}
-	cmd.Env = []string{"PATH=" + path}
+	cmd.Env = []string{"PATH=" + r.path()}
 	cmd.Dir = "/"
 	if r.HostRoot != "" && r.HostRoot != "/" {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}

@@ -42,12 +42,19 @@ func TestParseKeepsGlobalsForRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := restoreArgs(inv, "/staged")
+	got := restoreArgs(inv, "/staged", false)
 	want := []string{"--root", "/r", "--log", "/l", "--log-format", "json", "--systemd-cgroup",
 		"restore", "--detach", "--no-subreaper", "--bundle", "/b", "--image-path", "/staged/checkpoint",
 		"--work-path", "/staged/work", "--pid-file", "/b/init.pid", "--no-pivot", "c1"}
 	if !slices.Equal(got, want) {
 		t.Errorf("restoreArgs\n got %q\nwant %q", got, want)
+	}
+	// post-copy: the pages come from the agent's lazy-pages daemon, which
+	// waits on the same work directory
+	got = restoreArgs(inv, "/staged", true)
+	lazy := slices.Insert(slices.Clone(want), slices.Index(want, "--pid-file"), "--lazy-pages")
+	if !slices.Equal(got, lazy) {
+		t.Errorf("restoreArgs of a lazy checkpoint\n got %q\nwant %q", got, lazy)
 	}
 }
 

@@ -197,7 +197,7 @@ func (h *Handler) create(inv Invocation, args []string) int {
 	if err := ApplyRootfsChanges(rootfs, dir); err != nil {
 		return h.fail(inv, fmt.Errorf("container %s: applying the checkpoint's file system changes: %w", key, err))
 	}
-	if err := h.Exec(append([]string{"runc"}, restoreArgs(inv, dir)...)); err != nil {
+	if err := h.Exec(append([]string{"runc"}, restoreArgs(inv, dir, meta.LazyPages)...)); err != nil {
 		return h.fail(inv, fmt.Errorf("exec runc restore: %w", err))
 	}
 	return 0
@@ -235,12 +235,19 @@ func notStaged(key staging.Key, want string, err error) error {
 // detached, with the bundle's namespaces and mounts, our stdio (the shim's
 // pipes) in place of the checkpointed ones, and no subreaper of its own
 // (the shim reaps).
-func restoreArgs(inv Invocation, dir string) []string {
+//
+// A lazy checkpoint (post-copy) is restored with --lazy-pages: CRIU takes
+// the memory from the lazy-pages daemon the node's agent started on the
+// same work directory, page by page as the process touches it.
+func restoreArgs(inv Invocation, dir string, lazy bool) []string {
 	a := append([]string{}, inv.Globals...)
 	a = append(a, "restore", "--detach", "--no-subreaper",
 		"--bundle", inv.Bundle,
 		"--image-path", filepath.Join(dir, staging.ImagesDir),
 		"--work-path", filepath.Join(dir, "work"))
+	if lazy {
+		a = append(a, "--lazy-pages")
+	}
 	if inv.PidFile != "" {
 		a = append(a, "--pid-file", inv.PidFile)
 	}

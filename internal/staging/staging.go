@@ -52,6 +52,9 @@ type Meta struct {
 	Pod          string    `json:"pod"`
 	Container    string    `json:"container"`
 	StagedAt     time.Time `json:"stagedAt"`
+	// LazyPages: the checkpoint holds no memory pages; the node's agent
+	// runs the lazy-pages daemon that the restore takes them from.
+	LazyPages bool `json:"lazyPages,omitempty"`
 }
 
 // Key names the container a checkpoint is staged for.

@@ -1,0 +1,106 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DialInNetns connects to addr from inside the network namespace at nsPath
+// (a /proc/PID/ns/net), after bringing its loopback up. The socket is made
+// in that namespace and keeps to it; the caller's thread is put back.
+//
+// This is how the agent reaches a CRIU page server that listens on every
+// address of a namespace holding nothing but a loopback: only a process
+// allowed to enter that namespace (root on the node) can connect.
+func DialInNetns(ctx context.Context, nsPath, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	out := make(chan result, 1)
+	go func() {
+		// A thread that could not be put back is never unlocked: Go ends
+		// it with this goroutine rather than run anything else in the
+		// wrong namespace.
+		runtime.LockOSThread()
+		back, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			out <- result{err: err}
+			return
+		}
+		defer back.Close()
+		ns, err := os.Open(nsPath)
+		if err != nil {
+			runtime.UnlockOSThread()
+			out <- result{err: err}
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			out <- result{err: fmt.Errorf("entering %s: %w", nsPath, err)}
+			return
+		}
+		c, err := dialLoopback(ctx, addr)
+		if rerr := unix.Setns(int(back.Fd()), unix.CLONE_NEWNET); rerr != nil {
+			if c != nil {
+				c.Close()
+			}
+			out <- result{err: fmt.Errorf("returning from %s: %w", nsPath, rerr)}
+			return
+		}
+		runtime.UnlockOSThread()
+		out <- result{c, err}
+	}()
+	r := <-out
+	return r.c, r.err
+}
+
+// dialLoopback brings the current namespace's loopback up and dials addr
+// until it answers (the listener may be a moment behind its readiness
+// note) or ctx ends. It runs on the locked thread: every socket it makes
+// belongs to the namespace the thread is in.
+func dialLoopback(ctx context.Context, addr string) (net.Conn, error) {
+	if err := loopbackUp(); err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connecting to %s: %w", addr, err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bringing the loopback up: %w", err)
+	}
+	return nil
+}

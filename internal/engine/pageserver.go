@@ -1,0 +1,156 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// PageServer is what a lazy dump (post-copy) leaves running on the source
+// node: CRIU, holding the frozen container's memory, serving its pages to
+// one lazy-pages daemon on the target node, after which it kills the
+// container. Conn is the one connection CRIU accepts, taken by the agent
+// at once: CRIU listens in a network namespace of its own (see
+// checkpointLazy), so no one else can reach it, and it accepts only one.
+type PageServer struct {
+	Conn net.Conn
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+	once sync.Once
+}
+
+// Page server protocol (CRIU's criu/page-xfer.c): a client sends
+// fixed-size requests, struct page_server_iov {u32 cmd; u64 nr_pages, vaddr,
+// dst_id} (32 bytes with the padding after cmd); the lazy-pages daemon sends
+// only PS_IOV_GET and, when it has every page, PS_IOV_FORCE_CLOSE (or
+// PS_IOV_CLOSE).
+const (
+	psRequestSize      = 32
+	psCmdMask          = 1<<16 - 1
+	psIOVClose         = 0x1023
+	psIOVForceClose    = 0x1024
+	psCmdUnknown       = 0xfffe // no command: CRIU fails the dump on it
+	pageServerPort     = 27000  // inside CRIU's own network namespace
+	pageServerPatience = 10 * time.Second
+)
+
+// IsClose says whether a page server request ends the transfer: the
+// daemon has every page, and CRIU may end the source.
+func IsClose(req []byte) bool {
+	if len(req) < 4 {
+		return false
+	}
+	cmd := binary.LittleEndian.Uint32(req) & psCmdMask
+	return cmd == psIOVClose || cmd == psIOVForceClose
+}
+
+// RequestSize is the size of one page server request.
+const RequestSize = psRequestSize
+
+// Wait returns once CRIU has ended: nil when it served every page and
+// ended the source.
+func (p *PageServer) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Done is closed when CRIU has ended.
+func (p *PageServer) Done() <-chan struct{} { return p.done }
+
+// Abort makes CRIU fail the dump, which leaves the container alive (and,
+// paused by the engine, still frozen for the engine's Release to thaw).
+// Closing the connection would not do: CRIU takes a connection closed
+// without a close request as a finished transfer, and kills the source.
+// So it is sent a request with no command, which it refuses; if it does not
+// end within its patience, it is killed.
+func (p *PageServer) Abort() error {
+	p.once.Do(func() {
+		req := make([]byte, psRequestSize)
+		binary.LittleEndian.PutUint32(req, psCmdUnknown)
+		_ = p.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = p.Conn.Write(req)
+	})
+	select {
+	case <-p.done:
+	case <-time.After(pageServerPatience):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+	_ = p.Conn.Close()
+	if p.err == nil {
+		return errors.New("CRIU had already served every page: the source is gone")
+	}
+	return nil
+}
+
+func (p *PageServer) wait(logTail func() string) {
+	err := p.cmd.Wait()
+	if err != nil {
+		err = fmt.Errorf("runc checkpoint --lazy-pages: %w%s", err, logTail())
+	}
+	p.err = err
+	close(p.done)
+}
+
+// CopyRequests copies page requests from the lazy-pages daemon (src) to
+// CRIU whole, and says whether the transfer ended with the daemon's close
+// request. A stream cut short (a broken link) is not passed on as an end:
+// CRIU would take it as the end of a finished transfer and kill the
+// source; the caller Aborts instead.
+func (p *PageServer) CopyRequests(src io.Reader) (closed bool, n int64, err error) {
+	buf := make([]byte, psRequestSize)
+	for {
+		if _, err := io.ReadFull(src, buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return false, n, err
+		}
+		if _, err := p.Conn.Write(buf); err != nil {
+			return false, n, err
+		}
+		n += psRequestSize
+		if IsClose(buf) {
+			return true, n, nil
+		}
+	}
+}
+
+// setpgid runs a command in a process group of its own, so that it can be
+// killed with the CRIU it starts.
+func setpgid(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+}
+
+// readStatus waits for the one byte CRIU writes to its status fd once it
+// serves, or for the command to end first.
+func readStatus(r *os.File, done <-chan struct{}, timeout time.Duration) error {
+	got := make(chan error, 1)
+	go func() {
+		b := make([]byte, 1)
+		_, err := r.Read(b)
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			return fmt.Errorf("CRIU's status: %w", err)
+		}
+		return nil
+	case <-done:
+		return errors.New("CRIU ended before it served the pages")
+	case <-time.After(timeout):
+		return fmt.Errorf("CRIU did not serve the pages within %s", timeout)
+	}
+}

@@ -1,0 +1,264 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ms2m/ms2m/internal/staging"
+)
+
+// checkpointLazy dumps the container without its memory pages (post-copy)
+// and leaves CRIU serving them: runc checkpoint --lazy-pages keeps the
+// container frozen until its lazy-pages daemon has taken every page, then
+// kills it.
+//
+// CRIU's page server takes its port from runc but listens on every
+// address (criu/cr-service.c ignores the address of a lazy dump) and
+// accepts the first connection from anyone. So runc runs in a network
+// namespace of its own (unshare --net), holding only a loopback, and the
+// agent takes that one connection itself from inside it (DialInNetns)
+// before anything else could: the pages then leave the node only through
+// the agent, to the agent the manager named.
+func (r Runc) checkpointLazy(ctx context.Context, c Container, st runcState, o Options, ns []string, dir string) (res Result, err error) {
+	unshare, err := FindHostBinary(r.hostRootOrSlash(), "unshare")
+	if err != nil {
+		return Result{}, fmt.Errorf("%w (util-linux): a lazy dump's page server needs a network namespace of its own", err)
+	}
+	images := filepath.Join(dir, staging.ImagesDir)
+	work := filepath.Join(dir, "work")
+	fail := func(err error) (Result, error) {
+		_ = os.RemoveAll(r.local(dir))
+		return Result{}, err
+	}
+	start := time.Now()
+	if err := r.run(ctx, ns, "pause", c.ID); err != nil {
+		return fail(fmt.Errorf("pausing %s for its dump: %w", c, err))
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return fail(errors.Join(err, r.Release(context.WithoutCancel(ctx), c.ID)))
+	}
+	defer statusR.Close()
+	argv := append(append([]string{}, ns...), unshare, "--net", "--", r.Runc, "--root", r.Root, "checkpoint",
+		"--lazy-pages", "--page-server", "127.0.0.1:"+strconv.Itoa(pageServerPort), "--status-fd", "3",
+		"--image-path", images, "--work-path", work, c.ID)
+	// Not bound to ctx: it outlives the request, serving the pages.
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = []string{"PATH=" + r.path()}
+	cmd.Dir = "/"
+	cmd.ExtraFiles = []*os.File{statusW}
+	if r.HostRoot != "" && r.HostRoot != "/" {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
+	}
+	setpgid(cmd)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		statusW.Close()
+		return fail(errors.Join(fmt.Errorf("runc checkpoint --lazy-pages: %w", err), r.Release(context.WithoutCancel(ctx), c.ID)))
+	}
+	statusW.Close()
+	ps := &PageServer{cmd: cmd, done: make(chan struct{})}
+	dumpLog := r.local(filepath.Join(work, "dump.log"))
+	go func() {
+		ps.wait(func() string { return lastLines(stderr.String(), 3) + logTail(dumpLog) })
+		_ = os.RemoveAll(r.local(dir))
+	}()
+	// From here on a failure ends CRIU (which leaves the container alive
+	// and frozen) and thaws it.
+	abort := func(err error) (Result, error) {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-ps.done
+		return Result{}, errors.Join(err, ps.err, r.Release(context.WithoutCancel(ctx), c.ID))
+	}
+	if err := readStatus(statusR, ps.done, 2*time.Minute); err != nil {
+		return abort(fmt.Errorf("lazy dump of %s: %w", c, err))
+	}
+	conn, err := DialInNetns(ctx, r.local(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)), "127.0.0.1:"+strconv.Itoa(pageServerPort))
+	if err != nil {
+		return abort(fmt.Errorf("connecting to the page server of %s: %w", c, err))
+	}
+	ps.Conn = conn
+	if derr := r.writeRootfsDiff(st, filepath.Join(dir, staging.RootfsDiffTar)); derr != nil {
+		return abort(errors.Join(fmt.Errorf("root file system changes of %s: %w", c, derr), ps.Abort()))
+	}
+	freeze := time.Since(start)
+	archive := filepath.Join(r.DumpDir, o.ID+".tar")
+	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
+		return abort(errors.Join(fmt.Errorf("archiving the dump of %s: %w", c, err), ps.Abort()))
+	}
+	return Result{Archive: r.local(archive), Freeze: freeze, Held: true, Pages: ps}, nil
+}
+
+func (r Runc) hostRootOrSlash() string {
+	if r.HostRoot == "" {
+		return "/"
+	}
+	return r.HostRoot
+}
+
+// path is the PATH runc gets: runc finds criu on it (runc 1.2 dropped its
+// --criu option).
+func (r Runc) path() string {
+	path := strings.Join(hostPath, ":")
+	if r.CRIU != "" {
+		path = filepath.Dir(r.CRIU) + ":" + path
+	}
+	return path
+}
+
+// LazyDaemon is CRIU's lazy-pages daemon on the target node: it serves
+// the restored process's page faults from the source's page server
+// (through the socket it was given) and fetches the rest in the
+// background, and ends once every page is in.
+type LazyDaemon struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Wait returns once the daemon has ended: nil when every page arrived.
+func (d *LazyDaemon) Wait() error {
+	<-d.done
+	return d.err
+}
+
+// Done is closed when the daemon has ended.
+func (d *LazyDaemon) Done() <-chan struct{} { return d.done }
+
+// Stop ends the daemon (a migration given up before or during its restore).
+func (d *LazyDaemon) Stop() {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+	<-d.done
+}
+
+// StartLazyPages starts the lazy-pages daemon for the checkpoint staged
+// in localDir (the agent's path of it; CRIU's images in images/), taking pages from the
+// page server at the other end of pageServer, and returns once it waits
+// for the restore. The restore finds it by the socket it makes in
+// dir/work, which must be the restore's --work-path (the runtime handler's
+// claim moves dir, never its contents).
+func (r Runc) StartLazyPages(localDir string, pageServer *os.File) (*LazyDaemon, error) {
+	dir := localDir
+	if r.HostRoot != "" && r.HostRoot != "/" {
+		rel, err := filepath.Rel(r.HostRoot, localDir)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			return nil, fmt.Errorf("staged checkpoint %s is not on the host (%s)", localDir, r.HostRoot)
+		}
+		dir = "/" + rel
+	}
+	criu := r.CRIU
+	if criu == "" {
+		p, err := FindHostBinary(r.hostRootOrSlash(), "criu")
+		if err != nil {
+			return nil, err
+		}
+		criu = p
+	}
+	work := filepath.Join(dir, "work")
+	if err := os.MkdirAll(r.local(work), 0o700); err != nil {
+		return nil, err
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer statusR.Close()
+	cmd := exec.Command(criu, "lazy-pages", "--page-server", "--ps-socket", "3", "--status-fd", "4",
+		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "lazy-pages.log")
+	cmd.Env = []string{"PATH=" + r.path()}
+	cmd.Dir = "/"
+	cmd.ExtraFiles = []*os.File{pageServer, statusW}
+	if r.HostRoot != "" && r.HostRoot != "/" {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
+	}
+	setpgid(cmd)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		statusW.Close()
+		return nil, fmt.Errorf("criu lazy-pages: %w", err)
+	}
+	statusW.Close()
+	d := &LazyDaemon{cmd: cmd, done: make(chan struct{})}
+	logFile := r.local(filepath.Join(work, "lazy-pages.log"))
+	go func() {
+		if err := cmd.Wait(); err != nil {
+			d.err = fmt.Errorf("criu lazy-pages: %w: %s%s", err, lastLines(stderr.String(), 3), logTail(logFile))
+		}
+		close(d.done)
+	}()
+	if err := readStatus(statusR, d.done, 30*time.Second); err != nil {
+		d.Stop()
+		return nil, errors.Join(fmt.Errorf("lazy-pages daemon: %w", err), d.err)
+	}
+	return d, nil
+}
+
+// Capability is whether a node can do something, and why or why not.
+type Capability struct {
+	OK     bool
+	Reason string
+}
+
+// minPipeMaxSize is the fs.pipe-max-size a lazy dump needs: CRIU grows
+// the pipes holding the pages to it, and an agent without
+// CAP_SYS_RESOURCE cannot go past the limit ("page-pipe: tee ...
+// Operation not permitted").
+const minPipeMaxSize = 4 << 20
+
+// MemoryCapabilities probes what the node's CRIU and kernel allow beyond a
+// plain dump: post-copy (a lazy dump served to a lazy-pages daemon,
+// userfaultfd in the kernel) and pre-copy (the kernel's soft-dirty
+// tracking of written pages).
+func (r Runc) MemoryCapabilities(ctx context.Context) (lazy, dirty Capability) {
+	check := func(feature string) error {
+		criu := r.CRIU
+		if criu == "" {
+			p, err := FindHostBinary(r.hostRootOrSlash(), "criu")
+			if err != nil {
+				return err
+			}
+			criu = p
+		}
+		cmd := exec.CommandContext(ctx, criu, "check", "--feature", feature)
+		cmd.Env = []string{"PATH=" + r.path()}
+		cmd.Dir = "/"
+		if r.HostRoot != "" && r.HostRoot != "/" {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("criu check --feature %s: %s", feature, lastLines(string(out), 2))
+		}
+		return nil
+	}
+	lazy = Capability{OK: true, Reason: "CRIU serves lazy dumps and the kernel has userfaultfd"}
+	if err := check("uffd-noncoop"); err != nil {
+		lazy = Capability{Reason: err.Error()}
+	} else if _, err := FindHostBinary(r.hostRootOrSlash(), "unshare"); err != nil {
+		lazy = Capability{Reason: err.Error() + " (util-linux): the page server needs a network namespace of its own"}
+	} else if b, err := os.ReadFile(r.local("/proc/sys/fs/pipe-max-size")); err != nil {
+		lazy = Capability{Reason: "reading fs.pipe-max-size: " + err.Error()}
+	} else if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); n < minPipeMaxSize {
+		lazy = Capability{Reason: fmt.Sprintf("fs.pipe-max-size is %d; a lazy dump needs at least %d (sysctl -w fs.pipe-max-size=%d)", n, minPipeMaxSize, minPipeMaxSize)}
+	}
+	dirty = Capability{OK: true, Reason: "the kernel tracks dirty memory (soft-dirty)"}
+	if err := check("mem_dirty_track"); err != nil {
+		dirty = Capability{Reason: "the kernel does not track dirty memory (no soft-dirty bits): " + err.Error()}
+	}
+	return lazy, dirty
+}

@@ -1,0 +1,72 @@
+package migration
+
+import (
+	"fmt"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/agentapi"
+)
+
+// MemoryInputs is what the memory technique is chosen from.
+type MemoryInputs struct {
+	Want     v1alpha1.MemoryTechnique
+	Strategy v1alpha1.MigrationStrategy
+	Engine   v1alpha1.CheckpointEngine
+	Restore  v1alpha1.RestorePath
+	// Handoff is the resolved handoff technique: PostCopy holds the source
+	// frozen at its dump, which only Handoff expects.
+	Handoff v1alpha1.Handoff
+	// Source and Target are the nodes and what their agents report.
+	Source, Target         string
+	SourceCaps, TargetCaps agentapi.CheckpointCapabilities
+}
+
+// ResolveMemoryTechnique chooses how the container's memory reaches the
+// target.
+//
+// PostCopy restores the target from a dump without memory pages and has
+// it take each page from the frozen source as it touches it: the
+// processing gap no longer grows with the state. It needs the Runc engine
+// (a lazy dump), ms2m's runtime handler on the target (a lazy restore),
+// both nodes able to (userfaultfd, CRIU, fs.pipe-max-size), and a
+// Sequential migration: the source is frozen until its last page has gone,
+// which a ShadowPod source, serving meanwhile, cannot be. Auto never takes
+// it: until the last page arrives the state lives on two nodes.
+//
+// PreCopy needs the kernel to track dirty memory; ms2m does not implement
+// it yet, which the refusal says after the node's own reason.
+func ResolveMemoryTechnique(in MemoryInputs) (technique v1alpha1.MemoryTechnique, why, fail string) {
+	switch in.Want {
+	case v1alpha1.MemoryStopAndCopy:
+		return v1alpha1.MemoryStopAndCopy, "memoryTechnique StopAndCopy requested", ""
+	case v1alpha1.MemoryPreCopy:
+		if !in.SourceCaps.DirtyTracking {
+			return "", "", fmt.Sprintf("memoryTechnique PreCopy requested, but source node %s cannot: %s", in.Source, in.SourceCaps.DirtyTrackingReason)
+		}
+		return "", "", fmt.Sprintf("memoryTechnique PreCopy requested: source node %s tracks dirty memory, but ms2m does not implement pre-copy yet; use StopAndCopy or PostCopy", in.Source)
+	case v1alpha1.MemoryPostCopy:
+		if cannot := postCopyImpossible(in); cannot != "" {
+			return "", "", "memoryTechnique PostCopy requested, but " + cannot
+		}
+		return v1alpha1.MemoryPostCopy, fmt.Sprintf("memoryTechnique PostCopy requested: %s restores at once and takes the pages from %s as the workload touches them", in.Target, in.Source), ""
+	}
+	return v1alpha1.MemoryStopAndCopy, "Auto takes StopAndCopy: PostCopy leaves the workload's state split between two nodes until its last page arrives, so it is only used when asked for", ""
+}
+
+func postCopyImpossible(in MemoryInputs) string {
+	switch {
+	case in.Strategy != v1alpha1.StrategySequential:
+		return "a ShadowPod source serves on after its checkpoint, and post-copy needs it frozen until its last page has gone (use migrationStrategy Sequential)"
+	case in.Engine != v1alpha1.CheckpointEngineRunc:
+		return "only the Runc checkpoint engine dumps without memory pages (checkpointEngine is " + string(in.Engine) + ")"
+	case in.Restore != v1alpha1.RestoreRuntimeHandler:
+		return "only ms2m's runtime handler restores lazily, and " + in.Target + " restores checkpoint images"
+	case in.Handoff != v1alpha1.HandoffHandoff:
+		return "post-copy holds the source frozen at its dump, which the " + string(in.Handoff) + " handoff does not expect (use handoff Handoff or Auto)"
+	case !in.SourceCaps.LazyPages:
+		return fmt.Sprintf("source node %s cannot serve a lazy dump: %s", in.Source, in.SourceCaps.LazyPagesReason)
+	case !in.TargetCaps.LazyPages:
+		return fmt.Sprintf("target node %s cannot restore lazily: %s", in.Target, in.TargetCaps.LazyPagesReason)
+	}
+	return ""
+}

@@ -118,8 +118,8 @@ func (s *Server) servePages(w http.ResponseWriter, r *http.Request) {
 
 // relayPages carries page requests to CRIU and pages back. A stream that
 // ends without the daemon's close request (a broken link) is not passed
-// on: CRIU would take it as a finished transfer and kill the source. The
-// page server then waits for the migration's cleanup to Abort it.
+// on as a finished transfer: the page server waits for the migration's
+// cleanup to Abort it, and the source stays frozen, whole, until then.
 func (s *Server) relayPages(id string, out *pagesOut, conn net.Conn, requests *bufio.Reader) {
 	defer conn.Close()
 	sent := make(chan int64, 1)
@@ -142,9 +142,8 @@ func (s *Server) relayPages(id string, out *pagesOut, conn net.Conn, requests *b
 	s.cfg.Log.Info("served every page", "id", id, "bytes", <-sent, "criu", err)
 }
 
-// stopPagesOut ends a page server its migration no longer needs: CRIU is
-// made to fail the dump, which leaves the source alive (still frozen, for
-// the held container's release).
+// stopPagesOut ends a page server its migration no longer needs; the
+// source stays alive and frozen, for the held container's release.
 func (s *Server) stopPagesOut(id string) error {
 	v, ok := s.pages.out.LoadAndDelete(id)
 	if !ok {
@@ -157,7 +156,7 @@ func (s *Server) stopPagesOut(id string) error {
 	default:
 	}
 	if out.complete.Load() {
-		return nil // every page is on the target; CRIU ends the source
+		return nil // every page is on the target; CRIU is ending
 	}
 	return out.ps.Abort()
 }

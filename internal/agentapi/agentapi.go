@@ -266,10 +266,10 @@ const (
 	PathPagesSuffix = "/pages"
 	// UpgradePages is the protocol a pages request upgrades to: CRIU's
 	// page server protocol, carried over the agents' mutual TLS.
-	UpgradePages = "ms2m-criu-pages"
-	PathTransfers  = "/v1/transfers/"
-	PathIncoming   = "/v1/incoming/"
-	PathStages     = "/v1/stages/"
+	UpgradePages  = "ms2m-criu-pages"
+	PathTransfers = "/v1/transfers/"
+	PathIncoming  = "/v1/incoming/"
+	PathStages    = "/v1/stages/"
 	// PathExpected, with the checkpoint ID: the manager announces a
 	// Direct transfer to its target (ExpectRequest).
 	PathExpected = "/v1/expected/"

@@ -2,9 +2,11 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"time"
 
@@ -103,4 +105,38 @@ func loopbackUp() error {
 		return fmt.Errorf("bringing the loopback up: %w", err)
 	}
 	return nil
+}
+
+// StartInNewNetns starts cmd in a network namespace of its own holding
+// only a loopback, up (CRIU's kernel probes need one). The namespace is
+// made on a locked thread, which forks the command, and the thread is put
+// back in the caller's namespace afterwards (never unlocked otherwise).
+func StartInNewNetns(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		back, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer back.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("a network namespace for the page server: %w", err)
+			return
+		}
+		err = loopbackUp()
+		if err == nil {
+			err = cmd.Start()
+		}
+		if rerr := unix.Setns(int(back.Fd()), unix.CLONE_NEWNET); rerr != nil {
+			errc <- errors.Join(err, fmt.Errorf("returning from the page server's network namespace: %w", rerr))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
 }

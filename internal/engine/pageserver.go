@@ -15,8 +15,8 @@ import (
 
 // PageServer is what a lazy dump (post-copy) leaves running on the source
 // node: CRIU, holding the frozen container's memory, serving its pages to
-// one lazy-pages daemon on the target node, after which it kills the
-// container. Conn is the one connection CRIU accepts, taken by the agent
+// one lazy-pages daemon on the target node; the container stays frozen
+// after, for the agent to end (or, rolled back, to thaw). Conn is the one connection CRIU accepts, taken by the agent
 // at once: CRIU listens in a network namespace of its own (see
 // checkpointLazy), so no one else can reach it, and it accepts only one.
 type PageServer struct {
@@ -65,12 +65,12 @@ func (p *PageServer) Wait() error {
 // Done is closed when CRIU has ended.
 func (p *PageServer) Done() <-chan struct{} { return p.done }
 
-// Abort makes CRIU fail the dump, which leaves the container alive (and,
+// Abort makes CRIU give up serving, which leaves the container alive (and,
 // paused by the engine, still frozen for the engine's Release to thaw).
-// Closing the connection would not do: CRIU takes a connection closed
-// without a close request as a finished transfer, and kills the source.
-// So it is sent a request with no command, which it refuses; if it does not
-// end within its patience, it is killed.
+// CRIU takes a connection closed without a close request as a finished
+// transfer; it is sent a request with no command instead, which it
+// refuses, so that its end says the pages were not all served. If it does
+// not end within its patience, it is killed.
 func (p *PageServer) Abort() error {
 	p.once.Do(func() {
 		req := make([]byte, psRequestSize)
@@ -85,9 +85,6 @@ func (p *PageServer) Abort() error {
 		<-p.done
 	}
 	_ = p.Conn.Close()
-	if p.err == nil {
-		return errors.New("CRIU had already served every page: the source is gone")
-	}
 	return nil
 }
 
@@ -102,9 +99,8 @@ func (p *PageServer) wait(logTail func() string) {
 
 // CopyRequests copies page requests from the lazy-pages daemon (src) to
 // CRIU whole, and says whether the transfer ended with the daemon's close
-// request. A stream cut short (a broken link) is not passed on as an end:
-// CRIU would take it as the end of a finished transfer and kill the
-// source; the caller Aborts instead.
+// request. A stream cut short (a broken link) is not passed on as an end,
+// which CRIU would take for a finished transfer; the caller Aborts.
 func (p *PageServer) CopyRequests(src io.Reader) (closed bool, n int64, err error) {
 	buf := make([]byte, psRequestSize)
 	for {

@@ -16,22 +16,24 @@ import (
 )
 
 // checkpointLazy dumps the container without its memory pages (post-copy)
-// and leaves CRIU serving them: runc checkpoint --lazy-pages keeps the
-// container frozen until its lazy-pages daemon has taken every page, then
-// kills it.
+// and leaves CRIU serving them to the target's lazy-pages daemon.
+//
+// It is dumped with --leave-running, and paused (the cgroup freezer)
+// first, so it stays frozen whatever CRIU does and the agent alone ends or
+// thaws it. Without it CRIU would kill the source itself once the last
+// page is served, with its TCP sockets still in repair mode (CRIU takes
+// them out of it only for a source it leaves alive): the broker would
+// see no close, and keep the source's unacknowledged deliveries on a
+// dead connection until its heartbeat timed out.
 //
 // CRIU's page server takes its port from runc but listens on every
 // address (criu/cr-service.c ignores the address of a lazy dump) and
 // accepts the first connection from anyone. So runc runs in a network
-// namespace of its own (unshare --net), holding only a loopback, and the
+// namespace of its own (StartInNewNetns), holding only a loopback, and the
 // agent takes that one connection itself from inside it (DialInNetns)
 // before anything else could: the pages then leave the node only through
 // the agent, to the agent the manager named.
 func (r Runc) checkpointLazy(ctx context.Context, c Container, st runcState, o Options, ns []string, dir string) (res Result, err error) {
-	unshare, err := FindHostBinary(r.hostRootOrSlash(), "unshare")
-	if err != nil {
-		return Result{}, fmt.Errorf("%w (util-linux): a lazy dump's page server needs a network namespace of its own", err)
-	}
 	images := filepath.Join(dir, staging.ImagesDir)
 	work := filepath.Join(dir, "work")
 	fail := func(err error) (Result, error) {
@@ -47,8 +49,8 @@ func (r Runc) checkpointLazy(ctx context.Context, c Container, st runcState, o O
 		return fail(errors.Join(err, r.Release(context.WithoutCancel(ctx), c.ID)))
 	}
 	defer statusR.Close()
-	argv := append(append([]string{}, ns...), unshare, "--net", "--", r.Runc, "--root", r.Root, "checkpoint",
-		"--lazy-pages", "--page-server", "127.0.0.1:"+strconv.Itoa(pageServerPort), "--status-fd", "3",
+	argv := append(append([]string{}, ns...), r.Runc, "--root", r.Root, "checkpoint",
+		"--lazy-pages", "--leave-running", "--page-server", "127.0.0.1:"+strconv.Itoa(pageServerPort), "--status-fd", "3",
 		"--image-path", images, "--work-path", work, c.ID)
 	// Not bound to ctx: it outlives the request, serving the pages.
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -61,7 +63,7 @@ func (r Runc) checkpointLazy(ctx context.Context, c Container, st runcState, o O
 	setpgid(cmd)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	if err := StartInNewNetns(cmd); err != nil {
 		statusW.Close()
 		return fail(errors.Join(fmt.Errorf("runc checkpoint --lazy-pages: %w", err), r.Release(context.WithoutCancel(ctx), c.ID)))
 	}
@@ -249,8 +251,6 @@ func (r Runc) MemoryCapabilities(ctx context.Context) (lazy, dirty Capability) {
 	lazy = Capability{OK: true, Reason: "CRIU serves lazy dumps and the kernel has userfaultfd"}
 	if err := check("uffd-noncoop"); err != nil {
 		lazy = Capability{Reason: err.Error()}
-	} else if _, err := FindHostBinary(r.hostRootOrSlash(), "unshare"); err != nil {
-		lazy = Capability{Reason: err.Error() + " (util-linux): the page server needs a network namespace of its own"}
 	} else if b, err := os.ReadFile(r.local("/proc/sys/fs/pipe-max-size")); err != nil {
 		lazy = Capability{Reason: "reading fs.pipe-max-size: " + err.Error()}
 	} else if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); n < minPipeMaxSize {

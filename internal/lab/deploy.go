@@ -88,6 +88,13 @@ func Deploy(ctx context.Context, c *Config, repo string, out io.Writer) (map[str
 			return nil, err
 		}
 	}
+	if c.RuntimeHandler != "" {
+		// The handler is part of what is deployed: it must be the tree's,
+		// like the agent that stages for it.
+		if _, err := buildRuntimeHandler(ctx, c, repo); err != nil {
+			return nil, err
+		}
+	}
 	refs, err := PushImages(ctx, c, repo, "latest", nil, out)
 	if err != nil {
 		return nil, err

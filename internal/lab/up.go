@@ -111,11 +111,9 @@ func Up(ctx context.Context, c *Config, o Options) error {
 				p.logf("not built (no source tree): nodes get no ms2m runtime handler")
 				return nil
 			}
-			bin := filepath.Join(c.PathDir(), "ms2m-runtime")
-			cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/ms2m-runtime")
-			cmd.Dir = o.Repo
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("go build ./cmd/ms2m-runtime: %w: %s", err, out)
+			bin, err := buildRuntimeHandler(ctx, c, o.Repo)
+			if err != nil {
+				return err
 			}
 			c.RuntimeHandler = bin
 			return c.save()
@@ -451,4 +449,17 @@ func probeNode(ctx context.Context, c *Config) *probe.Report {
 		CRIU: c.Deps.CRIU, Containerd: filepath.Join(c.ContainerdBin(), "containerd"), Runc: c.Runc(),
 		Kubelet: filepath.Join(c.KubeBin, "kubelet"), RuncConfig: host.RuncCRIUConf,
 	})
+}
+
+// buildRuntimeHandler builds ms2m's runtime handler from the source tree
+// into the lab's binaries, replacing the one the nodes' containerd runs at
+// once (a rename: a create running meanwhile keeps the old one).
+func buildRuntimeHandler(ctx context.Context, c *Config, repo string) (string, error) {
+	bin := filepath.Join(c.PathDir(), "ms2m-runtime")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin+".new", "./cmd/ms2m-runtime")
+	cmd.Dir = repo
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/ms2m-runtime: %w: %s", err, out)
+	}
+	return bin, os.Rename(bin+".new", bin)
 }

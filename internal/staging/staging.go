@@ -17,7 +17,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 )
 
 // AnnotationRestore, on a pod (passed through to its containers by the
@@ -182,7 +186,16 @@ func (l Layout) Release(containerID string) error {
 	if !idPattern.MatchString(containerID) {
 		return nil
 	}
-	return os.RemoveAll(l.ClaimedPath(containerID))
+	dir := l.ClaimedPath(containerID)
+	// A restore killed midway (the runtime's deadline) leaves CRIU's
+	// cgroup yard mounted in its work directory; RemoveAll would stop
+	// there and leave the checkpoint's files behind.
+	mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	slices.SortFunc(mounts, func(a, b *mountinfo.Info) int { return len(b.Mountpoint) - len(a.Mountpoint) })
+	for _, m := range mounts {
+		_ = unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
+	}
+	return os.RemoveAll(dir)
 }
 
 // Remove removes what is staged for k (a migration that is over or

@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 )
 
 func archiveWith(t *testing.T, files map[string]string) *bytes.Buffer {
@@ -100,5 +103,43 @@ func TestCommitRefusesADirectoryWithoutImages(t *testing.T) {
 	dir, _ := l.Begin(k)
 	if err := l.Commit(k, dir, Meta{CheckpointID: "x"}); err == nil {
 		t.Fatal("a directory without CRIU images was staged")
+	}
+}
+
+// A restore killed by the runtime's deadline leaves CRIU's cgroup yard
+// mounted in the claimed work directory: the release still removes the
+// checkpoint's files (its memory) and the mount.
+func TestReleaseUnmountsWhatAKilledRestoreLeft(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	l := Layout{Dir: t.TempDir()}
+	k := Key{Namespace: "ns", Pod: "p", Container: "c"}
+	stage(t, l, k, "ck-1")
+	dir, _, err := l.Claim(k, "cid1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	yard := filepath.Join(dir, "work", ".criu.cgyard.test")
+	if err := os.MkdirAll(filepath.Join(yard, "pids"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("none", yard, "tmpfs", 0, ""); err != nil {
+		t.Skipf("cannot mount here: %v", err)
+	}
+	if err := os.Mkdir(filepath.Join(yard, "inner"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("none", filepath.Join(yard, "inner"), "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release("cid1"); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("claimed checkpoint still there: %v", err)
+	}
+	if m, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(dir)); len(m) != 0 {
+		t.Fatalf("mounts left: %v", m)
 	}
 }

@@ -11,7 +11,7 @@ import (
 
 // runcEngine sets up the runc engine from the flags, or says why the node
 // cannot have it (the kubelet's checkpoint API remains).
-func runcEngine(hostRoot, node, runc, root, criu, dumpDir, handlerName, handlerBinary string) (engine.Engine, string) {
+func runcEngine(hostRoot, node, runc, root, criu, dumpDir, archiveDir, handlerName, handlerBinary string) (engine.Engine, string) {
 	sub := func(p string) string { return strings.ReplaceAll(p, "{node}", node) }
 	if runc == "" {
 		runc = findRunc(hostRoot, handlerName, sub(handlerBinary))
@@ -19,14 +19,20 @@ func runcEngine(hostRoot, node, runc, root, criu, dumpDir, handlerName, handlerB
 	if runc == "" {
 		return nil, "no runc found on the host (set --runc to the container runtime's runc)"
 	}
-	r := engine.Runc{HostRoot: hostRoot, Runc: sub(runc), Root: sub(root), CRIU: sub(criu), DumpDir: sub(dumpDir)}
+	r := engine.Runc{HostRoot: hostRoot, Runc: sub(runc), Root: sub(root), CRIU: sub(criu), DumpDir: sub(dumpDir), ArchiveDir: sub(archiveDir)}
 	if err := r.Check(); err != nil {
 		return nil, err.Error()
 	}
-	if err := os.MkdirAll(filepath.Join(hostRoot, r.DumpDir), 0o700); err != nil {
-		return nil, "dump directory: " + err.Error()
+	for _, d := range []string{r.DumpDir, r.ArchiveDir} {
+		if err := os.MkdirAll(filepath.Join(hostRoot, d), 0o700); err != nil {
+			return nil, "dump directory: " + err.Error()
+		}
 	}
-	return r, "the agent dumps with " + r.Runc + " (state root " + r.Root + ") and can hold a source frozen"
+	where := "dumps to tmpfs at " + r.DumpDir
+	if tmpfs, err := r.MemoryBacked(); err != nil || !tmpfs {
+		where = "dumps to disk at " + r.DumpDir + " (not tmpfs: the source stays frozen while its whole memory is written to disk)"
+	}
+	return r, "the agent dumps with " + r.Runc + " (state root " + r.Root + "), " + where + ", and can hold a source frozen"
 }
 
 // findRunc is the runc that ms2m's runtime handler hands calls to (the

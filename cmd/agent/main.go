@@ -41,7 +41,7 @@ func main() {
 	var (
 		node, listen, stateDir, caDir, hostRoot, containerdSock, criuConfig, namespace string
 		stagingDir, handlerName, handlerBinary                                         string
-		runcBinary, runcRoot, criuBinary, dumpDir                                      string
+		runcBinary, runcRoot, criuBinary, dumpDir, archiveDir                                      string
 	)
 	flag.StringVar(&node, "node", os.Getenv("NODE_NAME"), "name of this node")
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agents (to find peers)")
@@ -58,7 +58,8 @@ func main() {
 	flag.StringVar(&runcBinary, "runc", "", "the container runtime's runc on the host, which the agent runs itself to dump containers ({node} is replaced by the node name); empty: the one ms2m's runtime handler names, else the first runc in the host's sbin/bin directories")
 	flag.StringVar(&runcRoot, "runc-root", "/run/containerd/runc/k8s.io", "runc's state root for the runtime's Kubernetes containers, on the host ({node} is replaced by the node name)")
 	flag.StringVar(&criuBinary, "criu", "", "criu on the host for runc to use ({node} is replaced by the node name); empty: runc finds it on the host's PATH")
-	flag.StringVar(&dumpDir, "dump-dir", "/var/lib/ms2m/dumps/{node}", "where the agent writes the dumps it takes with runc, on the host")
+	flag.StringVar(&dumpDir, "dump-dir", "/run/ms2m/dumps/{node}", "where CRIU writes the images of the dumps the agent takes with runc while the source is frozen, on the host: on tmpfs (/run on systemd hosts) the freeze is a memory copy")
+	flag.StringVar(&archiveDir, "archive-dir", "/var/lib/ms2m/dumps/{node}", "where the agent writes checkpoint archives once the source runs again, on the host (disk: not a second copy of the memory in RAM)")
 	flag.Func("registry-alias", "REGISTRY=ADDRESS: push images for REGISTRY (as the nodes' runtimes name it) to ADDRESS (repeatable)", func(v string) error {
 		from, to, ok := strings.Cut(v, "=")
 		if !ok || from == "" || to == "" {
@@ -137,7 +138,7 @@ func main() {
 		ctrd := agent.Containerd{Address: host(containerdSock)}
 		ac.Runtime, ac.RuntimeVersion = ctrd, ctrd.Version
 	}
-	ac.Runc, ac.RuncReason = runcEngine(hostRoot, node, runcBinary, runcRoot, criuBinary, dumpDir, handlerName, handlerBinary)
+	ac.Runc, ac.RuncReason = runcEngine(hostRoot, node, runcBinary, runcRoot, criuBinary, dumpDir, archiveDir, handlerName, handlerBinary)
 	ac.LazyPages = engine.Capability{Reason: "no runc engine on the node: " + ac.RuncReason}
 	ac.DirtyTracking = ac.LazyPages
 	if r, ok := ac.Runc.(engine.Runc); ok {

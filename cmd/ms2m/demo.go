@@ -14,9 +14,9 @@ import (
 func demoCommand() *cobra.Command {
 	var (
 		kind, strategy, transfer, replay, swap, engine, handoff, memory, state, repo string
-		rate, cutoff                                                         int
-		delay, warmup, settle                                                time.Duration
-		noUp                                                                 bool
+		rate, cutoff                                                                 int
+		delay, warmup, settle                                                        time.Duration
+		noUp                                                                         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",

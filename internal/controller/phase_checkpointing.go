@@ -77,12 +77,9 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	case agentapi.OpFailed:
 		return s.fail(v1alpha1.ReasonCheckpointFailed, "checkpoint of %s/%s on %s: %s", pod.Name, st.ContainerName, st.SourceNode, op.Message)
 	case agentapi.OpRunning:
-		if quiesces(st) {
-			// the source stays frozen, not serving, until its queue is
-			// taken from it once the dump is done: look again sooner
-			return s.pollHandoff(), nil
-		}
-		return s.poll(), nil
+		// a held source stays frozen, not serving, once its dump is done
+		// (until its queue is taken from it, or the target runs)
+		return s.pollHeld(), nil
 	}
 	if !s.isDone(v1alpha1.ConditionCheckpointCreated) {
 		res := op.Result

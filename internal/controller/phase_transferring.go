@@ -42,7 +42,7 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 	case agentapi.OpFailed:
 		return s.fail(v1alpha1.ReasonTransferFailed, "%s transfer of the checkpoint to %s: %s", st.TransferMode, st.TargetNode, op.Message)
 	case agentapi.OpRunning:
-		return s.poll(), nil
+		return s.pollHeld(), nil
 	}
 	if !s.isDone(v1alpha1.ConditionCheckpointTransferred) {
 		st.Checkpoint.Image = op.Result.Image
@@ -86,7 +86,7 @@ func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope, seal *agenta
 		res, err := s.fail(v1alpha1.ReasonTransferFailed, "staging the checkpoint on %s for ms2m's runtime handler: %s", st.TargetNode, op.Message)
 		return res, false, err
 	case agentapi.OpRunning:
-		return s.poll(), false, nil
+		return s.pollHeld(), false, nil
 	}
 	s.done(v1alpha1.ConditionCheckpointStaged, fmt.Sprintf("checkpoint staged on %s for %s/%s (%d bytes)", st.TargetNode, st.TargetPod, st.ContainerName, op.Result.SizeBytes))
 	return reconcile.Result{}, true, nil

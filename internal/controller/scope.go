@@ -151,6 +151,16 @@ func (s *scope) pollHandoff() reconcile.Result {
 	return reconcile.Result{RequeueAfter: s.r.Options.HandoffPoll}
 }
 
+// pollHeld is poll for the node operations a held source waits on: it is
+// frozen, serving nothing, from its dump until the target runs, so each
+// look that comes late is downtime.
+func (s *scope) pollHeld() reconcile.Result {
+	if s.m.Status.HoldSource {
+		return s.pollHandoff()
+	}
+	return s.poll()
+}
+
 // next asks to continue at once with the phase just entered.
 func next() reconcile.Result { return reconcile.Result{RequeueAfter: time.Millisecond} }
 

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/staging"
 	"github.com/ms2m/ms2m/internal/tarball"
@@ -40,8 +42,20 @@ type Runc struct {
 	// k8s.io); CRIU the criu binary ("": the first on the host's PATH),
 	// whose directory goes first on runc's PATH.
 	Runc, Root, CRIU string
-	// DumpDir is where dumps and archives are written.
-	DumpDir string
+	// DumpDir is where CRIU writes its images while the source is
+	// frozen: memory-backed (tmpfs) keeps the freeze short, since the
+	// whole memory is copied there. ArchiveDir is where the archive is
+	// written once the source runs again ("": DumpDir); on disk, it does
+	// not hold a second copy of the memory in RAM.
+	DumpDir, ArchiveDir string
+}
+
+func (r Runc) archivePath(id string) string {
+	dir := r.ArchiveDir
+	if dir == "" {
+		dir = r.DumpDir
+	}
+	return filepath.Join(dir, id+".tar")
 }
 
 // Name implements Engine.
@@ -163,7 +177,7 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
-	archive := filepath.Join(r.DumpDir, o.ID+".tar")
+	archive := r.archivePath(o.ID)
 	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
 		return Result{}, r.failHeld(ctx, c, o, fmt.Errorf("archiving the dump of %s: %w", c, err))
 	}
@@ -378,4 +392,13 @@ func writeArchive(path, dir string, names ...string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// MemoryBacked says whether the dump directory is on tmpfs.
+func (r Runc) MemoryBacked() (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(r.local(r.DumpDir), &st); err != nil {
+		return false, err
+	}
+	return st.Type == unix.TMPFS_MAGIC, nil
 }

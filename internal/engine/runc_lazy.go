@@ -93,7 +93,7 @@ func (r Runc) checkpointLazy(ctx context.Context, c Container, st runcState, o O
 		return abort(errors.Join(fmt.Errorf("root file system changes of %s: %w", c, derr), ps.Abort()))
 	}
 	freeze := time.Since(start)
-	archive := filepath.Join(r.DumpDir, o.ID+".tar")
+	archive := r.archivePath(o.ID)
 	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
 		return abort(errors.Join(fmt.Errorf("archiving the dump of %s: %w", c, err), ps.Abort()))
 	}

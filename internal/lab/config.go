@@ -193,6 +193,10 @@ func (c *Config) APIServerFromPods() string {
 // handler (the agent sees it under its host mount).
 func (c *Config) StagingDir(node string) string { return filepath.Join("/var/lib/ms2m/staging", node) }
 
+// DumpsDir is the agents' memory-backed dump directory (tmpfs, mounted
+// by lab up); each node's agent dumps into its own subdirectory.
+func (c *Config) DumpsDir() string { return filepath.Join(c.Dir, "dumps") }
+
 // ContainerdBin is the directory of the nodes' containerd.
 func (c *Config) ContainerdBin() string {
 	if c.Runtime != nil {

@@ -71,6 +71,7 @@ func (c *Config) agentArgs() []string {
 		"--runc=" + c.Runc(),
 		"--runc-root=" + path.Join(c.Dir, "{node}", "containerd", "runc", "k8s.io"),
 		"--criu=" + c.Deps.CRIU,
+		"--dump-dir=" + path.Join(c.DumpsDir(), "{node}"),
 	}
 	if c.RuntimeHandler != "" {
 		args = append(args, "--runtime-handler="+node.RuntimeHandlerName,

@@ -14,6 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+
 	"github.com/ms2m/ms2m/internal/images"
 	"github.com/ms2m/ms2m/internal/lab/controlplane"
 	"github.com/ms2m/ms2m/internal/lab/deps"
@@ -294,9 +297,27 @@ func configureHost(c *Config) error {
 		}
 	}
 	if v, _ := host.ReadSysctl("fs.pipe-max-size"); atoi(v) < 4<<20 {
-		return host.WriteSysctl("fs.pipe-max-size", "4194304")
+		if err := host.WriteSysctl("fs.pipe-max-size", "4194304"); err != nil {
+			return err
+		}
 	}
-	return nil
+	return mountDumps(c)
+}
+
+// mountDumps gives the agents a memory-backed dump directory, as /run is
+// on a systemd node: CRIU writes the source's whole memory there while it
+// is frozen. It is mounted before the agents start (their /host is a
+// recursive bind of the host's root taken then), and lab down unmounts it
+// with everything else under the lab's directory.
+func mountDumps(c *Config) error {
+	dir := c.DumpsDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if mounted, err := mountinfo.Mounted(dir); err != nil || mounted {
+		return err
+	}
+	return unix.Mount("ms2m-dumps", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700,size=8g")
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }

@@ -535,6 +535,10 @@ type TransferStatus struct {
 	// RateBytesPerSecond is the measured transfer rate.
 	// +optional
 	RateBytesPerSecond int64 `json:"rateBytesPerSecond,omitempty"`
+	// PageBytes is the memory that came after the restore (PostCopy): the
+	// pages the target took from the source, on top of the checkpoint.
+	// +optional
+	PageBytes int64 `json:"pageBytes,omitempty"`
 }
 
 // MessageStatus reports the message handoff.

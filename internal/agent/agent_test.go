@@ -245,7 +245,7 @@ func TestCheckpointTransferAndCleanup(t *testing.T) {
 
 	// Direct: the archive goes to node-b's agent, which hands node-b's
 	// runtime an OCI image named for the kubelet.
-	if err := c.client.Expect(ctx, "node-b", "mig-1234", "node-a"); err != nil {
+	if err := c.client.Expect(ctx, "node-b", "mig-1234", agentapi.ExpectRequest{SourceNode: "node-a"}); err != nil {
 		t.Fatal(err)
 	}
 	dir := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
@@ -317,7 +317,7 @@ func TestStageForTheRuntimeHandler(t *testing.T) {
 		if ck.State != agentapi.OpSucceeded {
 			t.Fatalf("checkpoint %+v", ck)
 		}
-		if err := c.client.Expect(ctx, "node-b", id, "node-a"); err != nil {
+		if err := c.client.Expect(ctx, "node-b", id, agentapi.ExpectRequest{SourceNode: "node-a"}); err != nil {
 			t.Fatal(err)
 		}
 		tr := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
@@ -356,7 +356,7 @@ func TestStageForTheRuntimeHandler(t *testing.T) {
 	poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
 		return c.client.Checkpoint(ctx, "node-a", agentapi.CheckpointRequest{ID: "mig-11", Namespace: "shop", Pod: "consumer-0", Container: "app"})
 	})
-	if err := c.client.Expect(ctx, "node-b", "mig-11", "node-a"); err != nil {
+	if err := c.client.Expect(ctx, "node-b", "mig-11", agentapi.ExpectRequest{SourceNode: "node-a"}); err != nil {
 		t.Fatal(err)
 	}
 	tr := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
@@ -477,14 +477,14 @@ func TestAgentsObeyOnlyTheManager(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "announced no transfer of checkpoint forged-3 from node node-b") {
 		t.Errorf("node-b's agent sent an unannounced checkpoint: %v", err)
 	}
-	if err := c.client.Expect(ctx, "node-a", "forged-4", "node-c"); err != nil {
+	if err := c.client.Expect(ctx, "node-a", "forged-4", agentapi.ExpectRequest{SourceNode: "node-c"}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = stolen.Send(ctx, "node-a", agentapi.Incoming{ID: "forged-4", Container: "app", Source: "node-b"}, strings.NewReader("x"), 1)
 	if err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("node-b's agent sent a checkpoint announced from node-c: %v", err)
 	}
-	if err := stolen.Expect(ctx, "node-a", "forged-5", "node-b"); err == nil || !strings.Contains(err.Error(), "403") {
+	if err := stolen.Expect(ctx, "node-a", "forged-5", agentapi.ExpectRequest{SourceNode: "node-b"}); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("node-b's agent announced a transfer itself: %v", err)
 	}
 

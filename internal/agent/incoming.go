@@ -21,11 +21,12 @@ type expectations struct {
 }
 
 type expected struct {
-	source string
-	until  time.Time
+	source     string
+	forStaging bool
+	until      time.Time
 }
 
-func (e *expectations) add(id, source string) {
+func (e *expectations) add(id string, req agentapi.ExpectRequest) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.m == nil {
@@ -37,19 +38,19 @@ func (e *expectations) add(id, source string) {
 			delete(e.m, k)
 		}
 	}
-	e.m[id] = expected{source: source, until: now.Add(expectTTL)}
+	e.m[id] = expected{source: req.SourceNode, forStaging: req.ForStaging, until: now.Add(expectTTL)}
 }
 
 // take consumes the expectation of id from source.
-func (e *expectations) take(id, source string) bool {
+func (e *expectations) take(id, source string) (expected, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	x, ok := e.m[id]
 	if !ok || x.source != source || time.Now().After(x.until) {
-		return false
+		return expected{}, false
 	}
 	delete(e.m, id)
-	return true
+	return x, true
 }
 
 // expect records the manager's announcement of a Direct transfer.
@@ -66,7 +67,7 @@ func (s *Server) expect(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "expect request needs sourceNode")
 		return
 	}
-	s.expected.add(id, req.SourceNode)
+	s.expected.add(id, req)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -84,10 +85,12 @@ func (s *Server) incoming(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// fromAgent checked the caller is the agent of in.Source.
-	if !s.expected.take(id, in.Source) {
+	x, ok := s.expected.take(id, in.Source)
+	if !ok {
 		httpError(w, http.StatusForbidden, "the manager announced no transfer of checkpoint %s from node %s (%s) to this node", id, in.Source, identity.Peer(r))
 		return
 	}
+	in.ForStaging = x.forStaging
 	res, err := s.Receive(r.Context(), in, r.Body)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "%v", err)

@@ -169,12 +169,18 @@ func DirectImageRef(id string) string { return "localhost/ms2m-checkpoint:" + id
 // Receive takes a Direct checkpoint: the archive is stored, wrapped as a
 // checkpoint image and imported into the node's runtime.
 func (s *Server) Receive(ctx context.Context, in agentapi.Incoming, archive io.Reader) (agentapi.TransferResult, error) {
-	if s.cfg.Runtime == nil {
+	if s.cfg.Runtime == nil && !in.ForStaging {
 		return agentapi.TransferResult{}, errNoRuntime
 	}
 	path := s.incomingPath(in.ID)
 	if err := writeFileAtomic(path, archive); err != nil {
 		return agentapi.TransferResult{}, fmt.Errorf("storing the checkpoint: %w", err)
+	}
+	if in.ForStaging {
+		// The runtime handler restores from the staged archive: an image
+		// in the runtime would be a second copy of the memory, built for
+		// nothing (and a checkpoint image to verify).
+		return agentapi.TransferResult{Image: DirectImageRef(in.ID)}, nil
 	}
 	idx, err := ckptimage.Build(path, ckptimage.Options{ContainerName: in.Container})
 	if err != nil {

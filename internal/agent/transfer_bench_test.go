@@ -39,7 +39,7 @@ func BenchmarkDirectTransfer(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
-				if err := cl.Expect(ctx, "node-b", "bench", "node-a"); err != nil {
+				if err := cl.Expect(ctx, "node-b", "bench", agentapi.ExpectRequest{SourceNode: "node-a"}); err != nil {
 					b.Fatal(err)
 				}
 				op := waitOp(b, func() (agentapi.Operation[agentapi.TransferResult], error) {

@@ -121,6 +121,10 @@ type TransferResult struct {
 type ExpectRequest struct {
 	// SourceNode is the node whose agent will send the archive.
 	SourceNode string `json:"sourceNode"`
+	// ForStaging: the target restores through ms2m's runtime handler,
+	// which stages the archive itself; nothing is imported into the
+	// node's runtime as an image.
+	ForStaging bool `json:"forStaging,omitempty"`
 }
 
 // Seal authenticates a checkpoint archive: the signature of the agent that
@@ -210,7 +214,7 @@ type Client interface {
 	// Expect tells the target node's agent that the agent of sourceNode
 	// will send it checkpoint id (a Direct transfer): it takes no archive
 	// it was not told of, and each only once.
-	Expect(ctx context.Context, node, id, sourceNode string) error
+	Expect(ctx context.Context, node, id string, req ExpectRequest) error
 	// Transfer starts or polls a transfer from the source node.
 	Transfer(ctx context.Context, node string, req TransferRequest) (Operation[TransferResult], error)
 	// Stage starts or polls the staging of a checkpoint on the target node
@@ -289,6 +293,8 @@ type Incoming struct {
 	ID        string
 	Container string
 	Source    string
+	// ForStaging: keep the archive for staging only (see ExpectRequest).
+	ForStaging bool
 }
 
 // ErrorBody is the agent's error response.

@@ -95,10 +95,9 @@ func (c *Client) Checkpoint(ctx context.Context, node string, req agentapi.Check
 	return op, err
 }
 
-// Expect announces a Direct transfer of checkpoint id from sourceNode to
-// node's agent.
-func (c *Client) Expect(ctx context.Context, node, id, sourceNode string) error {
-	_, err := c.doJSON(ctx, node, http.MethodPut, agentapi.PathExpected+id, agentapi.ExpectRequest{SourceNode: sourceNode}, nil)
+// Expect announces a Direct transfer of checkpoint id to node's agent.
+func (c *Client) Expect(ctx context.Context, node, id string, req agentapi.ExpectRequest) error {
+	_, err := c.doJSON(ctx, node, http.MethodPut, agentapi.PathExpected+id, req, nil)
 	return err
 }
 

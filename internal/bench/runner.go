@@ -120,7 +120,7 @@ func fromResult(row *Row, res *demo.Result, verified bool) {
 			setDur(row, ColFreeze, ck.FreezeDuration)
 		}
 		if tr := st.Transfer; tr != nil && tr.BytesTransferred > 0 {
-			row.set(ColBytesMoved, float64(tr.BytesTransferred))
+			row.set(ColBytesMoved, float64(tr.BytesTransferred+tr.PageBytes))
 		}
 		if msgs := st.Messages; msgs != nil {
 			row.set(ColBuffered, float64(msgs.Buffered))

@@ -275,7 +275,7 @@ func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferReq
 
 // Expect implements agentapi.Client: the simulated target takes any
 // archive (the real agent's check is tested in internal/agent).
-func (s *nodeSim) Expect(_ context.Context, node, _, _ string) error {
+func (s *nodeSim) Expect(_ context.Context, node, _ string, _ agentapi.ExpectRequest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.agents[node] {

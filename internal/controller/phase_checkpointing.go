@@ -79,7 +79,7 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	case agentapi.OpRunning:
 		// a held source stays frozen, not serving, once its dump is done
 		// (until its queue is taken from it, or the target runs)
-		return s.pollHeld(), nil
+		return s.pollOp(), nil
 	}
 	if !s.isDone(v1alpha1.ConditionCheckpointCreated) {
 		res := op.Result

@@ -91,6 +91,10 @@ func (r *Reconciler) memoryArrived(ctx context.Context, s *scope) (reconcile.Res
 	if err != nil {
 		return reconcile.Result{}, false, err
 	}
+	if st.Transfer == nil {
+		st.Transfer = &v1alpha1.TransferStatus{}
+	}
+	st.Transfer.PageBytes = p.Bytes
 	switch p.State {
 	case agentapi.OpFailed:
 		res, err := s.fail(v1alpha1.ReasonPagesLost, "the page stream from %s broke after %d bytes; the target %s cannot have its whole memory: %s",

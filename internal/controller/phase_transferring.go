@@ -20,7 +20,8 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 	if st.TransferMode == v1alpha1.TransferDirect && !s.isDone(v1alpha1.ConditionCheckpointTransferred) {
 		// The target takes no archive it was not told of (see agent
 		// expectations); told again on each look, which is harmless.
-		err := r.Agents.Expect(ctx, st.TargetNode, st.Checkpoint.ID, st.SourceNode)
+		err := r.Agents.Expect(ctx, st.TargetNode, st.Checkpoint.ID, agentapi.ExpectRequest{SourceNode: st.SourceNode,
+			ForStaging: st.RestorePath == v1alpha1.RestoreRuntimeHandler})
 		if errors.Is(err, agentapi.ErrNoAgent) {
 			return s.fail(v1alpha1.ReasonTransferFailed, "Direct transfer of the checkpoint to %s: %v", st.TargetNode, err)
 		}
@@ -42,7 +43,7 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 	case agentapi.OpFailed:
 		return s.fail(v1alpha1.ReasonTransferFailed, "%s transfer of the checkpoint to %s: %s", st.TransferMode, st.TargetNode, op.Message)
 	case agentapi.OpRunning:
-		return s.pollHeld(), nil
+		return s.pollOp(), nil
 	}
 	if !s.isDone(v1alpha1.ConditionCheckpointTransferred) {
 		st.Checkpoint.Image = op.Result.Image
@@ -86,7 +87,7 @@ func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope, seal *agenta
 		res, err := s.fail(v1alpha1.ReasonTransferFailed, "staging the checkpoint on %s for ms2m's runtime handler: %s", st.TargetNode, op.Message)
 		return res, false, err
 	case agentapi.OpRunning:
-		return s.pollHeld(), false, nil
+		return s.pollOp(), false, nil
 	}
 	s.done(v1alpha1.ConditionCheckpointStaged, fmt.Sprintf("checkpoint staged on %s for %s/%s (%d bytes)", st.TargetNode, st.TargetPod, st.ContainerName, op.Result.SizeBytes))
 	return reconcile.Result{}, true, nil

@@ -151,15 +151,22 @@ func (s *scope) pollHandoff() reconcile.Result {
 	return reconcile.Result{RequeueAfter: s.r.Options.HandoffPoll}
 }
 
-// pollHeld is poll for the node operations a held source waits on: it is
-// frozen, serving nothing, from its dump until the target runs, so each
-// look that comes late is downtime.
-func (s *scope) pollHeld() reconcile.Result {
-	if s.m.Status.HoldSource {
+// pollOp is poll for the node operations a migration waits on (dump,
+// transfer, staging). A held source is frozen, serving nothing, from its
+// dump until the target runs, so each look that comes late is downtime;
+// and most operations of a small checkpoint end within a second, where
+// Poll would add up to its whole interval to each of them. Later looks at
+// a long operation come at Poll, as its progress is written each time.
+func (s *scope) pollOp() reconcile.Result {
+	if s.m.Status.HoldSource || s.now.Sub(migration.PhaseStart(&s.m.Status)) < fastOpWindow {
 		return s.pollHandoff()
 	}
 	return s.poll()
 }
+
+// fastOpWindow is how long into a phase its node operations are looked at
+// at the handoff pace.
+const fastOpWindow = 2 * time.Second
 
 // next asks to continue at once with the phase just entered.
 func next() reconcile.Result { return reconcile.Result{RequeueAfter: time.Millisecond} }

@@ -41,7 +41,7 @@ func main() {
 	var (
 		node, listen, stateDir, caDir, hostRoot, containerdSock, criuConfig, namespace string
 		stagingDir, handlerName, handlerBinary                                         string
-		runcBinary, runcRoot, criuBinary, dumpDir, archiveDir                                      string
+		runcBinary, runcRoot, criuBinary, dumpDir, archiveDir                          string
 	)
 	flag.StringVar(&node, "node", os.Getenv("NODE_NAME"), "name of this node")
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agents (to find peers)")

@@ -150,7 +150,7 @@ func newCluster(t *testing.T) *cluster {
 
 // newClusterWith lets the agents use the test's plain-HTTP registry if
 // plainHTTP, as a cluster admin's --plain-http-registry does.
-func newClusterWith(t *testing.T, plainHTTP bool) *cluster {
+func newClusterWith(t *testing.T, plainHTTP bool, configure ...func(node string, cfg *agent.Config)) *cluster {
 	t.Helper()
 	ca, err := identity.NewCA()
 	if err != nil {
@@ -175,10 +175,14 @@ func newClusterWith(t *testing.T, plainHTTP bool) *cluster {
 		if plainHTTP {
 			reg.PlainHTTP = []string{c.registry}
 		}
-		srv, err := agent.NewServer(agent.Config{Node: node, StateDir: t.TempDir(), Kubelet: c.kubelet, Runtime: c.runtime, Registry: reg,
+		cfg := agent.Config{Node: node, StateDir: t.TempDir(), Kubelet: c.kubelet, Runtime: c.runtime, Registry: reg,
 			Identity: func() *tls.Certificate { return cert }, Trust: ca.Pool(),
 			Peers: agentclient.New(resolver, tlsCfg), CRIUConfig: criu, Staging: &layout, RuntimeHandler: agent.RuntimeHandler{Name: "ms2m", Binary: handler},
-			RuntimeVersion: func(context.Context) (string, error) { return "2.4.2", nil }})
+			RuntimeVersion: func(context.Context) (string, error) { return "2.4.2", nil }}
+		for _, f := range configure {
+			f(node, &cfg)
+		}
+		srv, err := agent.NewServer(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,7 +15,6 @@ import (
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/migration"
-	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // reconcileCheckpointing binds the replay queue, then checkpoints the
@@ -254,7 +253,7 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 	c := coverage(p.Primary, p.Buffer, int64(rec.FencesSent), broker.DegradedBy(h) != nil, r.Options.AssumedPrefetch)
 	var covered bool
 	var why string
-	if rec.SourceControlQueue == control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod) && c.Consumers == 1 {
+	if s.sourceHasSDK() && c.Consumers == 1 {
 		if covered, why, err = r.sourcePassedFence(ctx, s, h, rec); err != nil {
 			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCheckpointFailed)
 			return res, false, ferr

@@ -17,7 +17,6 @@ import (
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/migration"
-	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // reconcilePending checks that the migration can happen and resolves
@@ -186,7 +185,7 @@ func (r *Reconciler) sourceHasSDK(ctx context.Context, s *scope) (bool, error) {
 	if err := noteSourceControlQueue(ctx, s, h); err != nil {
 		return false, err
 	}
-	return s.brokerRecord().SourceControlQueue == control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod), nil
+	return s.sourceHasSDK(), nil
 }
 
 // sourcePod fetches the source. Once the migration has started, a pod

@@ -95,8 +95,7 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 // which is all the Handoff needs of it.
 func direct(s *scope) bool {
 	st := &s.m.Status
-	return st.Handoff == v1alpha1.HandoffHandoff && s.hasBroker() &&
-		st.Broker != nil && st.Broker.SourceControlQueue != control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod)
+	return st.Handoff == v1alpha1.HandoffHandoff && s.hasBroker() && st.Broker != nil && !s.sourceHasSDK()
 }
 
 // updateMessages reports the replay's progress. The buffer keeps filling

@@ -221,6 +221,14 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 		}, func(w *world) { w.sim.transferTo["*"] = imageNoSuchRef }, v1alpha1.ReasonTransferFailed, "staging the checkpoint"},
 		{"runc engine asked of a node without it", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.CheckpointEngine = v1alpha1.CheckpointEngineRunc },
 			func(w *world) { w.sim.kubeletOnly["node-a"] = true }, v1alpha1.ReasonNoCheckpointEngine, "node-a cannot dump with runc"},
+		{"post-copy asked of a node that cannot serve a lazy dump", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			s.MigrationStrategy, s.MemoryTechnique = v1alpha1.StrategySequential, v1alpha1.MemoryPostCopy
+		}, nil, v1alpha1.ReasonNoMemoryTechnique, "source node node-a cannot serve a lazy dump"},
+		{"post-copy of a ShadowPod source", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			s.MigrationStrategy, s.MemoryTechnique = v1alpha1.StrategyShadowPod, v1alpha1.MemoryPostCopy
+		}, nil, v1alpha1.ReasonNoMemoryTechnique, "use migrationStrategy Sequential"},
+		{"pre-copy", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.MemoryTechnique = v1alpha1.MemoryPreCopy },
+			nil, v1alpha1.ReasonNoMemoryTechnique, "PreCopy requested, but source node node-a cannot"},
 		{"phase timeout", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
 			s.Timeouts = &v1alpha1.MigrationTimeouts{Transfer: &metav1.Duration{Duration: time.Second}}
 		}, func(w *world) { w.sim.hold("transfer") }, v1alpha1.ReasonTimeout, "Transferring did not finish within its timeout of 1s"},

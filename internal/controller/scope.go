@@ -15,6 +15,7 @@ import (
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/migration"
+	"github.com/ms2m/ms2m/sdk/control"
 )
 
 // scope is one reconcile of one migration: the object, "now" (read once, so
@@ -214,3 +215,10 @@ func (s *scope) brokerRecord() *v1alpha1.BrokerStatus {
 }
 
 func (s *scope) hasBroker() bool { return s.m.Spec.MessageQueueConfig != nil }
+
+// sourceHasSDK: the source consumes its namespaced control queue (the ms2m
+// SDK), as recorded in Pending (see noteSourceControlQueue).
+func (s *scope) sourceHasSDK() bool {
+	st := &s.m.Status
+	return st.Broker != nil && st.Broker.SourceControlQueue == control.PodQueueName(s.m.Namespace, s.m.Spec.SourcePod)
+}

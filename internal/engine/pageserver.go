@@ -88,13 +88,23 @@ func (p *PageServer) Abort() error {
 	return nil
 }
 
-func (p *PageServer) wait(logTail func() string) {
-	err := p.cmd.Wait()
-	if err != nil {
-		err = fmt.Errorf("runc checkpoint --lazy-pages: %w%s", err, logTail())
-	}
-	p.err = err
-	close(p.done)
+// NewPageServer follows cmd, started in a process group of its own,
+// which runs a page server; the caller sets Conn. after runs once cmd has
+// ended; logTail adds to the error of a failed end.
+func NewPageServer(cmd *exec.Cmd, logTail func() string, after func()) *PageServer {
+	p := &PageServer{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		if err != nil {
+			err = fmt.Errorf("runc checkpoint --lazy-pages: %w%s", err, logTail())
+		}
+		p.err = err
+		close(p.done)
+		if after != nil {
+			after()
+		}
+	}()
+	return p
 }
 
 // CopyRequests copies page requests from the lazy-pages daemon (src) to

@@ -68,12 +68,9 @@ func (r Runc) checkpointLazy(ctx context.Context, c Container, st runcState, o O
 		return fail(errors.Join(fmt.Errorf("runc checkpoint --lazy-pages: %w", err), r.Release(context.WithoutCancel(ctx), c.ID)))
 	}
 	statusW.Close()
-	ps := &PageServer{cmd: cmd, done: make(chan struct{})}
 	dumpLog := r.local(filepath.Join(work, "dump.log"))
-	go func() {
-		ps.wait(func() string { return lastLines(stderr.String(), 3) + logTail(dumpLog) })
-		_ = os.RemoveAll(r.local(dir))
-	}()
+	ps := NewPageServer(cmd, func() string { return lastLines(stderr.String(), 3) + logTail(dumpLog) },
+		func() { _ = os.RemoveAll(r.local(dir)) })
 	// From here on a failure ends CRIU (which leaves the container alive
 	// and frozen) and thaws it.
 	abort := func(err error) (Result, error) {

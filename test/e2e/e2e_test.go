@@ -74,6 +74,7 @@ type scenario struct {
 	exactly   bool // the SDK consumer: exactly once; else at least once
 	strategy  v1alpha1.MigrationStrategy
 	journal   string // see demo.Workload.Journal
+	state     string // the consumer's in-memory state (default 1Mi)
 }
 
 func run(t *testing.T, sc scenario) *demo.Result {
@@ -94,6 +95,9 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	if sc.warmup == 0 {
 		sc.warmup = 3 * time.Second
 	}
+	if sc.state == "" {
+		sc.state = "1Mi"
+	}
 	sc.spec.TargetNode = "node-b"
 	sc.spec.ReplayCutoffSeconds = 30
 	ns := "e2e-" + strings.ToLower(strings.ReplaceAll(t.Name()[len("Test"):], "_", "-"))
@@ -106,7 +110,7 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	res, err := demo.Run(ctx, demo.Options{
 		Client: k8s, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), Exchange: "e2e",
 		Workload: demo.Workload{Kind: sc.kind, Namespace: ns, Name: "consumer", Image: sc.image, AMQPURL: rmq.AMQPURL(),
-			Queue: ns, Delay: sc.delay, StateBytes: "1Mi", Prefetch: sc.prefetch, Node: "node-a", Env: sc.env, Grace: sc.grace},
+			Queue: ns, Delay: sc.delay, StateBytes: sc.state, Prefetch: sc.prefetch, Node: "node-a", Env: sc.env, Grace: sc.grace},
 		Spec: sc.spec, Rate: sc.rate, Burst: sc.burst, Routes: sc.routes, RestartProducer: sc.restart, Warmup: sc.warmup, Settle: 2 * time.Second,
 		Timeout: 4 * time.Minute, Out: testWriter{t},
 	})
@@ -307,6 +311,32 @@ func TestShadowLikeWorkloadStatefulSet(t *testing.T) {
 	res := run(t, shadowLike(demo.KindStatefulSet, v1alpha1.StrategySequential))
 	atLeastOnce(t, res)
 	handedOff(t, res, v1alpha1.ConditionSourceStopped)
+}
+
+// Post-copy: the target restores from a dump without memory pages, runs
+// at once and takes the 64 MiB of state from the held source as it
+// touches it, the rest in the background; the state arrives whole and the
+// stream exactly once. Where the target restores checkpoint images
+// (containerd 2.1 without ms2m's runtime handler) it is refused in
+// Pending, before anything changes.
+func TestSequentialStatefulSetPostCopy(t *testing.T) {
+	spec := v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferDirect, MemoryTechnique: v1alpha1.MemoryPostCopy}
+	if labCfg.RuntimeHandler == "" {
+		failing(t, scenario{kind: demo.KindStatefulSet, spec: spec}, v1alpha1.ReasonNoMemoryTechnique)
+		return
+	}
+	res := run(t, scenario{kind: demo.KindStatefulSet, exactly: true, strategy: v1alpha1.StrategySequential, state: "64Mi", spec: spec})
+	st := &res.Migration.Status
+	if st.MemoryTechnique != v1alpha1.MemoryPostCopy {
+		t.Fatalf("memory technique %q (%s), want PostCopy", st.MemoryTechnique, st.MemoryTechniqueReason)
+	}
+	if !apimeta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionMemoryTransferred) {
+		t.Errorf("MemoryTransferred not True: %+v", apimeta.FindStatusCondition(st.Conditions, v1alpha1.ConditionMemoryTransferred))
+	}
+	// the checkpoint holds no pages; they came after the restore
+	if st.Checkpoint.SizeBytes >= 16<<20 || st.Transfer == nil || st.Transfer.PageBytes < 64<<20 {
+		t.Errorf("checkpoint %d bytes, %+v: want a small checkpoint and at least 64 MiB of pages after it", st.Checkpoint.SizeBytes, st.Transfer)
+	}
 }
 
 // handedOff checks a migration used the Handoff technique and that step

@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -156,10 +157,19 @@ func (s *Server) stopPagesOut(id string) error {
 	default:
 	}
 	if out.complete.Load() {
-		return nil // every page is on the target; CRIU is ending
+		// every page is on the target; CRIU is letting go of the source
+		select {
+		case <-out.ps.Done():
+		case <-time.After(criuEndPatience):
+		}
+		return nil
 	}
 	return out.ps.Abort()
 }
+
+// criuEndPatience bounds the wait for CRIU to let go of a source whose
+// pages have all been taken.
+const criuEndPatience = 10 * time.Second
 
 // Peer agents' pages: the target side.
 

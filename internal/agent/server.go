@@ -329,6 +329,12 @@ func (s *Server) onHeld(w http.ResponseWriter, r *http.Request, doing string, ac
 		httpError(w, http.StatusConflict, "%v", err)
 		return
 	}
+	// A lazy dump's CRIU holds the container (traced) while it serves its
+	// pages: it lets go first, or a kill could not finish.
+	if err := s.stopPagesOut(id); err != nil {
+		httpError(w, http.StatusInternalServerError, "stopping the page server of checkpoint %s: %v", id, err)
+		return
+	}
 	if err := act(eng, r.Context(), op.Result.ContainerID); err != nil {
 		httpError(w, http.StatusInternalServerError, "%s container %s held by checkpoint %s: %v", doing, op.Result.ContainerID, id, err)
 		return

@@ -102,6 +102,12 @@ type Handoff interface {
 	// one of sourceAddrs (when given); anything else is refused. done is
 	// false, with why, while the broker still lists the source's consumer.
 	Quiesce(ctx context.Context, rec *v1alpha1.BrokerStatus, sourceAddrs []string) (done bool, why string, err error)
+	// Disconnect closes the connections of the primary queue's consumers
+	// that connect from sourceAddrs (a source held frozen, which cannot
+	// close them itself), so the broker takes back, in order, what it held
+	// unacknowledged; any queue type. done is false, with why, while the
+	// broker still lists one of them. Other consumers are left alone.
+	Disconnect(ctx context.Context, rec *v1alpha1.BrokerStatus, sourceAddrs []string) (done bool, why string, err error)
 	// HoldLock checks that the queue Quiesce took is still held, taking it
 	// again when the session lost it (a manager restart, a dropped
 	// connection) and nothing else consumes the queue; otherwise it fails

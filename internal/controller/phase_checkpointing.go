@@ -263,7 +263,9 @@ func (r *Reconciler) waitReplayCoverage(ctx context.Context, s *scope) (reconcil
 	}
 	if !covered {
 		s.condition(v1alpha1.ConditionReplayCoversSource, metav1.ConditionFalse, "SourceBehind", why)
-		return s.poll(), false, nil
+		// an SDK source reports its fence within milliseconds: looked at
+		// like a node operation, often at first
+		return s.pollOp(), false, nil
 	}
 	s.done(v1alpha1.ConditionReplayCoversSource, why)
 	return reconcile.Result{}, true, nil

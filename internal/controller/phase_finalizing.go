@@ -105,6 +105,7 @@ func (r *Reconciler) memoryArrived(ctx context.Context, s *scope) (reconcile.Res
 			fmt.Sprintf("%d bytes of memory have come from %s so far", p.Bytes, st.SourceNode))
 		return s.poll(), false, nil
 	}
+	r.endPostCopySource(ctx, s)
 	s.done(v1alpha1.ConditionMemoryTransferred, fmt.Sprintf("every page (%d bytes) has come from %s; the source has ended", p.Bytes, st.SourceNode))
 	return reconcile.Result{}, true, nil
 }

@@ -244,6 +244,12 @@ func (r *Reconciler) failForward(ctx context.Context, s *scope) (reconcile.Resul
 	if err := r.teardownUnneeded(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}
+	if st.MemoryTechnique == v1alpha1.MemoryPostCopy && !s.isDone(v1alpha1.ConditionMemoryTransferred) {
+		// Still held for its pages, which will not all be taken now: it is
+		// ended, never thawed (the checkpoint's cleanup thaws a held source
+		// for a rollback, and this one has been replaced).
+		r.endPostCopySource(ctx, s)
+	}
 	// The target restored from the checkpoint already, or will never: the
 	// checkpoint (the workload's memory) has no use left.
 	if err := r.cleanupCheckpoint(ctx, s); err != nil {

@@ -225,6 +225,9 @@ func (r *Reconciler) endHeldSource(ctx context.Context, s *scope, src *corev1.Po
 			return heldNone, err
 		}
 	}
+	if st.MemoryTechnique == v1alpha1.MemoryPostCopy {
+		return r.releasePostCopySource(ctx, s, h, src)
+	}
 	err := r.Agents.EndHeld(ctx, st.SourceNode, st.Checkpoint.ID)
 	if errors.Is(err, agentapi.ErrNothingHeld) {
 		if src.DeletionTimestamp.IsZero() {
@@ -253,6 +256,40 @@ func (r *Reconciler) endHeldSource(ctx context.Context, s *scope, src *corev1.Po
 		return heldEnded, nil
 	}
 	return heldWaiting, nil
+}
+
+// releasePostCopySource lets the stream go from a PostCopy source without
+// ending it: CRIU holds it (traced) while it serves its pages, and a
+// process killed then cannot finish dying until CRIU lets go of it, which
+// is after the target has run and taken the pages; its runtime would wait
+// for it, and the target, which takes its name, for its pod. So its
+// consumer's connection is closed through the broker's management API,
+// which returns, in order, what it held unacknowledged; its pod goes at
+// once; and its agent ends it once the last page has gone (endPostCopySource).
+func (r *Reconciler) releasePostCopySource(ctx context.Context, s *scope, h broker.Handoff, src *corev1.Pod) (heldState, error) {
+	if h == nil {
+		return heldEnded, nil
+	}
+	done, why, err := h.Disconnect(ctx, s.brokerRecord(), podAddresses(src))
+	if err != nil {
+		return heldNone, fmt.Errorf("disconnecting held source %s from the broker: %w", src.Name, err)
+	}
+	if !done {
+		s.condition(v1alpha1.ConditionSourceStopped, metav1.ConditionFalse, v1alpha1.ReasonSourceStopping, why)
+		return heldWaiting, nil
+	}
+	return heldEnded, nil
+}
+
+// endPostCopySource ends a PostCopy source once every page has reached the
+// target (CRIU has let go of it): still frozen, it never runs again.
+func (r *Reconciler) endPostCopySource(ctx context.Context, s *scope) {
+	st := &s.m.Status
+	err := r.Agents.EndHeld(ctx, st.SourceNode, st.Checkpoint.ID)
+	if err != nil && !errors.Is(err, agentapi.ErrNothingHeld) {
+		s.event(corev1.EventTypeWarning, "HeldSourceNotEnded", "StopSource",
+			"the agent on %s did not end the source it held for post-copy (%v); its runtime ends it with its pod", st.SourceNode, err)
+	}
 }
 
 // forceDeleteEnded removes the pod of a source whose container its agent

@@ -214,9 +214,13 @@ func (r Runc) Release(ctx context.Context, containerID string) error {
 	return r.run(ctx, ns, "resume", containerID)
 }
 
-// Kill implements Engine. runc delivers SIGKILL to a paused container's
-// processes and only then thaws its cgroup (cgroup v1 defers the signal
-// until the thaw), so none of them runs another instruction.
+// Kill implements Engine. SIGKILL goes to the paused container's
+// processes first; a frozen task only acts on it when thawed, and then
+// before it runs another instruction of its own. runc leaves the cgroup
+// frozen (runc 1.5.3), where the processes never finish dying and runc
+// keeps calling the container paused: the runtime then waits for an exit
+// that never comes, and the pod is stuck terminating on its node. So a
+// container still paused after the signal is thawed.
 func (r Runc) Kill(ctx context.Context, containerID string) error {
 	st, err := r.state(ctx, containerID)
 	if errors.Is(err, errNoContainer) {
@@ -230,17 +234,31 @@ func (r Runc) Kill(ctx context.Context, containerID string) error {
 	}
 	ns, err := r.runtimeNamespace(st.Pid)
 	if err != nil {
-		return err
+		if _, serr := os.Stat(r.local(fmt.Sprintf("/proc/%d", st.Pid))); !errors.Is(serr, os.ErrNotExist) {
+			return err
+		}
+		// Its processes are gone already (its runtime killed it), and
+		// with them the way to the runtime's mount namespace; what is
+		// left, a frozen cgroup, is the host's.
+		ns = nil
 	}
-	if err := r.run(ctx, ns, "kill", containerID, "KILL"); err != nil {
-		return err
-	}
+	// A container whose processes died while it was frozen cannot be
+	// signalled any more; the loop below thaws it.
+	killErr := r.run(ctx, ns, "kill", containerID, "KILL")
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		st, err := r.state(ctx, containerID)
 		if errors.Is(err, errNoContainer) || (err == nil && st.Status == "stopped") {
 			return nil
+		}
+		if err == nil && st.Status == "running" && killErr != nil {
+			return killErr
+		}
+		if err == nil && st.Status == "paused" {
+			if err := r.run(ctx, ns, "resume", containerID); err != nil {
+				return fmt.Errorf("thawing killed container %s: %w", containerID, err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -36,7 +36,7 @@ func (h *handoff) Quiesce(ctx context.Context, rec *v1alpha1.BrokerStatus, sourc
 		return true, "", nil
 	}
 	if rec.SourceDisconnected == "" {
-		names, err := h.disconnectSource(ctx, sourceAddrs)
+		names, err := h.disconnectSource(ctx, sourceAddrs, true)
 		if err != nil {
 			return false, "", err
 		}
@@ -53,9 +53,40 @@ func (h *handoff) Quiesce(ctx context.Context, rec *v1alpha1.BrokerStatus, sourc
 	return true, "", nil
 }
 
+// Disconnect implements broker.Handoff.
+func (h *handoff) Disconnect(ctx context.Context, rec *v1alpha1.BrokerStatus, sourceAddrs []string) (bool, string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	q := h.stream.Queue
+	if len(sourceAddrs) == 0 {
+		return false, "", unsupported("the source's address is not known: its consumer of queue %q cannot be told from others", q)
+	}
+	if rec.SourceDisconnected == "" {
+		names, err := h.disconnectSource(ctx, sourceAddrs, false)
+		if err != nil {
+			return false, "", err
+		}
+		if len(names) == 0 {
+			names = []string{"none"}
+		}
+		rec.SourceDisconnected = strings.Join(names, ", ")
+	}
+	c, ok := h.mgmt.queue(ctx, q)
+	if !ok {
+		return false, "", broker.Unreachable(fmt.Errorf("the management API does not answer (%v)", h.mgmt.unavailable()))
+	}
+	for _, cc := range c.consumers {
+		if slices.Contains(sourceAddrs, cc.peer) {
+			return false, fmt.Sprintf("waiting for the broker to drop the consumer of the source's closed connection %s from queue %q", rec.SourceDisconnected, q), nil
+		}
+	}
+	return true, "", nil
+}
+
 // disconnectSource closes the connections of the primary queue's
-// consumers, all of which must be the source's.
-func (h *handoff) disconnectSource(ctx context.Context, sourceAddrs []string) ([]string, error) {
+// consumers from sourceAddrs. With exclusive (a queue about to be locked)
+// every consumer must be the source's, and the queue classic.
+func (h *handoff) disconnectSource(ctx context.Context, sourceAddrs []string, exclusive bool) ([]string, error) {
 	q := h.stream.Queue
 	st, err := h.queueStats(ctx, q)
 	if err != nil {
@@ -65,7 +96,7 @@ func (h *handoff) disconnectSource(ctx context.Context, sourceAddrs []string) ([
 	switch {
 	case !ok:
 		return nil, unsupported("the management API does not answer (%v): the source's consumer of queue %q cannot be found and disconnected", h.mgmt.unavailable(), q)
-	case c.kind != "classic":
+	case exclusive && c.kind != "classic":
 		return nil, unsupported("queue %q is a %s queue: only a classic queue enforces the exclusive consumer that keeps the thawed source off it", q, c.kind)
 	case st.Consumers == 0:
 		return nil, nil
@@ -75,6 +106,9 @@ func (h *handoff) disconnectSource(ctx context.Context, sourceAddrs []string) ([
 	var names []string
 	for _, cc := range c.consumers {
 		if len(sourceAddrs) > 0 && !slices.Contains(sourceAddrs, cc.peer) {
+			if !exclusive {
+				continue
+			}
 			return nil, unsupported("queue %q has a consumer that is not the source's (connection %q from %s; the source is at %s): the queue cannot be handed over while it consumes",
 				q, cc.name, cc.peer, strings.Join(sourceAddrs, ", "))
 		}

@@ -108,3 +108,61 @@ func TestQuiesceRefusals(t *testing.T) {
 		t.Errorf("a quorum queue: %v", err)
 	}
 }
+
+// Disconnect frees what a frozen source holds without ending it: its
+// consumer's connection is closed, the unacked deliveries go back in
+// order, on a quorum queue too, and a consumer from elsewhere keeps its
+// own. Without the source's address it touches nothing.
+func TestDisconnectReturnsTheSourcesDeliveriesInOrder(t *testing.T) {
+	t.Parallel()
+	srv := testServer(t)
+	vhost := srv.newVhost(t)
+	for _, quorum := range []bool{false, true} {
+		s := srv.stream(t, vhost, amqp.ExchangeDirect, "k")
+		if quorum {
+			s.Queue += "-quorum"
+			srv.on(t, s, func(ch *amqp.Channel) error {
+				if _, err := ch.QueueDeclare(s.Queue, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
+					return err
+				}
+				return ch.QueueBind(s.Queue, "k", s.Exchange, false, nil)
+			})
+		}
+		srv.publish(t, s, "1", "2", "3", "4")
+		deliveries := consume(t, s, s.Queue, 10)
+		for i := range 4 {
+			d := <-deliveries
+			if i == 0 {
+				if err := d.Ack(false); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		h := dial(t, s, "disconnect")
+		var rec v1alpha1.BrokerStatus
+		if _, _, err := h.Disconnect(tctx(t), &rec, nil); err == nil || rec.SourceDisconnected != "" {
+			t.Fatalf("quorum=%v: without the source's address: %v (disconnected %q)", quorum, err, rec.SourceDisconnected)
+		}
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			done, why, err := h.Disconnect(tctx(t), &rec, []string{"10.0.0.9", "127.0.0.1"})
+			var be *broker.Error
+			if err != nil && !(errors.As(err, &be) && be.Retryable) {
+				t.Fatalf("quorum=%v: %v", quorum, err)
+			}
+			if done {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("quorum=%v: not disconnected after 20 s: %s", quorum, why)
+			}
+		}
+		for range deliveries { // its connection is gone
+		}
+		if rec.PrimaryLocked {
+			t.Errorf("quorum=%v: Disconnect locked the queue", quorum)
+		}
+		if got := srv.receive(t, s, s.Queue, 3); strings.Join(got, ",") != "2,3,4" {
+			t.Errorf("quorum=%v: the queue hands out %v, want 2,3,4", quorum, got)
+		}
+	}
+}

@@ -97,6 +97,12 @@ func Down(ctx context.Context, dir string, o Options, keepState bool) error {
 	})
 	do("mounts", func() error {
 		done, err := host.UnmountUnder(c.Dir)
+		// and what a restore killed midway left in a node's staging tree
+		// (CRIU's cgroup yard), should its container's delete not have run
+		for _, n := range c.Nodes {
+			more, merr := host.UnmountUnder(c.StagingDir(n.Name))
+			done, err = append(done, more...), errors.Join(err, merr)
+		}
 		if len(done) > 0 {
 			p.logf("unmounted %d", len(done))
 		}

@@ -41,14 +41,7 @@ func TestQuiesceTakesTheQueueInOrder(t *testing.T) {
 	srv.publish(t, s, "1", "2", "3", "4", "5")
 	// the source: holds all five, applied and acked the first
 	deliveries := consume(t, s, s.Queue, 10)
-	for i := range 5 {
-		d := <-deliveries
-		if i == 0 {
-			if err := d.Ack(false); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	holdAckingFirst(t, deliveries, 5)
 	h := dial(t, s, "quiesce")
 	var rec v1alpha1.BrokerStatus
 	if err := quiesce(t, h, &rec, []string{"10.0.0.9", "127.0.0.1"}); err != nil {
@@ -130,14 +123,7 @@ func TestDisconnectReturnsTheSourcesDeliveriesInOrder(t *testing.T) {
 		}
 		srv.publish(t, s, "1", "2", "3", "4")
 		deliveries := consume(t, s, s.Queue, 10)
-		for i := range 4 {
-			d := <-deliveries
-			if i == 0 {
-				if err := d.Ack(false); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		holdAckingFirst(t, deliveries, 4)
 		h := dial(t, s, "disconnect")
 		var rec v1alpha1.BrokerStatus
 		if _, _, err := h.Disconnect(tctx(t), &rec, nil); err == nil || rec.SourceDisconnected != "" {
@@ -163,6 +149,20 @@ func TestDisconnectReturnsTheSourcesDeliveriesInOrder(t *testing.T) {
 		}
 		if got := srv.receive(t, s, s.Queue, 3); strings.Join(got, ",") != "2,3,4" {
 			t.Errorf("quorum=%v: the queue hands out %v, want 2,3,4", quorum, got)
+		}
+	}
+}
+
+// holdAckingFirst takes n deliveries, as a consumer that applied and
+// acked the first and holds the rest unacked.
+func holdAckingFirst(t *testing.T, deliveries <-chan amqp.Delivery, n int) {
+	t.Helper()
+	for i := range n {
+		d := <-deliveries
+		if i == 0 {
+			if err := d.Ack(false); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }

@@ -97,14 +97,7 @@ func TestManagementCounts(t *testing.T) {
 	srv.publish(t, s, "1", "2", "3", "4")
 	// the workload holds all four (prefetch 10) and acks one
 	deliveries := consume(t, s, s.Queue, 10)
-	for i := range 4 {
-		d := <-deliveries
-		if i == 0 {
-			if err := d.Ack(false); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	holdAckingFirst(t, deliveries, 4)
 	// the target takes two of the buffer, auto-acked
 	srv.receive(t, s, rec.ReplayQueue, 2)
 

@@ -224,7 +224,8 @@ func (s *Server) startLazyPages(ctx context.Context, id, sourceNode, dir string)
 		remote.Close()
 	}
 	go func() { _, _ = io.Copy(remote, ours) }()
-	go func() { _, _ = io.Copy(ours, countReader{remote, &in.bytes}) }()
+	arrived := &countingReader{r: remote, progress: func(done, _ int64) { in.bytes.Store(done) }}
+	go func() { _, _ = io.Copy(ours, arrived) }()
 	go func() {
 		err := daemon.Wait()
 		ours.Close()
@@ -233,18 +234,6 @@ func (s *Server) startLazyPages(ctx context.Context, id, sourceNode, dir string)
 	}()
 	s.pages.in.Store(id, in)
 	return nil
-}
-
-// countReader counts the bytes read through it.
-type countReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // stopPagesIn ends the lazy-pages daemon of a checkpoint whose migration

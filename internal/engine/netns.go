@@ -21,48 +21,58 @@ import (
 // address of a namespace holding nothing but a loopback: only a process
 // allowed to enter that namespace (root on the node) can connect.
 func DialInNetns(ctx context.Context, nsPath, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
+	var c net.Conn
+	err := onNetnsThread(func() error {
+		ns, err := os.Open(nsPath)
+		if err != nil {
+			return err
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("entering %s: %w", nsPath, err)
+		}
+		return nil
+	}, func() (err error) {
+		c, err = dialLoopback(ctx, addr)
+		return err
+	})
+	if err != nil && c != nil {
+		c.Close()
+		c = nil
 	}
-	out := make(chan result, 1)
+	return c, err
+}
+
+// onNetnsThread runs do on a locked thread that enter has moved into
+// another network namespace (a failing enter leaves it where it was), and
+// puts the thread back in its own namespace afterwards. A thread that
+// could not be put back is never unlocked: Go ends it with its goroutine
+// rather than run anything else in the wrong namespace.
+func onNetnsThread(enter, do func() error) error {
+	errc := make(chan error, 1)
 	go func() {
-		// A thread that could not be put back is never unlocked: Go ends
-		// it with this goroutine rather than run anything else in the
-		// wrong namespace.
 		runtime.LockOSThread()
 		back, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
 		if err != nil {
 			runtime.UnlockOSThread()
-			out <- result{err: err}
+			errc <- err
 			return
 		}
 		defer back.Close()
-		ns, err := os.Open(nsPath)
-		if err != nil {
+		if err := enter(); err != nil {
 			runtime.UnlockOSThread()
-			out <- result{err: err}
+			errc <- err
 			return
 		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			out <- result{err: fmt.Errorf("entering %s: %w", nsPath, err)}
-			return
-		}
-		c, err := dialLoopback(ctx, addr)
+		err = do()
 		if rerr := unix.Setns(int(back.Fd()), unix.CLONE_NEWNET); rerr != nil {
-			if c != nil {
-				c.Close()
-			}
-			out <- result{err: fmt.Errorf("returning from %s: %w", nsPath, rerr)}
+			errc <- errors.Join(err, fmt.Errorf("returning to the caller's network namespace: %w", rerr))
 			return
 		}
 		runtime.UnlockOSThread()
-		out <- result{c, err}
+		errc <- err
 	}()
-	r := <-out
-	return r.c, r.err
+	return <-errc
 }
 
 // dialLoopback brings the current namespace's loopback up and dials addr
@@ -109,34 +119,17 @@ func loopbackUp() error {
 
 // StartInNewNetns starts cmd in a network namespace of its own holding
 // only a loopback, up (CRIU's kernel probes need one). The namespace is
-// made on a locked thread, which forks the command, and the thread is put
-// back in the caller's namespace afterwards (never unlocked otherwise).
+// made on a locked thread, which forks the command (onNetnsThread).
 func StartInNewNetns(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		back, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer back.Close()
+	return onNetnsThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("a network namespace for the page server: %w", err)
-			return
+			return fmt.Errorf("a network namespace for the page server: %w", err)
 		}
-		err = loopbackUp()
-		if err == nil {
-			err = cmd.Start()
+		return nil
+	}, func() error {
+		if err := loopbackUp(); err != nil {
+			return err
 		}
-		if rerr := unix.Setns(int(back.Fd()), unix.CLONE_NEWNET); rerr != nil {
-			errc <- errors.Join(err, fmt.Errorf("returning from the page server's network namespace: %w", rerr))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
+		return cmd.Start()
+	})
 }

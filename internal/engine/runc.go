@@ -8,11 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -325,12 +323,7 @@ func (r Runc) run(ctx context.Context, ns []string, args ...string) error {
 // runc says on stderr goes into the error, never into anything parsed.
 func (r Runc) output(ctx context.Context, ns []string, args ...string) ([]byte, error) {
 	argv := append(append(append([]string{}, ns...), r.Runc, "--root", r.Root), args...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = []string{"PATH=" + r.path()}
-	cmd.Dir = "/"
-	if r.HostRoot != "" && r.HostRoot != "/" {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
-	}
+	cmd := r.hostCommand(ctx, argv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -53,13 +53,8 @@ func (r Runc) checkpointLazy(ctx context.Context, c Container, st runcState, o O
 		"--lazy-pages", "--leave-running", "--page-server", "127.0.0.1:"+strconv.Itoa(pageServerPort), "--status-fd", "3",
 		"--image-path", images, "--work-path", work, c.ID)
 	// Not bound to ctx: it outlives the request, serving the pages.
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = []string{"PATH=" + r.path()}
-	cmd.Dir = "/"
+	cmd := r.hostCommand(context.Background(), argv...)
 	cmd.ExtraFiles = []*os.File{statusW}
-	if r.HostRoot != "" && r.HostRoot != "/" {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
-	}
 	setpgid(cmd)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -102,6 +97,26 @@ func (r Runc) hostRootOrSlash() string {
 		return "/"
 	}
 	return r.HostRoot
+}
+
+// criuBinary is the node's criu, as a host path.
+func (r Runc) criuBinary() (string, error) {
+	if r.CRIU != "" {
+		return r.CRIU, nil
+	}
+	return FindHostBinary(r.hostRootOrSlash(), "criu")
+}
+
+// hostCommand runs a host program on the host's files: chrooted into
+// HostRoot, from its root, with the PATH runc gets.
+func (r Runc) hostCommand(ctx context.Context, argv ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = []string{"PATH=" + r.path()}
+	cmd.Dir = "/"
+	if r.HostRoot != "" && r.HostRoot != "/" {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
+	}
+	return cmd
 }
 
 // path is the PATH runc gets: runc finds criu on it (runc 1.2 dropped its
@@ -159,13 +174,9 @@ func (r Runc) StartLazyPages(localDir string, pageServer *os.File) (*LazyDaemon,
 		}
 		dir = "/" + rel
 	}
-	criu := r.CRIU
-	if criu == "" {
-		p, err := FindHostBinary(r.hostRootOrSlash(), "criu")
-		if err != nil {
-			return nil, err
-		}
-		criu = p
+	criu, err := r.criuBinary()
+	if err != nil {
+		return nil, err
 	}
 	work := filepath.Join(dir, "work")
 	if err := os.MkdirAll(r.local(work), 0o700); err != nil {
@@ -176,14 +187,9 @@ func (r Runc) StartLazyPages(localDir string, pageServer *os.File) (*LazyDaemon,
 		return nil, err
 	}
 	defer statusR.Close()
-	cmd := exec.Command(criu, "lazy-pages", "--page-server", "--ps-socket", "3", "--status-fd", "4",
+	cmd := r.hostCommand(context.Background(), criu, "lazy-pages", "--page-server", "--ps-socket", "3", "--status-fd", "4",
 		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "lazy-pages.log")
-	cmd.Env = []string{"PATH=" + r.path()}
-	cmd.Dir = "/"
 	cmd.ExtraFiles = []*os.File{pageServer, statusW}
-	if r.HostRoot != "" && r.HostRoot != "/" {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
-	}
 	setpgid(cmd)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -225,21 +231,11 @@ const minPipeMaxSize = 4 << 20
 // tracking of written pages).
 func (r Runc) MemoryCapabilities(ctx context.Context) (lazy, dirty Capability) {
 	check := func(feature string) error {
-		criu := r.CRIU
-		if criu == "" {
-			p, err := FindHostBinary(r.hostRootOrSlash(), "criu")
-			if err != nil {
-				return err
-			}
-			criu = p
+		criu, err := r.criuBinary()
+		if err != nil {
+			return err
 		}
-		cmd := exec.CommandContext(ctx, criu, "check", "--feature", feature)
-		cmd.Env = []string{"PATH=" + r.path()}
-		cmd.Dir = "/"
-		if r.HostRoot != "" && r.HostRoot != "/" {
-			cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.HostRoot}
-		}
-		out, err := cmd.CombinedOutput()
+		out, err := r.hostCommand(ctx, criu, "check", "--feature", feature).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("criu check --feature %s: %s", feature, lastLines(string(out), 2))
 		}

@@ -393,52 +393,12 @@ type StatefulMigrationStatus struct {
 	// ContainerName is the container checkpointed.
 	// +optional
 	ContainerName string `json:"containerName,omitempty"`
-	// Strategy is the resolved strategy, ShadowPod or Sequential.
+	// Plan is every technique this migration uses, each with the reason it
+	// was chosen, resolved once in Pending from the spec, the nodes' agents
+	// and the broker. Phases read the plan, never the spec's defaults, so
+	// a migration in flight keeps the choices it started with.
 	// +optional
-	Strategy MigrationStrategy `json:"strategy,omitempty"`
-	// StrategyReason says why that strategy was chosen.
-	// +optional
-	StrategyReason string `json:"strategyReason,omitempty"`
-	// TransferMode is the resolved transfer mode.
-	// +optional
-	TransferMode TransferMode `json:"transferMode,omitempty"`
-	// ReplayMode is the resolved replay mode.
-	// +optional
-	ReplayMode ReplayMode `json:"replayMode,omitempty"`
-	// RestorePath is how the target node restores the checkpoint, resolved
-	// from what its agent reports.
-	// +optional
-	RestorePath RestorePath `json:"restorePath,omitempty"`
-	// RestorePathReason says why.
-	// +optional
-	RestorePathReason string `json:"restorePathReason,omitempty"`
-	// CheckpointEngine is how the source node dumps the container,
-	// resolved from the spec and what its agent reports.
-	// +optional
-	CheckpointEngine CheckpointEngine `json:"checkpointEngine,omitempty"`
-	// CheckpointEngineReason says why.
-	// +optional
-	CheckpointEngineReason string `json:"checkpointEngineReason,omitempty"`
-	// HoldSource: the source is frozen at its checkpoint (the Runc engine
-	// and the Handoff technique): its queue keeps, in order, everything
-	// the checkpoint lacks, so no replay queue is fed and no coverage is
-	// waited for. A Sequential source is stopped from there; a ShadowPod
-	// source is disconnected from the broker and thawed.
-	// +optional
-	HoldSource bool `json:"holdSource,omitempty"`
-	// Handoff is the resolved handoff technique, Replay or Handoff.
-	// +optional
-	Handoff Handoff `json:"handoff,omitempty"`
-	// HandoffReason says why that technique was chosen.
-	// +optional
-	HandoffReason string `json:"handoffReason,omitempty"`
-	// MemoryTechnique is the resolved memory technique, StopAndCopy or
-	// PostCopy.
-	// +optional
-	MemoryTechnique MemoryTechnique `json:"memoryTechnique,omitempty"`
-	// MemoryTechniqueReason says why.
-	// +optional
-	MemoryTechniqueReason string `json:"memoryTechniqueReason,omitempty"`
+	Plan MigrationPlan `json:"plan,omitempty"`
 
 	// Workload is the source pod's controller, as found before migrating.
 	// +optional
@@ -473,6 +433,63 @@ type StatefulMigrationStatus struct {
 	// Abort reports an abort request and its outcome.
 	// +optional
 	Abort *AbortStatus `json:"abort,omitempty"`
+}
+
+// MigrationPlan is the resolved technique for each choice a migration
+// makes, with the reason for each.
+type MigrationPlan struct {
+	// Strategy is ShadowPod or Sequential.
+	// +optional
+	Strategy MigrationStrategy `json:"strategy,omitempty"`
+	// StrategyReason says why that strategy was chosen.
+	// +optional
+	StrategyReason string `json:"strategyReason,omitempty"`
+	// TransferMode is how the checkpoint reaches the target node.
+	// +optional
+	TransferMode TransferMode `json:"transferMode,omitempty"`
+	// TransferModeReason says why.
+	// +optional
+	TransferModeReason string `json:"transferModeReason,omitempty"`
+	// ReplayMode is how a replay ends.
+	// +optional
+	ReplayMode ReplayMode `json:"replayMode,omitempty"`
+	// ReplayModeReason says why.
+	// +optional
+	ReplayModeReason string `json:"replayModeReason,omitempty"`
+	// RestorePath is how the target node restores the checkpoint, resolved
+	// from what its agent reports.
+	// +optional
+	RestorePath RestorePath `json:"restorePath,omitempty"`
+	// RestorePathReason says why.
+	// +optional
+	RestorePathReason string `json:"restorePathReason,omitempty"`
+	// CheckpointEngine is how the source node dumps the container,
+	// resolved from the spec and what its agent reports.
+	// +optional
+	CheckpointEngine CheckpointEngine `json:"checkpointEngine,omitempty"`
+	// CheckpointEngineReason says why.
+	// +optional
+	CheckpointEngineReason string `json:"checkpointEngineReason,omitempty"`
+	// HoldSource: the source is frozen at its checkpoint (the Runc engine
+	// and the Handoff technique): its queue keeps, in order, everything
+	// the checkpoint lacks, so no replay queue is fed and no coverage is
+	// waited for. A Sequential source is stopped from there; a ShadowPod
+	// source is disconnected from the broker and thawed.
+	// +optional
+	HoldSource bool `json:"holdSource,omitempty"`
+	// Handoff is the resolved handoff technique, Replay or Handoff.
+	// +optional
+	Handoff Handoff `json:"handoff,omitempty"`
+	// HandoffReason says why that technique was chosen.
+	// +optional
+	HandoffReason string `json:"handoffReason,omitempty"`
+	// MemoryTechnique is the resolved memory technique, StopAndCopy or
+	// PostCopy.
+	// +optional
+	MemoryTechnique MemoryTechnique `json:"memoryTechnique,omitempty"`
+	// MemoryTechniqueReason says why.
+	// +optional
+	MemoryTechniqueReason string `json:"memoryTechniqueReason,omitempty"`
 }
 
 // PhaseTiming is one phase's time span.
@@ -730,8 +747,8 @@ type AbortStatus struct {
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="From",type=string,JSONPath=`.status.sourceNode`
 // +kubebuilder:printcolumn:name="To",type=string,JSONPath=`.status.targetNode`
-// +kubebuilder:printcolumn:name="Strategy",type=string,JSONPath=`.status.strategy`
-// +kubebuilder:printcolumn:name="Handoff",type=string,JSONPath=`.status.handoff`
+// +kubebuilder:printcolumn:name="Strategy",type=string,JSONPath=`.status.plan.strategy`
+// +kubebuilder:printcolumn:name="Handoff",type=string,JSONPath=`.status.plan.handoff`
 // +kubebuilder:printcolumn:name="Target Pod",type=string,JSONPath=`.status.targetPod`,priority=1
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.totalDuration`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.failureReason`,priority=1

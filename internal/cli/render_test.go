@@ -20,12 +20,15 @@ func TestRenderShowsPhasesAndProgress(t *testing.T) {
 	migration.EnterPhase(st, v1alpha1.PhasePending, t0)
 	migration.EnterPhase(st, v1alpha1.PhaseCheckpointing, t0.Add(12*time.Millisecond))
 	migration.EnterPhase(st, v1alpha1.PhaseTransferring, t0.Add(640*time.Millisecond))
-	st.SourceNode, st.TargetNode, st.TargetPod, st.Strategy = "node-a", "node-b", "consumer-0-shadow", v1alpha1.StrategyShadowPod
+	st.SourceNode, st.TargetNode, st.TargetPod = "node-a", "node-b", "consumer-0-shadow"
+	st.Plan = v1alpha1.MigrationPlan{Strategy: v1alpha1.StrategyShadowPod, StrategyReason: "bare pod",
+		TransferMode: v1alpha1.TransferDirect, TransferModeReason: "set in spec.transferMode", Handoff: v1alpha1.HandoffReplay}
 	st.Checkpoint = &v1alpha1.CheckpointStatus{SizeBytes: 3 << 20, FreezeDuration: &metav1.Duration{Duration: 450 * time.Millisecond}}
 	st.Transfer = &v1alpha1.TransferStatus{BytesTotal: 3 << 20, BytesTransferred: 3 << 19, RateBytesPerSecond: 10 << 20}
 	out := Render(m, t0.Add(time.Second))
 	for _, want := range []string{"Phase:      Transferring", "consumer-0 -> consumer-0-shadow", "node-a -> node-b",
-		"Checkpointing  628ms", "Transferring   running 360ms", "3.0 MiB", "frozen 450ms", "(50%) at 10.0 MiB/s"} {
+		"Checkpointing  628ms", "Transferring   running 360ms", "3.0 MiB", "frozen 450ms", "(50%) at 10.0 MiB/s",
+		"strategy:   ShadowPod (bare pod)", "transfer:   Direct (set in spec.transferMode)", "handoff:    Replay\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}

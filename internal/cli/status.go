@@ -79,8 +79,8 @@ func Render(m *v1alpha1.StatefulMigration, now time.Time) string {
 		fmt.Fprintf(&b, " (%s)", st.TargetNodeReason)
 	}
 	fmt.Fprintln(&b)
-	if st.Strategy != "" {
-		fmt.Fprintf(&b, "Strategy:   %s, %s transfer, %s replay (%s)\n", st.Strategy, st.TransferMode, st.ReplayMode, st.StrategyReason)
+	if st.Plan.Strategy != "" {
+		renderPlan(&b, &st.Plan)
 	}
 	if len(st.PhaseTimings) > 0 {
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
@@ -165,4 +165,27 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// renderPlan lists every choice of the plan with its reason, one a line.
+func renderPlan(b *strings.Builder, p *v1alpha1.MigrationPlan) {
+	fmt.Fprintln(b, "Plan:")
+	for _, c := range []struct{ what, choice, why string }{
+		{"strategy", string(p.Strategy), p.StrategyReason},
+		{"restore", string(p.RestorePath), p.RestorePathReason},
+		{"checkpoint", string(p.CheckpointEngine), p.CheckpointEngineReason},
+		{"memory", string(p.MemoryTechnique), p.MemoryTechniqueReason},
+		{"transfer", string(p.TransferMode), p.TransferModeReason},
+		{"handoff", string(p.Handoff), p.HandoffReason},
+		{"replay", string(p.ReplayMode), p.ReplayModeReason},
+	} {
+		if c.choice == "" {
+			continue
+		}
+		fmt.Fprintf(b, "  %-11s %s", c.what+":", c.choice)
+		if c.why != "" {
+			fmt.Fprintf(b, " (%s)", c.why)
+		}
+		fmt.Fprintln(b)
+	}
 }

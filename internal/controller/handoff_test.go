@@ -67,8 +67,8 @@ func TestShadowPodHandoffTakesTheQueueFromTheHeldSource(t *testing.T) {
 		t.Fatalf("failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
 	}
 	st := &m.Status
-	if st.Handoff != v1alpha1.HandoffHandoff || !st.HoldSource || !migration.IsTrue(st, v1alpha1.ConditionSourceQuiesced) || !st.Broker.PrimaryLocked {
-		t.Errorf("handoff %q (%s), hold %v, quiesced %v, locked %v", st.Handoff, st.HandoffReason, st.HoldSource,
+	if st.Plan.Handoff != v1alpha1.HandoffHandoff || !st.Plan.HoldSource || !migration.IsTrue(st, v1alpha1.ConditionSourceQuiesced) || !st.Broker.PrimaryLocked {
+		t.Errorf("handoff %q (%s), hold %v, quiesced %v, locked %v", st.Plan.Handoff, st.Plan.HandoffReason, st.Plan.HoldSource,
 			migration.IsTrue(st, v1alpha1.ConditionSourceQuiesced), st.Broker.PrimaryLocked)
 	}
 	// The thawed source, reconnecting, is refused the queue.

@@ -76,7 +76,7 @@ func (r *Reconciler) swapIdentity(ctx context.Context, s *scope) (string, bool, 
 		}
 		// The swap's replay ends as the migration's did: a Drain above the
 		// consumer's capacity never ends, a Cutoff is bounded.
-		replay := p.Spec.EffectiveReplayMode()
+		replay := p.Status.Plan.ReplayMode
 		if p.Spec.EffectiveIdentitySwapMode() == v1alpha1.IdentitySwapCutoff {
 			replay = v1alpha1.ReplayCutoff
 		}
@@ -86,7 +86,7 @@ func (r *Reconciler) swapIdentity(ctx context.Context, s *scope) (string, bool, 
 				AnnotationSwapReplicas: strconv.Itoa(int(ptrOr(wl.Replicas)))}},
 			Spec: v1alpha1.StatefulMigrationSpec{SourcePod: shadow, ContainerName: p.Status.ContainerName,
 				TargetNode: p.Status.TargetNode, MigrationStrategy: v1alpha1.StrategyShadowPod,
-				TransferMode: p.Status.TransferMode, CheckpointImageRepository: p.Spec.CheckpointImageRepository,
+				TransferMode: p.Status.Plan.TransferMode, CheckpointImageRepository: p.Spec.CheckpointImageRepository,
 				ReplayMode: replay, ReplayCutoffSeconds: p.Spec.ReplayCutoffSeconds,
 				MessageQueueConfig: p.Spec.MessageQueueConfig.DeepCopy(), Timeouts: p.Spec.Timeouts.DeepCopy()},
 		}

@@ -40,8 +40,8 @@ func TestShadowPodStatefulSetIdentitySwap(t *testing.T) {
 	if m.Status.Phase != v1alpha1.PhaseCompleted {
 		t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
 	}
-	if m.Status.TargetPod != "consumer-0" || m.Status.Strategy != v1alpha1.StrategyShadowPod {
-		t.Errorf("parent ends with target %q (%s), want consumer-0 (ShadowPod)", m.Status.TargetPod, m.Status.Strategy)
+	if m.Status.TargetPod != "consumer-0" || m.Status.Plan.Strategy != v1alpha1.StrategyShadowPod {
+		t.Errorf("parent ends with target %q (%s), want consumer-0 (ShadowPod)", m.Status.TargetPod, m.Status.Plan.Strategy)
 	}
 	swap := w.get(name + "-swap")
 	if swap.Status.Phase != v1alpha1.PhaseCompleted || swap.Spec.SourcePod != "consumer-0-shadow" || swap.Status.TargetNode != "node-b" {

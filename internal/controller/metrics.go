@@ -49,7 +49,7 @@ func init() {
 }
 
 func observePhaseTransition(m *v1alpha1.StatefulMigration, from v1alpha1.Phase) {
-	strategy := string(m.Status.Strategy)
+	strategy := string(m.Status.Plan.Strategy)
 	if from != "" && !from.IsFinal() {
 		if d := migration.PhaseDuration(&m.Status, from); d > 0 {
 			phaseSeconds.WithLabelValues(string(from), strategy).Observe(d.Seconds())
@@ -59,14 +59,14 @@ func observePhaseTransition(m *v1alpha1.StatefulMigration, from v1alpha1.Phase) 
 
 func observeCompletion(m *v1alpha1.StatefulMigration) {
 	st := &m.Status
-	strategy := string(st.Strategy)
+	strategy := string(st.Plan.Strategy)
 	if st.Phase == v1alpha1.PhaseFailed {
 		migrationsTotal.WithLabelValues("failed", strategy, st.FailureReason).Inc()
 		return
 	}
 	migrationsTotal.WithLabelValues("completed", strategy, "").Inc()
 	if st.TotalDuration != nil {
-		migrationSeconds.WithLabelValues(strategy, string(st.TransferMode)).Observe(st.TotalDuration.Seconds())
+		migrationSeconds.WithLabelValues(strategy, string(st.Plan.TransferMode)).Observe(st.TotalDuration.Seconds())
 	}
 	if st.Downtime != nil && st.Downtime.HandoffGap != nil {
 		handoffGapSeconds.WithLabelValues(strategy).Observe(st.Downtime.HandoffGap.Seconds())

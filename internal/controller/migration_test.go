@@ -48,8 +48,8 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 			t.Errorf("condition %s is not True", c)
 		}
 	}
-	if st.Strategy != v1alpha1.StrategyShadowPod || st.SourceNode != "node-a" || st.TargetNode != "node-b" || st.TargetPod != "consumer-0-shadow" {
-		t.Errorf("resolved %s %s→%s %s", st.Strategy, st.SourceNode, st.TargetNode, st.TargetPod)
+	if st.Plan.Strategy != v1alpha1.StrategyShadowPod || st.SourceNode != "node-a" || st.TargetNode != "node-b" || st.TargetPod != "consumer-0-shadow" {
+		t.Errorf("resolved %s %s→%s %s", st.Plan.Strategy, st.SourceNode, st.TargetNode, st.TargetPod)
 	}
 	if st.Downtime == nil || st.Downtime.Unavailable == nil || st.Downtime.Unavailable.Duration != 0 || st.Downtime.HandoffGap == nil {
 		t.Errorf("downtime %+v: a ShadowPod source serves until the target is in", st.Downtime)
@@ -72,9 +72,9 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 	}
 	// node-b has ms2m's runtime handler: the target runs the workload's
 	// own image under its RuntimeClass, restored from what was staged.
-	if st.RestorePath != v1alpha1.RestoreRuntimeHandler || !strings.Contains(st.RestorePathReason, "node-b") || !migration.IsTrue(st, v1alpha1.ConditionCheckpointStaged) ||
+	if st.Plan.RestorePath != v1alpha1.RestoreRuntimeHandler || !strings.Contains(st.Plan.RestorePathReason, "node-b") || !migration.IsTrue(st, v1alpha1.ConditionCheckpointStaged) ||
 		!migration.IsTrue(st, v1alpha1.ConditionTargetPrepared) {
-		t.Errorf("restore path %q (%s), CheckpointStaged %v, TargetPrepared (warm target) %v", st.RestorePath, st.RestorePathReason,
+		t.Errorf("restore path %q (%s), CheckpointStaged %v, TargetPrepared (warm target) %v", st.Plan.RestorePath, st.Plan.RestorePathReason,
 			migration.IsTrue(st, v1alpha1.ConditionCheckpointStaged), migration.IsTrue(st, v1alpha1.ConditionTargetPrepared))
 	}
 	if target.Spec.RuntimeClassName == nil || *target.Spec.RuntimeClassName != "ms2m" || target.Spec.Containers[0].Image != src.Spec.Containers[0].Image ||
@@ -116,8 +116,8 @@ func TestSequentialDrainMigration(t *testing.T) {
 		s.MigrationStrategy, s.ReplayMode, s.TransferMode = v1alpha1.StrategySequential, v1alpha1.ReplayDrain, v1alpha1.TransferDirect
 	})
 	m := w.waitCompleted(name)
-	if m.Status.RestorePath != v1alpha1.RestoreCheckpointImage {
-		t.Errorf("restore path %q (%s) on a node that only restores checkpoint images", m.Status.RestorePath, m.Status.RestorePathReason)
+	if m.Status.Plan.RestorePath != v1alpha1.RestoreCheckpointImage {
+		t.Errorf("restore path %q (%s) on a node that only restores checkpoint images", m.Status.Plan.RestorePath, m.Status.Plan.RestorePathReason)
 	}
 	target := &corev1.Pod{}
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: "consumer-0"}, target); err != nil {
@@ -238,8 +238,8 @@ func TestLossTheTargetSeesIsReported(t *testing.T) {
 				t.Fatalf("StreamIntact %+v, want %s", cond, c.intact)
 			}
 			if c.intact == metav1.ConditionTrue {
-				if tr := m.Status.Messages.Target; tr == nil || tr.Lost != 0 || !m.Status.HoldSource {
-					t.Errorf("held source: status.messages.target %+v, holdSource %v", tr, m.Status.HoldSource)
+				if tr := m.Status.Messages.Target; tr == nil || tr.Lost != 0 || !m.Status.Plan.HoldSource {
+					t.Errorf("held source: status.messages.target %+v, holdSource %v", tr, m.Status.Plan.HoldSource)
 				}
 				// Its agent ended it where it stood; deleting its pod
 				// would have waited for a frozen process's grace.

@@ -30,7 +30,7 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 		return reconcile.Result{}, err
 	}
 	st := &s.m.Status
-	if s.hasBroker() && st.HoldSource && !s.isDone(v1alpha1.ConditionTopologyPrepared) {
+	if s.hasBroker() && st.Plan.HoldSource && !s.isDone(v1alpha1.ConditionTopologyPrepared) {
 		if res, ok, err := r.declareBuffer(ctx, s); !ok {
 			return res, err
 		}
@@ -63,9 +63,9 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	}
 	req := agentapi.CheckpointRequest{
 		ID: s.id, Namespace: s.m.Namespace, Pod: pod.Name, PodUID: string(pod.UID), Container: st.ContainerName,
-		ContainerID: containerID(pod, st.ContainerName), Engine: agentEngine(st.CheckpointEngine), Hold: st.HoldSource,
+		ContainerID: containerID(pod, st.ContainerName), Engine: agentEngine(st.Plan.CheckpointEngine), Hold: st.Plan.HoldSource,
 	}
-	if st.MemoryTechnique == v1alpha1.MemoryPostCopy {
+	if st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy {
 		req.PagesTo = st.TargetNode
 	}
 	op, err := r.Agents.Checkpoint(ctx, st.SourceNode, req)
@@ -88,7 +88,7 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 		s.done(v1alpha1.ConditionCheckpointCreated, "checkpoint of container "+st.ContainerName+" on "+st.SourceNode)
 		frozen := fmt.Sprintf("source frozen %s", res.Freeze)
 		switch {
-		case res.Held && st.Strategy == v1alpha1.StrategyShadowPod:
+		case res.Held && st.Plan.Strategy == v1alpha1.StrategyShadowPod:
 			frozen = fmt.Sprintf("dumped in %s; the source stays frozen until its queue is taken from it", res.Freeze)
 		case res.LazyPages:
 			frozen = fmt.Sprintf("dumped without its memory pages in %s; the source stays frozen, serving them to %s", res.Freeze, st.TargetNode)
@@ -110,7 +110,7 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 // quiesces: the Handoff technique for a ShadowPod source, which is thawed
 // after its checkpoint and serves on, off its queue.
 func quiesces(st *v1alpha1.StatefulMigrationStatus) bool {
-	return st.HoldSource && st.Strategy == v1alpha1.StrategyShadowPod
+	return st.Plan.HoldSource && st.Plan.Strategy == v1alpha1.StrategyShadowPod
 }
 
 // quiesceSource takes the primary queue from the source held frozen at its
@@ -218,7 +218,7 @@ func agentEngine(e v1alpha1.CheckpointEngine) agentapi.CheckpointEngine {
 // beside it; a checkpoint image restore needs the image first.
 func (r *Reconciler) warmTarget(s *scope) bool {
 	st := &s.m.Status
-	return st.Strategy == v1alpha1.StrategyShadowPod && st.RestorePath == v1alpha1.RestoreRuntimeHandler && !isSwap(s.m)
+	return st.Plan.Strategy == v1alpha1.StrategyShadowPod && st.Plan.RestorePath == v1alpha1.RestoreRuntimeHandler && !isSwap(s.m)
 }
 
 func (r *Reconciler) prepareTarget(ctx context.Context, s *scope, src *corev1.Pod) error {

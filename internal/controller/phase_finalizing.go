@@ -84,7 +84,7 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 // touches.
 func (r *Reconciler) memoryArrived(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
 	st := &s.m.Status
-	if st.MemoryTechnique != v1alpha1.MemoryPostCopy || s.isDone(v1alpha1.ConditionMemoryTransferred) {
+	if st.Plan.MemoryTechnique != v1alpha1.MemoryPostCopy || s.isDone(v1alpha1.ConditionMemoryTransferred) {
 		return reconcile.Result{}, true, nil
 	}
 	p, err := r.Agents.Pages(ctx, st.TargetNode, st.Checkpoint.ID)
@@ -243,7 +243,7 @@ func (r *Reconciler) removeCheckpoint(ctx context.Context, s *scope) ([]string, 
 // stream over, now waiting for its identity swap.
 func (r *Reconciler) swapping(s *scope) bool {
 	st := &s.m.Status
-	return st.Workload != nil && st.Workload.Kind == "StatefulSet" && st.Strategy == v1alpha1.StrategyShadowPod &&
+	return st.Workload != nil && st.Workload.Kind == "StatefulSet" && st.Plan.Strategy == v1alpha1.StrategyShadowPod &&
 		s.isDone(v1alpha1.ConditionSourceStopped) && (!s.hasBroker() || s.isDone(v1alpha1.ConditionTopologyRestored)) &&
 		!s.isDone(v1alpha1.ConditionOwnershipTransferred)
 }

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/migration"
 )
@@ -50,7 +50,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	strategy, why := migration.ResolveStrategy(&m.Spec, wl.Kind)
+	strategy, _ := migration.ResolveStrategy(&m.Spec, wl.Kind) // for the workload check; the plan resolves it again
 	if ok, msg := migration.CheckWorkload(wl.Kind, strategy, m.Spec.EffectiveIdentitySwapMode(), ordinal(pod), int(ptrOr(wl.Replicas))); !ok {
 		return s.fail(v1alpha1.ReasonUnsupported, "pod %q of %s %q: %s", pod.Name, wl.Kind, wl.Name, msg)
 	}
@@ -62,33 +62,23 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if placement.FailReason != "" {
 		return s.fail(placement.FailReason, "%s", placement.Reason)
 	}
-	restore, restoreWhy, err := r.restorePath(ctx, placement.Node, pod)
-	if f := (*failure)(nil); errors.As(err, &f) {
-		return s.fail(f.reason, "%s", f.msg)
+	in := migration.PlanInputs{Spec: &m.Spec, OwnerKind: wl.Kind, SwapLeg: isSwap(m),
+		Source: pod.Spec.NodeName, Target: placement.Node, SourceRuntimeClass: ptrOr(pod.Spec.RuntimeClassName),
+		Repository: r.repository(m), Broker: s.hasBroker()}
+	if in.TargetAgent, err = r.Agents.Ready(ctx, placement.Node); err != nil {
+		return s.fail(v1alpha1.ReasonAgentUnavailable, "target node %s: %v", placement.Node, err)
 	}
-	if err != nil {
+	if in.RuntimeClass, err = r.runtimeClassFor(ctx, in.TargetAgent.Restore); err != nil {
 		return reconcile.Result{}, err
 	}
-	srcAgent, err := r.Agents.Ready(ctx, pod.Spec.NodeName)
-	if err != nil {
+	if in.SourceAgent, err = r.Agents.Ready(ctx, pod.Spec.NodeName); err != nil {
 		return s.fail(v1alpha1.ReasonAgentUnavailable, "source node %s: %v", pod.Spec.NodeName, err)
 	}
-	engine, engineWhy, fail := migration.ResolveCheckpointEngine(m.Spec.CheckpointEngine, pod.Spec.NodeName, srcAgent.Checkpoint, restore)
-	if fail != "" {
-		return s.fail(v1alpha1.ReasonNoCheckpointEngine, "%s", fail)
-	}
-	mode := m.Spec.EffectiveTransferMode()
-	if mode == v1alpha1.TransferRegistry && r.repository(m) == "" {
-		return s.fail(v1alpha1.ReasonNoRepository, "transferMode Registry needs spec.checkpointImageRepository (the manager has no default repository configured)")
-	}
-	if mode == v1alpha1.TransferRegistry {
+	if m.Spec.EffectiveTransferMode() == v1alpha1.TransferRegistry && in.Repository != "" {
 		if why := r.Options.destinations().CheckRepository(m.Spec.CheckpointImageRepository); why != "" {
 			return s.fail(v1alpha1.ReasonNotAllowed, "%s", why)
 		}
 	}
-	handoff := migration.HandoffInputs{Want: m.Spec.EffectiveHandoff(), Strategy: strategy, Engine: engine,
-		Broker: s.hasBroker(), IdentitySwap: isSwap(m) ||
-			(strategy == v1alpha1.StrategyShadowPod && wl.Kind == "StatefulSet" && m.Spec.EffectiveIdentitySwapMode() != v1alpha1.IdentitySwapNone)}
 	if s.hasBroker() {
 		c := m.Spec.MessageQueueConfig
 		if why := r.Options.destinations().CheckBroker(c.BrokerURL, c.ManagementURL); why != "" {
@@ -98,44 +88,24 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 		if !ok {
 			return res, err
 		}
-		handoff.QueueType = q.Type
-		if handoff.SDK, err = r.sourceHasSDK(ctx, s); err != nil {
+		in.QueueType = q.Type
+		if in.SDK, err = r.sourceHasSDK(ctx, s); err != nil {
 			return s.retryOrFail(err, v1alpha1.ReasonBrokerUnreachable)
 		}
 	}
-	technique, handoffWhy, fail := migration.ResolveHandoff(handoff)
-	if fail != "" {
-		return s.fail(v1alpha1.ReasonNoHandoff, "%s", fail)
-	}
-	memory := migration.MemoryInputs{Want: m.Spec.EffectiveMemoryTechnique(), Strategy: strategy, Engine: engine, Restore: restore,
-		Handoff: technique, Source: pod.Spec.NodeName, Target: placement.Node, SourceCaps: srcAgent.Checkpoint}
-	if memory.Want == v1alpha1.MemoryPostCopy {
-		// Only asked of the target when it matters: its report is the
-		// one restorePath read a moment ago.
-		tgtAgent, err := r.Agents.Ready(ctx, placement.Node)
-		if err != nil {
-			return s.fail(v1alpha1.ReasonAgentUnavailable, "target node %s: %v", placement.Node, err)
-		}
-		memory.TargetCaps = tgtAgent.Checkpoint
-	}
-	memoryTechnique, memoryWhy, fail := migration.ResolveMemoryTechnique(memory)
-	if fail != "" {
-		return s.fail(v1alpha1.ReasonNoMemoryTechnique, "%s", fail)
+	plan, refusal := migration.ResolvePlan(in)
+	if refusal != nil {
+		return s.fail(refusal.Reason, "%s", refusal.Message)
 	}
 
 	st.SourceNode, st.SourceUID, st.ContainerName, st.Workload = pod.Spec.NodeName, pod.UID, container, &wl
-	st.Strategy, st.StrategyReason = strategy, why
 	st.TargetNode, st.TargetNodeReason = placement.Node, placement.Reason
-	st.TransferMode, st.ReplayMode = mode, m.Spec.EffectiveReplayMode()
-	st.RestorePath, st.RestorePathReason = restore, restoreWhy
-	st.CheckpointEngine, st.CheckpointEngineReason = engine, engineWhy
-	st.Handoff, st.HandoffReason, st.HoldSource = technique, handoffWhy, technique == v1alpha1.HandoffHandoff
-	st.MemoryTechnique, st.MemoryTechniqueReason = memoryTechnique, memoryWhy
-	st.TargetPod = migration.TargetPodName(pod.Name, strategy)
+	st.Plan = plan
+	st.TargetPod = migration.TargetPodName(pod.Name, plan.Strategy)
 	if isSwap(m) {
 		st.TargetPod = m.Annotations[AnnotationSwapPod]
 	}
-	s.event(corev1.EventTypeNormal, v1alpha1.ReasonStarted, "Start", "migrating %s from %s to %s (%s, %s transfer)", pod.Name, st.SourceNode, st.TargetNode, strategy, mode)
+	s.event(corev1.EventTypeNormal, v1alpha1.ReasonStarted, "Start", "migrating %s from %s to %s (%s, %s transfer)", pod.Name, st.SourceNode, st.TargetNode, plan.Strategy, plan.TransferMode)
 	s.enter(v1alpha1.PhaseCheckpointing)
 	return next(), nil
 }
@@ -251,29 +221,20 @@ func (r *Reconciler) agentReady(ctx context.Context, node string) bool {
 	return err == nil
 }
 
-// restorePath resolves how the target node restores the checkpoint, from
-// its agent's report and the cluster's RuntimeClass of ms2m's runtime.
-// A *failure names why the migration cannot happen.
-func (r *Reconciler) restorePath(ctx context.Context, node string, pod *corev1.Pod) (v1alpha1.RestorePath, string, error) {
-	rep, err := r.Agents.Ready(ctx, node)
-	if err != nil {
-		return "", "", &failure{reason: v1alpha1.ReasonAgentUnavailable, msg: fmt.Sprintf("node %s: %v", node, err)}
-	}
+// runtimeClassFor is the name of the cluster's RuntimeClass of ms2m's
+// runtime handler as the target's agent reports it: "" when there is none,
+// or when it names another handler than the node's.
+func (r *Reconciler) runtimeClassFor(ctx context.Context, caps agentapi.RestoreCapabilities) (string, error) {
 	rc := &nodev1.RuntimeClass{}
 	switch err := r.Get(ctx, client.ObjectKey{Name: r.Options.RuntimeClass}, rc); {
 	case apierrors.IsNotFound(err):
-		rc.Name = ""
+		return "", nil
 	case err != nil:
-		return "", "", err
-	case rep.Restore.RuntimeHandler != "" && rc.Handler != rep.Restore.RuntimeHandler:
-		// The RuntimeClass names another handler than the node's.
-		rc.Name = ""
+		return "", err
+	case caps.RuntimeHandler != "" && rc.Handler != caps.RuntimeHandler:
+		return "", nil
 	}
-	path, why, fail := migration.ResolveRestorePath(node, rep.Restore, rc.Name, ptrOr(pod.Spec.RuntimeClassName))
-	if fail != "" {
-		return "", "", &failure{reason: v1alpha1.ReasonNoRestorePath, msg: fail}
-	}
-	return path, why, nil
+	return rc.Name, nil
 }
 
 type reasonError struct {

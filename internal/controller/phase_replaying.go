@@ -72,7 +72,7 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 	}
 	updateMessages(st, p)
 	d := migration.DecideReplay(migration.ReplayState{
-		Mode: st.ReplayMode, Cutoff: s.m.Spec.ReplayCutoff(),
+		Mode: st.Plan.ReplayMode, Cutoff: s.m.Spec.ReplayCutoff(),
 		Started:   replayStart(st),
 		Remaining: p.Buffer.Depth(), CaughtUpBelow: r.Options.CaughtUpBelow,
 		Overdue: migration.PastPointOfNoReturn(st) && overrun(s),
@@ -95,7 +95,7 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 // which is all the Handoff needs of it.
 func direct(s *scope) bool {
 	st := &s.m.Status
-	return st.Handoff == v1alpha1.HandoffHandoff && s.hasBroker() && st.Broker != nil && !s.sourceHasSDK()
+	return st.Plan.Handoff == v1alpha1.HandoffHandoff && s.hasBroker() && st.Broker != nil && !s.sourceHasSDK()
 }
 
 // updateMessages reports the replay's progress. The buffer keeps filling

@@ -31,7 +31,7 @@ func (r *Reconciler) reconcileRestoring(ctx context.Context, s *scope) (reconcil
 	if msg := restoreFailure(target, st.ContainerName); msg != "" {
 		return s.fail(v1alpha1.ReasonRestoreFailed, "target pod %s on %s: %s", target.Name, st.TargetNode, msg)
 	}
-	if wl := st.Workload; wl != nil && wl.Kind == "StatefulSet" && st.Strategy == v1alpha1.StrategySequential && !s.isDone(v1alpha1.ConditionOwnershipTransferred) {
+	if wl := st.Workload; wl != nil && wl.Kind == "StatefulSet" && st.Plan.Strategy == v1alpha1.StrategySequential && !s.isDone(v1alpha1.ConditionOwnershipTransferred) {
 		// A Sequential target is handed back as soon as it exists (its
 		// source is gone): the cutover gate, not the labels, keeps it out
 		// of its Services until it has caught up, so it joins them the
@@ -53,7 +53,7 @@ func (r *Reconciler) reconcileRestoring(ctx context.Context, s *scope) (reconcil
 
 func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Result, error) {
 	st := &s.m.Status
-	sequential := st.Strategy == v1alpha1.StrategySequential
+	sequential := st.Plan.Strategy == v1alpha1.StrategySequential
 	var pod *corev1.Pod
 	if sequential {
 		// The target takes the source's name, so the source must go first;
@@ -72,7 +72,7 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 			// way (a pod ignoring SIGTERM ran 30 s on). A terminating pod
 			// is never restarted, so a held source its agent kills next
 			// cannot come back as a fresh process.
-			if statefulSet || st.HoldSource {
+			if statefulSet || st.Plan.HoldSource {
 				if err := r.deleteSource(ctx, src); err != nil {
 					return reconcile.Result{}, err
 				}
@@ -135,12 +135,12 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 func (r *Reconciler) renderTarget(s *scope, src *corev1.Pod) *corev1.Pod {
 	st := &s.m.Status
 	t := render.TargetPod{Source: src, Name: st.TargetPod, Node: st.TargetNode,
-		Container: st.ContainerName, Migration: s.m.Name, KeepIdentity: st.Strategy == v1alpha1.StrategySequential}
+		Container: st.ContainerName, Migration: s.m.Name, KeepIdentity: st.Plan.Strategy == v1alpha1.StrategySequential}
 	if st.Checkpoint != nil {
 		// A warm target is rendered before the checkpoint exists.
 		t.Image = st.Checkpoint.Image
 	}
-	if st.RestorePath == v1alpha1.RestoreRuntimeHandler {
+	if st.Plan.RestorePath == v1alpha1.RestoreRuntimeHandler {
 		// The checkpoint's ID is the migration's: a warm target names it
 		// before the checkpoint exists.
 		t.RuntimeClass, t.CheckpointID = r.Options.RuntimeClass, s.id
@@ -161,7 +161,7 @@ func (r *Reconciler) targetPod(ctx context.Context, m *v1alpha1.StatefulMigratio
 	if err != nil {
 		return nil, err
 	}
-	if m.Status.Strategy == v1alpha1.StrategySequential && p.Labels[render.LabelMigration] != m.Name {
+	if m.Status.Plan.Strategy == v1alpha1.StrategySequential && p.Labels[render.LabelMigration] != m.Name {
 		return nil, nil // still the source, which carries the same name
 	}
 	return p, nil

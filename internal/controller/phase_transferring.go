@@ -17,11 +17,11 @@ import (
 // runtime can restore it, reporting bytes and rate as they come.
 func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (reconcile.Result, error) {
 	st := &s.m.Status
-	if st.TransferMode == v1alpha1.TransferDirect && !s.isDone(v1alpha1.ConditionCheckpointTransferred) {
+	if st.Plan.TransferMode == v1alpha1.TransferDirect && !s.isDone(v1alpha1.ConditionCheckpointTransferred) {
 		// The target takes no archive it was not told of (see agent
 		// expectations); told again on each look, which is harmless.
 		err := r.Agents.Expect(ctx, st.TargetNode, st.Checkpoint.ID, agentapi.ExpectRequest{SourceNode: st.SourceNode,
-			ForStaging: st.RestorePath == v1alpha1.RestoreRuntimeHandler})
+			ForStaging: st.Plan.RestorePath == v1alpha1.RestoreRuntimeHandler})
 		if errors.Is(err, agentapi.ErrNoAgent) {
 			return s.fail(v1alpha1.ReasonTransferFailed, "Direct transfer of the checkpoint to %s: %v", st.TargetNode, err)
 		}
@@ -30,7 +30,7 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 		}
 	}
 	op, err := r.Agents.Transfer(ctx, st.SourceNode, agentapi.TransferRequest{
-		ID: s.id, CheckpointID: st.Checkpoint.ID, Mode: agentapi.TransferMode(st.TransferMode),
+		ID: s.id, CheckpointID: st.Checkpoint.ID, Mode: agentapi.TransferMode(st.Plan.TransferMode),
 		Repository: r.repository(s.m), TargetNode: st.TargetNode, Container: st.ContainerName,
 	})
 	if err != nil {
@@ -41,7 +41,7 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 		BytesRemaining: max(p.BytesTotal-p.BytesDone, 0), RateBytesPerSecond: p.BytesPerSecond}
 	switch op.State {
 	case agentapi.OpFailed:
-		return s.fail(v1alpha1.ReasonTransferFailed, "%s transfer of the checkpoint to %s: %s", st.TransferMode, st.TargetNode, op.Message)
+		return s.fail(v1alpha1.ReasonTransferFailed, "%s transfer of the checkpoint to %s: %s", st.Plan.TransferMode, st.TargetNode, op.Message)
 	case agentapi.OpRunning:
 		return s.pollOp(), nil
 	}
@@ -50,7 +50,7 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 		s.done(v1alpha1.ConditionCheckpointTransferred, "checkpoint image "+op.Result.Image)
 		s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointTransferred, "Transfer", "checkpoint available to %s as %s", st.TargetNode, op.Result.Image)
 	}
-	if st.RestorePath == v1alpha1.RestoreRuntimeHandler {
+	if st.Plan.RestorePath == v1alpha1.RestoreRuntimeHandler {
 		if res, staged, err := r.stageCheckpoint(ctx, s, op.Result.Seal); !staged {
 			return res, err
 		}
@@ -74,7 +74,7 @@ func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope, seal *agenta
 	}
 	op, err := r.Agents.Stage(ctx, st.TargetNode, agentapi.StageRequest{ID: st.Checkpoint.ID, Image: st.Checkpoint.Image,
 		Namespace: s.m.Namespace, Pod: st.TargetPod, Container: st.ContainerName, SourceNode: st.SourceNode, Seal: seal,
-		LazyPages: st.MemoryTechnique == v1alpha1.MemoryPostCopy})
+		LazyPages: st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy})
 	if err != nil {
 		return reconcile.Result{}, false, err
 	}

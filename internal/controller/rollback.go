@@ -224,7 +224,7 @@ func (s *scope) deleteControlQueues(ctx context.Context, h broker.Handoff, pod s
 func (r *Reconciler) failForward(ctx context.Context, s *scope) (reconcile.Result, error) {
 	st := &s.m.Status
 	msg := "the source had already stopped; the target " + st.TargetPod + " was kept"
-	if !s.isDone(v1alpha1.ConditionTargetSwitched) && st.Strategy == v1alpha1.StrategySequential {
+	if !s.isDone(v1alpha1.ConditionTargetSwitched) && st.Plan.Strategy == v1alpha1.StrategySequential {
 		target, err := r.targetPod(ctx, s.m)
 		if err != nil {
 			return reconcile.Result{}, err
@@ -244,7 +244,7 @@ func (r *Reconciler) failForward(ctx context.Context, s *scope) (reconcile.Resul
 	if err := r.teardownUnneeded(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}
-	if st.MemoryTechnique == v1alpha1.MemoryPostCopy && !s.isDone(v1alpha1.ConditionMemoryTransferred) {
+	if st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy && !s.isDone(v1alpha1.ConditionMemoryTransferred) {
 		// Still held for its pages, which will not all be taken now: it is
 		// ended, never thawed (the checkpoint's cleanup thaws a held source
 		// for a rollback, and this one has been replaced).

@@ -159,7 +159,7 @@ func (s *scope) pollHandoff() reconcile.Result {
 // Poll would add up to its whole interval to each of them. Later looks at
 // a long operation come at Poll, as its progress is written each time.
 func (s *scope) pollOp() reconcile.Result {
-	if s.m.Status.HoldSource || s.now.Sub(migration.PhaseStart(&s.m.Status)) < fastOpWindow {
+	if s.m.Status.Plan.HoldSource || s.now.Sub(migration.PhaseStart(&s.m.Status)) < fastOpWindow {
 		return s.pollHandoff()
 	}
 	return s.poll()

@@ -211,7 +211,7 @@ func (h heldState) settled() bool { return h != heldWaiting }
 // most of Restoring.
 func (r *Reconciler) endHeldSource(ctx context.Context, s *scope, src *corev1.Pod) (heldState, error) {
 	st := &s.m.Status
-	if !st.HoldSource || st.Checkpoint == nil {
+	if !st.Plan.HoldSource || st.Checkpoint == nil {
 		return heldNone, nil
 	}
 	rec := s.brokerRecord()
@@ -225,7 +225,7 @@ func (r *Reconciler) endHeldSource(ctx context.Context, s *scope, src *corev1.Po
 			return heldNone, err
 		}
 	}
-	if st.MemoryTechnique == v1alpha1.MemoryPostCopy {
+	if st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy {
 		return r.releasePostCopySource(ctx, s, h, src)
 	}
 	err := r.Agents.EndHeld(ctx, st.SourceNode, st.Checkpoint.ID)

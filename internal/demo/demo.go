@@ -374,7 +374,7 @@ func orAuto(s string) string {
 func Report(w io.Writer, r *Result) {
 	m := r.Migration
 	st := &m.Status
-	fmt.Fprintf(w, "\nmigration %s: %s, %s -> %s (%s), %s, %s transfer, %s\n", m.Name, st.Phase, st.SourceNode, st.TargetNode, st.TargetPod, st.Strategy, st.TransferMode, handoffName(st))
+	fmt.Fprintf(w, "\nmigration %s: %s, %s -> %s (%s), %s, %s transfer, %s\n", m.Name, st.Phase, st.SourceNode, st.TargetNode, st.TargetPod, st.Plan.Strategy, st.Plan.TransferMode, handoffName(st))
 	total := time.Duration(0)
 	if st.TotalDuration != nil {
 		total = st.TotalDuration.Duration
@@ -394,15 +394,15 @@ func Report(w io.Writer, r *Result) {
 	if ck := st.Checkpoint; ck != nil {
 		held := ""
 		switch {
-		case st.HoldSource && st.Strategy == v1alpha1.StrategyShadowPod:
+		case st.Plan.HoldSource && st.Plan.Strategy == v1alpha1.StrategyShadowPod:
 			held = ", then held until its queue was taken from it"
-		case st.HoldSource:
+		case st.Plan.HoldSource:
 			held = ", then held until stopped"
 		}
-		if st.MemoryTechnique == v1alpha1.MemoryPostCopy {
+		if st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy {
 			held = ", then held while its pages went to the target (post-copy)"
 		}
-		fmt.Fprintf(w, "checkpoint: %d bytes by %s, source frozen %s%s\n", ck.SizeBytes, st.CheckpointEngine, durMS(ck.FreezeDuration), held)
+		fmt.Fprintf(w, "checkpoint: %d bytes by %s, source frozen %s%s\n", ck.SizeBytes, st.Plan.CheckpointEngine, durMS(ck.FreezeDuration), held)
 	}
 	mm := r.Measures
 	fmt.Fprintf(w, "service downtime: %s (%d of %d probes failed; /healthz every 10 ms, 1 s timeout)\n", ms(mm.Downtime), mm.Failures, mm.Probes)
@@ -433,7 +433,7 @@ func Report(w io.Writer, r *Result) {
 		fmt.Fprintf(w, "digest:           %s (consumer %.16s..., reference %.16s...)\n", match, r.Digest, r.Reference)
 	}
 	fmt.Fprintf(w, "RESULT strategy=%s transfer=%s lost=%d duplicated=%d digest=%s downtime_ms=%d stall_ms=%d gap_ms=%d total_ms=%d phase=%s\n",
-		st.Strategy, st.TransferMode, r.Lost, r.Duplicated, match, mm.Downtime.Milliseconds(), mm.MaxStall.Milliseconds(), mm.MaxGap.Milliseconds(), total.Milliseconds(), st.Phase)
+		st.Plan.Strategy, st.Plan.TransferMode, r.Lost, r.Duplicated, match, mm.Downtime.Milliseconds(), mm.MaxStall.Milliseconds(), mm.MaxGap.Milliseconds(), total.Milliseconds(), st.Phase)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
@@ -447,8 +447,8 @@ func durMS(d *metav1.Duration) string {
 
 // handoffName says how the stream was handed over.
 func handoffName(st *v1alpha1.StatefulMigrationStatus) string {
-	if st.Handoff == v1alpha1.HandoffHandoff {
+	if st.Plan.Handoff == v1alpha1.HandoffHandoff {
 		return "Handoff (no replay)"
 	}
-	return string(st.ReplayMode) + " replay"
+	return string(st.Plan.ReplayMode) + " replay"
 }

@@ -121,8 +121,8 @@ func run(t *testing.T, sc scenario) *demo.Result {
 		t.Fatal(err)
 	}
 	m := res.Migration
-	if m.Status.Phase != v1alpha1.PhaseCompleted || m.Status.Strategy != sc.strategy {
-		t.Fatalf("migration %s with strategy %s, want Completed %s", m.Status.Phase, m.Status.Strategy, sc.strategy)
+	if m.Status.Phase != v1alpha1.PhaseCompleted || m.Status.Plan.Strategy != sc.strategy {
+		t.Fatalf("migration %s with strategy %s, want Completed %s", m.Status.Phase, m.Status.Plan.Strategy, sc.strategy)
 	}
 	// Where the target restores through ms2m's runtime handler the agent
 	// dumps with runc, holding the source for the Handoff (Auto's choice
@@ -130,12 +130,12 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	// the scenarios' classic queues); otherwise the kubelet dumps
 	// (containerd 2.1 restoring checkpoint images).
 	wantEngine, wantHold := v1alpha1.CheckpointEngineKubelet, false
-	if m.Status.RestorePath == v1alpha1.RestoreRuntimeHandler {
+	if m.Status.Plan.RestorePath == v1alpha1.RestoreRuntimeHandler {
 		wantEngine, wantHold = v1alpha1.CheckpointEngineRunc, sc.strategy == v1alpha1.StrategySequential || !sc.exactly
 	}
-	if m.Status.CheckpointEngine != wantEngine || m.Status.HoldSource != wantHold {
+	if m.Status.Plan.CheckpointEngine != wantEngine || m.Status.Plan.HoldSource != wantHold {
 		t.Errorf("checkpoint engine %s (hold %v; %s), want %s (hold %v) for restore path %s",
-			m.Status.CheckpointEngine, m.Status.HoldSource, m.Status.CheckpointEngineReason, wantEngine, wantHold, m.Status.RestorePath)
+			m.Status.Plan.CheckpointEngine, m.Status.Plan.HoldSource, m.Status.Plan.CheckpointEngineReason, wantEngine, wantHold, m.Status.Plan.RestorePath)
 	}
 	if sc.exactly && (res.Lost != 0 || res.Duplicated != 0 || !res.DigestMatch || !res.StateIntact) {
 		t.Errorf("lost=%d duplicated=%d digest match=%v memory intact=%v", res.Lost, res.Duplicated, res.DigestMatch, res.StateIntact)
@@ -327,8 +327,8 @@ func TestSequentialStatefulSetPostCopy(t *testing.T) {
 	}
 	res := run(t, scenario{kind: demo.KindStatefulSet, exactly: true, strategy: v1alpha1.StrategySequential, state: "64Mi", spec: spec})
 	st := &res.Migration.Status
-	if st.MemoryTechnique != v1alpha1.MemoryPostCopy {
-		t.Fatalf("memory technique %q (%s), want PostCopy", st.MemoryTechnique, st.MemoryTechniqueReason)
+	if st.Plan.MemoryTechnique != v1alpha1.MemoryPostCopy {
+		t.Fatalf("memory technique %q (%s), want PostCopy", st.Plan.MemoryTechnique, st.Plan.MemoryTechniqueReason)
 	}
 	if !apimeta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionMemoryTransferred) {
 		t.Errorf("MemoryTransferred not True: %+v", apimeta.FindStatusCondition(st.Conditions, v1alpha1.ConditionMemoryTransferred))
@@ -344,17 +344,17 @@ func TestSequentialStatefulSetPostCopy(t *testing.T) {
 func handedOff(t *testing.T, res *demo.Result, step string) {
 	t.Helper()
 	st := &res.Migration.Status
-	if st.CheckpointEngine != v1alpha1.CheckpointEngineRunc {
+	if st.Plan.CheckpointEngine != v1alpha1.CheckpointEngineRunc {
 		// only the runc engine holds a source (containerd 2.1 restoring
 		// checkpoint images takes the kubelet's): Auto replays
-		if st.Handoff != v1alpha1.HandoffReplay {
-			t.Errorf("handoff %q with the %s engine, want Replay", st.Handoff, st.CheckpointEngine)
+		if st.Plan.Handoff != v1alpha1.HandoffReplay {
+			t.Errorf("handoff %q with the %s engine, want Replay", st.Plan.Handoff, st.Plan.CheckpointEngine)
 		}
 		return
 	}
 	c := apimeta.FindStatusCondition(st.Conditions, step)
-	if st.Handoff != v1alpha1.HandoffHandoff || !st.HoldSource || c == nil || c.Status != metav1.ConditionTrue {
-		t.Errorf("handoff %q (%s), source held %v, %s %+v", st.Handoff, st.HandoffReason, st.HoldSource, step, c)
+	if st.Plan.Handoff != v1alpha1.HandoffHandoff || !st.Plan.HoldSource || c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("handoff %q (%s), source held %v, %s %+v", st.Plan.Handoff, st.Plan.HandoffReason, st.Plan.HoldSource, step, c)
 	}
 	if st.Messages != nil && st.Messages.Buffered != 0 {
 		t.Errorf("%d message(s) went through a replay queue; a Handoff feeds none", st.Messages.Buffered)

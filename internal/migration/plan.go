@@ -1,0 +1,97 @@
+package migration
+
+import (
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/agentapi"
+)
+
+// PlanInputs is what a migration's plan is resolved from: its spec and
+// what Pending observed of the source's owner, the two nodes' agents, the
+// cluster and the broker. Nothing here is read again later: a node whose
+// capabilities change, or a default changed by an upgrade, never changes
+// a migration in flight.
+type PlanInputs struct {
+	Spec *v1alpha1.StatefulMigrationSpec
+	// OwnerKind is the source pod's controller kind ("" for a bare pod).
+	OwnerKind string
+	// SwapLeg: this migration is the same-node second leg of an identity
+	// swap.
+	SwapLeg bool
+
+	Source, Target           string
+	SourceAgent, TargetAgent agentapi.ReadyReport
+	// RuntimeClass is the cluster's RuntimeClass of ms2m's runtime handler
+	// on the target ("" when there is none for it); SourceRuntimeClass is
+	// the source pod's.
+	RuntimeClass, SourceRuntimeClass string
+	// Repository is where Registry transfer pushes ("" when none is set
+	// or configured).
+	Repository string
+
+	// Broker: the migration hands a message stream over; QueueType is
+	// its primary queue's type as the broker reports it, SDK whether the
+	// source consumes its control queue.
+	Broker    bool
+	QueueType string
+	SDK       bool
+}
+
+// Refusal is why a migration cannot start: a condition reason and a
+// message that says what to change.
+type Refusal struct {
+	Reason, Message string
+}
+
+// ResolvePlan makes every technique choice of a migration, each with its
+// reason, or refuses it. Each choice depends only on the ones before it:
+// strategy; how the target restores; how the source is dumped (which the
+// restore path constrains); transfer and replay; the handoff (which the
+// engine constrains); the memory technique (which needs all of them).
+func ResolvePlan(in PlanInputs) (v1alpha1.MigrationPlan, *Refusal) {
+	var p v1alpha1.MigrationPlan
+	spec := in.Spec
+	p.Strategy, p.StrategyReason = ResolveStrategy(spec, in.OwnerKind)
+
+	var fail string
+	p.RestorePath, p.RestorePathReason, fail = ResolveRestorePath(in.Target, in.TargetAgent.Restore, in.RuntimeClass, in.SourceRuntimeClass)
+	if fail != "" {
+		return p, &Refusal{v1alpha1.ReasonNoRestorePath, fail}
+	}
+	p.CheckpointEngine, p.CheckpointEngineReason, fail = ResolveCheckpointEngine(spec.CheckpointEngine, in.Source, in.SourceAgent.Checkpoint, p.RestorePath)
+	if fail != "" {
+		return p, &Refusal{v1alpha1.ReasonNoCheckpointEngine, fail}
+	}
+
+	p.TransferMode, p.TransferModeReason = spec.EffectiveTransferMode(), "set in spec.transferMode"
+	if spec.TransferMode == "" {
+		p.TransferModeReason = "the default: the checkpoint is pushed to the registry, from which the target's node pulls it"
+	}
+	if p.TransferMode == v1alpha1.TransferRegistry && in.Repository == "" {
+		return p, &Refusal{v1alpha1.ReasonNoRepository, "transferMode Registry needs spec.checkpointImageRepository (the manager has no default repository configured)"}
+	}
+	p.ReplayMode, p.ReplayModeReason = spec.EffectiveReplayMode(), "set in spec.replayMode"
+	if spec.ReplayMode == "" {
+		p.ReplayModeReason = "the default: the target takes over once caught up, or after replayCutoffSeconds, draining the rest first"
+	}
+
+	technique, why, fail := ResolveHandoff(HandoffInputs{
+		Want: spec.EffectiveHandoff(), Strategy: p.Strategy, Engine: p.CheckpointEngine,
+		Broker: in.Broker, QueueType: in.QueueType, SDK: in.SDK,
+		IdentitySwap: in.SwapLeg || (p.Strategy == v1alpha1.StrategyShadowPod && in.OwnerKind == "StatefulSet" &&
+			spec.EffectiveIdentitySwapMode() != v1alpha1.IdentitySwapNone),
+	})
+	if fail != "" {
+		return p, &Refusal{v1alpha1.ReasonNoHandoff, fail}
+	}
+	p.Handoff, p.HandoffReason, p.HoldSource = technique, why, technique == v1alpha1.HandoffHandoff
+
+	p.MemoryTechnique, p.MemoryTechniqueReason, fail = ResolveMemoryTechnique(MemoryInputs{
+		Want: spec.EffectiveMemoryTechnique(), Strategy: p.Strategy, Engine: p.CheckpointEngine, Restore: p.RestorePath,
+		Handoff: p.Handoff, Source: in.Source, Target: in.Target,
+		SourceCaps: in.SourceAgent.Checkpoint, TargetCaps: in.TargetAgent.Checkpoint,
+	})
+	if fail != "" {
+		return p, &Refusal{v1alpha1.ReasonNoMemoryTechnique, fail}
+	}
+	return p, nil
+}

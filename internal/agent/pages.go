@@ -130,14 +130,14 @@ func (s *Server) relayPages(id string, out *pagesOut, conn net.Conn, requests *b
 	}()
 	closed, _, err := out.ps.CopyRequests(requests)
 	if !closed {
-		s.cfg.Log.Error("page stream broke before every page was taken; the source stays frozen until its migration ends", "id", id, "error", err)
+		s.cfg.Log.Error("page stream broke before every page was taken; the page server waits for its migration to end", "id", id, "error", err)
 		return
 	}
 	out.complete.Store(true)
 	// CRIU answers the close and waits for the other side to hang up.
 	_, _ = io.Copy(io.Discard, requests)
-	if tc, ok := out.ps.Conn.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
+	if hc, ok := out.ps.Conn.(interface{ CloseWrite() error }); ok {
+		_ = hc.CloseWrite()
 	}
 	err = out.ps.Wait()
 	s.cfg.Log.Info("served every page", "id", id, "bytes", <-sent, "criu", err)

@@ -47,7 +47,7 @@ func (e *lazyEngine) Checkpoint(_ context.Context, c engine.Container, o engine.
 	}
 	agentEnd, criuEnd := net.Pipe()
 	e.criu = criuEnd
-	ps := engine.NewPageServer(e.proc, func() string { return "" }, nil)
+	ps := engine.NewPageServer(e.proc, "page server", func() string { return "" }, nil)
 	ps.Conn = agentEnd
 	return engine.Result{Archive: archive, Held: true, Pages: ps}, nil
 }

@@ -214,7 +214,7 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	}
 	c := engine.Container{Namespace: req.Namespace, Pod: req.Pod, PodUID: req.PodUID, Name: req.Container, ID: req.ContainerID}
 	start := time.Now()
-	res, err := eng.Checkpoint(ctx, c, engine.Options{ID: req.ID, Hold: req.Hold, LazyPages: req.PagesTo != ""})
+	res, err := eng.Checkpoint(ctx, c, engine.Options{ID: req.ID, Hold: req.Hold, LazyPages: req.PagesTo != "", PagesFromDump: req.PagesFromDump})
 	if err != nil {
 		return agentapi.CheckpointResult{}, err
 	}

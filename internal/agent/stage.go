@@ -91,17 +91,20 @@ func (s *Server) doStage(ctx context.Context, req agentapi.StageRequest, key sta
 		return agentapi.StageResult{}, fmt.Errorf("%w: checkpoint %s arrived as %s, but node %s's agent sealed %s (altered in transit or at rest); nothing was staged",
 			agentapi.ErrUnauthenticated, req.ID, got, req.SourceNode, req.Seal.ArchiveDigest)
 	}
-	if err := l.Commit(key, dir, staging.Meta{CheckpointID: req.ID, LazyPages: req.LazyPages}); err != nil {
-		_ = os.RemoveAll(dir)
-		return agentapi.StageResult{}, err
-	}
 	if req.LazyPages {
-		// Before the staging is reported: the target's container is
-		// created next, and its restore needs the daemon waiting.
-		if err := s.startLazyPages(ctx, req.ID, req.SourceNode, l.Path(key)); err != nil {
-			_ = l.Remove(key)
+		// Before the commit: a target container waiting for its
+		// checkpoint (a warm ShadowPod target) claims it at once, and its
+		// restore needs the daemon waiting. CRIU holds the directories it
+		// was given open, so the commit's move, and the claim's, are
+		// nothing to it; the restore finds its socket in work/.
+		if err := s.startLazyPages(ctx, req.ID, req.SourceNode, dir); err != nil {
+			_ = os.RemoveAll(dir)
 			return agentapi.StageResult{}, fmt.Errorf("post-copy: %w; nothing was staged", err)
 		}
+	}
+	if err := l.Commit(key, dir, staging.Meta{CheckpointID: req.ID, LazyPages: req.LazyPages}); err != nil {
+		_ = os.RemoveAll(dir)
+		return agentapi.StageResult{}, errors.Join(err, s.stopPagesIn(req.ID))
 	}
 	s.cfg.Log.Info("staged checkpoint", "id", req.ID, "for", key.String(), "bytes", body.done, "took", time.Since(start))
 	return agentapi.StageResult{Dir: l.Path(key), SizeBytes: body.done, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container}, nil

@@ -59,10 +59,13 @@ type CheckpointRequest struct {
 	// migration); a completed one deleted it.
 	Hold bool `json:"hold,omitempty"`
 	// PagesTo asks for a lazy dump (post-copy, EngineRunc): everything but
-	// the memory pages goes into the archive, and the container stays
-	// frozen while the source agent serves its pages to the agent of this
-	// node only, and ends once that agent has them all.
-	PagesTo string `json:"pagesTo,omitempty"`
+	// the memory pages goes into the archive, and the source agent serves
+	// the pages to the agent of this node only. The container stays
+	// frozen while it does, and ends once that agent has them all, unless
+	// PagesFromDump: then the container is dumped whole and runs on (a
+	// ShadowPod source), and the pages are served from the dump.
+	PagesTo       string `json:"pagesTo,omitempty"`
+	PagesFromDump bool   `json:"pagesFromDump,omitempty"`
 }
 
 // CheckpointResult describes a finished checkpoint.

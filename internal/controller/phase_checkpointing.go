@@ -66,7 +66,7 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 		ContainerID: containerID(pod, st.ContainerName), Engine: agentEngine(st.Plan.CheckpointEngine), Hold: st.Plan.HoldSource,
 	}
 	if st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy {
-		req.PagesTo = st.TargetNode
+		req.PagesTo, req.PagesFromDump = st.TargetNode, !postCopyHoldsSource(st)
 	}
 	op, err := r.Agents.Checkpoint(ctx, st.SourceNode, req)
 	if err != nil {
@@ -90,6 +90,8 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 		switch {
 		case res.Held && st.Plan.Strategy == v1alpha1.StrategyShadowPod:
 			frozen = fmt.Sprintf("dumped in %s; the source stays frozen until its queue is taken from it", res.Freeze)
+		case res.LazyPages && !postCopyHoldsSource(st):
+			frozen = fmt.Sprintf("source frozen %s; its memory is served to %s from the dump", res.Freeze, st.TargetNode)
 		case res.LazyPages:
 			frozen = fmt.Sprintf("dumped without its memory pages in %s; the source stays frozen, serving them to %s", res.Freeze, st.TargetNode)
 		case res.Held:

@@ -42,6 +42,13 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	if lost {
 		return res, nil
 	}
+	// A ShadowPod source serves until its target has all of its memory: a
+	// page stream that breaks before rolls back to it.
+	if !postCopyHoldsSource(&s.m.Status) {
+		if res, arrived, err := r.memoryArrived(ctx, s); !arrived {
+			return res, err
+		}
+	}
 	// Make before break: the source goes only once the target serves, in
 	// its Services' endpoints (see cutover.go).
 	if res, serving, err := r.bringIntoService(ctx, s, target); !serving || err != nil {
@@ -79,9 +86,10 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 
 // memoryArrived: with PostCopy, the target runs before its memory has all
 // come; the migration is complete only once the last page has (the target
-// node's agent says so when its lazy-pages daemon ends). The stream is
-// handed over before: the target serves meanwhile, faulting in what it
-// touches.
+// node's agent says so when its lazy-pages daemon ends). A Sequential
+// target takes the stream over before, faulting in what it touches; a
+// ShadowPod source serves until then, and a broken page stream rolls the
+// migration back to it.
 func (r *Reconciler) memoryArrived(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
 	st := &s.m.Status
 	if st.Plan.MemoryTechnique != v1alpha1.MemoryPostCopy || s.isDone(v1alpha1.ConditionMemoryTransferred) {
@@ -99,11 +107,16 @@ func (r *Reconciler) memoryArrived(ctx context.Context, s *scope) (reconcile.Res
 	case agentapi.OpFailed:
 		res, err := s.fail(v1alpha1.ReasonPagesLost, "the page stream from %s broke after %d bytes; the target %s cannot have its whole memory: %s",
 			st.SourceNode, p.Bytes, st.TargetPod, p.Message)
+		// A ShadowPod migration rolls back to its source, which served on.
 		return res, false, err
 	case agentapi.OpRunning:
 		s.condition(v1alpha1.ConditionMemoryTransferred, metav1.ConditionFalse, "PagesComing",
 			fmt.Sprintf("%d bytes of memory have come from %s so far", p.Bytes, st.SourceNode))
 		return s.poll(), false, nil
+	}
+	if !postCopyHoldsSource(st) {
+		s.done(v1alpha1.ConditionMemoryTransferred, fmt.Sprintf("every page (%d bytes) has come from the source's dump on %s", p.Bytes, st.SourceNode))
+		return reconcile.Result{}, true, nil
 	}
 	r.endPostCopySource(ctx, s)
 	s.done(v1alpha1.ConditionMemoryTransferred, fmt.Sprintf("every page (%d bytes) has come from %s; the source has ended", p.Bytes, st.SourceNode))

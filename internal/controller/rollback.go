@@ -244,7 +244,7 @@ func (r *Reconciler) failForward(ctx context.Context, s *scope) (reconcile.Resul
 	if err := r.teardownUnneeded(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}
-	if st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy && !s.isDone(v1alpha1.ConditionMemoryTransferred) {
+	if postCopyHoldsSource(st) && !s.isDone(v1alpha1.ConditionMemoryTransferred) {
 		// Still held for its pages, which will not all be taken now: it is
 		// ended, never thawed (the checkpoint's cleanup thaws a held source
 		// for a rollback, and this one has been replaced).

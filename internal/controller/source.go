@@ -225,7 +225,7 @@ func (r *Reconciler) endHeldSource(ctx context.Context, s *scope, src *corev1.Po
 			return heldNone, err
 		}
 	}
-	if st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy {
+	if postCopyHoldsSource(st) {
 		return r.releasePostCopySource(ctx, s, h, src)
 	}
 	err := r.Agents.EndHeld(ctx, st.SourceNode, st.Checkpoint.ID)
@@ -279,6 +279,13 @@ func (r *Reconciler) releasePostCopySource(ctx context.Context, s *scope, h brok
 		return heldWaiting, nil
 	}
 	return heldEnded, nil
+}
+
+// postCopyHoldsSource: a PostCopy migration whose source (Sequential) is
+// held by CRIU's lazy dump, serving its pages, rather than dumped whole
+// and serving on (ShadowPod) while its dump serves them.
+func postCopyHoldsSource(st *v1alpha1.StatefulMigrationStatus) bool {
+	return st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy && st.Plan.Strategy == v1alpha1.StrategySequential
 }
 
 // endPostCopySource ends a PostCopy source once every page has reached the

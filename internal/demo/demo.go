@@ -50,6 +50,9 @@ type Options struct {
 	Settle  time.Duration
 	Timeout time.Duration
 	Out     io.Writer
+	// During, if set, sees the migration each time it is looked at until
+	// it ends: a test acts on it there (cuts a link at a given step).
+	During func(ctx context.Context, m *v1alpha1.StatefulMigration)
 }
 
 // Result is what a run measured.
@@ -142,6 +145,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := poll(ctx, o.Timeout, func() (bool, error) {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
 			return false, err
+		}
+		if o.During != nil && !m.Status.Phase.IsFinal() {
+			o.During(ctx, m)
 		}
 		return m.Status.Phase.IsFinal(), nil
 	}); err != nil {

@@ -28,10 +28,13 @@ type Options struct {
 	ID string
 	// Hold leaves the container frozen after its dump.
 	Hold bool
-	// LazyPages dumps everything but the memory pages (post-copy): the
-	// container stays frozen, and Result.Pages serves its pages to the
-	// target's lazy-pages daemon, after which it ends. Implies Hold.
-	LazyPages bool
+	// LazyPages ships everything but the memory pages a lazy restore can
+	// take later (post-copy), and Result.Pages serves those to the
+	// target's lazy-pages daemon: from the frozen container, held until
+	// they are all taken, or with PagesFromDump from a whole dump, while
+	// the container runs on (or is held, as Hold says).
+	LazyPages     bool
+	PagesFromDump bool
 }
 
 // Result is a finished dump.

@@ -13,12 +13,15 @@ import (
 	"time"
 )
 
-// PageServer is what a lazy dump (post-copy) leaves running on the source
-// node: CRIU, holding the frozen container's memory, serving its pages to
-// one lazy-pages daemon on the target node; the container stays frozen
-// after, for the agent to end (or, rolled back, to thaw). Conn is the one connection CRIU accepts, taken by the agent
-// at once: CRIU listens in a network namespace of its own (see
-// checkpointLazy), so no one else can reach it, and it accepts only one.
+// PageServer is what a post-copy checkpoint leaves running on the source
+// node: CRIU serving the container's memory pages to one lazy-pages daemon
+// on the target node. For a held source it is the lazy dump itself,
+// holding the frozen container (which stays frozen after, for the agent
+// to end or, rolled back, to thaw), and Conn the one connection it
+// accepts, taken by the agent at once inside CRIU's own network namespace
+// (see checkpointLazy). For a source that runs on, it is a page server
+// reading the dump (see serveDumpPages), and Conn the agent's end of the
+// socket pair it serves.
 type PageServer struct {
 	Conn net.Conn
 	cmd  *exec.Cmd
@@ -88,15 +91,15 @@ func (p *PageServer) Abort() error {
 	return nil
 }
 
-// NewPageServer follows cmd, started in a process group of its own,
-// which runs a page server; the caller sets Conn. after runs once cmd has
-// ended; logTail adds to the error of a failed end.
-func NewPageServer(cmd *exec.Cmd, logTail func() string, after func()) *PageServer {
+// NewPageServer follows cmd (what, in its errors), started in a process
+// group of its own, which runs a page server; the caller sets Conn. after
+// runs once cmd has ended; logTail adds to the error of a failed end.
+func NewPageServer(cmd *exec.Cmd, what string, logTail func() string, after func()) *PageServer {
 	p := &PageServer{cmd: cmd, done: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
 		if err != nil {
-			err = fmt.Errorf("runc checkpoint --lazy-pages: %w%s", err, logTail())
+			err = fmt.Errorf("%s: %w%s", what, err, logTail())
 		}
 		p.err = err
 		close(p.done)

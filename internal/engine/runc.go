@@ -132,9 +132,13 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 			return Result{}, err
 		}
 	}
-	if !o.LazyPages { // a lazy dump's directory goes when CRIU ends
-		defer os.RemoveAll(r.local(dir))
-	}
+	// A dump whose pages are served stays until its page server ends.
+	served := false
+	defer func() {
+		if !served {
+			_ = os.RemoveAll(r.local(dir))
+		}
+	}()
 
 	// Paused for the dump and the file system's changes together: a
 	// container running on after its dump could write to a file CRIU
@@ -144,7 +148,8 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
-	if o.LazyPages {
+	if o.LazyPages && !o.PagesFromDump {
+		served = true // removed by checkpointLazy or its CRIU
 		return r.checkpointLazy(ctx, c, st, o, ns, dir)
 	}
 	start := time.Now()
@@ -176,6 +181,12 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 		return Result{}, err
 	}
 	archive := r.archivePath(o.ID)
+	if o.LazyPages {
+		served = true // removed by serveDumpPages or its page server
+		res, err := r.serveDumpPages(c, dir, archive)
+		res.Freeze = freeze
+		return res, err
+	}
 	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
 		return Result{}, r.failHeld(ctx, c, o, fmt.Errorf("archiving the dump of %s: %w", c, err))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ms2m/ms2m/internal/staging"
 )
@@ -64,7 +67,7 @@ func (r Runc) checkpointLazy(ctx context.Context, c Container, st runcState, o O
 	}
 	statusW.Close()
 	dumpLog := r.local(filepath.Join(work, "dump.log"))
-	ps := NewPageServer(cmd, func() string { return lastLines(stderr.String(), 3) + logTail(dumpLog) },
+	ps := NewPageServer(cmd, "runc checkpoint --lazy-pages", func() string { return lastLines(stderr.String(), 3) + logTail(dumpLog) },
 		func() { _ = os.RemoveAll(r.local(dir)) })
 	// From here on a failure ends CRIU (which leaves the container alive
 	// and frozen) and thaws it.
@@ -254,4 +257,75 @@ func (r Runc) MemoryCapabilities(ctx context.Context) (lazy, dirty Capability) {
 		dirty = Capability{Reason: "the kernel does not track dirty memory (no soft-dirty bits): " + err.Error()}
 	}
 	return lazy, dirty
+}
+
+// serveDumpPages is post-copy from a source that runs on (a ShadowPod
+// source): its archive holds the dump in dir without the pages a lazy
+// restore takes later (WriteLazyImages), and CRIU's page server serves
+// those from the dump, which stays in dir (tmpfs) until it ends. The page
+// server speaks only through a socket pair whose other end is the
+// agent's: nothing else on the node can ask it for the workload's memory.
+func (r Runc) serveDumpPages(c Container, dir, archive string) (Result, error) {
+	fail := func(err error) (Result, error) {
+		_ = os.RemoveAll(r.local(dir))
+		return Result{}, err
+	}
+	ship := filepath.Join(dir, "ship")
+	if _, err := WriteLazyImages(r.local(filepath.Join(dir, staging.ImagesDir)), r.local(filepath.Join(ship, staging.ImagesDir))); err != nil {
+		return fail(fmt.Errorf("the dump of %s without its lazy pages: %w", c, err))
+	}
+	if err := os.Link(r.local(filepath.Join(dir, staging.RootfsDiffTar)), r.local(filepath.Join(ship, staging.RootfsDiffTar))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fail(err)
+	}
+	if err := writeArchive(r.local(archive), r.local(ship), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
+		return fail(fmt.Errorf("archiving the dump of %s: %w", c, err))
+	}
+	_ = os.RemoveAll(r.local(ship))
+
+	criu, err := r.criuBinary()
+	if err != nil {
+		return fail(err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fail(err)
+	}
+	criuEnd := os.NewFile(uintptr(fds[0]), "page-server")
+	defer criuEnd.Close()
+	oursFile := os.NewFile(uintptr(fds[1]), "page-relay")
+	ours, err := net.FileConn(oursFile)
+	oursFile.Close()
+	if err != nil {
+		return fail(err)
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		ours.Close()
+		return fail(err)
+	}
+	defer statusR.Close()
+	work := filepath.Join(dir, "work")
+	cmd := r.hostCommand(context.Background(), criu, "page-server", "--lazy-pages", "--ps-socket", "3", "--status-fd", "4",
+		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "page-server.log")
+	cmd.ExtraFiles = []*os.File{criuEnd, statusW}
+	setpgid(cmd)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		statusW.Close()
+		ours.Close()
+		return fail(fmt.Errorf("criu page-server: %w", err))
+	}
+	statusW.Close()
+	logFile := r.local(filepath.Join(work, "page-server.log"))
+	ps := NewPageServer(cmd, "criu page-server", func() string { return lastLines(stderr.String(), 3) + logTail(logFile) },
+		func() { _ = os.RemoveAll(r.local(dir)) })
+	ps.Conn = ours
+	if err := readStatus(statusR, ps.done, 30*time.Second); err != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-ps.done
+		ours.Close()
+		return Result{}, errors.Join(fmt.Errorf("serving the pages of %s: %w", c, err), ps.err)
+	}
+	return Result{Archive: r.local(archive), Pages: ps}, nil
 }

@@ -25,13 +25,16 @@ type MemoryInputs struct {
 // target.
 //
 // PostCopy restores the target from a dump without memory pages and has
-// it take each page from the frozen source as it touches it: the
-// processing gap no longer grows with the state. It needs the Runc engine
-// (a lazy dump), ms2m's runtime handler on the target (a lazy restore),
-// both nodes able to (userfaultfd, CRIU, fs.pipe-max-size), and a
-// Sequential migration: the source is frozen until its last page has gone,
-// which a ShadowPod source, serving meanwhile, cannot be. Auto never takes
-// it: until the last page arrives the state lives on two nodes.
+// it take each page as it touches it, the rest in the background: the
+// processing gap no longer grows with the state. A Sequential source is
+// dumped lazily and stays frozen, serving its pages, until the last one
+// has gone; a ShadowPod source is dumped whole into memory and serves on
+// while its pages are served from the dump, and is stopped only once the
+// target has them all, so a broken page stream rolls back to it. It needs
+// the Runc engine, ms2m's runtime handler on the target (a lazy restore)
+// and both nodes able to (userfaultfd, CRIU, fs.pipe-max-size). Auto
+// never takes it: until the last page arrives the state lives on two
+// nodes.
 //
 // PreCopy needs the kernel to track dirty memory; ms2m does not implement
 // it yet, which the refusal says after the node's own reason.
@@ -48,21 +51,23 @@ func ResolveMemoryTechnique(in MemoryInputs) (technique v1alpha1.MemoryTechnique
 		if cannot := postCopyImpossible(in); cannot != "" {
 			return "", "", "memoryTechnique PostCopy requested, but " + cannot
 		}
-		return v1alpha1.MemoryPostCopy, fmt.Sprintf("memoryTechnique PostCopy requested: %s restores at once and takes the pages from %s as the workload touches them", in.Target, in.Source), ""
+		from := "from " + in.Source + ", frozen until the last has gone"
+		if in.Strategy != v1alpha1.StrategySequential {
+			from = "from the source's dump in memory on " + in.Source + ", which serves on until the last has arrived"
+		}
+		return v1alpha1.MemoryPostCopy, fmt.Sprintf("memoryTechnique PostCopy requested: %s restores at once and takes the pages %s as the workload touches them", in.Target, from), ""
 	}
 	return v1alpha1.MemoryStopAndCopy, "Auto takes StopAndCopy: PostCopy leaves the workload's state split between two nodes until its last page arrives, so it is only used when asked for", ""
 }
 
 func postCopyImpossible(in MemoryInputs) string {
 	switch {
-	case in.Strategy != v1alpha1.StrategySequential:
-		return "a ShadowPod source serves on after its checkpoint, and post-copy needs it frozen until its last page has gone (use migrationStrategy Sequential)"
 	case in.Engine != v1alpha1.CheckpointEngineRunc:
 		return "only the Runc checkpoint engine dumps without memory pages (checkpointEngine is " + string(in.Engine) + ")"
 	case in.Restore != v1alpha1.RestoreRuntimeHandler:
 		return "only ms2m's runtime handler restores lazily, and " + in.Target + " restores checkpoint images"
-	case in.Handoff != v1alpha1.HandoffHandoff:
-		return "post-copy holds the source frozen at its dump, which the " + string(in.Handoff) + " handoff does not expect (use handoff Handoff or Auto)"
+	case in.Strategy == v1alpha1.StrategySequential && in.Handoff != v1alpha1.HandoffHandoff:
+		return "post-copy holds a Sequential source frozen at its dump, which the " + string(in.Handoff) + " handoff does not expect (use handoff Handoff or Auto)"
 	case !in.SourceCaps.LazyPages:
 		return fmt.Sprintf("source node %s cannot serve a lazy dump: %s", in.Source, in.SourceCaps.LazyPagesReason)
 	case !in.TargetCaps.LazyPages:

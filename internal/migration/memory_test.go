@@ -28,10 +28,14 @@ func TestResolveMemoryTechnique(t *testing.T) {
 		{"auto never takes post-copy", with(func(i *MemoryInputs) { i.Want = v1alpha1.MemoryAuto }), v1alpha1.MemoryStopAndCopy, "", "only used when asked for"},
 		{"empty is auto", with(func(i *MemoryInputs) { i.Want = "" }), v1alpha1.MemoryStopAndCopy, "", "Auto"},
 		{"stop-and-copy", with(func(i *MemoryInputs) { i.Want = v1alpha1.MemoryStopAndCopy }), v1alpha1.MemoryStopAndCopy, "", "requested"},
-		{"a ShadowPod source serves on", with(func(i *MemoryInputs) { i.Strategy = v1alpha1.StrategyShadowPod }), "", "migrationStrategy Sequential", ""},
+		{"a ShadowPod source serves on while its dump serves the pages", with(func(i *MemoryInputs) { i.Strategy = v1alpha1.StrategyShadowPod }),
+			v1alpha1.MemoryPostCopy, "", "serves on until the last has arrived"},
+		{"a replayed ShadowPod source needs no hold", with(func(i *MemoryInputs) {
+			i.Strategy, i.Handoff = v1alpha1.StrategyShadowPod, v1alpha1.HandoffReplay
+		}), v1alpha1.MemoryPostCopy, "", "from the source's dump"},
 		{"the kubelet cannot dump lazily", with(func(i *MemoryInputs) { i.Engine = v1alpha1.CheckpointEngineKubelet }), "", "checkpointEngine is Kubelet", ""},
 		{"checkpoint images restore eagerly", with(func(i *MemoryInputs) { i.Restore = v1alpha1.RestoreCheckpointImage }), "", "restores checkpoint images", ""},
-		{"a replayed source is not held", with(func(i *MemoryInputs) { i.Handoff = v1alpha1.HandoffReplay }), "", "handoff Handoff or Auto", ""},
+		{"a replayed Sequential source is not held", with(func(i *MemoryInputs) { i.Handoff = v1alpha1.HandoffReplay }), "", "handoff Handoff or Auto", ""},
 		{"a source node without lazy pages", with(func(i *MemoryInputs) {
 			i.SourceCaps = agentapi.CheckpointCapabilities{Runc: true, LazyPagesReason: "fs.pipe-max-size is 1048576"}
 		}), "", "source node node-a cannot serve a lazy dump: fs.pipe-max-size", ""},

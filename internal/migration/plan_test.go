@@ -11,7 +11,7 @@ import (
 
 // A node with everything: ms2m's runtime handler, runc and lazy pages.
 var ableNode = agentapi.ReadyReport{Ready: true,
-	Restore: agentapi.RestoreCapabilities{RuntimeHandler: "ms2m", RuntimeHandlerReason: "ms2m runtime handler installed"},
+	Restore:    agentapi.RestoreCapabilities{RuntimeHandler: "ms2m", RuntimeHandlerReason: "ms2m runtime handler installed"},
 	Checkpoint: agentapi.CheckpointCapabilities{Runc: true, RuncReason: "runc 1.5.3, CRIU 4.2", LazyPages: true, LazyPagesReason: "uffd"},
 }
 

@@ -46,6 +46,9 @@ type pagesIn struct {
 	daemon *engine.LazyDaemon
 	bytes  atomic.Int64
 	stop   func()
+	// broken: the stream from the source failed before the daemon
+	// finished (a cut link, the source's agent gone).
+	broken atomic.Pointer[error]
 }
 
 func (p *pagesIn) status() agentapi.PagesStatus {
@@ -58,6 +61,11 @@ func (p *pagesIn) status() agentapi.PagesStatus {
 			st.State = agentapi.OpSucceeded
 		}
 	default:
+		// The daemon ends on the broken stream's close; it is failed
+		// already.
+		if err := p.broken.Load(); err != nil {
+			st.State, st.Message = agentapi.OpFailed, "the page stream from the source broke: "+(*err).Error()
+		}
 	}
 	return st
 }
@@ -225,7 +233,23 @@ func (s *Server) startLazyPages(ctx context.Context, id, sourceNode, dir string)
 	}
 	go func() { _, _ = io.Copy(remote, ours) }()
 	arrived := &countingReader{r: remote, progress: func(done, _ int64) { in.bytes.Store(done) }}
-	go func() { _, _ = io.Copy(ours, arrived) }()
+	go func() {
+		_, err := io.Copy(ours, arrived)
+		// A finished transfer ends the stream too, as the daemon exits.
+		select {
+		case <-daemon.Done():
+			return // it had every page, or was stopped
+		case <-time.After(daemonEndPatience):
+		}
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		in.broken.Store(&err)
+		s.cfg.Log.Error("page stream from the source broke before every page arrived", "id", id, "bytes", in.bytes.Load(), "error", err)
+		// The daemon sees its page server hang up and ends.
+		ours.Close()
+		remote.Close()
+	}()
 	go func() {
 		err := daemon.Wait()
 		ours.Close()
@@ -235,6 +259,10 @@ func (s *Server) startLazyPages(ctx context.Context, id, sourceNode, dir string)
 	s.pages.in.Store(id, in)
 	return nil
 }
+
+// daemonEndPatience is how long a lazy-pages daemon may take to end after
+// its page stream has: longer, and the stream broke under it.
+const daemonEndPatience = 2 * time.Second
 
 // stopPagesIn ends the lazy-pages daemon of a checkpoint whose migration
 // ended (a rolled-back one never restores; a finished one ended it).

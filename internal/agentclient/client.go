@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,7 +18,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/identity"
@@ -231,7 +235,7 @@ func (c *Client) PageStream(ctx context.Context, node, id string) (io.ReadWriteC
 	cfg := c.tls.Clone()
 	cfg.ServerName = identity.AgentDNSName(node)
 	cfg.NextProtos = []string{"http/1.1"} // an upgrade has no HTTP/2 form
-	d := tls.Dialer{Config: cfg}
+	d := tls.Dialer{Config: cfg, NetDialer: pageStreamDialer()}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	conn, err := d.DialContext(dctx, "tcp", u.Host)
@@ -269,3 +273,27 @@ type bufferedConn struct {
 }
 
 func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// pageStreamLinkTimeout is how long a page stream may go without its
+// peer acknowledging anything before it counts as broken. The restored
+// process waits for the pages it faults on, so a link cut silently (no
+// reset: packets dropped) must not leave it waiting for TCP's default of
+// about fifteen minutes; broken, the stream fails its migration, which a
+// ShadowPod source survives.
+const pageStreamLinkTimeout = 5 * time.Second
+
+// pageStreamDialer detects a dead link both while pages are asked for
+// (TCP_USER_TIMEOUT: unacknowledged data) and while the stream is idle
+// (keepalive probes).
+func pageStreamDialer() *net.Dialer {
+	return &net.Dialer{
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: int(pageStreamLinkTimeout / time.Second)},
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(pageStreamLinkTimeout/time.Millisecond))
+			})
+			return errors.Join(err, serr)
+		},
+	}
+}

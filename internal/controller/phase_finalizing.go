@@ -99,15 +99,10 @@ func (r *Reconciler) memoryArrived(ctx context.Context, s *scope) (reconcile.Res
 	if err != nil {
 		return reconcile.Result{}, false, err
 	}
-	if st.Transfer == nil {
-		st.Transfer = &v1alpha1.TransferStatus{}
-	}
-	st.Transfer.PageBytes = p.Bytes
+	notePages(st, p)
 	switch p.State {
 	case agentapi.OpFailed:
-		res, err := s.fail(v1alpha1.ReasonPagesLost, "the page stream from %s broke after %d bytes; the target %s cannot have its whole memory: %s",
-			st.SourceNode, p.Bytes, st.TargetPod, p.Message)
-		// A ShadowPod migration rolls back to its source, which served on.
+		res, err := failPagesLost(s, p)
 		return res, false, err
 	case agentapi.OpRunning:
 		s.condition(v1alpha1.ConditionMemoryTransferred, metav1.ConditionFalse, "PagesComing",
@@ -462,3 +457,37 @@ func (r *Reconciler) transferOwnership(ctx context.Context, s *scope, target *co
 type failure struct{ reason, msg string }
 
 func (f *failure) Error() string { return f.reason + ": " + f.msg }
+
+// pagesLost fails a PostCopy migration whose page stream broke while its
+// target restores or replays: a target faulting on a page that never comes
+// would otherwise wait out the phase's timeout, and a ShadowPod migration
+// rolls back to its source at once. An agent that does not answer is
+// asked again at the next look (checkTarget and the timeouts bound it).
+func (r *Reconciler) pagesLost(ctx context.Context, s *scope) (reconcile.Result, bool, error) {
+	st := &s.m.Status
+	if st.Plan.MemoryTechnique != v1alpha1.MemoryPostCopy || st.Checkpoint == nil || s.isDone(v1alpha1.ConditionMemoryTransferred) {
+		return reconcile.Result{}, false, nil
+	}
+	p, err := r.Agents.Pages(ctx, st.TargetNode, st.Checkpoint.ID)
+	if err != nil || p.State != agentapi.OpFailed {
+		return reconcile.Result{}, false, nil
+	}
+	notePages(st, p)
+	res, err := failPagesLost(s, p)
+	return res, true, err
+}
+
+func notePages(st *v1alpha1.StatefulMigrationStatus, p agentapi.PagesStatus) {
+	if st.Transfer == nil {
+		st.Transfer = &v1alpha1.TransferStatus{}
+	}
+	st.Transfer.PageBytes = p.Bytes
+}
+
+// failPagesLost: a ShadowPod migration rolls back to its source, which
+// served on; a Sequential one has let its source go.
+func failPagesLost(s *scope, p agentapi.PagesStatus) (reconcile.Result, error) {
+	st := &s.m.Status
+	return s.fail(v1alpha1.ReasonPagesLost, "the page stream from %s broke after %d bytes; the target %s cannot have its whole memory: %s",
+		st.SourceNode, p.Bytes, st.TargetPod, p.Message)
+}

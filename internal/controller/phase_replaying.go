@@ -27,6 +27,9 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 	if res, lost := r.checkTarget(ctx, s); lost {
 		return res, nil
 	}
+	if res, lost, err := r.pagesLost(ctx, s); lost {
+		return res, err
+	}
 	h, err := s.brokerSession(ctx)
 	if err != nil {
 		return s.retryOrFail(err, v1alpha1.ReasonReplayFailed)

@@ -42,6 +42,9 @@ func (r *Reconciler) reconcileRestoring(ctx context.Context, s *scope) (reconcil
 			return res, err
 		}
 	}
+	if res, lost, err := r.pagesLost(ctx, s); lost {
+		return res, err
+	}
 	if !render.ContainersReady(target) {
 		return s.poll(), nil
 	}

@@ -75,6 +75,8 @@ type scenario struct {
 	strategy  v1alpha1.MigrationStrategy
 	journal   string // see demo.Workload.Journal
 	state     string // the consumer's in-memory state (default 1Mi)
+	// during sees the migration while it runs (see demo.Options.During)
+	during func(ctx context.Context, m *v1alpha1.StatefulMigration)
 }
 
 func run(t *testing.T, sc scenario) *demo.Result {
@@ -112,7 +114,7 @@ func run(t *testing.T, sc scenario) *demo.Result {
 		Workload: demo.Workload{Kind: sc.kind, Namespace: ns, Name: "consumer", Image: sc.image, AMQPURL: rmq.AMQPURL(),
 			Queue: ns, Delay: sc.delay, StateBytes: sc.state, Prefetch: sc.prefetch, Node: "node-a", Env: sc.env, Grace: sc.grace},
 		Spec: sc.spec, Rate: sc.rate, Burst: sc.burst, Routes: sc.routes, RestartProducer: sc.restart, Warmup: sc.warmup, Settle: 2 * time.Second,
-		Timeout: 4 * time.Minute, Out: testWriter{t},
+		Timeout: 4 * time.Minute, Out: testWriter{t}, During: sc.during,
 	})
 	if res != nil && res.Migration != nil {
 		demo.Report(testWriter{t}, res)
@@ -442,10 +444,14 @@ func failing(t *testing.T, sc scenario, reason string) {
 		_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	})
 	sc.spec.TargetNode, sc.spec.ReplayCutoffSeconds = "node-b", 30
+	if sc.state == "" {
+		sc.state = "1Mi"
+	}
 	wl := demo.Workload{Kind: sc.kind, Namespace: ns, Name: "consumer", Image: images["consumer"], AMQPURL: rmq.AMQPURL(),
-		Queue: ns, Delay: 10 * time.Millisecond, StateBytes: "1Mi", Prefetch: 10, Node: "node-a", Journal: sc.journal}
+		Queue: ns, Delay: 10 * time.Millisecond, StateBytes: sc.state, Prefetch: 10, Node: "node-a", Journal: sc.journal}
 	res, err := demo.Run(ctx, demo.Options{Client: k8s, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), Exchange: "e2e",
-		Workload: wl, Spec: sc.spec, Rate: 20, Warmup: 3 * time.Second, Settle: 3 * time.Second, Timeout: 4 * time.Minute, Out: testWriter{t}})
+		Workload: wl, Spec: sc.spec, Rate: 20, Warmup: 3 * time.Second, Settle: 3 * time.Second, Timeout: 4 * time.Minute, Out: testWriter{t},
+		During: sc.during})
 	if res == nil || res.Migration == nil {
 		t.Fatalf("no migration ran: %v", err)
 	}

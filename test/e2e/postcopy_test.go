@@ -1,0 +1,148 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/demo"
+)
+
+// A Deployment's pod moved with PostCopy: the source is dumped whole into
+// memory and serves on; the target restores without its lazy pages and
+// takes them from the source's dump; the source stops only after the last.
+func TestShadowPodPostCopy(t *testing.T) {
+	spec := v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferDirect, MemoryTechnique: v1alpha1.MemoryPostCopy}
+	if labCfg.RuntimeHandler == "" {
+		failing(t, scenario{kind: demo.KindDeployment, spec: spec}, v1alpha1.ReasonNoMemoryTechnique)
+		return
+	}
+	res := run(t, scenario{kind: demo.KindDeployment, exactly: true, strategy: v1alpha1.StrategyShadowPod, state: "64Mi", spec: spec})
+	st := &res.Migration.Status
+	if st.Plan.MemoryTechnique != v1alpha1.MemoryPostCopy || st.Plan.HoldSource {
+		t.Fatalf("memory technique %q (%s), source held %v: want PostCopy from a source that serves on", st.Plan.MemoryTechnique, st.Plan.MemoryTechniqueReason, st.Plan.HoldSource)
+	}
+	if !apimeta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionMemoryTransferred) {
+		t.Errorf("MemoryTransferred not True: %+v", apimeta.FindStatusCondition(st.Conditions, v1alpha1.ConditionMemoryTransferred))
+	}
+	if st.Checkpoint.SizeBytes >= 16<<20 || st.Transfer == nil || st.Transfer.PageBytes < 64<<20 {
+		t.Errorf("checkpoint %d bytes, %+v: want a small checkpoint and at least 64 MiB of pages after it", st.Checkpoint.SizeBytes, st.Transfer)
+	}
+	if res.Measures.Downtime != 0 {
+		t.Errorf("service downtime %s, want none: the source serves until the target has every page", res.Measures.Downtime)
+	}
+}
+
+// The link between the nodes is cut (packets dropped, no reset) once the
+// target restores and takes its pages from the source: the page stream
+// breaks, the migration rolls back, and the source, which never stopped
+// serving, has applied every message exactly once.
+func TestPostCopyLinkCutRollsBack(t *testing.T) {
+	if labCfg.RuntimeHandler == "" {
+		t.Skip("post-copy needs ms2m's runtime handler on the target")
+	}
+	cut := newLinkCut(t)
+	spec := v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferDirect, MemoryTechnique: v1alpha1.MemoryPostCopy}
+	failing(t, scenario{kind: demo.KindDeployment, spec: spec, state: "512Mi",
+		during: func(ctx context.Context, m *v1alpha1.StatefulMigration) {
+			switch {
+			case m.Status.Phase == v1alpha1.PhaseRestoring:
+				cut.start(ctx)
+			case m.Status.FailureReason != "":
+				cut.end()
+			}
+		}}, v1alpha1.ReasonPagesLost)
+	if !cut.happened() {
+		t.Fatal("the link was never cut")
+	}
+}
+
+// linkCut drops every packet between the two nodes' agents (the page
+// stream's only path) with a table of the lab's nftables, until end.
+type linkCut struct {
+	t       *testing.T
+	mu      sync.Mutex
+	started bool
+	ended   bool
+}
+
+const cutTable = "ms2m-e2e-link-cut"
+
+func newLinkCut(t *testing.T) *linkCut {
+	c := &linkCut{t: t}
+	t.Cleanup(c.end)
+	return c
+}
+
+func (c *linkCut) nft(args ...string) error {
+	out, err := exec.Command(labCfg.Deps.Nft, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func (c *linkCut) start(ctx context.Context) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return
+	}
+	c.started = true
+	a, b := agentIP(ctx, c.t, "node-a"), agentIP(ctx, c.t, "node-b")
+	rules := fmt.Sprintf("table inet %s {\n chain forward {\n  type filter hook forward priority -10\n  ip saddr %s ip daddr %s drop\n  ip saddr %s ip daddr %s drop\n }\n}\n",
+		cutTable, a, b, b, a)
+	cmd := exec.Command(labCfg.Deps.Nft, "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Errorf("cutting the link: %v: %s", err, out)
+		return
+	}
+	c.t.Logf("%s: link between %s (node-a) and %s (node-b) cut", time.Now().Format("15:04:05.000"), a, b)
+}
+
+func (c *linkCut) end() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.started || c.ended {
+		return
+	}
+	c.ended = true
+	if err := c.nft("delete", "table", "inet", cutTable); err != nil {
+		c.t.Errorf("restoring the link: %v", err)
+		return
+	}
+	c.t.Logf("%s: link restored", time.Now().Format("15:04:05.000"))
+}
+
+func (c *linkCut) happened() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.started
+}
+
+// agentIP is the pod IP of the ms2m agent on node.
+func agentIP(ctx context.Context, t *testing.T, node string) string {
+	pods := &corev1.PodList{}
+	if err := k8s.List(ctx, pods, client.InNamespace("ms2m-system")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName == node && strings.HasPrefix(p.Name, "ms2m-agent-") && p.Status.PodIP != "" {
+			return p.Status.PodIP
+		}
+	}
+	t.Fatalf("no agent pod with an IP on %s", node)
+	return ""
+}

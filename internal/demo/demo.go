@@ -405,8 +405,11 @@ func Report(w io.Writer, r *Result) {
 		case st.Plan.HoldSource:
 			held = ", then held until stopped"
 		}
-		if st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy {
+		switch {
+		case st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy && st.Plan.Strategy == v1alpha1.StrategySequential:
 			held = ", then held while its pages went to the target (post-copy)"
+		case st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy:
+			held += "; its pages went to the target from the dump (post-copy)"
 		}
 		fmt.Fprintf(w, "checkpoint: %d bytes by %s, source frozen %s%s\n", ck.SizeBytes, st.Plan.CheckpointEngine, durMS(ck.FreezeDuration), held)
 	}

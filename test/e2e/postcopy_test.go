@@ -146,3 +146,28 @@ func agentIP(ctx context.Context, t *testing.T, node string) string {
 	t.Fatalf("no agent pod with an IP on %s", node)
 	return ""
 }
+
+// The target's lazy-pages daemon is killed while the target restores:
+// its memory can no longer all come, the migration rolls back, and the
+// source served on, every message applied once.
+func TestPostCopyLazyPagesDaemonKilledRollsBack(t *testing.T) {
+	if labCfg.RuntimeHandler == "" {
+		t.Skip("post-copy needs ms2m's runtime handler on the target")
+	}
+	var killed bool
+	spec := v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferDirect, MemoryTechnique: v1alpha1.MemoryPostCopy}
+	failing(t, scenario{kind: demo.KindDeployment, spec: spec, state: "512Mi",
+		during: func(ctx context.Context, m *v1alpha1.StatefulMigration) {
+			if killed || m.Status.Phase != v1alpha1.PhaseRestoring {
+				return
+			}
+			// The lab runs one migration at a time: the only daemon is
+			// this migration's, started by node-b's agent.
+			out, err := exec.Command("pkill", "-KILL", "-f", "criu lazy-pages").CombinedOutput()
+			killed = err == nil
+			t.Logf("%s: killed the lazy-pages daemon (%v %s)", time.Now().Format("15:04:05.000"), err, out)
+		}}, v1alpha1.ReasonPagesLost)
+	if !killed {
+		t.Fatal("no lazy-pages daemon was killed")
+	}
+}

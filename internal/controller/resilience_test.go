@@ -224,9 +224,9 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 		{"post-copy asked of a node that cannot serve a lazy dump", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
 			s.MigrationStrategy, s.MemoryTechnique = v1alpha1.StrategySequential, v1alpha1.MemoryPostCopy
 		}, nil, v1alpha1.ReasonNoMemoryTechnique, "source node node-a cannot serve a lazy dump"},
-		{"post-copy of a ShadowPod source", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
-			s.MigrationStrategy, s.MemoryTechnique = v1alpha1.StrategyShadowPod, v1alpha1.MemoryPostCopy
-		}, nil, v1alpha1.ReasonNoMemoryTechnique, "use migrationStrategy Sequential"},
+		{"post-copy of a replayed Sequential source", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			s.MigrationStrategy, s.MemoryTechnique, s.Handoff = v1alpha1.StrategySequential, v1alpha1.MemoryPostCopy, v1alpha1.HandoffReplay
+		}, nil, v1alpha1.ReasonNoMemoryTechnique, "use handoff Handoff or Auto"},
 		{"pre-copy", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.MemoryTechnique = v1alpha1.MemoryPreCopy },
 			nil, v1alpha1.ReasonNoMemoryTechnique, "PreCopy requested, but source node node-a cannot"},
 		{"phase timeout", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {

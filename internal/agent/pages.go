@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/engine"
 	"github.com/ms2m/ms2m/internal/identity"
@@ -204,17 +202,8 @@ func (s *Server) startLazyPages(ctx context.Context, id, sourceNode, dir string)
 	}
 	// A socket pair, not a loopback port: nothing else on the node can
 	// reach the daemon's page server connection.
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	criuEnd, ours, err := engine.SocketPair()
 	if err != nil {
-		remote.Close()
-		return err
-	}
-	criuEnd := os.NewFile(uintptr(fds[0]), "page-server")
-	oursFile := os.NewFile(uintptr(fds[1]), "page-relay")
-	ours, err := net.FileConn(oursFile)
-	oursFile.Close()
-	if err != nil {
-		criuEnd.Close()
 		remote.Close()
 		return err
 	}

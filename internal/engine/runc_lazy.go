@@ -185,22 +185,12 @@ func (r Runc) StartLazyPages(localDir string, pageServer *os.File) (*LazyDaemon,
 	if err := os.MkdirAll(r.local(work), 0o700); err != nil {
 		return nil, err
 	}
-	statusR, statusW, err := os.Pipe()
+	cmd, statusR, stderr, err := r.startCRIU(criu, pageServer, "lazy-pages", "--page-server",
+		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "lazy-pages.log")
 	if err != nil {
 		return nil, err
 	}
 	defer statusR.Close()
-	cmd := r.hostCommand(context.Background(), criu, "lazy-pages", "--page-server", "--ps-socket", "3", "--status-fd", "4",
-		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "lazy-pages.log")
-	cmd.ExtraFiles = []*os.File{pageServer, statusW}
-	setpgid(cmd)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		statusW.Close()
-		return nil, fmt.Errorf("criu lazy-pages: %w", err)
-	}
-	statusW.Close()
 	d := &LazyDaemon{cmd: cmd, done: make(chan struct{})}
 	logFile := r.local(filepath.Join(work, "lazy-pages.log"))
 	go func() {
@@ -286,37 +276,19 @@ func (r Runc) serveDumpPages(c Container, dir, archive string) (Result, error) {
 	if err != nil {
 		return fail(err)
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	criuEnd, ours, err := SocketPair()
 	if err != nil {
 		return fail(err)
 	}
-	criuEnd := os.NewFile(uintptr(fds[0]), "page-server")
 	defer criuEnd.Close()
-	oursFile := os.NewFile(uintptr(fds[1]), "page-relay")
-	ours, err := net.FileConn(oursFile)
-	oursFile.Close()
-	if err != nil {
-		return fail(err)
-	}
-	statusR, statusW, err := os.Pipe()
+	work := filepath.Join(dir, "work")
+	cmd, statusR, stderr, err := r.startCRIU(criu, criuEnd, "page-server", "--lazy-pages",
+		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "page-server.log")
 	if err != nil {
 		ours.Close()
 		return fail(err)
 	}
 	defer statusR.Close()
-	work := filepath.Join(dir, "work")
-	cmd := r.hostCommand(context.Background(), criu, "page-server", "--lazy-pages", "--ps-socket", "3", "--status-fd", "4",
-		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "page-server.log")
-	cmd.ExtraFiles = []*os.File{criuEnd, statusW}
-	setpgid(cmd)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		statusW.Close()
-		ours.Close()
-		return fail(fmt.Errorf("criu page-server: %w", err))
-	}
-	statusW.Close()
 	logFile := r.local(filepath.Join(work, "page-server.log"))
 	ps := NewPageServer(cmd, "criu page-server", func() string { return lastLines(stderr.String(), 3) + logTail(logFile) },
 		func() { _ = os.RemoveAll(r.local(dir)) })
@@ -328,4 +300,46 @@ func (r Runc) serveDumpPages(c Container, dir, archive string) (Result, error) {
 		return Result{}, errors.Join(fmt.Errorf("serving the pages of %s: %w", c, err), ps.err)
 	}
 	return Result{Archive: r.local(archive), Pages: ps}, nil
+}
+
+// startCRIU starts the host's criu with args, sock as the page server
+// connection it is given (--ps-socket) and a pipe for the byte it writes
+// once it serves (--status-fd), in a process group of its own.
+func (r Runc) startCRIU(criu string, sock *os.File, args ...string) (*exec.Cmd, *os.File, *strings.Builder, error) {
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	argv := append(append([]string{criu}, args...), "--ps-socket", "3", "--status-fd", "4")
+	cmd := r.hostCommand(context.Background(), argv...)
+	cmd.ExtraFiles = []*os.File{sock, statusW}
+	setpgid(cmd)
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	err = cmd.Start()
+	statusW.Close()
+	if err != nil {
+		statusR.Close()
+		return nil, nil, nil, fmt.Errorf("criu %s: %w", args[0], err)
+	}
+	return cmd, statusR, stderr, nil
+}
+
+// SocketPair is a connected pair of Unix sockets: a file to hand to CRIU
+// and the other end as a connection, for the agent. Nothing else on the
+// node can reach a socket pair, unlike a port.
+func SocketPair() (*os.File, net.Conn, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	theirs := os.NewFile(uintptr(fds[0]), "criu-end")
+	oursFile := os.NewFile(uintptr(fds[1]), "agent-end")
+	ours, err := net.FileConn(oursFile)
+	oursFile.Close()
+	if err != nil {
+		theirs.Close()
+		return nil, nil, err
+	}
+	return theirs, ours, nil
 }

@@ -184,8 +184,11 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 	if o.LazyPages {
 		served = true // removed by serveDumpPages or its page server
 		res, err := r.serveDumpPages(c, dir, archive)
-		res.Freeze = freeze
-		return res, err
+		if err != nil {
+			return Result{}, r.failHeld(ctx, c, o, err)
+		}
+		res.Freeze, res.Held = freeze, o.Hold
+		return res, nil
 	}
 	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
 		return Result{}, r.failHeld(ctx, c, o, fmt.Errorf("archiving the dump of %s: %w", c, err))

@@ -19,7 +19,8 @@ const (
 	pePresent = 1 << 2 // they are in pages-<id>.img
 )
 
-const pageSize = 4096
+// pageSize is CRIU's PAGE_SIZE: the system's, which the dump was made on.
+var pageSize = int64(os.Getpagesize())
 
 // LazyImages is the size of what WriteLazyImages shipped and left out.
 type LazyImages struct {

@@ -77,7 +77,7 @@ func vaddrOf(t *testing.T, rec []byte) uint64 {
 }
 
 // page is one page filled with b, so that a page out of place shows.
-func page(b byte) []byte { return bytes.Repeat([]byte{b}, pageSize) }
+func page(b byte) []byte { return bytes.Repeat([]byte{b}, int(pageSize)) }
 
 // The target gets the pages no lazy restore would take, each where its
 // restore reads it (in pagemap order, so at the offset the entries before

@@ -177,15 +177,11 @@ func (r Runc) StartLazyPages(localDir string, pageServer *os.File) (*LazyDaemon,
 		}
 		dir = "/" + rel
 	}
-	criu, err := r.criuBinary()
-	if err != nil {
-		return nil, err
-	}
 	work := filepath.Join(dir, "work")
 	if err := os.MkdirAll(r.local(work), 0o700); err != nil {
 		return nil, err
 	}
-	cmd, statusR, stderr, err := r.startCRIU(criu, pageServer, "lazy-pages", "--page-server",
+	cmd, statusR, stderr, err := r.startCRIU(pageServer, "lazy-pages", "--page-server",
 		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "lazy-pages.log")
 	if err != nil {
 		return nil, err
@@ -272,17 +268,13 @@ func (r Runc) serveDumpPages(c Container, dir, archive string) (Result, error) {
 	}
 	_ = os.RemoveAll(r.local(ship))
 
-	criu, err := r.criuBinary()
-	if err != nil {
-		return fail(err)
-	}
 	criuEnd, ours, err := SocketPair()
 	if err != nil {
 		return fail(err)
 	}
 	defer criuEnd.Close()
 	work := filepath.Join(dir, "work")
-	cmd, statusR, stderr, err := r.startCRIU(criu, criuEnd, "page-server", "--lazy-pages",
+	cmd, statusR, stderr, err := r.startCRIU(criuEnd, "page-server", "--lazy-pages",
 		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "page-server.log")
 	if err != nil {
 		ours.Close()
@@ -305,7 +297,11 @@ func (r Runc) serveDumpPages(c Container, dir, archive string) (Result, error) {
 // startCRIU starts the host's criu with args, sock as the page server
 // connection it is given (--ps-socket) and a pipe for the byte it writes
 // once it serves (--status-fd), in a process group of its own.
-func (r Runc) startCRIU(criu string, sock *os.File, args ...string) (*exec.Cmd, *os.File, *strings.Builder, error) {
+func (r Runc) startCRIU(sock *os.File, args ...string) (*exec.Cmd, *os.File, *strings.Builder, error) {
+	criu, err := r.criuBinary()
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
 		return nil, nil, nil, err

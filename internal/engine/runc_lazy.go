@@ -181,17 +181,16 @@ func (r Runc) StartLazyPages(localDir string, pageServer *os.File) (*LazyDaemon,
 	if err := os.MkdirAll(r.local(work), 0o700); err != nil {
 		return nil, err
 	}
-	cmd, statusR, stderr, err := r.startCRIU(pageServer, "lazy-pages", "--page-server",
-		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "lazy-pages.log")
+	cmd, statusR, out, err := r.startCRIU(pageServer, "lazy-pages", "--page-server",
+		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work)
 	if err != nil {
 		return nil, err
 	}
 	defer statusR.Close()
 	d := &LazyDaemon{cmd: cmd, done: make(chan struct{})}
-	logFile := r.local(filepath.Join(work, "lazy-pages.log"))
 	go func() {
 		if err := cmd.Wait(); err != nil {
-			d.err = fmt.Errorf("criu lazy-pages: %w: %s%s", err, lastLines(stderr.String(), 3), logTail(logFile))
+			d.err = fmt.Errorf("criu lazy-pages: %w: %s", err, lastLines(out.String(), criuLogLines))
 		}
 		close(d.done)
 	}()
@@ -274,15 +273,14 @@ func (r Runc) serveDumpPages(c Container, dir, archive string) (Result, error) {
 	}
 	defer criuEnd.Close()
 	work := filepath.Join(dir, "work")
-	cmd, statusR, stderr, err := r.startCRIU(criuEnd, "page-server", "--lazy-pages",
-		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work, "--log-file", "page-server.log")
+	cmd, statusR, out, err := r.startCRIU(criuEnd, "page-server", "--lazy-pages",
+		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work)
 	if err != nil {
 		ours.Close()
 		return fail(err)
 	}
 	defer statusR.Close()
-	logFile := r.local(filepath.Join(work, "page-server.log"))
-	ps := NewPageServer(cmd, "criu page-server", func() string { return lastLines(stderr.String(), 3) + logTail(logFile) },
+	ps := NewPageServer(cmd, "criu page-server", func() string { return ": " + lastLines(out.String(), criuLogLines) },
 		func() { _ = os.RemoveAll(r.local(dir)) })
 	ps.Conn = ours
 	if err := readStatus(statusR, ps.done, 30*time.Second); err != nil {
@@ -296,7 +294,11 @@ func (r Runc) serveDumpPages(c Container, dir, archive string) (Result, error) {
 
 // startCRIU starts the host's criu with args, sock as the page server
 // connection it is given (--ps-socket) and a pipe for the byte it writes
-// once it serves (--status-fd), in a process group of its own.
+// once it serves (--status-fd), in a process group of its own. Its log
+// (errors and warnings) goes to its standard output, kept with its
+// standard error in the returned builder: a log file in its work
+// directory would move with a staged checkpoint's claim, and go with its
+// cleanup, before anyone read why it failed.
 func (r Runc) startCRIU(sock *os.File, args ...string) (*exec.Cmd, *os.File, *strings.Builder, error) {
 	criu, err := r.criuBinary()
 	if err != nil {
@@ -306,20 +308,23 @@ func (r Runc) startCRIU(sock *os.File, args ...string) (*exec.Cmd, *os.File, *st
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	argv := append(append([]string{criu}, args...), "--ps-socket", "3", "--status-fd", "4")
+	argv := append(append([]string{criu}, args...), "--ps-socket", "3", "--status-fd", "4", "--log-file", "-")
 	cmd := r.hostCommand(context.Background(), argv...)
 	cmd.ExtraFiles = []*os.File{sock, statusW}
 	setpgid(cmd)
-	stderr := &strings.Builder{}
-	cmd.Stderr = stderr
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out // the same writer: written by one goroutine at a time
 	err = cmd.Start()
 	statusW.Close()
 	if err != nil {
 		statusR.Close()
 		return nil, nil, nil, fmt.Errorf("criu %s: %w", args[0], err)
 	}
-	return cmd, statusR, stderr, nil
+	return cmd, statusR, out, nil
 }
+
+// criuLogLines is how much of CRIU's log a failure quotes.
+const criuLogLines = 6
 
 // SocketPair is a connected pair of Unix sockets: a file to hand to CRIU
 // and the other end as a connection, for the agent. Nothing else on the

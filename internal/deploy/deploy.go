@@ -139,7 +139,9 @@ func Apply(ctx context.Context, c client.Client, objs []*unstructured.Unstructur
 }
 
 // WaitReady waits until the manager Deployment is available and the agent
-// DaemonSet has a ready pod on every node it schedules to.
+// DaemonSet has a ready pod of its current template on every node it
+// schedules to, and no old pod is still shutting down (a change to the
+// DaemonSet's template replaces the agent on every node, one at a time).
 func WaitReady(ctx context.Context, c client.Client, namespace string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -154,7 +156,8 @@ func WaitReady(ctx context.Context, c client.Client, namespace string, timeout t
 			dep.Status.Replicas == *dep.Spec.Replicas && ptrOr(dep.Status.TerminatingReplicas) == 0 && noTerminating(ctx, c, namespace, dep.Spec.Selector) &&
 			dep.Status.AvailableReplicas == *dep.Spec.Replicas && ds.Status.ObservedGeneration >= ds.Generation &&
 			ds.Status.DesiredNumberScheduled > 0 && ds.Status.NumberReady == ds.Status.DesiredNumberScheduled &&
-			ds.Status.UpdatedNumberScheduled == ds.Status.DesiredNumberScheduled {
+			ds.Status.UpdatedNumberScheduled == ds.Status.DesiredNumberScheduled && ds.Status.NumberUnavailable == 0 &&
+			noTerminating(ctx, c, namespace, ds.Spec.Selector) {
 			return nil
 		}
 		if time.Now().After(deadline) {

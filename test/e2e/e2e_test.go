@@ -27,6 +27,7 @@ import (
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/demo"
+	"github.com/ms2m/ms2m/internal/deploy"
 	"github.com/ms2m/ms2m/internal/lab"
 )
 
@@ -529,23 +530,13 @@ func withoutAgentOn(t *testing.T, node string) {
 			t.Fatal(err)
 		}
 	}
-	agentsOn := func(node string, ready bool) bool {
-		pods := &corev1.PodList{}
-		if err := k8s.List(ctx, pods, client.InNamespace(key.Namespace), client.MatchingLabels(ds.Spec.Selector.MatchLabels)); err != nil {
-			t.Fatal(err)
-		}
-		return slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool {
-			return p.Spec.NodeName == node && (!ready || (p.DeletionTimestamp == nil && podReady(&p)))
-		})
-	}
-	waitFor := func(what string, cond func() bool) {
+	// Changing the template replaces the agent on every node, not only
+	// on node: wait for the whole rollout, or the next test finds the
+	// other node's agent restarting.
+	rollout := func() {
 		t.Helper()
-		deadline := time.Now().Add(2 * time.Minute)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(500 * time.Millisecond)
+		if err := deploy.WaitReady(ctx, k8s, key.Namespace, 2*time.Minute); err != nil {
+			t.Fatal(err)
 		}
 	}
 	setAffinity(&corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
@@ -553,18 +544,16 @@ func withoutAgentOn(t *testing.T, node string) {
 			Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpNotIn, Values: []string{node}}}}}}}})
 	t.Cleanup(func() {
 		setAffinity(orig)
-		waitFor("the agent back on "+node, func() bool { return agentsOn(node, true) })
+		rollout()
 	})
-	waitFor("no agent on "+node, func() bool { return !agentsOn(node, false) })
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
+	rollout()
+	pods := &corev1.PodList{}
+	if err := k8s.List(ctx, pods, client.InNamespace(key.Namespace), client.MatchingLabels(ds.Spec.Selector.MatchLabels)); err != nil {
+		t.Fatal(err)
 	}
-	return false
+	if slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool { return p.Spec.NodeName == node }) {
+		t.Fatalf("an agent pod still runs on %s after the rollout", node)
+	}
 }
 
 // runtimeImages lists the names under which node's containerd (the

@@ -239,9 +239,16 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 		s.pages.out.Store(req.ID, &pagesOut{ps: res.Pages, to: req.PagesTo})
 	}
 	s.cfg.Log.Info("checkpointed", "engine", eng.Name(), "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "archive", res.Archive,
-		"bytes", fi.Size(), "freeze", res.Freeze, "held", res.Held, "took", time.Since(start))
+		"bytes", fi.Size(), "freeze", res.Freeze, "freezeSteps", res.Steps.String(), "criu", criuStats(res.CRIU), "held", res.Held, "took", time.Since(start))
 	return agentapi.CheckpointResult{Archive: res.Archive, SizeBytes: fi.Size(), CreatedAt: time.Now(), Freeze: res.Freeze,
 		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID, LazyPages: res.Pages != nil}, nil
+}
+
+func criuStats(s *engine.DumpStats) string {
+	if s == nil {
+		return "not seen"
+	}
+	return s.String()
 }
 
 // engine is the engine a request names; the kubelet's when it names none.

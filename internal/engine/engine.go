@@ -47,6 +47,38 @@ type Result struct {
 	Held   bool
 	// Pages serves the memory of a LazyPages dump.
 	Pages *PageServer
+	// Steps is how long each step of the freeze took, in order; CRIU what
+	// CRIU measured of its dump (nil where the engine cannot see it).
+	Steps Steps
+	CRIU  *DumpStats
+}
+
+// Steps times the steps of a dump, for the agent's log: where a freeze
+// went is what shortens it.
+type Steps []Step
+
+type Step struct {
+	Name string
+	Took time.Duration
+}
+
+// Time runs f as the step name.
+func (s *Steps) Time(name string, f func() error) error {
+	t := time.Now()
+	err := f()
+	*s = append(*s, Step{name, time.Since(t)})
+	return err
+}
+
+func (s Steps) String() string {
+	var b []byte
+	for i, x := range s {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = fmt.Appendf(b, "%s %s", x.Name, x.Took.Round(time.Millisecond))
+	}
+	return string(b)
 }
 
 // Engine dumps containers on one node.

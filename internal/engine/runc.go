@@ -27,11 +27,10 @@ import (
 // at HostRoot and the host's PID namespace; runc runs on the host's files
 // (see output), so every path below is the host's.
 //
-// The container is paused (runc pause, the cgroup freezer) for CRIU's dump
-// and the copy of its file system's changes, which must agree, and resumed
-// before the archive is written (the kubelet's API keeps it paused for the
-// archive too, and cannot leave it frozen). With Hold it is not resumed:
-// CRIU, finding it frozen, leaves it so.
+// The container is frozen only while CRIU dumps it (see dump), and runs
+// again before the archive is written (the kubelet's API keeps it paused
+// for the archive too, and cannot leave it frozen). With Hold it is not
+// resumed: CRIU, finding it frozen, leaves it so.
 type Runc struct {
 	// HostRoot is where the host's root is mounted ("/" on the host).
 	HostRoot string
@@ -140,10 +139,6 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 		}
 	}()
 
-	// Paused for the dump and the file system's changes together: a
-	// container running on after its dump could write to a file CRIU
-	// recorded open, and CRIU refuses to restore a file whose size
-	// changed. The archive is written after the resume.
 	ns, err := r.runtimeNamespace(st.Pid)
 	if err != nil {
 		return Result{}, err
@@ -152,34 +147,11 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 		served = true // removed by checkpointLazy or its CRIU
 		return r.checkpointLazy(ctx, c, st, o, ns, dir)
 	}
-	start := time.Now()
-	if err := r.run(ctx, ns, "pause", c.ID); err != nil {
-		return Result{}, fmt.Errorf("pausing %s for its dump: %w", c, err)
-	}
-	err = r.run(ctx, ns, "checkpoint", "--leave-running", "--image-path", images, "--work-path", work, c.ID)
-	if err != nil {
-		err = fmt.Errorf("runc checkpoint of %s: %w%s", c, err, logTail(r.local(filepath.Join(work, "dump.log"))))
-	} else if derr := r.writeRootfsDiff(st, filepath.Join(dir, staging.RootfsDiffTar)); derr != nil {
-		err = fmt.Errorf("root file system changes of %s: %w", c, derr)
-	}
-	switch {
-	case err != nil:
-		// Never leave a container frozen that nothing will follow; it may
-		// be gone, which Release allows for.
-		if rerr := r.Release(context.WithoutCancel(ctx), c.ID); rerr != nil {
-			return Result{}, errors.Join(err, fmt.Errorf("resuming %s: %w", c, rerr))
-		}
-	case !o.Hold:
-		// Paused above, so resumed at once: no second look at its state
-		// while it is frozen.
-		if rerr := r.run(context.WithoutCancel(ctx), ns, "resume", c.ID); rerr != nil {
-			return Result{}, fmt.Errorf("resuming %s: %w", c, rerr)
-		}
-	}
-	freeze := time.Since(start)
+	d, err := r.dump(ctx, c, st, ns, o.Hold, dir)
 	if err != nil {
 		return Result{}, err
 	}
+	freeze, steps, stats := d.freeze, d.steps, d.stats
 	archive := r.archivePath(o.ID)
 	if o.LazyPages {
 		served = true // removed by serveDumpPages or its page server
@@ -187,13 +159,13 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 		if err != nil {
 			return Result{}, r.failHeld(ctx, c, o, err)
 		}
-		res.Freeze, res.Held = freeze, o.Hold
+		res.Freeze, res.Held, res.Steps, res.CRIU = freeze, o.Hold, steps, stats
 		return res, nil
 	}
 	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
 		return Result{}, r.failHeld(ctx, c, o, fmt.Errorf("archiving the dump of %s: %w", c, err))
 	}
-	return Result{Archive: r.local(archive), Freeze: freeze, Held: o.Hold}, nil
+	return Result{Archive: r.local(archive), Freeze: freeze, Held: o.Hold, Steps: steps, CRIU: stats}, nil
 }
 
 // failHeld thaws a held container whose checkpoint failed after its dump.

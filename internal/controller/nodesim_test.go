@@ -87,6 +87,26 @@ type nodeSim struct {
 	// exited: pods whose workload crashed; RestartPolicy Never, so they
 	// are never started again.
 	exited map[string]bool
+	// Post-copy. noLazyPages: these nodes can take no part in it. pages:
+	// checkpoint ID → the pages of a lazy dump, which come pageDelay
+	// after its target runs, or, with losePages, never: the target then
+	// stops as a process faulting on a page that never comes.
+	noLazyPages map[string]bool
+	pages       map[string]*simPages
+	pageDelay   time.Duration
+	losePages   bool
+	// violations: what the controller did that a real node would have
+	// paid for with lost state (a post-copy source ended before its
+	// target had every page).
+	violations []string
+}
+
+type simPages struct {
+	target, sourceUID string
+	held              bool // from a frozen source (Sequential), not a dump
+	restored          time.Time
+	pod               *simPod // the target's workload
+	done, lost        bool
 }
 
 type simPod struct {
@@ -115,7 +135,7 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		createdPods: map[string][]string{}, badRestore: map[string]bool{}, checkpointImageOnly: map[string]bool{}, noRestore: map[string]bool{},
 		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{},
 		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{},
-		wroteBack: map[string]bool{}, exited: map[string]bool{}}
+		wroteBack: map[string]bool{}, exited: map[string]bool{}, noLazyPages: map[string]bool{}, pages: map[string]*simPages{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.kubelet(ctx) }()
@@ -169,7 +189,11 @@ func (s *nodeSim) Ready(_ context.Context, node string) (agentapi.ReadyReport, e
 	rep := agentapi.ReadyReport{Node: node, Ready: true, Restore: agentapi.RestoreCapabilities{Runtime: "containerd 2.4.2",
 		CheckpointImageReason: "containerd 2.4.2 no longer restores checkpoint images",
 		RuntimeHandler:        "ms2m", RuntimeHandlerReason: "runtime handler ms2m (simulated)"}}
-	rep.Checkpoint = agentapi.CheckpointCapabilities{Runc: true, RuncReason: "the agent dumps with runc (simulated)"}
+	rep.Checkpoint = agentapi.CheckpointCapabilities{Runc: true, RuncReason: "the agent dumps with runc (simulated)",
+		LazyPages: !s.noLazyPages[node], LazyPagesReason: "userfaultfd and CRIU (simulated)"}
+	if s.noLazyPages[node] {
+		rep.Checkpoint.LazyPagesReason = "no userfaultfd (simulated)"
+	}
 	if s.kubeletOnly[node] {
 		rep.Checkpoint = agentapi.CheckpointCapabilities{RuncReason: "no runc found on the host (simulated)"}
 	}
@@ -236,13 +260,16 @@ func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.Checkp
 			s.heldPods[req.ID] = p
 		}
 		s.engines[req.ID] = req.Engine
+		if req.PagesTo != "" {
+			s.pages[req.ID] = &simPages{target: req.PagesTo, sourceUID: req.PodUID, held: req.Hold && !req.PagesFromDump}
+		}
 		s.images["ckpt/"+req.ID] = snap
 		s.snapshots[req.ID]++
 		s.ops["ckpt/"+req.ID] = time.Now()
 	}
 	op.State = agentapi.OpSucceeded
 	op.Result = agentapi.CheckpointResult{Archive: "/var/lib/ms2m/" + req.ID + ".tar", SizeBytes: 4096, CreatedAt: s.ops["ckpt/"+req.ID], Freeze: 5 * time.Millisecond,
-		Engine: s.engines[req.ID], Held: s.heldPods[req.ID] != nil, ContainerID: req.ContainerID}
+		Engine: s.engines[req.ID], Held: s.heldPods[req.ID] != nil, ContainerID: req.ContainerID, LazyPages: s.pages[req.ID] != nil}
 	return op, nil
 }
 
@@ -311,10 +338,45 @@ func (s *nodeSim) ThawHeld(_ context.Context, node, id string) error {
 	return nil
 }
 
-// Pages implements agentapi.Client: the simulated nodes report no lazy
-// pages (PostCopy is refused in Pending), so no migration asks.
+// Pages implements agentapi.Client: the pages of a lazy dump come once
+// its target runs, pageDelay later; with losePages the stream breaks
+// instead, and the target stops where it faulted.
 func (s *nodeSim) Pages(_ context.Context, node, id string) (agentapi.PagesStatus, error) {
-	return agentapi.PagesStatus{}, fmt.Errorf("simulated node %s takes no pages of checkpoint %s", node, id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pg := s.pages[id]
+	if pg == nil || pg.target != node {
+		return agentapi.PagesStatus{}, fmt.Errorf("node %s takes no pages of checkpoint %s", node, id)
+	}
+	switch {
+	case pg.done:
+		return agentapi.PagesStatus{State: agentapi.OpSucceeded, Bytes: 1 << 20}, nil
+	case pg.lost:
+		return agentapi.PagesStatus{State: agentapi.OpFailed, Bytes: 4096, Message: "criu lazy-pages: the page stream broke (simulated)"}, nil
+	case pg.restored.IsZero():
+		return agentapi.PagesStatus{State: agentapi.OpRunning}, nil
+	case s.losePages:
+		pg.lost = true
+		s.mu.Unlock()
+		pg.pod.freeze()
+		s.mu.Lock()
+		return agentapi.PagesStatus{State: agentapi.OpFailed, Bytes: 4096, Message: "criu lazy-pages: the page stream broke (simulated)"}, nil
+	case time.Since(pg.restored) >= s.pageDelay:
+		pg.done = true
+		return agentapi.PagesStatus{State: agentapi.OpSucceeded, Bytes: 1 << 20}, nil
+	}
+	return agentapi.PagesStatus{State: agentapi.OpRunning, Bytes: 4096}, nil
+}
+
+// pagesOutstanding says which lazy dump of the pod still has pages to
+// serve ("": none); a violation if the pod is ended now.
+func (s *nodeSim) pagesOutstanding(podUID string, held bool) string {
+	for id, pg := range s.pages {
+		if pg.sourceUID == podUID && pg.held == held && !pg.done && !pg.lost {
+			return id
+		}
+	}
+	return ""
 }
 
 // EndHeld kills the pod a dump left frozen, as the runc engine does: its
@@ -324,6 +386,9 @@ func (s *nodeSim) EndHeld(_ context.Context, node, id string) error {
 	p := s.heldPods[id]
 	delete(s.heldPods, id)
 	s.endedHeld++
+	if pg := s.pages[id]; pg != nil && pg.held && !pg.done && !pg.lost {
+		s.violations = append(s.violations, fmt.Sprintf("the source held at checkpoint %s was ended before its target had every page", id))
+	}
 	s.mu.Unlock()
 	if p == nil {
 		return fmt.Errorf("%w: no checkpoint %s held on %s", agentapi.ErrNothingHeld, id, node)
@@ -444,6 +509,11 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 		if holdStop {
 			return
 		}
+		s.mu.Lock()
+		if id := s.pagesOutstanding(string(pod.UID), false); id != "" {
+			s.violations = append(s.violations, fmt.Sprintf("source %s was deleted before the target of checkpoint %s had every page from its dump", pod.Name, id))
+		}
+		s.mu.Unlock()
 		if p != nil {
 			// A frozen workload killed: its blocked handler fails, and the
 			// SDK hands every delivery back in order by closing its
@@ -512,7 +582,13 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 				ExitCode: 128, Reason: "StartError", Message: "ms2m-runtime: no checkpoint is staged for " + key}})
 			return
 		}
-		s.run(ctx, pod, &snap)
+		if p := s.run(ctx, pod, &snap); p != nil {
+			s.mu.Lock()
+			if pg := s.pages[id]; pg != nil {
+				pg.restored, pg.pod = time.Now(), p
+			}
+			s.mu.Unlock()
+		}
 		return
 	}
 	s.mu.Lock()
@@ -535,17 +611,18 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 }
 
 // run starts the pod's workload and reports it running.
-func (s *nodeSim) run(ctx context.Context, pod *corev1.Pod, from *sdk.Snapshot) {
+func (s *nodeSim) run(ctx context.Context, pod *corev1.Pod, from *sdk.Snapshot) *simPod {
 	p, err := s.start(pod, from)
 	if err != nil {
 		s.t.Errorf("starting %s: %v", pod.Name, err)
-		return
+		return nil
 	}
 	s.mu.Lock()
 	s.running[string(pod.UID)] = p
 	s.createdPods[pod.Name] = append(s.createdPods[pod.Name], string(pod.UID))
 	s.mu.Unlock()
 	s.setStatus(ctx, pod, corev1.PodRunning, true, &corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}})
+	return p
 }
 
 // start runs the pod's workload: an SDK consumer whose identity files say

@@ -70,6 +70,12 @@ type propCase struct {
 	// Handoff asks for the Handoff technique (runc engine; a ShadowPod
 	// source on a classic queue); otherwise Auto.
 	Handoff bool
+	// PostCopy restores the target before its memory has all come (runc
+	// engine; a Sequential source only with Handoff or Auto): the pages
+	// come PageDelay after the target runs, or with PagesLost never.
+	PostCopy  bool
+	PageDelay time.Duration
+	PagesLost bool
 }
 
 // propBinding binds the queue to Exchanges[Exchange] with Key (a direct
@@ -97,7 +103,8 @@ func (c propCase) String() string {
 		c.Seed, map[bool]string{true: "quorum", false: "classic"}[c.Quorum], c.Exchanges, c.Bindings, c.Entry, c.Prefetch, c.Delay, c.StartAfter,
 		map[bool]string{true: "Sequential", false: "ShadowPod"}[c.Sequential], map[bool]string{true: "Drain", false: "Cutoff"}[c.Drain],
 		map[bool]string{true: "Direct", false: "Registry"}[c.Direct]+" engine="+map[bool]string{true: "Kubelet", false: "Runc"}[c.Kubelet]+
-			" handoff="+map[bool]string{true: "Handoff", false: "Auto"}[c.Handoff])
+			" handoff="+map[bool]string{true: "Handoff", false: "Auto"}[c.Handoff]+
+			" memory="+map[bool]string{true: fmt.Sprintf("PostCopy(pages after %s, lost=%v)", c.PageDelay, c.PagesLost), false: "StopAndCopy"}[c.PostCopy])
 	for i, p := range c.Producers {
 		if i > 0 {
 			b.WriteString(" ")
@@ -159,6 +166,11 @@ func drawCase(seed uint64) propCase {
 	// drawn last: the draws above stay what they were for older seeds
 	c.Kubelet = r.IntN(2) == 0
 	c.Handoff = r.IntN(2) == 0 && !c.Kubelet && (c.Sequential || !c.Quorum)
+	c.PostCopy = r.IntN(3) == 0 && !c.Kubelet
+	if c.PostCopy {
+		c.PageDelay = []time.Duration{0, 300 * time.Millisecond, 1500 * time.Millisecond}[r.IntN(3)]
+		c.PagesLost = r.IntN(4) == 0
+	}
 	// scale the producers into the budget
 	for i := range c.Producers {
 		p := &c.Producers[i]
@@ -251,6 +263,7 @@ func propSetup(t *testing.T, c propCase) *propRun {
 	w.exchange = run.names[c.Bindings[0].Exchange]
 	w.sim = newNodeSim(t, k8s, w.ns, amqpURL, w.queue)
 	w.sim.delay, w.sim.prefetch = c.Delay, c.Prefetch
+	w.sim.pageDelay, w.sim.losePages = c.PageDelay, c.PagesLost
 	w.opts = controller.Options{DefaultCheckpointRepository: "registry.test/ckpt", BrokerRetryWindow: 2 * time.Second,
 		CaughtUpBelow: 2, Poll: 50 * time.Millisecond}
 	return run
@@ -430,6 +443,9 @@ func runCase(t *testing.T, c propCase) string {
 		if c.Direct {
 			s.TransferMode = v1alpha1.TransferDirect
 		}
+		if c.PostCopy {
+			s.MemoryTechnique = v1alpha1.MemoryPostCopy
+		}
 		// above capacity a drain never catches up: bounded, it rolls back
 		s.Timeouts = &v1alpha1.MigrationTimeouts{Replay: &metav1.Duration{Duration: 20 * time.Second}}
 	})
@@ -510,6 +526,11 @@ func runCase(t *testing.T, c propCase) string {
 			return fmt.Sprintf("replay queue %s left behind", q)
 		}
 	}
+	w.sim.mu.Lock()
+	defer w.sim.mu.Unlock()
+	if len(w.sim.violations) > 0 {
+		return strings.Join(w.sim.violations, "; ")
+	}
 	return ""
 }
 
@@ -557,6 +578,8 @@ func shrinks(c propCase) []propCase {
 		{func(n *propCase) *bool { return &n.Drain }, false},
 		{func(n *propCase) *bool { return &n.Direct }, false},
 		{func(n *propCase) *bool { return &n.Kubelet }, false},
+		{func(n *propCase) *bool { return &n.PagesLost }, false},
+		{func(n *propCase) *bool { return &n.PostCopy }, false},
 	}
 	for _, f := range flags {
 		try(func(n *propCase) bool {

@@ -223,7 +223,7 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 			func(w *world) { w.sim.kubeletOnly["node-a"] = true }, v1alpha1.ReasonNoCheckpointEngine, "node-a cannot dump with runc"},
 		{"post-copy asked of a node that cannot serve a lazy dump", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
 			s.MigrationStrategy, s.MemoryTechnique = v1alpha1.StrategySequential, v1alpha1.MemoryPostCopy
-		}, nil, v1alpha1.ReasonNoMemoryTechnique, "source node node-a cannot serve a lazy dump"},
+		}, func(w *world) { w.sim.noLazyPages["node-a"] = true }, v1alpha1.ReasonNoMemoryTechnique, "source node node-a cannot serve a lazy dump"},
 		{"post-copy of a replayed Sequential source", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
 			s.MigrationStrategy, s.MemoryTechnique, s.Handoff = v1alpha1.StrategySequential, v1alpha1.MemoryPostCopy, v1alpha1.HandoffReplay
 		}, nil, v1alpha1.ReasonNoMemoryTechnique, "use handoff Handoff or Auto"},

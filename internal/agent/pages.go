@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/agentclient"
 	"github.com/ms2m/ms2m/internal/engine"
 	"github.com/ms2m/ms2m/internal/identity"
 )
@@ -118,6 +119,11 @@ func (s *Server) servePages(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		conn.Close()
 		return
+	}
+	// A cut link must break the stream here too: the source's page server
+	// would otherwise wait on a peer that is gone until TCP gives up.
+	if err := agentclient.TunePageStream(conn); err != nil {
+		s.cfg.Log.Error("page stream: no dead-link detection on this side", "id", id, "error", err)
 	}
 	s.cfg.Log.Info("serving pages", "id", id, "to", out.to)
 	go s.relayPages(id, out, conn, brw.Reader)

@@ -287,13 +287,40 @@ const pageStreamLinkTimeout = 5 * time.Second
 // (keepalive probes).
 func pageStreamDialer() *net.Dialer {
 	return &net.Dialer{
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: int(pageStreamLinkTimeout / time.Second)},
+		KeepAliveConfig: pageStreamKeepAlive,
 		Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(pageStreamLinkTimeout/time.Millisecond))
-			})
-			return errors.Join(err, serr)
+			return setUserTimeout(rc)
 		},
 	}
+}
+
+var pageStreamKeepAlive = net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: int(pageStreamLinkTimeout / time.Second)}
+
+func setUserTimeout(rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(pageStreamLinkTimeout/time.Millisecond))
+	})
+	return errors.Join(err, serr)
+}
+
+// TunePageStream gives the serving side of a page stream (a connection
+// its server accepted, TLS or not) the same detection of a dead link as
+// the side that dialled it.
+func TunePageStream(conn net.Conn) error {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	tcp, ok := conn.(*net.TCPConn)
+	if !ok {
+		return fmt.Errorf("a page stream over %T is not a TCP connection", conn)
+	}
+	if err := tcp.SetKeepAliveConfig(pageStreamKeepAlive); err != nil {
+		return err
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return setUserTimeout(rc)
 }

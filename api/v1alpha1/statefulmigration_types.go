@@ -110,7 +110,7 @@ const (
 )
 
 // MemoryTechnique is how the container's memory reaches the target node.
-// +kubebuilder:validation:Enum=Auto;StopAndCopy;PostCopy;PreCopy
+// +kubebuilder:validation:Enum=Auto;StopAndCopy;Stream;PostCopy;PreCopy
 type MemoryTechnique string
 
 const (
@@ -121,12 +121,18 @@ const (
 	// MemoryStopAndCopy: the whole memory is dumped, moved and restored
 	// before the target runs.
 	MemoryStopAndCopy MemoryTechnique = "StopAndCopy"
-	// MemoryPostCopy: the source is dumped without its memory pages and
-	// held frozen; the target runs as soon as the rest is restored and
-	// takes each page from the source as it touches it, the remainder in
-	// the background (CRIU lazy pages, userfaultfd). Sequential migrations
-	// with the Runc engine onto a node with ms2m's runtime handler, both
-	// nodes able to (see the MigrationReady node condition).
+	// MemoryStream: StopAndCopy without a disk: CRIU sends the memory
+	// pages, as it dumps them, to a page server on the target node (over
+	// the agents' mutual TLS), and only the rest of the checkpoint goes
+	// into the archive and its transfer. The Runc engine onto a node with
+	// ms2m's runtime handler and CRIU.
+	MemoryStream MemoryTechnique = "Stream"
+	// MemoryPostCopy: the target runs as soon as the checkpoint without
+	// its memory pages is restored and takes each page as it touches it,
+	// the remainder in the background (CRIU lazy pages, userfaultfd): from
+	// a Sequential source held frozen, or from a ShadowPod source's dump.
+	// The Runc engine onto a node with ms2m's runtime handler, both nodes
+	// able to (see the MigrationReady node condition).
 	MemoryPostCopy MemoryTechnique = "PostCopy"
 	// MemoryPreCopy: iterative pre-dumps while the source runs, so the
 	// final dump moves only what changed. Needs the kernel's dirty-memory
@@ -222,7 +228,7 @@ type StatefulMigrationSpec struct {
 	// +optional
 	Handoff Handoff `json:"handoff,omitempty"`
 
-	// MemoryTechnique is Auto (default), StopAndCopy, PostCopy or PreCopy:
+	// MemoryTechnique is Auto (default), StopAndCopy, Stream, PostCopy or PreCopy:
 	// how the container's memory reaches the target (see the Memory*
 	// constants).
 	// +optional
@@ -483,8 +489,8 @@ type MigrationPlan struct {
 	// HandoffReason says why that technique was chosen.
 	// +optional
 	HandoffReason string `json:"handoffReason,omitempty"`
-	// MemoryTechnique is the resolved memory technique, StopAndCopy or
-	// PostCopy.
+	// MemoryTechnique is the resolved memory technique, StopAndCopy,
+	// Stream or PostCopy.
 	// +optional
 	MemoryTechnique MemoryTechnique `json:"memoryTechnique,omitempty"`
 	// MemoryTechniqueReason says why.
@@ -552,8 +558,10 @@ type TransferStatus struct {
 	// RateBytesPerSecond is the measured transfer rate.
 	// +optional
 	RateBytesPerSecond int64 `json:"rateBytesPerSecond,omitempty"`
-	// PageBytes is the memory that came after the restore (PostCopy): the
-	// pages the target took from the source, on top of the checkpoint.
+	// PageBytes is the memory that moved apart from the checkpoint: the
+	// pages the target took from the source after its restore (PostCopy),
+	// or that the source's CRIU sent to the target's page server as it
+	// dumped them (Stream).
 	// +optional
 	PageBytes int64 `json:"pageBytes,omitempty"`
 }

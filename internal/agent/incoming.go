@@ -67,7 +67,11 @@ func (s *Server) expect(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "expect request needs sourceNode")
 		return
 	}
-	s.expected.add(id, req)
+	if req.Pages {
+		s.expectedPages.add(id, req)
+	} else {
+		s.expected.add(id, req)
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -77,6 +77,10 @@ type Server struct {
 	stages      *opStore[agentapi.StageResult]
 	version     versionCache
 	expected    expectations
+	// expectedPages are the page streams of Stream checkpoints the
+	// manager announced; streams the ones under way.
+	expectedPages expectations
+	streams       sync.Map // checkpoint ID → *pagesRecv
 	// discarded are checkpoints cleaned up while their dump ran.
 	discarded sync.Map
 	pages     pageSessions
@@ -131,6 +135,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT "+agentapi.PathTransfers+"{id}", fromManager(s.transfer))
 	mux.Handle("PUT "+agentapi.PathExpected+"{id}", fromManager(s.expect))
 	mux.Handle("PUT "+agentapi.PathIncoming+"{id}", fromAgent(s.incoming))
+	mux.Handle("GET "+agentapi.PathIncoming+"{id}"+agentapi.PathPagesSuffix, fromAgent(s.incomingPages))
 	mux.Handle("PUT "+agentapi.PathStages+"{id}", fromManager(s.stage))
 	mux.Handle("GET "+agentapi.PathStages+"{id}"+agentapi.PathPagesSuffix, fromManager(s.pagesStatus))
 	// servePages checks the caller is the agent the checkpoint's pages go to.
@@ -214,7 +219,16 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	}
 	c := engine.Container{Namespace: req.Namespace, Pod: req.Pod, PodUID: req.PodUID, Name: req.Container, ID: req.ContainerID}
 	start := time.Now()
-	res, err := eng.Checkpoint(ctx, c, engine.Options{ID: req.ID, Hold: req.Hold, LazyPages: req.PagesTo != "", PagesFromDump: req.PagesFromDump})
+	opts := engine.Options{ID: req.ID, Hold: req.Hold, LazyPages: req.PagesTo != "", PagesFromDump: req.PagesFromDump}
+	if req.StreamTo != "" {
+		sink, err := s.sendPagesTo(ctx, req.StreamTo, req.ID)
+		if err != nil {
+			return agentapi.CheckpointResult{}, err
+		}
+		defer sink.Close()
+		opts.PageSink = sink
+	}
+	res, err := eng.Checkpoint(ctx, c, opts)
 	if err != nil {
 		return agentapi.CheckpointResult{}, err
 	}
@@ -241,7 +255,7 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	s.cfg.Log.Info("checkpointed", "engine", eng.Name(), "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "archive", res.Archive,
 		"bytes", fi.Size(), "freeze", res.Freeze, "freezeSteps", res.Steps.String(), "criu", criuStats(res.CRIU), "held", res.Held, "took", time.Since(start))
 	return agentapi.CheckpointResult{Archive: res.Archive, SizeBytes: fi.Size(), CreatedAt: time.Now(), Freeze: res.Freeze,
-		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID, LazyPages: res.Pages != nil}, nil
+		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID, LazyPages: res.Pages != nil, StreamedBytes: res.Streamed}, nil
 }
 
 func criuStats(s *engine.DumpStats) string {

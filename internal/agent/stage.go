@@ -91,6 +91,12 @@ func (s *Server) doStage(ctx context.Context, req agentapi.StageRequest, key sta
 		return agentapi.StageResult{}, fmt.Errorf("%w: checkpoint %s arrived as %s, but node %s's agent sealed %s (altered in transit or at rest); nothing was staged",
 			agentapi.ErrUnauthenticated, req.ID, got, req.SourceNode, req.Seal.ArchiveDigest)
 	}
+	if req.StreamedPages {
+		if err := s.stagePages(ctx, req.ID, dir); err != nil {
+			_ = os.RemoveAll(dir)
+			return agentapi.StageResult{}, fmt.Errorf("stream: %w; nothing was staged", err)
+		}
+	}
 	if req.LazyPages {
 		// Before the commit: a target container waiting for its
 		// checkpoint (a warm ShadowPod target) claims it at once, and its

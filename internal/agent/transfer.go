@@ -246,6 +246,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 	note("received archive", os.Remove(s.incomingPath(id)))
 	note("partly received archive", os.Remove(s.incomingPath(id)+".part"))
 	note("lazy-pages daemon", s.stopPagesIn(id))
+	note("streamed pages", s.stopStream(id))
 	note("staged checkpoint", s.removeStaged(id))
 	if s.cfg.Runtime != nil {
 		note("runtime image", s.cfg.Runtime.Remove(ctx, DirectImageRef(id)))

@@ -66,6 +66,11 @@ type CheckpointRequest struct {
 	// ShadowPod source), and the pages are served from the dump.
 	PagesTo       string `json:"pagesTo,omitempty"`
 	PagesFromDump bool   `json:"pagesFromDump,omitempty"`
+	// StreamTo sends the memory pages, as CRIU dumps them, to the page
+	// server of this node's agent (Stream, EngineRunc), which the manager
+	// told to expect them (ExpectRequest.Pages); the archive holds the
+	// rest.
+	StreamTo string `json:"streamTo,omitempty"`
 }
 
 // CheckpointResult describes a finished checkpoint.
@@ -86,6 +91,9 @@ type CheckpointResult struct {
 	// LazyPages: the archive holds no memory pages; the source agent
 	// serves them to the agent of the request's PagesTo.
 	LazyPages bool `json:"lazyPages,omitempty"`
+	// StreamedBytes is what went to the page server of the request's
+	// StreamTo; the archive holds no memory pages.
+	StreamedBytes int64 `json:"streamedBytes,omitempty"`
 }
 
 // TransferMode mirrors v1alpha1.TransferMode on the wire.
@@ -128,6 +136,10 @@ type ExpectRequest struct {
 	// which stages the archive itself; nothing is imported into the
 	// node's runtime as an image.
 	ForStaging bool `json:"forStaging,omitempty"`
+	// Pages announces the memory pages of a Stream checkpoint instead of
+	// an archive: the source node's agent sends them as CRIU dumps them
+	// (PathIncoming+id+PathPagesSuffix), to a page server of this node's.
+	Pages bool `json:"pages,omitempty"`
 }
 
 // Seal authenticates a checkpoint archive: the signature of the agent that
@@ -164,6 +176,10 @@ type StageRequest struct {
 	// agent before it reports the checkpoint staged, and the restore takes
 	// the pages from it as the restored process touches them.
 	LazyPages bool `json:"lazyPages,omitempty"`
+	// StreamedPages: the memory pages came apart from the archive, from
+	// the source's CRIU to this node's page server (Stream); they are
+	// staged with it.
+	StreamedPages bool `json:"streamedPages,omitempty"`
 }
 
 // PagesStatus is how far the memory of a lazy checkpoint has come to the
@@ -269,7 +285,9 @@ const (
 	PathThawSuffix = "/thaw"
 	// PathPagesSuffix: after PathCheckpoints+id, the target's agent takes
 	// the pages of a lazy checkpoint (an upgrade to UpgradePages); after
-	// PathStages+id, the manager asks how far they have come.
+	// PathStages+id, the manager asks how far they have come; after
+	// PathIncoming+id, the source's agent sends the pages of a Stream
+	// checkpoint (an upgrade too).
 	PathPagesSuffix = "/pages"
 	// UpgradePages is the protocol a pages request upgrades to: CRIU's
 	// page server protocol, carried over the agents' mutual TLS.

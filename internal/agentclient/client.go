@@ -224,6 +224,18 @@ func (c *Client) Pages(ctx context.Context, node, id string) (agentapi.PagesStat
 // agents' mutual TLS. It is not bound to ctx once open; the caller closes
 // it.
 func (c *Client) PageStream(ctx context.Context, node, id string) (io.ReadWriteCloser, error) {
+	return c.upgrade(ctx, node, agentapi.PathCheckpoints+id+agentapi.PathPagesSuffix, "")
+}
+
+// SendPages opens the way for the pages of Stream checkpoint id to node's
+// agent (the source node's agent calls this of the target's, as the agent
+// of from): the same kind of connection, which the dumping CRIU's page
+// transfer then goes through.
+func (c *Client) SendPages(ctx context.Context, node, from, id string) (io.ReadWriteCloser, error) {
+	return c.upgrade(ctx, node, agentapi.PathIncoming+id+agentapi.PathPagesSuffix, from)
+}
+
+func (c *Client) upgrade(ctx context.Context, node, path, source string) (io.ReadWriteCloser, error) {
 	base, err := c.Resolver.Endpoint(ctx, node)
 	if err != nil {
 		return nil, err
@@ -242,10 +254,12 @@ func (c *Client) PageStream(ctx context.Context, node, id string) (io.ReadWriteC
 	if err != nil {
 		return nil, fmt.Errorf("agent on %s: %w", node, err)
 	}
-	path := agentapi.PathCheckpoints + id + agentapi.PathPagesSuffix
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nConnection: Upgrade\r\nUpgrade: " + agentapi.UpgradePages + "\r\n\r\n"
-	if _, err := io.WriteString(conn, req); err != nil {
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nConnection: Upgrade\r\nUpgrade: " + agentapi.UpgradePages + "\r\n"
+	if source != "" {
+		req += agentapi.HeaderSource + ": " + source + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("agent on %s: %w", node, err)
 	}

@@ -99,6 +99,11 @@ type nodeSim struct {
 	// paid for with lost state (a post-copy source ended before its
 	// target had every page).
 	violations []string
+	// Stream: checkpoint ID → the source node whose pages the target
+	// node's agent was told to expect, and the checkpoints whose pages
+	// went to their target as they were dumped.
+	expectedPages map[string]string
+	streamed      map[string]bool
 }
 
 type simPages struct {
@@ -135,7 +140,8 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		createdPods: map[string][]string{}, badRestore: map[string]bool{}, checkpointImageOnly: map[string]bool{}, noRestore: map[string]bool{},
 		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{},
 		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{},
-		wroteBack: map[string]bool{}, exited: map[string]bool{}, noLazyPages: map[string]bool{}, pages: map[string]*simPages{}}
+		wroteBack: map[string]bool{}, exited: map[string]bool{}, noLazyPages: map[string]bool{}, pages: map[string]*simPages{},
+		expectedPages: map[string]string{}, streamed: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.kubelet(ctx) }()
@@ -219,6 +225,11 @@ func (s *nodeSim) Stage(_ context.Context, node string, req agentapi.StageReques
 		op.State, op.Message = agentapi.OpFailed, "no checkpoint image "+req.Image
 		return op, nil
 	}
+	if req.StreamedPages != s.streamed[req.ID] {
+		// a real agent stages no images without their pages
+		op.State, op.Message = agentapi.OpFailed, fmt.Sprintf("stream: staging with streamed pages %v, but the pages of checkpoint %s streamed: %v", req.StreamedPages, req.ID, s.streamed[req.ID])
+		return op, nil
+	}
 	// Like the agent: one staging per checkpoint, ever.
 	if !s.stageOps[req.ID] {
 		s.stageOps[req.ID] = true
@@ -246,6 +257,10 @@ func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.Checkp
 			op.State, op.Message = agentapi.OpFailed, fmt.Sprintf("pod %s (uid %s) does not run on %s", req.Pod, req.PodUID, node)
 			return op, nil
 		}
+		if req.StreamTo != "" && (req.Engine != agentapi.EngineRunc || s.expectedPages[req.ID] != node) {
+			op.State, op.Message = agentapi.OpFailed, fmt.Sprintf("sending the pages of checkpoint %s to node %s: 403: the manager announced no pages from node %s", req.ID, req.StreamTo, node)
+			return op, nil
+		}
 		if req.Engine == agentapi.EngineRunc && (s.kubeletOnly[node] || req.ContainerID != simContainerID(req.PodUID)) {
 			op.State, op.Message = agentapi.OpFailed, fmt.Sprintf("runc engine on %s: container %q refused (kubelet only: %v)", node, req.ContainerID, s.kubeletOnly[node])
 			return op, nil
@@ -263,6 +278,7 @@ func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.Checkp
 		if req.PagesTo != "" {
 			s.pages[req.ID] = &simPages{target: req.PagesTo, sourceUID: req.PodUID, held: req.Hold && !req.PagesFromDump}
 		}
+		s.streamed[req.ID] = req.StreamTo != ""
 		s.images["ckpt/"+req.ID] = snap
 		s.snapshots[req.ID]++
 		s.ops["ckpt/"+req.ID] = time.Now()
@@ -270,6 +286,9 @@ func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.Checkp
 	op.State = agentapi.OpSucceeded
 	op.Result = agentapi.CheckpointResult{Archive: "/var/lib/ms2m/" + req.ID + ".tar", SizeBytes: 4096, CreatedAt: s.ops["ckpt/"+req.ID], Freeze: 5 * time.Millisecond,
 		Engine: s.engines[req.ID], Held: s.heldPods[req.ID] != nil, ContainerID: req.ContainerID, LazyPages: s.pages[req.ID] != nil}
+	if s.streamed[req.ID] {
+		op.Result.StreamedBytes = 1 << 20
+	}
 	return op, nil
 }
 
@@ -302,11 +321,14 @@ func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferReq
 
 // Expect implements agentapi.Client: the simulated target takes any
 // archive (the real agent's check is tested in internal/agent).
-func (s *nodeSim) Expect(_ context.Context, node, _ string, _ agentapi.ExpectRequest) error {
+func (s *nodeSim) Expect(_ context.Context, node, id string, req agentapi.ExpectRequest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.agents[node] {
 		return fmt.Errorf("%w on %s", agentapi.ErrNoAgent, node)
+	}
+	if req.Pages {
+		s.expectedPages[id] = req.SourceNode
 	}
 	return nil
 }

@@ -68,6 +68,14 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 	if st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy {
 		req.PagesTo, req.PagesFromDump = st.TargetNode, !postCopyHoldsSource(st)
 	}
+	if st.Plan.MemoryTechnique == v1alpha1.MemoryStream && !s.isDone(v1alpha1.ConditionCheckpointCreated) {
+		// The target takes no pages it was not told of; told again on
+		// each look, which is harmless (one stream per checkpoint).
+		if err := r.Agents.Expect(ctx, st.TargetNode, s.id, agentapi.ExpectRequest{SourceNode: st.SourceNode, Pages: true}); err != nil {
+			return reconcile.Result{}, fmt.Errorf("announcing the pages of checkpoint %s to %s: %w", s.id, st.TargetNode, err)
+		}
+		req.StreamTo = st.TargetNode
+	}
 	op, err := r.Agents.Checkpoint(ctx, st.SourceNode, req)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -85,6 +93,12 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 		created := metav1.NewTime(res.CreatedAt)
 		st.Checkpoint = &v1alpha1.CheckpointStatus{ID: s.id, SizeBytes: res.SizeBytes, CreatedAt: &created,
 			FreezeDuration: &metav1.Duration{Duration: res.Freeze}}
+		if res.StreamedBytes > 0 {
+			if st.Transfer == nil {
+				st.Transfer = &v1alpha1.TransferStatus{}
+			}
+			st.Transfer.PageBytes = res.StreamedBytes
+		}
 		s.done(v1alpha1.ConditionCheckpointCreated, "checkpoint of container "+st.ContainerName+" on "+st.SourceNode)
 		frozen := fmt.Sprintf("source frozen %s", res.Freeze)
 		switch {
@@ -96,6 +110,8 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 			frozen = fmt.Sprintf("dumped without its memory pages in %s; the source stays frozen, serving them to %s", res.Freeze, st.TargetNode)
 		case res.Held:
 			frozen = fmt.Sprintf("dumped in %s; the source stays frozen until it is stopped", res.Freeze)
+		case res.StreamedBytes > 0:
+			frozen = fmt.Sprintf("source frozen %s; %d bytes of memory went to %s as they were dumped", res.Freeze, res.StreamedBytes, st.TargetNode)
 		}
 		s.event(corev1.EventTypeNormal, v1alpha1.ConditionCheckpointCreated, "Checkpoint", "checkpointed %s/%s with %s: %d bytes, %s",
 			pod.Name, st.ContainerName, res.Engine, res.SizeBytes, frozen)

@@ -37,8 +37,12 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 		return reconcile.Result{}, err
 	}
 	p := op.Progress
+	var streamed int64 // came with the dump (Stream)
+	if st.Transfer != nil {
+		streamed = st.Transfer.PageBytes
+	}
 	st.Transfer = &v1alpha1.TransferStatus{BytesTotal: p.BytesTotal, BytesTransferred: p.BytesDone,
-		BytesRemaining: max(p.BytesTotal-p.BytesDone, 0), RateBytesPerSecond: p.BytesPerSecond}
+		BytesRemaining: max(p.BytesTotal-p.BytesDone, 0), RateBytesPerSecond: p.BytesPerSecond, PageBytes: streamed}
 	switch op.State {
 	case agentapi.OpFailed:
 		return s.fail(v1alpha1.ReasonTransferFailed, "%s transfer of the checkpoint to %s: %s", st.Plan.TransferMode, st.TargetNode, op.Message)
@@ -74,7 +78,7 @@ func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope, seal *agenta
 	}
 	op, err := r.Agents.Stage(ctx, st.TargetNode, agentapi.StageRequest{ID: st.Checkpoint.ID, Image: st.Checkpoint.Image,
 		Namespace: s.m.Namespace, Pod: st.TargetPod, Container: st.ContainerName, SourceNode: st.SourceNode, Seal: seal,
-		LazyPages: st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy})
+		LazyPages: st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy, StreamedPages: st.Plan.MemoryTechnique == v1alpha1.MemoryStream})
 	if err != nil {
 		return reconcile.Result{}, false, err
 	}

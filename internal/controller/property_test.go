@@ -77,6 +77,9 @@ type propCase struct {
 	PostCopy  bool
 	PageDelay time.Duration
 	PagesLost bool
+	// Stream sends the pages to the target's page server with the dump
+	// (runc engine), instead of in the archive.
+	Stream bool
 }
 
 // propBinding binds the queue to Exchanges[Exchange] with Key (a direct
@@ -105,7 +108,7 @@ func (c propCase) String() string {
 		map[bool]string{true: "Sequential", false: "ShadowPod"}[c.Sequential], map[bool]string{true: "Drain", false: "Cutoff"}[c.Drain],
 		map[bool]string{true: "Direct", false: "Registry"}[c.Direct]+" engine="+map[bool]string{true: "Kubelet", false: "Runc"}[c.Kubelet]+
 			" handoff="+map[bool]string{true: "Handoff", false: "Auto"}[c.Handoff]+
-			" memory="+map[bool]string{true: fmt.Sprintf("PostCopy(pages after %s, lost=%v)", c.PageDelay, c.PagesLost), false: "StopAndCopy"}[c.PostCopy])
+			" memory="+c.memory())
 	for i, p := range c.Producers {
 		if i > 0 {
 			b.WriteString(" ")
@@ -114,6 +117,16 @@ func (c propCase) String() string {
 	}
 	b.WriteString("]")
 	return b.String()
+}
+
+func (c propCase) memory() string {
+	switch {
+	case c.PostCopy:
+		return fmt.Sprintf("PostCopy(pages after %s, lost=%v)", c.PageDelay, c.PagesLost)
+	case c.Stream:
+		return "Stream"
+	}
+	return "StopAndCopy"
 }
 
 var (
@@ -174,6 +187,7 @@ func drawCase(seed uint64) propCase {
 		// forward with the state lost (documented), nothing to check.
 		c.PagesLost = r.IntN(4) == 0 && !c.Sequential
 	}
+	c.Stream = r.IntN(4) == 0 && !c.Kubelet && !c.PostCopy
 	// scale the producers into the budget
 	for i := range c.Producers {
 		p := &c.Producers[i]
@@ -449,6 +463,9 @@ func runCase(t *testing.T, c propCase) string {
 		if c.PostCopy {
 			s.MemoryTechnique = v1alpha1.MemoryPostCopy
 		}
+		if c.Stream {
+			s.MemoryTechnique = v1alpha1.MemoryStream
+		}
 		// above capacity a drain never catches up: bounded, it rolls back
 		s.Timeouts = &v1alpha1.MigrationTimeouts{Replay: &metav1.Duration{Duration: 20 * time.Second}}
 	})
@@ -583,6 +600,7 @@ func shrinks(c propCase) []propCase {
 		{func(n *propCase) *bool { return &n.Kubelet }, false},
 		{func(n *propCase) *bool { return &n.PagesLost }, false},
 		{func(n *propCase) *bool { return &n.PostCopy }, false},
+		{func(n *propCase) *bool { return &n.Stream }, false},
 	}
 	for _, f := range flags {
 		try(func(n *propCase) bool {

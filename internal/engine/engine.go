@@ -7,6 +7,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
@@ -35,6 +36,11 @@ type Options struct {
 	// the container runs on (or is held, as Hold says).
 	LazyPages     bool
 	PagesFromDump bool
+	// PageSink, for a Stream dump: CRIU sends the memory pages, as it
+	// dumps them, through it to a page server (the target node's, at the
+	// other end), and the archive holds the rest. Result.Streamed counts
+	// them.
+	PageSink io.ReadWriteCloser
 }
 
 // Result is a finished dump.
@@ -51,6 +57,8 @@ type Result struct {
 	// CRIU measured of its dump (nil where the engine cannot see it).
 	Steps Steps
 	CRIU  *DumpStats
+	// Streamed is what went through Options.PageSink.
+	Streamed int64
 }
 
 // Steps times the steps of a dump, for the agent's log: where a freeze

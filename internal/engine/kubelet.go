@@ -56,6 +56,9 @@ func (k Kubelet) Checkpoint(ctx context.Context, c Container, o Options) (Result
 	if o.LazyPages {
 		return Result{}, ErrUnsupported{Engine: string(agentapi.EngineKubelet), What: "dump without memory pages (post-copy): the kubelet's API has no lazy-pages option"}
 	}
+	if o.PageSink != nil {
+		return Result{}, ErrUnsupported{Engine: string(agentapi.EngineKubelet), What: "send memory pages to a page server (Stream): the kubelet's API has no page-server option"}
+	}
 	start := time.Now()
 	archive, err := k.checkpoint(ctx, c.Namespace, c.Pod, c.Name)
 	if err != nil {

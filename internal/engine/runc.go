@@ -147,7 +147,10 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 		served = true // removed by checkpointLazy or its CRIU
 		return r.checkpointLazy(ctx, c, st, o, ns, dir)
 	}
-	d, err := r.dump(ctx, c, st, ns, o.Hold, dir)
+	if o.PageSink != nil && o.LazyPages {
+		return Result{}, errors.New("a dump either streams its pages or leaves them to be taken lazily, not both")
+	}
+	d, err := r.dump(ctx, c, st, ns, o.Hold, dir, o.PageSink)
 	if err != nil {
 		return Result{}, err
 	}
@@ -165,7 +168,7 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
 		return Result{}, r.failHeld(ctx, c, o, fmt.Errorf("archiving the dump of %s: %w", c, err))
 	}
-	return Result{Archive: r.local(archive), Freeze: freeze, Held: o.Hold, Steps: steps, CRIU: stats}, nil
+	return Result{Archive: r.local(archive), Freeze: freeze, Held: o.Hold, Steps: steps, CRIU: stats, Streamed: d.streamed}, nil
 }
 
 // failHeld thaws a held container whose checkpoint failed after its dump.

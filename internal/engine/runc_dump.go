@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"time"
 
@@ -12,9 +13,10 @@ import (
 
 // dumped is a finished CRIU dump with its root file system's changes.
 type dumped struct {
-	freeze time.Duration
-	steps  Steps
-	stats  *DumpStats
+	freeze   time.Duration
+	steps    Steps
+	stats    *DumpStats
+	streamed int64
 }
 
 // dump writes CRIU's images of the container and its root file system's
@@ -30,14 +32,24 @@ type dumped struct {
 // that does not freeze at once (most at 512 MiB here) waits out a step.
 // Measured on the lab at 512 MiB, three each: paused 456-607 ms, CRIU's
 // own freeze 381-549 ms.
-func (r Runc) dump(ctx context.Context, c Container, st runcState, ns []string, hold bool, dir string) (dumped, error) {
+//
+// With sink, CRIU sends the memory pages through it as it dumps them
+// (Stream): the pause then lasts as long as they take to cross.
+func (r Runc) dump(ctx context.Context, c Container, st runcState, ns []string, hold bool, dir string, sink io.ReadWriteCloser) (dumped, error) {
 	var steps Steps
+	var streamed int64
 	images, work := filepath.Join(dir, staging.ImagesDir), filepath.Join(dir, "work")
 	start := time.Now()
 	if err := steps.Time("pause", func() error { return r.run(ctx, ns, "pause", c.ID) }); err != nil {
 		return dumped{}, fmt.Errorf("pausing %s for its dump: %w", c, err)
 	}
-	err := steps.Time("dump", func() error { return r.criuDump(ctx, c, ns, images, work) })
+	err := steps.Time("dump", func() (err error) {
+		if sink != nil {
+			streamed, err = r.criuDumpStreaming(ctx, c, ns, images, work, sink)
+			return err
+		}
+		return r.criuDump(ctx, c, ns, images, work)
+	})
 	if err == nil {
 		if derr := steps.Time("rootfs", func() error { return r.writeRootfsDiff(st, filepath.Join(dir, staging.RootfsDiffTar)) }); derr != nil {
 			err = fmt.Errorf("root file system changes of %s: %w", c, derr)
@@ -58,7 +70,7 @@ func (r Runc) dump(ctx context.Context, c Container, st runcState, ns []string, 
 			return dumped{}, fmt.Errorf("resuming %s: %w", c, rerr)
 		}
 	}
-	d := dumped{freeze: time.Since(start), steps: steps}
+	d := dumped{freeze: time.Since(start), steps: steps, streamed: streamed}
 	if s, err := ReadDumpStats(r.local(filepath.Join(work, "stats-dump"))); err == nil {
 		d.stats = &s
 	}

@@ -132,27 +132,32 @@ func (r Runc) path() string {
 	return path
 }
 
-// LazyDaemon is CRIU's lazy-pages daemon on the target node: it serves
-// the restored process's page faults from the source's page server
-// (through the socket it was given) and fetches the rest in the
-// background, and ends once every page is in.
-type LazyDaemon struct {
+// Daemon is a CRIU process the agent keeps on the target node: the
+// lazy-pages daemon (post-copy), which serves the restored process's page
+// faults from the source's page server and fetches the rest in the
+// background, or the page server of a Stream migration, which writes the
+// pages the source's CRIU sends. It ends once every page is in.
+type Daemon struct {
 	cmd  *exec.Cmd
+	what string
 	done chan struct{}
 	err  error
 }
 
+// LazyDaemon is CRIU's lazy-pages daemon on the target node.
+type LazyDaemon = Daemon
+
 // Wait returns once the daemon has ended: nil when every page arrived.
-func (d *LazyDaemon) Wait() error {
+func (d *Daemon) Wait() error {
 	<-d.done
 	return d.err
 }
 
 // Done is closed when the daemon has ended.
-func (d *LazyDaemon) Done() <-chan struct{} { return d.done }
+func (d *Daemon) Done() <-chan struct{} { return d.done }
 
 // Stop ends the daemon (a migration given up before or during its restore).
-func (d *LazyDaemon) Stop() {
+func (d *Daemon) Stop() {
 	select {
 	case <-d.done:
 		return
@@ -169,34 +174,49 @@ func (d *LazyDaemon) Stop() {
 // dir/work, which must be the restore's --work-path (the runtime handler's
 // claim moves dir, never its contents).
 func (r Runc) StartLazyPages(localDir string, pageServer *os.File) (*LazyDaemon, error) {
-	dir := localDir
-	if r.HostRoot != "" && r.HostRoot != "/" {
-		rel, err := filepath.Rel(r.HostRoot, localDir)
-		if err != nil || strings.HasPrefix(rel, "..") {
-			return nil, fmt.Errorf("staged checkpoint %s is not on the host (%s)", localDir, r.HostRoot)
-		}
-		dir = "/" + rel
+	dir, err := r.hostPathOf(localDir)
+	if err != nil {
+		return nil, err
 	}
 	work := filepath.Join(dir, "work")
 	if err := os.MkdirAll(r.local(work), 0o700); err != nil {
 		return nil, err
 	}
-	cmd, statusR, out, err := r.startCRIU(pageServer, "lazy-pages", "--page-server",
+	return r.startDaemon(pageServer, "lazy-pages", "--page-server",
 		"--images-dir", filepath.Join(dir, staging.ImagesDir), "--work-dir", work)
+}
+
+// hostPathOf is the host's path of a directory the agent names by its own
+// path (under HostRoot).
+func (r Runc) hostPathOf(localDir string) (string, error) {
+	if r.HostRoot == "" || r.HostRoot == "/" {
+		return localDir, nil
+	}
+	rel, err := filepath.Rel(r.HostRoot, localDir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return "", fmt.Errorf("%s is not on the host (%s)", localDir, r.HostRoot)
+	}
+	return "/" + rel, nil
+}
+
+// startDaemon starts criu args with sock as its page server connection,
+// and returns once it says it is ready.
+func (r Runc) startDaemon(sock *os.File, args ...string) (*Daemon, error) {
+	cmd, statusR, out, err := r.startCRIU(sock, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer statusR.Close()
-	d := &LazyDaemon{cmd: cmd, done: make(chan struct{})}
+	d := &Daemon{cmd: cmd, what: "criu " + args[0], done: make(chan struct{})}
 	go func() {
 		if err := cmd.Wait(); err != nil {
-			d.err = fmt.Errorf("criu lazy-pages: %w: %s", err, lastLines(out.String(), criuLogLines))
+			d.err = fmt.Errorf("%s: %w: %s", d.what, err, lastLines(out.String(), criuLogLines))
 		}
 		close(d.done)
 	}()
 	if err := readStatus(statusR, d.done, 30*time.Second); err != nil {
 		d.Stop()
-		return nil, errors.Join(fmt.Errorf("lazy-pages daemon: %w", err), d.err)
+		return nil, errors.Join(fmt.Errorf("%s: %w", d.what, err), d.err)
 	}
 	return d, nil
 }

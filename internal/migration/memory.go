@@ -42,6 +42,15 @@ func ResolveMemoryTechnique(in MemoryInputs) (technique v1alpha1.MemoryTechnique
 	switch in.Want {
 	case v1alpha1.MemoryStopAndCopy:
 		return v1alpha1.MemoryStopAndCopy, "memoryTechnique StopAndCopy requested", ""
+	case v1alpha1.MemoryStream:
+		if cannot := streamImpossible(in); cannot != "" {
+			return "", "", "memoryTechnique Stream requested, but " + cannot
+		}
+		frozen := "frozen while its pages cross the link"
+		if in.Strategy == v1alpha1.StrategySequential {
+			frozen = "stopped at its checkpoint in any case"
+		}
+		return v1alpha1.MemoryStream, fmt.Sprintf("memoryTechnique Stream requested: %s sends its memory pages to a page server on %s as it dumps them (the source is %s); only the rest of the checkpoint is archived and transferred", in.Source, in.Target, frozen), ""
 	case v1alpha1.MemoryPreCopy:
 		if !in.SourceCaps.DirtyTracking {
 			return "", "", fmt.Sprintf("memoryTechnique PreCopy requested, but source node %s cannot: %s", in.Source, in.SourceCaps.DirtyTrackingReason)
@@ -58,6 +67,21 @@ func ResolveMemoryTechnique(in MemoryInputs) (technique v1alpha1.MemoryTechnique
 		return v1alpha1.MemoryPostCopy, fmt.Sprintf("memoryTechnique PostCopy requested: %s restores at once and takes the pages %s as the workload touches them", in.Target, from), ""
 	}
 	return v1alpha1.MemoryStopAndCopy, "Auto takes StopAndCopy: PostCopy leaves the workload's state split between two nodes until its last page arrives, so it is only used when asked for", ""
+}
+
+// streamImpossible: Stream needs a source dumped by the agent's own CRIU,
+// whose pages it can redirect, and a target that runs CRIU's page server
+// and restores what the agent staged.
+func streamImpossible(in MemoryInputs) string {
+	switch {
+	case in.Engine != v1alpha1.CheckpointEngineRunc:
+		return "only the Runc checkpoint engine sends its pages to a page server (checkpointEngine is " + string(in.Engine) + ")"
+	case in.Restore != v1alpha1.RestoreRuntimeHandler:
+		return "only ms2m's runtime handler restores from pages received apart from the archive, and " + in.Target + " restores checkpoint images"
+	case !in.TargetCaps.Runc:
+		return fmt.Sprintf("target node %s cannot run CRIU's page server: %s", in.Target, in.TargetCaps.RuncReason)
+	}
+	return ""
 }
 
 func postCopyImpossible(in MemoryInputs) string {

@@ -28,6 +28,20 @@ func TestResolveMemoryTechnique(t *testing.T) {
 		{"auto never takes post-copy", with(func(i *MemoryInputs) { i.Want = v1alpha1.MemoryAuto }), v1alpha1.MemoryStopAndCopy, "", "only used when asked for"},
 		{"empty is auto", with(func(i *MemoryInputs) { i.Want = "" }), v1alpha1.MemoryStopAndCopy, "", "Auto"},
 		{"stop-and-copy", with(func(i *MemoryInputs) { i.Want = v1alpha1.MemoryStopAndCopy }), v1alpha1.MemoryStopAndCopy, "", "requested"},
+		{"stream from a Sequential source", with(func(i *MemoryInputs) { i.Want, i.Handoff = v1alpha1.MemoryStream, v1alpha1.HandoffReplay }),
+			v1alpha1.MemoryStream, "", "stopped at its checkpoint in any case"},
+		{"stream from a ShadowPod source freezes it across the link", with(func(i *MemoryInputs) { i.Want, i.Strategy = v1alpha1.MemoryStream, v1alpha1.StrategyShadowPod }),
+			v1alpha1.MemoryStream, "", "frozen while its pages cross the link"},
+		{"stream needs no lazy pages", with(func(i *MemoryInputs) {
+			i.Want, i.SourceCaps, i.TargetCaps = v1alpha1.MemoryStream, agentapi.CheckpointCapabilities{Runc: true}, agentapi.CheckpointCapabilities{Runc: true}
+		}), v1alpha1.MemoryStream, "", "page server on node-b"},
+		{"the kubelet cannot stream", with(func(i *MemoryInputs) { i.Want, i.Engine = v1alpha1.MemoryStream, v1alpha1.CheckpointEngineKubelet }),
+			"", "Stream requested, but only the Runc checkpoint engine", ""},
+		{"stream into a checkpoint image", with(func(i *MemoryInputs) { i.Want, i.Restore = v1alpha1.MemoryStream, v1alpha1.RestoreCheckpointImage }),
+			"", "restores checkpoint images", ""},
+		{"stream to a node without CRIU", with(func(i *MemoryInputs) {
+			i.Want, i.TargetCaps = v1alpha1.MemoryStream, agentapi.CheckpointCapabilities{RuncReason: "no criu on the host"}
+		}), "", "target node node-b cannot run CRIU's page server: no criu on the host", ""},
 		{"a ShadowPod source serves on while its dump serves the pages", with(func(i *MemoryInputs) { i.Strategy = v1alpha1.StrategyShadowPod }),
 			v1alpha1.MemoryPostCopy, "", "serves on until the last has arrived"},
 		{"a replayed ShadowPod source needs no hold", with(func(i *MemoryInputs) {

@@ -131,3 +131,34 @@ func TestPostCopyPagesLostRollsBackToTheSource(t *testing.T) {
 		t.Errorf("broker topology changed:\nbefore %v\nafter  %v", before, after)
 	}
 }
+
+// Stream: the target's agent is told to expect the pages before the dump,
+// the source's sends them with it, and the staging takes them with the
+// archive (the simulated agents refuse any other order).
+func TestStreamSendsThePagesWithTheDump(t *testing.T) {
+	for _, strategy := range []v1alpha1.MigrationStrategy{v1alpha1.StrategyShadowPod, v1alpha1.StrategySequential} {
+		t.Run(string(strategy), func(t *testing.T) {
+			w := newWorld(t)
+			before := w.topology()
+			w.sourcePod("consumer-0")
+			w.produce(50)
+			time.Sleep(300 * time.Millisecond)
+			w.startManager()
+			name := w.b.Name("mig")
+			w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+				s.MigrationStrategy, s.MemoryTechnique, s.CheckpointEngine = strategy, v1alpha1.MemoryStream, v1alpha1.CheckpointEngineRunc
+			})
+			m := w.waitCompleted(name)
+			if m.Status.Plan.MemoryTechnique != v1alpha1.MemoryStream {
+				t.Fatalf("plan took %s (%s)", m.Status.Plan.MemoryTechnique, m.Status.Plan.MemoryTechniqueReason)
+			}
+			if m.Status.Transfer == nil || m.Status.Transfer.PageBytes != 1<<20 {
+				t.Errorf("status.transfer does not count the streamed pages: %+v", m.Status.Transfer)
+			}
+			w.checkExactlyOnce(m.Status.TargetPod)
+			if after := w.topology(); !slices.Equal(before, after) {
+				t.Errorf("broker topology changed:\nbefore %v\nafter  %v", before, after)
+			}
+		})
+	}
+}

@@ -63,7 +63,7 @@ RESULT strategy=... transfer=... lost=N duplicated=N digest=match|mismatch downt
 	f.StringVar(&swap, "identity-swap", "", "None or ExchangeFence (StatefulSet ShadowPod)")
 	f.StringVar(&engine, "checkpoint-engine", "", "Runc or Kubelet (default: Runc where the source node can)")
 	f.StringVar(&handoff, "handoff", "", "Replay or Handoff (default: Auto)")
-	f.StringVar(&memory, "memory", "", "StopAndCopy or PostCopy (default: Auto, which is StopAndCopy); PostCopy needs the Runc checkpoint engine on both nodes")
+	f.StringVar(&memory, "memory", "", "StopAndCopy, Stream or PostCopy (default: Auto, which is StopAndCopy); Stream and PostCopy need the Runc checkpoint engine")
 	f.IntVar(&cutoff, "cutoff", 30, "replay cutoff in seconds")
 	f.IntVar(&rate, "rate", 10, "messages per second")
 	f.DurationVar(&delay, "delay", 20*time.Millisecond, "processing time per message (consumer capacity = 1/delay)")

@@ -410,6 +410,8 @@ func Report(w io.Writer, r *Result) {
 			held = ", then held while its pages went to the target (post-copy)"
 		case st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy:
 			held += "; its pages went to the target from the dump (post-copy)"
+		case st.Plan.MemoryTechnique == v1alpha1.MemoryStream && st.Transfer != nil:
+			held += fmt.Sprintf("; its %d bytes of pages went to the target's page server as they were dumped (stream)", st.Transfer.PageBytes)
 		}
 		fmt.Fprintf(w, "checkpoint: %d bytes by %s, source frozen %s%s\n", ck.SizeBytes, st.Plan.CheckpointEngine, durMS(ck.FreezeDuration), held)
 	}

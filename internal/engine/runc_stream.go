@@ -67,12 +67,27 @@ func (r Runc) criuDumpStreaming(ctx context.Context, c Container, ns []string, i
 	defer criu.Close()
 	sent := make(chan int64, 1)
 	go func() {
-		n, _ := io.Copy(sink, criu)
+		n, err := io.Copy(sink, criu)
+		if err != nil {
+			// The way to the page server broke (its node, the link, the
+			// page server itself): CRIU must see it, or it blocks on a
+			// full socket, the container frozen, until the migration
+			// times out.
+			criu.Close()
+		}
 		sent <- n
 	}()
 	// The page server's answers (to the close, with which CRIU ends its
-	// transfer) come back the same way.
-	go func() { _, _ = io.Copy(criu, sink) }()
+	// transfer) come back the same way. Its end of the stream ends CRIU's
+	// input only: CRIU may not have read the last answer yet.
+	go func() {
+		_, err := io.Copy(criu, sink)
+		if tc, ok := criu.(*net.TCPConn); ok && err == nil {
+			_ = tc.CloseWrite()
+			return
+		}
+		criu.Close()
+	}()
 	if err := <-exited; err != nil {
 		// A stream that broke fails the dump: CRIU gives the container
 		// back as it found it.

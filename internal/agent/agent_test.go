@@ -492,6 +492,30 @@ func TestAgentsObeyOnlyTheManager(t *testing.T) {
 		t.Errorf("node-b's agent announced a transfer itself: %v", err)
 	}
 
+	// Nor a Stream checkpoint's pages: unannounced, announced from another
+	// node, or announced as an archive, they are refused.
+	if _, err := stolen.SendPages(ctx, "node-a", "node-b", "forged-6"); err == nil || !strings.Contains(err.Error(), "403") ||
+		!strings.Contains(err.Error(), "announced no pages of checkpoint forged-6 from node node-b") {
+		t.Errorf("node-b's agent sent unannounced pages: %v", err)
+	}
+	if err := c.client.Expect(ctx, "node-a", "forged-7", agentapi.ExpectRequest{SourceNode: "node-c", Pages: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.client.Expect(ctx, "node-a", "forged-8", agentapi.ExpectRequest{SourceNode: "node-b"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"forged-7", "forged-8"} {
+		if _, err := stolen.SendPages(ctx, "node-a", "node-b", id); err == nil || !strings.Contains(err.Error(), "403") {
+			t.Errorf("node-b's agent sent the pages of %s: %v", id, err)
+		}
+	}
+	if _, err := stolen.SendPages(ctx, "node-a", "node-c", "forged-7"); err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), `names "node-c"`) {
+		t.Errorf("node-b's agent sent pages as node-c: %v", err)
+	}
+	if err := stolen.Withdraw(ctx, "node-a", "forged-9"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("node-b's agent withdrew a checkpoint on node-a: %v", err)
+	}
+
 	// The manager may not push archives either: only a source agent does.
 	if _, err := c.client.Send(ctx, "node-a", agentapi.Incoming{ID: "forged-2", Container: "app", Source: "node-b"}, strings.NewReader("x"), 1); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("the manager pushed an archive: %v", err)

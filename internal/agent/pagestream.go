@@ -77,17 +77,17 @@ func (s *Server) incomingPages(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "the pages of a checkpoint are sent by upgrading to %s", agentapi.UpgradePages)
 		return
 	}
-	starter, ok := s.cfg.Runc.(PageReceiverStarter)
-	if !ok || s.cfg.Runc == nil || s.cfg.Staging == nil {
-		httpError(w, http.StatusConflict, "node %s cannot receive the pages of a checkpoint: %s", s.cfg.Node, s.cfg.RuncReason)
+	if _, ok := s.expectedPages.take(id, source); !ok {
+		httpError(w, http.StatusForbidden, "the manager announced no pages of checkpoint %s from node %s (%s) to this node", id, source, identity.Peer(r))
 		return
 	}
 	if _, coming := s.streams.Load(id); coming {
 		httpError(w, http.StatusConflict, "the pages of checkpoint %s are coming already", id)
 		return
 	}
-	if _, ok := s.expectedPages.take(id, source); !ok {
-		httpError(w, http.StatusForbidden, "the manager announced no pages of checkpoint %s from node %s (%s) to this node", id, source, identity.Peer(r))
+	starter, ok := s.cfg.Runc.(PageReceiverStarter)
+	if !ok || s.cfg.Runc == nil || s.cfg.Staging == nil {
+		httpError(w, http.StatusConflict, "node %s cannot receive the pages of a checkpoint: %s", s.cfg.Node, s.cfg.RuncReason)
 		return
 	}
 	hj, ok := w.(http.Hijacker)

@@ -137,6 +137,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT "+agentapi.PathIncoming+"{id}", fromAgent(s.incoming))
 	mux.Handle("GET "+agentapi.PathIncoming+"{id}"+agentapi.PathPagesSuffix, fromAgent(s.incomingPages))
 	mux.Handle("PUT "+agentapi.PathStages+"{id}", fromManager(s.stage))
+	mux.Handle("DELETE "+agentapi.PathStages+"{id}", fromManager(s.withdraw))
 	mux.Handle("GET "+agentapi.PathStages+"{id}"+agentapi.PathPagesSuffix, fromManager(s.pagesStatus))
 	// servePages checks the caller is the agent the checkpoint's pages go to.
 	mux.Handle("GET "+agentapi.PathCheckpoints+"{id}"+agentapi.PathPagesSuffix, http.HandlerFunc(s.servePages))

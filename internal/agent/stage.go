@@ -137,6 +137,26 @@ func (s *Server) openCheckpoint(ctx context.Context, req agentapi.StageRequest) 
 	return rc, 0, nil
 }
 
+// withdraw records that a checkpoint will never be staged here: the
+// manager gave its migration up, and the warm target's container, which
+// waits for it in ms2m's runtime handler, fails at once.
+func (s *Server) withdraw(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	if s.cfg.Staging == nil {
+		w.WriteHeader(http.StatusNoContent) // nothing here waits for a staging
+		return
+	}
+	if err := s.cfg.Staging.Withdraw(id); err != nil {
+		httpError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	s.cfg.Log.Info("withdrew checkpoint", "id", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
 // removeStaged removes what is staged for a checkpoint (never claimed, or
 // a migration rolled back before its container was created).
 func (s *Server) removeStaged(id string) error {

@@ -248,6 +248,9 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 	note("lazy-pages daemon", s.stopPagesIn(id))
 	note("streamed pages", s.stopStream(id))
 	note("staged checkpoint", s.removeStaged(id))
+	if s.cfg.Staging != nil {
+		note("withdrawal", s.cfg.Staging.ForgetWithdrawn(id))
+	}
 	if s.cfg.Runtime != nil {
 		note("runtime image", s.cfg.Runtime.Remove(ctx, DirectImageRef(id)))
 		if image != "" && image != DirectImageRef(id) {

@@ -239,6 +239,11 @@ type Client interface {
 	// Stage starts or polls the staging of a checkpoint on the target node
 	// (restore through the ms2m runtime handler).
 	Stage(ctx context.Context, node string, req StageRequest) (Operation[StageResult], error)
+	// Withdraw tells the target node that the checkpoint will never be
+	// staged there (its migration was given up before): a warm target's
+	// container, which waits for it, fails at once instead of waiting out
+	// the runtime handler's patience, and its pod can go.
+	Withdraw(ctx context.Context, node, checkpointID string) error
 	// Cleanup deletes everything the agent on node holds for the
 	// checkpoint (archive, images); missing is fine. image, if set, is the
 	// checkpoint image as the node's runtime may have pulled it.

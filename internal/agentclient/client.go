@@ -112,6 +112,12 @@ func (c *Client) Transfer(ctx context.Context, node string, req agentapi.Transfe
 	return op, err
 }
 
+// Withdraw says the checkpoint will never be staged on node.
+func (c *Client) Withdraw(ctx context.Context, node, id string) error {
+	_, err := c.do(ctx, node, http.MethodDelete, agentapi.PathStages+id, nil, nil, nil)
+	return err
+}
+
 // Cleanup removes a checkpoint's traces from a node. A node whose agent
 // does not answer still has them: agentapi.ErrNoAgent.
 func (c *Client) Cleanup(ctx context.Context, node, id, image string) error {

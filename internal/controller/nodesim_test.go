@@ -104,7 +104,16 @@ type nodeSim struct {
 	// went to their target as they were dumped.
 	expectedPages map[string]string
 	streamed      map[string]bool
+	// withdrawn: checkpoints the manager said will never be staged. A
+	// warm target's create waits for its checkpoint in the runtime
+	// handler, and the kubelet deletes its pod only once that create has
+	// failed: at once if withdrawn, else after stageWait.
+	withdrawn map[string]bool
 }
+
+// stageWait stands for the runtime handler's patience (100 s on a node),
+// longer than any test waits.
+const stageWait = 2 * migrationTimeout
 
 type simPages struct {
 	target, sourceUID string
@@ -141,7 +150,7 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{},
 		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{},
 		wroteBack: map[string]bool{}, exited: map[string]bool{}, noLazyPages: map[string]bool{}, pages: map[string]*simPages{},
-		expectedPages: map[string]string{}, streamed: map[string]bool{}}
+		expectedPages: map[string]string{}, streamed: map[string]bool{}, withdrawn: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.kubelet(ctx) }()
@@ -317,6 +326,17 @@ func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferReq
 	op.State, op.Progress.BytesDone = agentapi.OpSucceeded, 4096
 	op.Result = agentapi.TransferResult{Image: image}
 	return op, nil
+}
+
+// Withdraw implements agentapi.Client.
+func (s *nodeSim) Withdraw(_ context.Context, node, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.agents[node] {
+		return fmt.Errorf("%w on %s", agentapi.ErrNoAgent, node)
+	}
+	s.withdrawn[id] = true
+	return nil
 }
 
 // Expect implements agentapi.Client: the simulated target takes any
@@ -530,6 +550,14 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 	if !pod.DeletionTimestamp.IsZero() {
 		if holdStop {
 			return
+		}
+		if id := pod.Annotations[staging.AnnotationRestore]; id != "" && p == nil && pod.Spec.RuntimeClassName != nil {
+			s.mu.Lock()
+			waiting := !s.stageOps[id] && !s.withdrawn[id] && time.Since(pod.CreationTimestamp.Time) < stageWait
+			s.mu.Unlock()
+			if waiting {
+				return // its create still waits for the checkpoint
+			}
 		}
 		s.mu.Lock()
 		if id := s.pagesOutstanding(string(pod.UID), false); id != "" {

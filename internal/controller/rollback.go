@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -52,6 +53,7 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 	}
 	if target != nil && target.Labels[render.LabelMigration] == s.m.Name {
 		if target.DeletionTimestamp.IsZero() {
+			r.withdrawCheckpoint(ctx, s)
 			uid := target.UID
 			if err := r.Delete(ctx, target, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
 				return false, err
@@ -72,6 +74,19 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 		}
 	}
 	return true, r.cleanupCheckpoint(ctx, s)
+}
+
+// withdrawCheckpoint tells a warm target's node that its checkpoint will
+// never be staged: the container waits for it in ms2m's runtime handler,
+// and the kubelet deletes the pod only once that create has failed. An
+// agent that does not answer only makes the deletion slower.
+func (r *Reconciler) withdrawCheckpoint(ctx context.Context, s *scope) {
+	if !r.warmTarget(s) || s.isDone(v1alpha1.ConditionCheckpointStaged) {
+		return
+	}
+	if err := r.Agents.Withdraw(ctx, s.m.Status.TargetNode, s.id); err != nil {
+		log.FromContext(ctx).Info("could not withdraw the checkpoint from the target node; its pod goes once the runtime handler gives up", "node", s.m.Status.TargetNode, "error", err)
+	}
 }
 
 func (r *Reconciler) markFailed(s *scope) {

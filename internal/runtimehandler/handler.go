@@ -172,7 +172,7 @@ func (h *Handler) create(inv Invocation, args []string) int {
 		return h.passThrough(args)
 	}
 	if errors.Is(err, staging.ErrNotStaged) && !h.layout().WasClaimed(want) {
-		meta, err = h.waitStaged(key)
+		meta, err = h.waitStaged(key, want)
 	}
 	if err != nil {
 		return h.fail(inv, notStaged(key, want, err))
@@ -204,8 +204,9 @@ func (h *Handler) create(inv Invocation, args []string) int {
 }
 
 // waitStaged waits for the node's agent to stage the checkpoint of a warm
-// target, which the controller creates before the checkpoint exists.
-func (h *Handler) waitStaged(key staging.Key) (staging.Meta, error) {
+// target, which the controller creates before the checkpoint exists, and
+// gives up at once if its migration did.
+func (h *Handler) waitStaged(key staging.Key, want string) (staging.Meta, error) {
 	wait := time.Duration(h.Config.StageWaitSeconds) * time.Second
 	if wait <= 0 {
 		wait = 100 * time.Second
@@ -215,6 +216,9 @@ func (h *Handler) waitStaged(key staging.Key) (staging.Meta, error) {
 		meta, err := h.layout().Staged(key)
 		if !errors.Is(err, staging.ErrNotStaged) {
 			return meta, err
+		}
+		if want != "" && h.layout().Withdrawn(want) {
+			return meta, fmt.Errorf("%w: its migration was given up before checkpoint %s was staged", err, want)
 		}
 		if h.now().After(deadline) {
 			return meta, fmt.Errorf("%w within %s", err, wait)

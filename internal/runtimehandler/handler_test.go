@@ -214,6 +214,46 @@ func TestWarmTargetGivesUp(t *testing.T) {
 	}
 }
 
+// A warm target whose migration was given up before its checkpoint was
+// staged fails as soon as the node's agent withdraws it, not after the
+// handler's patience: the kubelet deletes its pod only once the create
+// has failed.
+func TestWarmTargetOfAWithdrawnCheckpointFailsAtOnce(t *testing.T) {
+	h, rec := newHandler(t)
+	ann := criAnnotations("shop", "orders-0-shadow", "app")
+	ann[AnnotationRestore] = "mig-9"
+	b := bundle(t, ann)
+	done := make(chan int, 1)
+	go func() { done <- h.Main(createArgs(b, "warm9")) }()
+	time.Sleep(100 * time.Millisecond)
+	if err := h.layout().Withdraw("mig-10"); err != nil { // another migration's
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		t.Fatalf("create returned %d when another checkpoint was withdrawn", code)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := h.layout().Withdraw("mig-9"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code == 0 {
+			t.Fatalf("a container was created from a withdrawn checkpoint: %q", rec.execs)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("create still waits for a withdrawn checkpoint")
+	}
+	log, _ := os.ReadFile(filepath.Join(b, "log.json"))
+	if !strings.Contains(string(log), "given up before checkpoint mig-9 was staged") {
+		t.Fatalf("log %q does not say why", log)
+	}
+	if err := h.layout().ForgetWithdrawn("mig-9"); err != nil || h.layout().Withdrawn("mig-9") {
+		t.Fatalf("withdrawal not forgotten: %v", err)
+	}
+}
+
 // A runtime that does not pass the pod's annotation through still tells
 // the handler, through the container's environment, that the container
 // must be restored: it never starts fresh.

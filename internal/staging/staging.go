@@ -46,6 +46,7 @@ const (
 	DeletedFiles   = "deleted.files"
 	claimedDirName = ".claimed"
 	claimedIDsDir  = ".claimed-ids"
+	withdrawnDir   = ".withdrawn-ids"
 )
 
 // Meta says what a staged checkpoint is for.
@@ -179,6 +180,42 @@ func (l Layout) WasClaimed(checkpointID string) bool {
 	}
 	_, err := os.Stat(filepath.Join(l.Dir, claimedIDsDir, checkpointID))
 	return err == nil
+}
+
+// Withdraw records that a checkpoint will never be staged on this node (its
+// migration was given up before): a create that waits for it fails at
+// once.
+func (l Layout) Withdraw(checkpointID string) error {
+	if !idPattern.MatchString(checkpointID) {
+		return fmt.Errorf("%q is not a checkpoint ID", checkpointID)
+	}
+	dir := filepath.Join(l.Dir, withdrawnDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, checkpointID), nil, 0o600)
+}
+
+// Withdrawn says whether a checkpoint was withdrawn on this node.
+func (l Layout) Withdrawn(checkpointID string) bool {
+	if !idPattern.MatchString(checkpointID) {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(l.Dir, withdrawnDir, checkpointID))
+	return err == nil
+}
+
+// ForgetWithdrawn removes the record of a withdrawal (its migration's
+// cleanup, once its target is gone).
+func (l Layout) ForgetWithdrawn(checkpointID string) error {
+	if !idPattern.MatchString(checkpointID) {
+		return nil
+	}
+	err := os.Remove(filepath.Join(l.Dir, withdrawnDir, checkpointID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // Release removes what a claim left (the container is gone).

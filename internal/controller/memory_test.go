@@ -22,6 +22,19 @@ func postCopySpec(strategy v1alpha1.MigrationStrategy) func(*v1alpha1.StatefulMi
 	}
 }
 
+// migrateProducing starts a migration of a consumer that applies a
+// stream of 50 msg/s, begun a moment before; it returns its name.
+func (w *world) migrateProducing(spec func(*v1alpha1.StatefulMigrationSpec)) string {
+	w.t.Helper()
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	time.Sleep(300 * time.Millisecond)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", spec)
+	return name
+}
+
 func (w *world) noViolations() {
 	w.t.Helper()
 	w.sim.mu.Lock()
@@ -35,12 +48,7 @@ func TestPostCopyShadowPodServesUntilTheLastPage(t *testing.T) {
 	w := newWorld(t)
 	w.sim.pageDelay = 1500 * time.Millisecond
 	before := w.topology()
-	w.sourcePod("consumer-0")
-	w.produce(50)
-	time.Sleep(300 * time.Millisecond)
-	w.startManager()
-	name := w.b.Name("mig")
-	w.migration(name, "consumer-0", postCopySpec(v1alpha1.StrategyShadowPod))
+	name := w.migrateProducing(postCopySpec(v1alpha1.StrategyShadowPod))
 	// The target runs with pages still to come: the source serves on.
 	sdktest.Eventually(t, migrationTimeout, "target restored, its pages coming", func() bool {
 		m := w.get(name)
@@ -63,12 +71,7 @@ func TestPostCopyShadowPodServesUntilTheLastPage(t *testing.T) {
 func TestPostCopySequentialEndsItsSourceAfterTheLastPage(t *testing.T) {
 	w := newWorld(t)
 	w.sim.pageDelay = 1500 * time.Millisecond
-	w.sourcePod("consumer-0")
-	w.produce(50)
-	time.Sleep(300 * time.Millisecond)
-	w.startManager()
-	name := w.b.Name("mig")
-	w.migration(name, "consumer-0", postCopySpec(v1alpha1.StrategySequential))
+	name := w.migrateProducing(postCopySpec(v1alpha1.StrategySequential))
 	m := w.waitCompleted(name)
 	if !m.Status.Plan.HoldSource {
 		t.Fatalf("a Sequential post-copy source is held at its dump: plan %+v", m.Status.Plan)
@@ -90,12 +93,7 @@ func TestPostCopyPagesLostRollsBackToTheSource(t *testing.T) {
 	w := newWorld(t)
 	w.sim.losePages = true
 	before := w.topology()
-	w.sourcePod("consumer-0")
-	w.produce(50)
-	time.Sleep(300 * time.Millisecond)
-	w.startManager()
-	name := w.b.Name("mig")
-	w.migration(name, "consumer-0", postCopySpec(v1alpha1.StrategyShadowPod))
+	name := w.migrateProducing(postCopySpec(v1alpha1.StrategyShadowPod))
 	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
 	if m.Status.Phase != v1alpha1.PhaseFailed || m.Status.FailureReason != v1alpha1.ReasonPagesLost {
 		t.Fatalf("phase %s reason %q (%s), want Failed with %s", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage, v1alpha1.ReasonPagesLost)
@@ -140,12 +138,7 @@ func TestStreamSendsThePagesWithTheDump(t *testing.T) {
 		t.Run(string(strategy), func(t *testing.T) {
 			w := newWorld(t)
 			before := w.topology()
-			w.sourcePod("consumer-0")
-			w.produce(50)
-			time.Sleep(300 * time.Millisecond)
-			w.startManager()
-			name := w.b.Name("mig")
-			w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			name := w.migrateProducing(func(s *v1alpha1.StatefulMigrationSpec) {
 				s.MigrationStrategy, s.MemoryTechnique, s.CheckpointEngine = strategy, v1alpha1.MemoryStream, v1alpha1.CheckpointEngineRunc
 			})
 			m := w.waitCompleted(name)

@@ -121,15 +121,37 @@ func loopbackUp() error {
 // only a loopback, up (CRIU's kernel probes need one). The namespace is
 // made on a locked thread, which forks the command (onNetnsThread).
 func StartInNewNetns(cmd *exec.Cmd) error {
-	return onNetnsThread(func() error {
+	_, err := listenAndStartInNewNetns(cmd, "")
+	return err
+}
+
+// listenAndStartInNewNetns is StartInNewNetns listening on addr first
+// ("": not), in the new namespace: only cmd (or root on the node,
+// entering the namespace) can connect.
+func listenAndStartInNewNetns(cmd *exec.Cmd, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := onNetnsThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			return fmt.Errorf("a network namespace for the page server: %w", err)
+			return fmt.Errorf("a network namespace of its own: %w", err)
 		}
 		return nil
 	}, func() error {
 		if err := loopbackUp(); err != nil {
 			return err
 		}
-		return cmd.Start()
+		if addr != "" {
+			var err error
+			if l, err = net.Listen("tcp", addr); err != nil {
+				return err
+			}
+		}
+		if err := cmd.Start(); err != nil {
+			if l != nil {
+				l.Close()
+			}
+			return err
+		}
+		return nil
 	})
+	return l, err
 }

@@ -7,11 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ms2m/ms2m/internal/staging"
@@ -104,33 +102,6 @@ func (r Runc) criuDumpStreaming(ctx context.Context, c Container, ns []string, i
 		_ = sink.Close()
 		return <-sent, nil
 	}
-}
-
-// listenAndStartInNewNetns listens on addr in a new network namespace,
-// holding only a loopback, and starts cmd there: only cmd (or root on the
-// node, entering the namespace) can connect.
-func listenAndStartInNewNetns(cmd *exec.Cmd, addr string) (net.Listener, error) {
-	var l net.Listener
-	err := onNetnsThread(func() error {
-		if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
-			return fmt.Errorf("a network namespace for the dump: %w", err)
-		}
-		return nil
-	}, func() error {
-		if err := loopbackUp(); err != nil {
-			return err
-		}
-		var err error
-		if l, err = net.Listen("tcp", addr); err != nil {
-			return err
-		}
-		if err := cmd.Start(); err != nil {
-			l.Close()
-			return err
-		}
-		return nil
-	})
-	return l, err
 }
 
 // PageReceiver is CRIU's page server on the target node of a Stream

@@ -49,7 +49,13 @@ func ReadDumpStats(path string) (DumpStats, error) {
 		return DumpStats{}, fmt.Errorf("%s holds %d records, not one", path, len(records))
 	}
 	// stats_entry (images/stats.proto): dump = 1.
-	dump, err := field(records[0], 1)
+	var dump []byte
+	err = eachField(records[0], func(num protowire.Number, typ protowire.Type, value, _ []byte) error {
+		if num == 1 && typ == protowire.BytesType {
+			dump, _ = protowire.ConsumeBytes(value)
+		}
+		return nil
+	})
 	if err != nil {
 		return DumpStats{}, fmt.Errorf("%s: %w", path, err)
 	}
@@ -59,7 +65,11 @@ func ReadDumpStats(path string) (DumpStats, error) {
 	var s DumpStats
 	us := func(v uint64) time.Duration { return time.Duration(v) * time.Microsecond }
 	// dump_stats_entry: times in microseconds.
-	err = eachVarint(dump, func(num protowire.Number, v uint64) {
+	err = eachField(dump, func(num protowire.Number, typ protowire.Type, value, _ []byte) error {
+		if typ != protowire.VarintType {
+			return nil
+		}
+		v := varint(value)
 		switch num {
 		case 1:
 			s.Freezing = us(v)
@@ -74,58 +84,7 @@ func ReadDumpStats(path string) (DumpStats, error) {
 		case 9:
 			s.PagesLazy = v
 		}
+		return nil
 	})
 	return s, err
-}
-
-// field is the bytes of message field num (nil: absent).
-func field(msg []byte, num protowire.Number) ([]byte, error) {
-	var out []byte
-	for len(msg) > 0 {
-		n, typ, l := protowire.ConsumeTag(msg)
-		if l < 0 {
-			return nil, protowire.ParseError(l)
-		}
-		msg = msg[l:]
-		if n == num && typ == protowire.BytesType {
-			v, l := protowire.ConsumeBytes(msg)
-			if l < 0 {
-				return nil, protowire.ParseError(l)
-			}
-			out, msg = v, msg[l:]
-			continue
-		}
-		l = protowire.ConsumeFieldValue(n, typ, msg)
-		if l < 0 {
-			return nil, protowire.ParseError(l)
-		}
-		msg = msg[l:]
-	}
-	return out, nil
-}
-
-// eachVarint calls f with every varint field of msg.
-func eachVarint(msg []byte, f func(protowire.Number, uint64)) error {
-	for len(msg) > 0 {
-		n, typ, l := protowire.ConsumeTag(msg)
-		if l < 0 {
-			return protowire.ParseError(l)
-		}
-		msg = msg[l:]
-		if typ == protowire.VarintType {
-			v, l := protowire.ConsumeVarint(msg)
-			if l < 0 {
-				return protowire.ParseError(l)
-			}
-			f(n, v)
-			msg = msg[l:]
-			continue
-		}
-		l = protowire.ConsumeFieldValue(n, typ, msg)
-		if l < 0 {
-			return protowire.ParseError(l)
-		}
-		msg = msg[l:]
-	}
-	return nil
 }

@@ -180,18 +180,9 @@ func parsePagemapEntry(rec []byte) (pagemapEntry, error) {
 	var e pagemapEntry
 	var compat uint64
 	var hasFlags, hasNr, inParent bool
-	for len(rec) > 0 {
-		num, typ, n := protowire.ConsumeTag(rec)
-		if n < 0 {
-			return e, protowire.ParseError(n)
-		}
-		m := protowire.ConsumeFieldValue(num, typ, rec[n:])
-		if m < 0 {
-			return e, protowire.ParseError(m)
-		}
-		field := rec[:n+m]
+	err := eachField(rec, func(num protowire.Number, typ protowire.Type, value, whole []byte) error {
 		if typ == protowire.VarintType {
-			v, _ := protowire.ConsumeVarint(rec[n:])
+			v := varint(value)
 			switch num {
 			case 2:
 				compat = v
@@ -204,9 +195,12 @@ func parsePagemapEntry(rec []byte) (pagemapEntry, error) {
 			}
 		}
 		if num != 3 && num != 4 {
-			e.kept = append(e.kept, field...)
+			e.kept = append(e.kept, whole...)
 		}
-		rec = rec[n+m:]
+		return nil
+	})
+	if err != nil {
+		return e, err
 	}
 	if !hasNr {
 		e.nrPages = compat
@@ -229,23 +223,20 @@ func (e pagemapEntry) withFlags(flags uint32) []byte {
 
 // pagemapHead reads a pagemap_head's pages_id (field 1).
 func pagemapHead(rec []byte) (uint64, error) {
-	for len(rec) > 0 {
-		num, typ, n := protowire.ConsumeTag(rec)
-		if n < 0 {
-			return 0, protowire.ParseError(n)
-		}
+	var id uint64
+	found := false
+	err := eachField(rec, func(num protowire.Number, typ protowire.Type, value, _ []byte) error {
 		if num == 1 && typ == protowire.VarintType {
-			v, m := protowire.ConsumeVarint(rec[n:])
-			if m < 0 {
-				return 0, protowire.ParseError(m)
-			}
-			return v, nil
+			id, found = varint(value), true
+			return errStopFields
 		}
-		m := protowire.ConsumeFieldValue(num, typ, rec[n:])
-		if m < 0 {
-			return 0, protowire.ParseError(m)
-		}
-		rec = rec[n+m:]
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
-	return 0, errors.New("a pagemap head without pages_id")
+	if !found {
+		return 0, errors.New("a pagemap head without pages_id")
+	}
+	return id, nil
 }

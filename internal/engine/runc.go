@@ -143,18 +143,17 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
+	if o.PageSink != nil && o.LazyPages {
+		return Result{}, errors.New("a dump either streams its pages or leaves them to be taken lazily, not both")
+	}
 	if o.LazyPages && !o.PagesFromDump {
 		served = true // removed by checkpointLazy or its CRIU
 		return r.checkpointLazy(ctx, c, st, o, ns, dir)
-	}
-	if o.PageSink != nil && o.LazyPages {
-		return Result{}, errors.New("a dump either streams its pages or leaves them to be taken lazily, not both")
 	}
 	d, err := r.dump(ctx, c, st, ns, o.Hold, dir, o.PageSink)
 	if err != nil {
 		return Result{}, err
 	}
-	freeze, steps, stats := d.freeze, d.steps, d.stats
 	archive := r.archivePath(o.ID)
 	if o.LazyPages {
 		served = true // removed by serveDumpPages or its page server
@@ -162,13 +161,13 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 		if err != nil {
 			return Result{}, r.failHeld(ctx, c, o, err)
 		}
-		res.Freeze, res.Held, res.Steps, res.CRIU = freeze, o.Hold, steps, stats
+		res.Freeze, res.Held, res.Steps, res.CRIU = d.freeze, o.Hold, d.steps, d.stats
 		return res, nil
 	}
 	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
 		return Result{}, r.failHeld(ctx, c, o, fmt.Errorf("archiving the dump of %s: %w", c, err))
 	}
-	return Result{Archive: r.local(archive), Freeze: freeze, Held: o.Hold, Steps: steps, CRIU: stats, Streamed: d.streamed}, nil
+	return Result{Archive: r.local(archive), Freeze: d.freeze, Held: o.Hold, Steps: d.steps, CRIU: d.stats, Streamed: d.streamed}, nil
 }
 
 // failHeld thaws a held container whose checkpoint failed after its dump.

@@ -49,12 +49,17 @@ func (r Runc) criuDumpStreaming(ctx context.Context, c Container, ns []string, i
 		accepted <- conn
 	}()
 	failed := func(err error) error {
-		return fmt.Errorf("runc checkpoint of %s: %w: %s%s", c, err, lastLines(stderr.String(), 6), logTail(r.local(filepath.Join(work, "dump.log"))))
+		return fmt.Errorf("runc checkpoint of %s: %w: %s%s", c, err, lastLines(stderr.String(), criuLogLines), logTail(r.local(filepath.Join(work, "dump.log"))))
 	}
 	var criu net.Conn
 	select {
-	case criu = <-accepted:
+	case conn, ok := <-accepted:
 		l.Close()
+		if !ok {
+			// CRIU finds no page server to connect to, and fails.
+			return 0, failed(errors.Join(errors.New("its page server connection could not be taken"), <-exited))
+		}
+		criu = conn
 	case err := <-exited:
 		l.Close()
 		if err == nil {

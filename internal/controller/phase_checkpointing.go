@@ -94,10 +94,7 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 		st.Checkpoint = &v1alpha1.CheckpointStatus{ID: s.id, SizeBytes: res.SizeBytes, CreatedAt: &created,
 			FreezeDuration: &metav1.Duration{Duration: res.Freeze}}
 		if res.StreamedBytes > 0 {
-			if st.Transfer == nil {
-				st.Transfer = &v1alpha1.TransferStatus{}
-			}
-			st.Transfer.PageBytes = res.StreamedBytes
+			notePageBytes(st, res.StreamedBytes)
 		}
 		s.done(v1alpha1.ConditionCheckpointCreated, "checkpoint of container "+st.ContainerName+" on "+st.SourceNode)
 		frozen := fmt.Sprintf("source frozen %s", res.Freeze)

@@ -99,7 +99,7 @@ func (r *Reconciler) memoryArrived(ctx context.Context, s *scope) (reconcile.Res
 	if err != nil {
 		return reconcile.Result{}, false, err
 	}
-	notePages(st, p)
+	notePageBytes(st, p.Bytes)
 	switch p.State {
 	case agentapi.OpFailed:
 		res, err := failPagesLost(s, p)
@@ -472,16 +472,18 @@ func (r *Reconciler) pagesLost(ctx context.Context, s *scope) (reconcile.Result,
 	if err != nil || p.State != agentapi.OpFailed {
 		return reconcile.Result{}, false, nil
 	}
-	notePages(st, p)
+	notePageBytes(st, p.Bytes)
 	res, err := failPagesLost(s, p)
 	return res, true, err
 }
 
-func notePages(st *v1alpha1.StatefulMigrationStatus, p agentapi.PagesStatus) {
+// notePageBytes records the memory that moved apart from the checkpoint
+// (status.transfer.pageBytes).
+func notePageBytes(st *v1alpha1.StatefulMigrationStatus, n int64) {
 	if st.Transfer == nil {
 		st.Transfer = &v1alpha1.TransferStatus{}
 	}
-	st.Transfer.PageBytes = p.Bytes
+	st.Transfer.PageBytes = n
 }
 
 // failPagesLost: a ShadowPod migration rolls back to its source, which

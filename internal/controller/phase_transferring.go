@@ -37,12 +37,12 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 		return reconcile.Result{}, err
 	}
 	p := op.Progress
-	var streamed int64 // came with the dump (Stream)
-	if st.Transfer != nil {
-		streamed = st.Transfer.PageBytes
+	if st.Transfer == nil {
+		st.Transfer = &v1alpha1.TransferStatus{}
 	}
-	st.Transfer = &v1alpha1.TransferStatus{BytesTotal: p.BytesTotal, BytesTransferred: p.BytesDone,
-		BytesRemaining: max(p.BytesTotal-p.BytesDone, 0), RateBytesPerSecond: p.BytesPerSecond, PageBytes: streamed}
+	// The archive's progress; pageBytes (the pages a Stream dump sent) stays.
+	t := st.Transfer
+	t.BytesTotal, t.BytesTransferred, t.BytesRemaining, t.RateBytesPerSecond = p.BytesTotal, p.BytesDone, max(p.BytesTotal-p.BytesDone, 0), p.BytesPerSecond
 	switch op.State {
 	case agentapi.OpFailed:
 		return s.fail(v1alpha1.ReasonTransferFailed, "%s transfer of the checkpoint to %s: %s", st.Plan.TransferMode, st.TargetNode, op.Message)

@@ -110,6 +110,10 @@ const (
 	// migration has not finished yet; the manager gives up after its
 	// deletion deadline and says so in a CleanupAbandoned Event.
 	ConditionCleanupBlocked = "CleanupBlocked"
+	// ConditionQueued (True) says that a migration waits in Pending for a
+	// parallelism limit of its MigrationPolicy, and which one; False once
+	// it has started.
+	ConditionQueued = "Queued"
 )
 
 // Reasons used in conditions, Events and status.failureReason.
@@ -195,4 +199,12 @@ const (
 	// seal wrong (not its source agent's, or the archive altered) and
 	// restored nothing.
 	ReasonNotAuthenticated = "CheckpointNotAuthenticated"
+	// ReasonNotAllowedByPolicy: the migration's plan uses a technique or a
+	// destination its MigrationPolicy does not allow.
+	ReasonNotAllowedByPolicy = "NotAllowedByPolicy"
+	// ReasonParallelismLimit: the migration waits for a running one to
+	// end (Queued).
+	ReasonParallelismLimit = "ParallelismLimit"
+	// ReasonAdmitted: the migration had a slot under its policy's limits.
+	ReasonAdmitted = "Admitted"
 )

@@ -496,6 +496,29 @@ type MigrationPlan struct {
 	// MemoryTechniqueReason says why.
 	// +optional
 	MemoryTechniqueReason string `json:"memoryTechniqueReason,omitempty"`
+
+	// Policy is the MigrationPolicy that governed this migration ("" when
+	// none selects its pod); PolicyGeneration is the generation it had
+	// when the plan was resolved. A policy changed since does not change
+	// this migration.
+	// +optional
+	Policy string `json:"policy,omitempty"`
+	// +optional
+	PolicyGeneration int64 `json:"policyGeneration,omitempty"`
+	// CheckpointRepository is where a Registry transfer pushes: the
+	// spec's, the policy's default or the manager's.
+	// +optional
+	CheckpointRepository string `json:"checkpointRepository,omitempty"`
+	// ReplayCutoffSeconds is when a Cutoff replay ends: the spec's, the
+	// policy's default or ms2m's.
+	// +optional
+	ReplayCutoffSeconds int32 `json:"replayCutoffSeconds,omitempty"`
+	// Timeouts are the time budgets the migration runs under, each one
+	// set; TimeoutsReason says where they come from.
+	// +optional
+	Timeouts *MigrationTimeouts `json:"timeouts,omitempty"`
+	// +optional
+	TimeoutsReason string `json:"timeoutsReason,omitempty"`
 }
 
 // PhaseTiming is one phase's time span.

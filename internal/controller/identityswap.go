@@ -86,9 +86,9 @@ func (r *Reconciler) swapIdentity(ctx context.Context, s *scope) (string, bool, 
 				AnnotationSwapReplicas: strconv.Itoa(int(ptrOr(wl.Replicas)))}},
 			Spec: v1alpha1.StatefulMigrationSpec{SourcePod: shadow, ContainerName: p.Status.ContainerName,
 				TargetNode: p.Status.TargetNode, MigrationStrategy: v1alpha1.StrategyShadowPod,
-				TransferMode: p.Status.Plan.TransferMode, CheckpointImageRepository: p.Spec.CheckpointImageRepository,
-				ReplayMode: replay, ReplayCutoffSeconds: p.Spec.ReplayCutoffSeconds,
-				MessageQueueConfig: p.Spec.MessageQueueConfig.DeepCopy(), Timeouts: p.Spec.Timeouts.DeepCopy()},
+				TransferMode: p.Status.Plan.TransferMode, CheckpointImageRepository: r.repository(p),
+				ReplayMode: replay, ReplayCutoffSeconds: int32(replayCutoff(p).Seconds()),
+				MessageQueueConfig: p.Spec.MessageQueueConfig.DeepCopy(), Timeouts: timeoutsOf(p)},
 		}
 		if err := controllerutil.SetControllerReference(p, child, r.Scheme); err != nil {
 			return "", false, err

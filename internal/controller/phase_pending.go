@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
@@ -17,6 +18,7 @@ import (
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/broker"
 	"github.com/ms2m/ms2m/internal/migration"
+	"github.com/ms2m/ms2m/internal/policy"
 )
 
 // reconcilePending checks that the migration can happen and resolves
@@ -46,12 +48,25 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if err != nil {
 		return s.fail(err.(*reasonError).reason, "%s", err.Error())
 	}
+	var pol *v1alpha1.MigrationPolicy
+	if !isSwap(m) {
+		var invalid string
+		if pol, invalid, err = r.governingPolicy(ctx, m, pod); err != nil {
+			return reconcile.Result{}, err
+		}
+		if invalid != "" {
+			return s.fail(v1alpha1.ReasonNotAllowedByPolicy, "%s", invalid)
+		}
+	}
+	// The spec with the policy's defaults where it is silent: everything
+	// below resolves from it.
+	spec := policy.ApplyDefaults(&m.Spec, pol)
 	wl, err := r.workloadOf(ctx, pod)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	strategy, _ := migration.ResolveStrategy(&m.Spec, wl.Kind) // for the workload check; the plan resolves it again
-	if ok, msg := migration.CheckWorkload(wl.Kind, strategy, m.Spec.EffectiveIdentitySwapMode(), ordinal(pod), int(ptrOr(wl.Replicas))); !ok {
+	strategy, _ := migration.ResolveStrategy(spec, wl.Kind) // for the workload check; the plan resolves it again
+	if ok, msg := migration.CheckWorkload(wl.Kind, strategy, spec.EffectiveIdentitySwapMode(), ordinal(pod), int(ptrOr(wl.Replicas))); !ok {
 		return s.fail(v1alpha1.ReasonUnsupported, "pod %q of %s %q: %s", pod.Name, wl.Kind, wl.Name, msg)
 	}
 
@@ -62,9 +77,10 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if placement.FailReason != "" {
 		return s.fail(placement.FailReason, "%s", placement.Reason)
 	}
-	in := migration.PlanInputs{Spec: &m.Spec, OwnerKind: wl.Kind, SwapLeg: isSwap(m),
+	in := migration.PlanInputs{Spec: spec, OwnerKind: wl.Kind, SwapLeg: isSwap(m),
 		Source: pod.Spec.NodeName, Target: placement.Node, SourceRuntimeClass: ptrOr(pod.Spec.RuntimeClassName),
-		Repository: r.repository(m), Broker: s.hasBroker()}
+		Repository: r.Options.DefaultCheckpointRepository, Broker: s.hasBroker(),
+		Policy: pol, MemoryBytes: memoryOf(pod, container)}
 	if in.TargetAgent, err = r.Agents.Ready(ctx, placement.Node); err != nil {
 		return s.fail(v1alpha1.ReasonAgentUnavailable, "target node %s: %v", placement.Node, err)
 	}
@@ -74,8 +90,8 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	if in.SourceAgent, err = r.Agents.Ready(ctx, pod.Spec.NodeName); err != nil {
 		return s.fail(v1alpha1.ReasonAgentUnavailable, "source node %s: %v", pod.Spec.NodeName, err)
 	}
-	if m.Spec.EffectiveTransferMode() == v1alpha1.TransferRegistry && in.Repository != "" {
-		if why := r.Options.destinations().CheckRepository(m.Spec.CheckpointImageRepository); why != "" {
+	if spec.EffectiveTransferMode() == v1alpha1.TransferRegistry {
+		if why := r.Options.destinations().CheckRepository(spec.CheckpointImageRepository); why != "" {
 			return s.fail(v1alpha1.ReasonNotAllowed, "%s", why)
 		}
 	}
@@ -96,6 +112,9 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	plan, refusal := migration.ResolvePlan(in)
 	if refusal != nil {
 		return s.fail(refusal.Reason, "%s", refusal.Message)
+	}
+	if res, admitted, err := r.admit(ctx, s, pol, pod.Spec.NodeName, placement.Node); !admitted {
+		return res, err
 	}
 
 	st.SourceNode, st.SourceUID, st.ContainerName, st.Workload = pod.Spec.NodeName, pod.UID, container, &wl
@@ -171,11 +190,33 @@ func (r *Reconciler) sourcePod(ctx context.Context, m *v1alpha1.StatefulMigratio
 	return pod, err
 }
 
+// repository is where a Registry transfer pushes: what the plan resolved
+// (a plan resolved before it recorded one: the spec's, else the manager's).
 func (r *Reconciler) repository(m *v1alpha1.StatefulMigration) string {
+	if m.Status.Plan.CheckpointRepository != "" {
+		return m.Status.Plan.CheckpointRepository
+	}
 	if m.Spec.CheckpointImageRepository != "" {
 		return m.Spec.CheckpointImageRepository
 	}
 	return r.Options.DefaultCheckpointRepository
+}
+
+// replayCutoff is when a Cutoff replay ends, as the plan resolved it.
+func replayCutoff(m *v1alpha1.StatefulMigration) time.Duration {
+	if s := m.Status.Plan.ReplayCutoffSeconds; s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return m.Spec.ReplayCutoff()
+}
+
+// timeoutsOf is the time budgets the migration runs under, as its plan
+// resolved them.
+func timeoutsOf(m *v1alpha1.StatefulMigration) *v1alpha1.MigrationTimeouts {
+	if m.Status.Plan.Timeouts != nil {
+		return m.Status.Plan.Timeouts.DeepCopy()
+	}
+	return m.Spec.Timeouts.DeepCopy()
 }
 
 // place validates spec.targetNode or chooses a node.

@@ -75,7 +75,7 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 	}
 	updateMessages(st, p)
 	d := migration.DecideReplay(migration.ReplayState{
-		Mode: st.Plan.ReplayMode, Cutoff: s.m.Spec.ReplayCutoff(),
+		Mode: st.Plan.ReplayMode, Cutoff: replayCutoff(s.m),
 		Started:   replayStart(st),
 		Remaining: p.Buffer.Depth(), CaughtUpBelow: r.Options.CaughtUpBelow,
 		Overdue: migration.PastPointOfNoReturn(st) && overrun(s),

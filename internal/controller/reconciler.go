@@ -140,6 +140,8 @@ type Reconciler struct {
 	Clock      clock.PassiveClock
 	Options    Options
 
+	// slots counts running migrations for MigrationPolicy limits.
+	slots slots
 	// locking keeps, between reconciles, the broker sessions of migrations
 	// whose Handoff holds their queue: the lock is a consumer of that
 	// session's connection.
@@ -199,6 +201,8 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 		// An identity swap is a child migration: its progress wakes its parent.
 		Owns(&v1alpha1.StatefulMigration{}).
 		Watches(&corev1.Pod{}, podToMigration).
+		// A migration that ends frees a slot for those waiting for one.
+		Watches(&v1alpha1.StatefulMigration{}, handler.EnqueueRequestsFromMapFunc(r.wakeQueued)).
 		WithOptions(crcontroller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
 		Named("statefulmigration").
 		Complete(r)

@@ -44,6 +44,7 @@ var want = map[string]struct{ own, elsewhere []string }{
 		elsewhere: []string{
 			"create /configmaps", "delete /configmaps", "get /configmaps",
 			"create events.k8s.io/events", "patch events.k8s.io/events",
+			"get /namespaces",
 			"get /nodes", "list /nodes", "watch /nodes",
 			"create /pods", "delete /pods", "get /pods", "list /pods", "patch /pods", "watch /pods", "patch /pods/status",
 			"create /secrets", "get /secrets",
@@ -57,6 +58,7 @@ var want = map[string]struct{ own, elsewhere []string }{
 			"create coordination.k8s.io/leases", "delete coordination.k8s.io/leases", "get coordination.k8s.io/leases",
 			"list coordination.k8s.io/leases", "patch coordination.k8s.io/leases", "update coordination.k8s.io/leases", "watch coordination.k8s.io/leases",
 			"list discovery.k8s.io/endpointslices",
+			"list migration.ms2m.io/migrationpolicies",
 			"create migration.ms2m.io/statefulmigrations", "get migration.ms2m.io/statefulmigrations", "list migration.ms2m.io/statefulmigrations",
 			"patch migration.ms2m.io/statefulmigrations", "swap-identity migration.ms2m.io/statefulmigrations",
 			"update migration.ms2m.io/statefulmigrations", "watch migration.ms2m.io/statefulmigrations",

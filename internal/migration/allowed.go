@@ -56,23 +56,41 @@ func (d Destinations) CheckBroker(urls ...string) string {
 	if len(d.BrokerHosts) == 0 {
 		return ""
 	}
+	host, raw, bad := BrokerOutside(d.BrokerHosts, urls...)
+	switch {
+	case bad && host == "":
+		return fmt.Sprintf("broker URL %q has no host", raw)
+	case bad:
+		return fmt.Sprintf("broker host %s (%s) is not one the manager may connect to (%s); ask a cluster admin to add it to the manager's --allowed-broker-hosts",
+			host, raw, strings.Join(d.BrokerHosts, ", "))
+	}
+	return ""
+}
+
+// BrokerOutside finds the first of urls whose host is not one of hosts
+// ("host" or "host:port"; a URL without a port has its scheme's): it
+// returns that host ("" when the URL has none) and the URL with any
+// password redacted. Empty URLs are skipped.
+func BrokerOutside(hosts []string, urls ...string) (host, redacted string, outside bool) {
 	for _, raw := range urls {
 		if raw == "" {
 			continue
 		}
 		u, err := url.Parse(raw)
 		if err != nil || u.Hostname() == "" {
-			return fmt.Sprintf("broker URL %q has no host", redact(raw))
+			return "", redact(raw), true
 		}
-		if slices.Contains(d.BrokerHosts, u.Hostname()) || slices.Contains(d.BrokerHosts, u.Host) ||
-			(u.Port() == "" && slices.Contains(d.BrokerHosts, net.JoinHostPort(u.Hostname(), defaultPort(u.Scheme)))) {
+		if slices.Contains(hosts, u.Hostname()) || slices.Contains(hosts, u.Host) ||
+			(u.Port() == "" && slices.Contains(hosts, net.JoinHostPort(u.Hostname(), defaultPort(u.Scheme)))) {
 			continue
 		}
-		return fmt.Sprintf("broker host %s (%s) is not one the manager may connect to (%s); ask a cluster admin to add it to the manager's --allowed-broker-hosts",
-			u.Host, redact(raw), strings.Join(d.BrokerHosts, ", "))
+		return u.Host, redact(raw), true
 	}
-	return ""
+	return "", "", false
 }
+
+// RegistryOf is the registry host ("host" or "host:port") of a repository.
+func RegistryOf(repository string) (string, error) { return registryOf(repository) }
 
 func registryOf(repository string) (string, error) {
 	r, err := name.NewRepository(repository)

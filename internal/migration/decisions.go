@@ -63,6 +63,7 @@ func TargetPodName(source string, strategy v1alpha1.MigrationStrategy) string {
 // Overrun reports whether the current phase or the whole migration has run
 // out of time, and a message saying which.
 func Overrun(spec *v1alpha1.StatefulMigrationSpec, st *v1alpha1.StatefulMigrationStatus, now time.Time) (bool, string) {
+	spec = budgets(spec, st)
 	if st.StartTime != nil {
 		if total := spec.TotalTimeout(); now.Sub(st.StartTime.Time) > total {
 			return true, fmt.Sprintf("the migration did not finish within timeouts.total (%s)", total)
@@ -79,6 +80,7 @@ func Overrun(spec *v1alpha1.StatefulMigrationSpec, st *v1alpha1.StatefulMigratio
 // NextDeadline is how long until Overrun could first become true, so a
 // waiting handler can requeue no later than that.
 func NextDeadline(spec *v1alpha1.StatefulMigrationSpec, st *v1alpha1.StatefulMigrationStatus, now time.Time) time.Duration {
+	spec = budgets(spec, st)
 	next := time.Duration(0)
 	consider := func(d time.Duration) {
 		if d < 0 {
@@ -95,6 +97,17 @@ func NextDeadline(spec *v1alpha1.StatefulMigrationSpec, st *v1alpha1.StatefulMig
 		consider(budget - now.Sub(start))
 	}
 	return next
+}
+
+// budgets is spec with the timeouts its plan resolved, once it has one: a
+// policy or an upgrade that changes a default since does not change them.
+func budgets(spec *v1alpha1.StatefulMigrationSpec, st *v1alpha1.StatefulMigrationStatus) *v1alpha1.StatefulMigrationSpec {
+	if st.Plan.Timeouts == nil {
+		return spec
+	}
+	with := *spec
+	with.Timeouts = st.Plan.Timeouts
+	return &with
 }
 
 // PastPointOfNoReturn reports whether the source's stop has been issued

@@ -24,9 +24,18 @@ type PlanInputs struct {
 	// on the target ("" when there is none for it); SourceRuntimeClass is
 	// the source pod's.
 	RuntimeClass, SourceRuntimeClass string
-	// Repository is where Registry transfer pushes ("" when none is set
-	// or configured).
+	// Repository is the manager's default checkpoint repository ("" when
+	// none is configured): Registry transfer pushes there unless the spec
+	// (or the policy's defaults) names another.
 	Repository string
+	// Policy is the MigrationPolicy that governs the source pod (nil when
+	// none does). Spec already carries its defaults (policy.ApplyDefaults);
+	// the plan records it and is refused what it does not allow.
+	Policy *v1alpha1.MigrationPolicy
+	// MemoryBytes is the source container's memory limit, or its request
+	// without one (0 without either): a policy's completionTimeoutPerGiB
+	// scales with it.
+	MemoryBytes int64
 
 	// Broker: the migration hands a message stream over; QueueType is
 	// its primary queue's type as the broker reports it, SDK whether the
@@ -66,7 +75,11 @@ func ResolvePlan(in PlanInputs) (v1alpha1.MigrationPlan, *Refusal) {
 	if spec.TransferMode == "" {
 		p.TransferModeReason = "the default: the checkpoint is pushed to the registry, from which the target's node pulls it"
 	}
-	if p.TransferMode == v1alpha1.TransferRegistry && in.Repository == "" {
+	p.CheckpointRepository = spec.CheckpointImageRepository
+	if p.CheckpointRepository == "" {
+		p.CheckpointRepository = in.Repository
+	}
+	if p.TransferMode == v1alpha1.TransferRegistry && p.CheckpointRepository == "" {
 		return p, &Refusal{v1alpha1.ReasonNoRepository, "transferMode Registry needs spec.checkpointImageRepository (the manager has no default repository configured)"}
 	}
 	p.ReplayMode, p.ReplayModeReason = spec.EffectiveReplayMode(), "set in spec.replayMode"
@@ -92,6 +105,15 @@ func ResolvePlan(in PlanInputs) (v1alpha1.MigrationPlan, *Refusal) {
 	})
 	if fail != "" {
 		return p, &Refusal{v1alpha1.ReasonNoMemoryTechnique, fail}
+	}
+	p.ReplayCutoffSeconds = int32(spec.ReplayCutoff().Seconds())
+	timeouts, why := ResolveTimeouts(spec, in.Policy, in.MemoryBytes)
+	p.Timeouts, p.TimeoutsReason = &timeouts, why
+	if in.Policy != nil {
+		p.Policy, p.PolicyGeneration = in.Policy.Name, in.Policy.Generation
+		if r := refusedByPolicy(in.Policy, spec, p); r != nil {
+			return p, r
+		}
 	}
 	return p, nil
 }

@@ -47,3 +47,20 @@ func TestStreamFlagsFallBackToAnnotations(t *testing.T) {
 		t.Fatal("no flags and no annotations must mean no message queue")
 	}
 }
+
+func TestRenderShowsTheQueueAndThePolicy(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	m := &v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "m2", Namespace: "shop"},
+		Spec: v1alpha1.StatefulMigrationSpec{SourcePod: "consumer-1"}}
+	migration.EnterPhase(&m.Status, v1alpha1.PhasePending, t0)
+	migration.SetCondition(&m.Status, 1, v1alpha1.ConditionQueued, metav1.ConditionTrue, v1alpha1.ReasonParallelismLimit,
+		"MigrationPolicy drain allows 1 migration(s) at once out of node node-a, and 1 runs (shop/m1)", t0)
+	if out := Render(m, t0); !strings.Contains(out, "Queued:     MigrationPolicy drain allows 1") {
+		t.Errorf("a queued migration does not say why:\n%s", out)
+	}
+	m.Status.Plan = v1alpha1.MigrationPlan{Strategy: v1alpha1.StrategyShadowPod, Policy: "drain", PolicyGeneration: 4,
+		Timeouts: &v1alpha1.MigrationTimeouts{Total: &metav1.Duration{Duration: time.Minute}}}
+	if out := Render(m, t0); !strings.Contains(out, "policy:     drain (generation 4)") || !strings.Contains(out, "timeouts:   total 1m0s, checkpoint -") {
+		t.Errorf("the plan does not show its policy and timeouts:\n%s", out)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -79,6 +80,9 @@ func Render(m *v1alpha1.StatefulMigration, now time.Time) string {
 		fmt.Fprintf(&b, " (%s)", st.TargetNodeReason)
 	}
 	fmt.Fprintln(&b)
+	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionQueued); c != nil && c.Status == metav1.ConditionTrue {
+		fmt.Fprintf(&b, "Queued:     %s\n", c.Message)
+	}
 	if st.Plan.Strategy != "" {
 		renderPlan(&b, &st.Plan)
 	}
@@ -178,6 +182,8 @@ func renderPlan(b *strings.Builder, p *v1alpha1.MigrationPlan) {
 		{"transfer", string(p.TransferMode), p.TransferModeReason},
 		{"handoff", string(p.Handoff), p.HandoffReason},
 		{"replay", string(p.ReplayMode), p.ReplayModeReason},
+		{"policy", policyName(p), ""},
+		{"timeouts", timeoutsLine(p.Timeouts), p.TimeoutsReason},
 	} {
 		if c.choice == "" {
 			continue
@@ -188,4 +194,19 @@ func renderPlan(b *strings.Builder, p *v1alpha1.MigrationPlan) {
 		}
 		fmt.Fprintln(b)
 	}
+}
+
+func policyName(p *v1alpha1.MigrationPlan) string {
+	if p.Policy == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s (generation %d)", p.Policy, p.PolicyGeneration)
+}
+
+func timeoutsLine(t *v1alpha1.MigrationTimeouts) string {
+	if t == nil || t.Total == nil {
+		return ""
+	}
+	return fmt.Sprintf("total %s, checkpoint %s, transfer %s, restore %s, replay %s, finalize %s",
+		durOrDash(t.Total), durOrDash(t.Checkpoint), durOrDash(t.Transfer), durOrDash(t.Restore), durOrDash(t.Replay), durOrDash(t.Finalize))
 }

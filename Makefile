@@ -20,12 +20,13 @@ $(CONTROLLER_GEN):
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## deepcopy, CRDs, RBAC (config/ and the Helm chart)
 	$(CONTROLLER_GEN) object paths=./api/...
-	$(CONTROLLER_GEN) crd rbac:roleName=ms2m-manager paths=./api/... paths=./internal/controller/... paths=./internal/identity/... \
+	$(CONTROLLER_GEN) crd rbac:roleName=ms2m-manager paths=./api/... paths=./internal/controller/... paths=./internal/identity/... paths=./internal/evacuation/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	mkdir -p charts/ms2m/crds charts/ms2m/files
 	cp config/crd/bases/*.yaml charts/ms2m/crds/
 	cp config/rbac/role.yaml charts/ms2m/files/manager-role.yaml
 	cp config/admission/policy.yaml charts/ms2m/files/admission-policy.yaml
+	cp config/webhook/webhook.yaml charts/ms2m/files/webhook.yaml
 
 .PHONY: fmt vet
 fmt:

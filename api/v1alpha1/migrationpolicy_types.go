@@ -51,7 +51,32 @@ type MigrationPolicySpec struct {
 	// own spec leaves them out.
 	// +optional
 	Defaults *MigrationDefaults `json:"defaults,omitempty"`
+	// EvictionStrategy is what an eviction of a governed pod (kubectl
+	// drain, the cluster autoscaler) does; a pod's own label
+	// migration.ms2m.io/on-eviction overrides it. Default None.
+	// +optional
+	EvictionStrategy EvictionStrategy `json:"evictionStrategy,omitempty"`
 }
+
+// EvictionStrategy is what evicting a pod does.
+// +kubebuilder:validation:Enum=None;Migrate;MigrateOrEvict
+type EvictionStrategy string
+
+const (
+	// EvictionNone: the pod is evicted as usual.
+	EvictionNone EvictionStrategy = "None"
+	// EvictionMigrate: the eviction is refused (429, so kubectl drain
+	// retries) while ms2m migrates the pod off its node; it succeeds once
+	// the pod has moved. A pod whose migration failed stays, and the
+	// refusal says why.
+	EvictionMigrate EvictionStrategy = "Migrate"
+	// EvictionMigrateOrEvict: as Migrate, but a pod whose migration
+	// failed is evicted as usual (an Event on the pod says why).
+	EvictionMigrateOrEvict EvictionStrategy = "MigrateOrEvict"
+)
+
+// LabelOnEviction on a pod chooses its EvictionStrategy over its policy's.
+const LabelOnEviction = "migration.ms2m.io/on-eviction"
 
 // MigrationAllowances are the techniques and destinations a policy allows.
 type MigrationAllowances struct {

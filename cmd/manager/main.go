@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"os"
 	"strings"
@@ -15,11 +16,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/agentclient"
 	"github.com/ms2m/ms2m/internal/broker/rabbitmq"
 	"github.com/ms2m/ms2m/internal/controller"
+	"github.com/ms2m/ms2m/internal/evacuation"
 	"github.com/ms2m/ms2m/internal/identity"
 )
 
@@ -28,6 +31,9 @@ func main() {
 		metricsAddr, probeAddr, namespace, caName, agentSA string
 		leaderElect                                        bool
 		opts                                               controller.Options
+		webhookPort                                        int
+		webhookService, webhookConfig                      string
+		serving                                            func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -44,6 +50,9 @@ func main() {
 	flag.Func("allowed-registries", "comma-separated registry hosts (host or host:port) checkpoints may be pushed to besides the default repository's; a checkpoint is a pod's whole memory", listFlag(&opts.AllowedRegistries))
 	flag.Func("allowed-broker-hosts", "comma-separated broker hosts (host or host:port, AMQP and management API) migrations may connect to; empty allows any", listFlag(&opts.AllowedBrokerHosts))
 	flag.BoolVar(&opts.ExplicitTargetOverridesScheduling, "explicit-target-overrides-scheduling", false, "let spec.targetNode name a cordoned node, one tainted against the pod or one outside its nodeSelector")
+	flag.IntVar(&webhookPort, "webhook-port", 9443, "port of the eviction webhook (0 serves none)")
+	flag.StringVar(&webhookService, "webhook-service", "ms2m-webhook", "Service in --namespace through which the API server calls the eviction webhook (the serving certificate names it)")
+	flag.StringVar(&webhookConfig, "eviction-webhook-configuration", "ms2m-evictions", "ValidatingWebhookConfiguration whose caBundle the manager sets to its CA")
 	flag.DurationVar(&opts.DeletionDeadline, "deletion-deadline", 2*time.Minute, "how long the cleanup of a deleted StatefulMigration may take (an unreachable broker or node); then its finalizer is removed and a CleanupAbandoned Event says what may be left")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
@@ -58,7 +67,16 @@ func main() {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = v1alpha1.AddToScheme(scheme)
+	var hooks webhook.Server
+	if webhookPort != 0 {
+		// The certificate comes from the CA, read once the manager has a
+		// client: GetCertificate asks for it at each handshake.
+		hooks = webhook.NewServer(webhook.Options{Port: webhookPort, TLSOpts: []func(*tls.Config){func(c *tls.Config) {
+			c.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) { return serving(hello) }
+		}}})
+	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		WebhookServer:          hooks,
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: probeAddr,
@@ -91,6 +109,18 @@ func main() {
 	if err := r.SetupWithManager(mgr); err != nil {
 		log.Error(err, "setting up the controller")
 		os.Exit(1)
+	}
+	if hooks != nil {
+		svc := webhookService + "." + namespace + ".svc"
+		serving = ca.ServingCertificate([]string{svc, svc + ".cluster.local", webhookService + "." + namespace})
+		hooks.Register(evacuation.Path, &webhook.Admission{Handler: &evacuation.Webhook{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(),
+			Recorder: mgr.GetEventRecorder("ms2m-evictions")}})
+		if err := evacuation.TrustCA(ctx, direct, webhookConfig, ca.PEM); err != nil {
+			// Without it the API server cannot call the webhook, and
+			// (failurePolicy Ignore) evictions go on as if ms2m were not
+			// installed: said, not fatal.
+			log.Error(err, "the eviction webhook will not be called: evictions do not migrate")
+		}
 	}
 	_ = mgr.AddHealthzCheck("healthz", healthz.Ping)
 	_ = mgr.AddReadyzCheck("readyz", healthz.Ping)

@@ -2,50 +2,19 @@
 // StatefulMigrations from the command line.
 package cli
 
-import (
-	corev1 "k8s.io/api/core/v1"
+import "github.com/ms2m/ms2m/internal/podstream"
 
-	"github.com/ms2m/ms2m/api/v1alpha1"
-)
-
-// Pod annotations that describe a workload's message stream, so that
-// `kubectl migrate pod NAME --to NODE` (and a drain) need no broker flags.
+// Pod annotations that describe a workload's message stream (see
+// podstream).
 const (
-	AnnotationBrokerURL   = "migration.ms2m.io/broker-url"
-	AnnotationQueue       = "migration.ms2m.io/queue"
-	AnnotationExchange    = "migration.ms2m.io/exchange"
-	AnnotationRoutingKey  = "migration.ms2m.io/routing-key"
-	AnnotationCredentials = "migration.ms2m.io/credentials-secret"
-	AnnotationMgmtURL     = "migration.ms2m.io/management-url"
+	AnnotationBrokerURL   = podstream.AnnotationBrokerURL
+	AnnotationQueue       = podstream.AnnotationQueue
+	AnnotationExchange    = podstream.AnnotationExchange
+	AnnotationRoutingKey  = podstream.AnnotationRoutingKey
+	AnnotationCredentials = podstream.AnnotationCredentials
+	AnnotationMgmtURL     = podstream.AnnotationMgmtURL
 )
 
 // StreamFlags are the broker flags of `migrate pod`; empty ones fall back
 // to the pod's annotations.
-type StreamFlags struct {
-	BrokerURL, Queue, Exchange, RoutingKey, CredentialsSecret, ManagementURL string
-}
-
-// MessageQueueConfig merges flags over the pod's annotations; nil when
-// neither names a queue.
-func (f StreamFlags) MessageQueueConfig(pod *corev1.Pod) *v1alpha1.MessageQueueConfig {
-	pick := func(flag, ann string) string {
-		if flag != "" {
-			return flag
-		}
-		return pod.Annotations[ann]
-	}
-	c := &v1alpha1.MessageQueueConfig{
-		BrokerURL:     pick(f.BrokerURL, AnnotationBrokerURL),
-		QueueName:     pick(f.Queue, AnnotationQueue),
-		ExchangeName:  pick(f.Exchange, AnnotationExchange),
-		RoutingKey:    pick(f.RoutingKey, AnnotationRoutingKey),
-		ManagementURL: pick(f.ManagementURL, AnnotationMgmtURL),
-	}
-	if s := pick(f.CredentialsSecret, AnnotationCredentials); s != "" {
-		c.CredentialsSecretRef = &v1alpha1.SecretReference{Name: s}
-	}
-	if c.QueueName == "" && c.BrokerURL == "" {
-		return nil
-	}
-	return c
-}
+type StreamFlags = podstream.Flags

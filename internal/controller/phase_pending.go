@@ -51,7 +51,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	var pol *v1alpha1.MigrationPolicy
 	if !isSwap(m) {
 		var invalid string
-		if pol, invalid, err = r.governingPolicy(ctx, m, pod); err != nil {
+		if pol, invalid, err = policy.Governing(ctx, r.APIReader, pod); err != nil {
 			return reconcile.Result{}, err
 		}
 		if invalid != "" {

@@ -20,30 +20,6 @@ import (
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=migrationpolicies,verbs=list
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 
-// governingPolicy is the MigrationPolicy that governs the source pod, read
-// from the API server (a migration reads it once or twice in Pending; the
-// manager keeps no cache of policies and namespaces for that). invalid
-// says why no migration it may govern can start (a policy whose selector
-// does not parse).
-func (r *Reconciler) governingPolicy(ctx context.Context, m *v1alpha1.StatefulMigration, pod *corev1.Pod) (_ *v1alpha1.MigrationPolicy, invalid string, _ error) {
-	var policies v1alpha1.MigrationPolicyList
-	if err := r.APIReader.List(ctx, &policies); err != nil {
-		return nil, "", fmt.Errorf("listing MigrationPolicies: %w", err)
-	}
-	if len(policies.Items) == 0 {
-		return nil, "", nil
-	}
-	ns := &corev1.Namespace{}
-	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: m.Namespace}, ns); err != nil {
-		return nil, "", fmt.Errorf("reading namespace %s for its labels: %w", m.Namespace, err)
-	}
-	pol, err := policy.Select(policies.Items, ns.Labels, pod.Labels)
-	if err != nil {
-		return nil, err.Error(), nil
-	}
-	return pol, "", nil
-}
-
 // memoryOf is a container's memory limit, or its request without one.
 func memoryOf(pod *corev1.Pod, container string) int64 {
 	for _, c := range pod.Spec.Containers {

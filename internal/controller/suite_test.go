@@ -46,12 +46,15 @@ import (
 
 var (
 	restCfg *rest.Config
+	// adminCfg is the test's own (a cluster admin), for what a user does.
+	adminCfg *rest.Config
 	scheme  = testenv.Scheme()
 	k8s     client.Client
 )
 
 func TestMain(m *testing.M) {
 	os.Exit(testenv.MainWithAPIServer(m, func(_ *envtest.Environment, cfg *rest.Config) (err error) {
+		adminCfg = cfg
 		if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 			return err
 		}
@@ -133,6 +136,8 @@ type world struct {
 	queue    string
 	sim      *nodeSim
 	opts     controller.Options
+	// onManager adds to a manager before it starts (a webhook server).
+	onManager func(ctrl.Manager) error
 
 	pubMu     sync.Mutex
 	published []pubRecord
@@ -205,6 +210,11 @@ func (w *world) startManager() (stop func()) {
 	})
 	if err != nil {
 		w.t.Fatal(err)
+	}
+	if w.onManager != nil {
+		if err := w.onManager(mgr); err != nil {
+			w.t.Fatal(err)
+		}
 	}
 	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("ms2m"),
 		Agents: w.sim, DialBroker: rabbitmq.Dial, Options: w.opts}

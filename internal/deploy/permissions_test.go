@@ -45,6 +45,8 @@ var want = map[string]struct{ own, elsewhere []string }{
 			"create /configmaps", "delete /configmaps", "get /configmaps",
 			"create events.k8s.io/events", "patch events.k8s.io/events",
 			"get /namespaces",
+			"get admissionregistration.k8s.io/validatingwebhookconfigurations#ms2m-evictions",
+			"patch admissionregistration.k8s.io/validatingwebhookconfigurations#ms2m-evictions",
 			"get /nodes", "list /nodes", "watch /nodes",
 			"create /pods", "delete /pods", "get /pods", "list /pods", "patch /pods", "watch /pods", "patch /pods/status",
 			"create /secrets", "get /secrets",

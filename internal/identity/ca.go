@@ -155,12 +155,29 @@ func (ca *CA) sign(pub crypto.PublicKey, commonName string, dnsNames []string, l
 // expires soon. Callers set ServerName to the AgentDNSName of the node they
 // call.
 func ManagerTLS(ca *CA) *tls.Config {
+	get := ca.rotating(ManagerName, nil, x509.ExtKeyUsageClientAuth)
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.Pool(),
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get() }}
+}
+
+// ServingCertificate serves the manager's webhooks as dnsNames (the names
+// of its Service), with a certificate of the CA issued in memory for a day
+// and issued again once two thirds of that have passed; the webhook
+// configurations trust the CA (its PEM is their caBundle).
+func (ca *CA) ServingCertificate(dnsNames []string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	get := ca.rotating(dnsNames[0], dnsNames, x509.ExtKeyUsageServerAuth)
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return get() }
+}
+
+// rotating issues a certificate on first use and again when a third of its
+// day is left.
+func (ca *CA) rotating(commonName string, dnsNames []string, usage x509.ExtKeyUsage) func() (*tls.Certificate, error) {
 	const lifetime = 24 * time.Hour
 	var (
 		mu      sync.Mutex
 		current *tls.Certificate
 	)
-	get := func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return func() (*tls.Certificate, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if current != nil && time.Until(current.Leaf.NotAfter) > lifetime/3 {
@@ -170,7 +187,7 @@ func ManagerTLS(ca *CA) *tls.Config {
 		if err != nil {
 			return nil, err
 		}
-		certPEM, err := ca.sign(key.Public(), ManagerName, nil, lifetime, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
+		certPEM, err := ca.sign(key.Public(), commonName, dnsNames, lifetime, []x509.ExtKeyUsage{usage})
 		if err != nil {
 			return nil, err
 		}
@@ -181,7 +198,6 @@ func ManagerTLS(ca *CA) *tls.Config {
 		current = c
 		return c, nil
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.Pool(), GetClientCertificate: get}
 }
 
 func pairOf(certPEM []byte, key crypto.Signer) (*tls.Certificate, error) {

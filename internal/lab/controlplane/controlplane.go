@@ -64,6 +64,10 @@ func (p Params) APIServer() supervise.Spec {
 		"--kubelet-certificate-authority="+p.pki("ca.crt"),
 		"--kubelet-preferred-address-types=InternalIP",
 		"--service-cluster-ip-range="+p.ServiceCIDR,
+		// The lab runs no kube-proxy, so a Service's ClusterIP leads
+		// nowhere: the API server reaches webhooks (ms2m's eviction
+		// webhook) at their Services' endpoints instead.
+		"--enable-aggregator-routing=true",
 		"--allow-privileged=true",
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
 		"--service-account-issuer=https://kubernetes.default.svc",

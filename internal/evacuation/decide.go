@@ -1,0 +1,96 @@
+// Package evacuation makes an eviction migrate a pod that opted in: the
+// eviction (kubectl drain, the cluster autoscaler) is refused with 429 Too
+// Many Requests while ms2m moves the pod off its node, as KubeVirt does for
+// its live-migratable VMs; the eviction API's clients retry a 429, and once
+// the pod has moved (its migration deletes it) their eviction is done.
+package evacuation
+
+import (
+	"fmt"
+	"net/http"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+)
+
+// Decision is the answer to one eviction.
+type Decision struct {
+	// Allow: the eviction goes on as usual.
+	Allow bool
+	// Migrate: start a migration of the pod (and refuse the eviction).
+	Migrate bool
+	// Code is the HTTP status of a refusal (429: try again).
+	Code int32
+	// Message says why, to whoever evicts.
+	Message string
+	// Event, when set, is a Warning for the pod (an eviction that falls
+	// back to evicting without a migration).
+	Event string
+}
+
+// StrategyOf is the pod's eviction strategy: its own label, else its
+// policy's, else None. An unknown label value is no opt-in.
+func StrategyOf(pod *corev1.Pod, pol *v1alpha1.MigrationPolicy) v1alpha1.EvictionStrategy {
+	switch s := v1alpha1.EvictionStrategy(pod.Labels[v1alpha1.LabelOnEviction]); s {
+	case v1alpha1.EvictionMigrate, v1alpha1.EvictionMigrateOrEvict, v1alpha1.EvictionNone:
+		return s
+	}
+	if pol != nil && pol.Spec.EvictionStrategy != "" {
+		return pol.Spec.EvictionStrategy
+	}
+	return v1alpha1.EvictionNone
+}
+
+// Decide answers an eviction of pod under strategy, given the migrations
+// of the pod's namespace.
+func Decide(pod *corev1.Pod, strategy v1alpha1.EvictionStrategy, migrations []v1alpha1.StatefulMigration) Decision {
+	if strategy != v1alpha1.EvictionMigrate && strategy != v1alpha1.EvictionMigrateOrEvict {
+		return Decision{Allow: true}
+	}
+	if !pod.DeletionTimestamp.IsZero() || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return Decision{Allow: true} // nothing left to move
+	}
+	ref := pod.Namespace + "/" + pod.Name
+	var failed *v1alpha1.StatefulMigration
+	for i := range migrations {
+		m := &migrations[i]
+		if m.Spec.SourcePod != pod.Name || (m.Status.SourceUID != "" && m.Status.SourceUID != pod.UID) {
+			continue
+		}
+		switch m.Status.Phase {
+		case v1alpha1.PhaseCompleted:
+			return retry(fmt.Sprintf("ms2m has migrated pod %s to %s (StatefulMigration %s) and is stopping it", ref, m.Status.TargetNode, m.Name))
+		case v1alpha1.PhaseFailed:
+			if m.Labels[LabelEvictedFrom] != "" {
+				failed = m
+			}
+		default:
+			phase := m.Status.Phase
+			if phase == "" {
+				phase = v1alpha1.PhasePending
+			}
+			return retry(fmt.Sprintf("ms2m is migrating pod %s off node %s (StatefulMigration %s, %s): the eviction succeeds once it has moved",
+				ref, pod.Spec.NodeName, m.Name, phase))
+		}
+	}
+	if failed != nil {
+		why := fmt.Sprintf("the migration of pod %s off node %s failed (StatefulMigration %s, %s: %s)",
+			ref, pod.Spec.NodeName, failed.Name, failed.Status.FailureReason, failed.Status.FailureMessage)
+		if strategy == v1alpha1.EvictionMigrateOrEvict {
+			return Decision{Allow: true, Event: why + "; evicted without migrating, as its eviction strategy MigrateOrEvict allows"}
+		}
+		return retry(why + "; it stays (eviction strategy Migrate): delete StatefulMigration " + failed.Name +
+			" to have the next eviction try again, or delete the pod to evict it without migrating")
+	}
+	return Decision{Migrate: true, Code: http.StatusTooManyRequests,
+		Message: fmt.Sprintf("ms2m starts migrating pod %s off node %s (eviction strategy %s): the eviction succeeds once it has moved", ref, pod.Spec.NodeName, strategy)}
+}
+
+func retry(msg string) Decision {
+	return Decision{Code: http.StatusTooManyRequests, Message: msg}
+}
+
+// LabelEvictedFrom marks a migration an eviction started, with the node
+// the pod was evicted from.
+const LabelEvictedFrom = "migration.ms2m.io/evicted-from"

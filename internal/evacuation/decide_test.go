@@ -1,0 +1,85 @@
+package evacuation
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+
+	"github.com/ms2m/ms2m/api/v1alpha1"
+)
+
+func TestDecide(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "c-0", Namespace: "shop", UID: "uid-1"}, Spec: corev1.PodSpec{NodeName: "node-a"}}
+	mig := func(phase v1alpha1.Phase, uid string, evicted bool) v1alpha1.StatefulMigration {
+		m := v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "m"}, Spec: v1alpha1.StatefulMigrationSpec{SourcePod: "c-0"}}
+		m.Status.Phase, m.Status.SourceUID, m.Status.TargetNode = phase, "uid-1", "node-b"
+		m.Status.FailureReason, m.Status.FailureMessage = "RestoreFailed", "criu said no"
+		if uid != "" {
+			m.Status.SourceUID = k8stypes.UID(uid)
+		}
+		if evicted {
+			m.Labels = map[string]string{LabelEvictedFrom: "node-a"}
+		}
+		return m
+	}
+	cases := []struct {
+		name       string
+		strategy   v1alpha1.EvictionStrategy
+		migrations []v1alpha1.StatefulMigration
+		allow      bool
+		migrate    bool
+		says       string
+	}{
+		{"not opted in", v1alpha1.EvictionNone, nil, true, false, ""},
+		{"opted in, nothing running: migrate", v1alpha1.EvictionMigrate, nil, false, true, "ms2m starts migrating pod shop/c-0 off node node-a"},
+		{"a migration runs", v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{mig(v1alpha1.PhaseTransferring, "", false)}, false, false, "is migrating pod shop/c-0 off node node-a (StatefulMigration m, Transferring)"},
+		{"migrated, being stopped", v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{mig(v1alpha1.PhaseCompleted, "", false)}, false, false, "has migrated pod shop/c-0 to node-b"},
+		{"a migration of the pod's predecessor does not count", v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{mig(v1alpha1.PhaseCompleted, "uid-0", false)}, false, true, "starts migrating"},
+		{"its eviction's migration failed: it stays", v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{mig(v1alpha1.PhaseFailed, "", true)}, false, false, "RestoreFailed: criu said no); it stays"},
+		{"its eviction's migration failed: evicted", v1alpha1.EvictionMigrateOrEvict, []v1alpha1.StatefulMigration{mig(v1alpha1.PhaseFailed, "", true)}, true, false, ""},
+		{"a failed migration someone else started does not stop a new one", v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{mig(v1alpha1.PhaseFailed, "", false)}, false, true, "starts migrating"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := Decide(pod, c.strategy, c.migrations)
+			if d.Allow != c.allow || d.Migrate != c.migrate || !strings.Contains(d.Message, c.says) {
+				t.Fatalf("%+v; want allow %v migrate %v saying %q", d, c.allow, c.migrate, c.says)
+			}
+			if !d.Allow && d.Code != 429 {
+				t.Fatalf("a refusal must be 429 (drain retries it): %d", d.Code)
+			}
+		})
+	}
+	if d := Decide(pod, v1alpha1.EvictionMigrateOrEvict, []v1alpha1.StatefulMigration{mig(v1alpha1.PhaseFailed, "", true)}); !strings.Contains(d.Event, "evicted without migrating") {
+		t.Fatalf("a fallback eviction must say why: %+v", d)
+	}
+}
+
+func TestStrategyOf(t *testing.T) {
+	pol := &v1alpha1.MigrationPolicy{Spec: v1alpha1.MigrationPolicySpec{EvictionStrategy: v1alpha1.EvictionMigrateOrEvict}}
+	pod := &corev1.Pod{}
+	if s := StrategyOf(pod, nil); s != v1alpha1.EvictionNone {
+		t.Fatal(s)
+	}
+	if s := StrategyOf(pod, pol); s != v1alpha1.EvictionMigrateOrEvict {
+		t.Fatal(s)
+	}
+	pod.Labels = map[string]string{v1alpha1.LabelOnEviction: "None"}
+	if s := StrategyOf(pod, pol); s != v1alpha1.EvictionNone {
+		t.Fatalf("the pod's label must win: %s", s)
+	}
+	pod.Labels[v1alpha1.LabelOnEviction] = "Sometimes"
+	if s := StrategyOf(pod, pol); s != v1alpha1.EvictionMigrateOrEvict {
+		t.Fatalf("an unknown label value falls back to the policy: %s", s)
+	}
+}
+
+func TestMigrationName(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: strings.Repeat("x", 70), UID: "0123456789abcdef"}}
+	if n := MigrationName(pod); len(n) > 63 || !strings.HasSuffix(n, "-01234567") {
+		t.Fatalf("%q (%d)", n, len(n))
+	}
+}

@@ -48,8 +48,8 @@ var (
 	restCfg *rest.Config
 	// adminCfg is the test's own (a cluster admin), for what a user does.
 	adminCfg *rest.Config
-	scheme  = testenv.Scheme()
-	k8s     client.Client
+	scheme   = testenv.Scheme()
+	k8s      client.Client
 )
 
 func TestMain(m *testing.M) {

@@ -113,7 +113,8 @@ func main() {
 	if hooks != nil {
 		svc := webhookService + "." + namespace + ".svc"
 		serving = ca.ServingCertificate([]string{svc, svc + ".cluster.local", webhookService + "." + namespace})
-		hooks.Register(evacuation.Path, &webhook.Admission{Handler: &evacuation.Webhook{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(),
+		// Through the manager: it runs the webhook server only once asked for it.
+		mgr.GetWebhookServer().Register(evacuation.Path, &webhook.Admission{Handler: &evacuation.Webhook{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(),
 			Recorder: mgr.GetEventRecorder("ms2m-evictions")}})
 		if err := evacuation.TrustCA(ctx, direct, webhookConfig, ca.PEM); err != nil {
 			// Without it the API server cannot call the webhook, and

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/policy"
 )
 
@@ -141,18 +142,9 @@ func (r *Reconciler) wakeQueued(ctx context.Context, o client.Object) []reconcil
 	}
 	var reqs []reconcile.Request
 	for _, q := range list.Items {
-		if q.Status.Phase == v1alpha1.PhasePending && isQueued(&q) {
+		if q.Status.Phase == v1alpha1.PhasePending && migration.IsTrue(&q.Status, v1alpha1.ConditionQueued) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&q)})
 		}
 	}
 	return reqs
-}
-
-func isQueued(m *v1alpha1.StatefulMigration) bool {
-	for _, c := range m.Status.Conditions {
-		if c.Type == v1alpha1.ConditionQueued {
-			return c.Status == metav1.ConditionTrue
-		}
-	}
-	return false
 }

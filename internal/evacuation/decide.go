@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/render"
 )
 
 // Decision is the answer to one eviction.
@@ -55,6 +56,11 @@ func Decide(pod *corev1.Pod, strategy v1alpha1.EvictionStrategy, migrations []v1
 	var failed *v1alpha1.StatefulMigration
 	for i := range migrations {
 		m := &migrations[i]
+		if m.Name == pod.Labels[render.LabelMigration] && !m.Status.Phase.IsFinal() {
+			// The pod is a running migration's target: moving it now
+			// would migrate a half-made copy; that migration ends first.
+			return retry(fmt.Sprintf("pod %s is the target of StatefulMigration %s, still running: the eviction is answered once it has ended", ref, m.Name))
+		}
 		if m.Spec.SourcePod != pod.Name || (m.Status.SourceUID != "" && m.Status.SourceUID != pod.UID) {
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/render"
 )
 
 func TestDecide(t *testing.T) {
@@ -52,6 +53,17 @@ func TestDecide(t *testing.T) {
 				t.Fatalf("a refusal must be 429 (drain retries it): %d", d.Code)
 			}
 		})
+	}
+	target := pod.DeepCopy()
+	target.Labels = map[string]string{render.LabelMigration: "m"}
+	running := mig(v1alpha1.PhaseRestoring, "uid-9", false)
+	running.Spec.SourcePod = "c-other"
+	if d := Decide(target, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{running}); d.Allow || d.Migrate || !strings.Contains(d.Message, "is the target of StatefulMigration m, still running") {
+		t.Fatalf("a running migration's target: %+v", d)
+	}
+	running.Status.Phase = v1alpha1.PhaseCompleted
+	if d := Decide(target, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{running}); !d.Migrate {
+		t.Fatalf("a completed migration's target migrates like any pod: %+v", d)
 	}
 	if d := Decide(pod, v1alpha1.EvictionMigrateOrEvict, []v1alpha1.StatefulMigration{mig(v1alpha1.PhaseFailed, "", true)}); !strings.Contains(d.Event, "evicted without migrating") {
 		t.Fatalf("a fallback eviction must say why: %+v", d)

@@ -52,11 +52,12 @@ to another node: nothing lost, nothing applied twice, near-zero downtime.
 
   kubectl migrate pod consumer-0 --to node-b      start a migration
   kubectl migrate status consumer-0-x7k2q --watch  follow it
-  kubectl migrate cancel consumer-0-x7k2q          roll it back`,
+  kubectl migrate cancel consumer-0-x7k2q          roll it back
+  kubectl migrate drain node-a                     drain a node, migrating the pods that opted in`,
 		SilenceUsage: true,
 	}
 	e.flags.AddFlags(root.PersistentFlags())
-	root.AddCommand(newPodCommand(e), newStatusCommand(e), newCancelCommand(e))
+	root.AddCommand(newPodCommand(e), newStatusCommand(e), newCancelCommand(e), newDrainCommand(e))
 	return root
 }
 

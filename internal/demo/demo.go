@@ -12,6 +12,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,6 +54,10 @@ type Options struct {
 	// During, if set, sees the migration each time it is looked at until
 	// it ends: a test acts on it there (cuts a link at a given step).
 	During func(ctx context.Context, m *v1alpha1.StatefulMigration)
+	// Trigger, if set, starts the migration of the source pod (a drain
+	// that evicts it, say) instead of creating one, and names the
+	// migration to follow; it may appear only later.
+	Trigger func(ctx context.Context, namespace, source string, spec v1alpha1.StatefulMigrationSpec) (migration string, err error)
 }
 
 // Result is what a run measured.
@@ -137,13 +142,24 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	spec.MessageQueueConfig = &v1alpha1.MessageQueueConfig{BrokerURL: o.AMQPURL, ManagementURL: o.ManagementURL,
 		QueueName: w.Queue, ExchangeName: o.Exchange, RoutingKey: w.Queue}
 	m := &v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "demo-" + source, Namespace: w.Namespace}, Spec: spec}
-	if err := c.Create(ctx, m); err != nil {
-		return nil, err
+	if o.Trigger != nil {
+		if m.Name, err = o.Trigger(ctx, w.Namespace, source, spec); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(o.Out, "%s will be migrated as %s\n", source, m.Name)
+	} else {
+		if err := c.Create(ctx, m); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(o.Out, "migrating %s to %s (%s, %s transfer, %s replay)\n", source, spec.TargetNode,
+			orAuto(string(spec.MigrationStrategy)), spec.EffectiveTransferMode(), spec.EffectiveReplayMode())
 	}
-	fmt.Fprintf(o.Out, "migrating %s to %s (%s, %s transfer, %s replay)\n", source, spec.TargetNode,
-		orAuto(string(spec.MigrationStrategy)), spec.EffectiveTransferMode(), spec.EffectiveReplayMode())
 	if err := poll(ctx, o.Timeout, func() (bool, error) {
-		if err := c.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
+		err := c.Get(ctx, client.ObjectKeyFromObject(m), m)
+		if apierrors.IsNotFound(err) && o.Trigger != nil {
+			return false, nil // not started yet
+		}
+		if err != nil {
 			return false, err
 		}
 		if o.During != nil && !m.Status.Phase.IsFinal() {

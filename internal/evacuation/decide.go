@@ -8,6 +8,7 @@ package evacuation
 import (
 	"fmt"
 	"net/http"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -43,11 +44,25 @@ func StrategyOf(pod *corev1.Pod, pol *v1alpha1.MigrationPolicy) v1alpha1.Evictio
 	return v1alpha1.EvictionNone
 }
 
-// Decide answers an eviction of pod under strategy, given the migrations
-// of the pod's namespace.
-func Decide(pod *corev1.Pod, strategy v1alpha1.EvictionStrategy, migrations []v1alpha1.StatefulMigration) Decision {
+// movedPatience is how long after an eviction's migration gave a pod's name
+// to a pod on another node an eviction of that name counts as the
+// drain's retry for the pod that left (see Decide).
+const movedPatience = 10 * time.Minute
+
+// Decide answers an eviction of pod (on node) under strategy, given the
+// migrations of the pod's namespace.
+func Decide(pod *corev1.Pod, node *corev1.Node, strategy v1alpha1.EvictionStrategy, migrations []v1alpha1.StatefulMigration, now time.Time) Decision {
 	if strategy != v1alpha1.EvictionMigrate && strategy != v1alpha1.EvictionMigrateOrEvict {
 		return Decision{Allow: true}
+	}
+	if m := movedHere(pod, node, migrations, now); m != nil {
+		// kubectl drain evicts by name and retries by name: once a
+		// Sequential migration has given the name to a pod on another
+		// node, its next retry would evict (and migrate) that one. The
+		// pod it meant is gone, and it is told so.
+		return Decision{Code: http.StatusNotFound, Message: fmt.Sprintf(
+			"pod %s/%s that was on node %s has moved to node %s (StatefulMigration %s): nothing of it is left to evict there",
+			pod.Namespace, pod.Name, m.Labels[LabelEvictedFrom], m.Status.TargetNode, m.Name)}
 	}
 	if !pod.DeletionTimestamp.IsZero() || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return Decision{Allow: true} // nothing left to move
@@ -91,6 +106,29 @@ func Decide(pod *corev1.Pod, strategy v1alpha1.EvictionStrategy, migrations []v1
 	}
 	return Decision{Migrate: true, Code: http.StatusTooManyRequests,
 		Message: fmt.Sprintf("ms2m starts migrating pod %s off node %s (eviction strategy %s): the eviction succeeds once it has moved", ref, pod.Spec.NodeName, strategy)}
+}
+
+// movedHere is the eviction's migration that recently gave pod its name
+// on a node that nothing is draining (schedulable, untainted), if any.
+func movedHere(pod *corev1.Pod, node *corev1.Node, migrations []v1alpha1.StatefulMigration, now time.Time) *v1alpha1.StatefulMigration {
+	if node == nil || node.Spec.Unschedulable {
+		return nil
+	}
+	for _, t := range node.Spec.Taints {
+		if t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute {
+			return nil
+		}
+	}
+	for i := range migrations {
+		m := &migrations[i]
+		from := m.Labels[LabelEvictedFrom]
+		if from != "" && from != pod.Spec.NodeName && m.Status.Phase == v1alpha1.PhaseCompleted &&
+			m.Status.TargetPod == pod.Name && m.Status.TargetNode == pod.Spec.NodeName &&
+			m.Status.CompletionTime != nil && now.Sub(m.Status.CompletionTime.Time) < movedPatience {
+			return m
+		}
+	}
+	return nil
 }
 
 func retry(msg string) Decision {

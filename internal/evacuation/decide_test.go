@@ -3,6 +3,7 @@ package evacuation
 import (
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,7 +46,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := Decide(pod, c.strategy, c.migrations)
+			d := Decide(pod, nil, c.strategy, c.migrations, time.Now())
 			if d.Allow != c.allow || d.Migrate != c.migrate || !strings.Contains(d.Message, c.says) {
 				t.Fatalf("%+v; want allow %v migrate %v saying %q", d, c.allow, c.migrate, c.says)
 			}
@@ -58,14 +59,14 @@ func TestDecide(t *testing.T) {
 	target.Labels = map[string]string{render.LabelMigration: "m"}
 	running := mig(v1alpha1.PhaseRestoring, "uid-9", false)
 	running.Spec.SourcePod = "c-other"
-	if d := Decide(target, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{running}); d.Allow || d.Migrate || !strings.Contains(d.Message, "is the target of StatefulMigration m, still running") {
+	if d := Decide(target, nil, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{running}, time.Now()); d.Allow || d.Migrate || !strings.Contains(d.Message, "is the target of StatefulMigration m, still running") {
 		t.Fatalf("a running migration's target: %+v", d)
 	}
 	running.Status.Phase = v1alpha1.PhaseCompleted
-	if d := Decide(target, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{running}); !d.Migrate {
+	if d := Decide(target, nil, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{running}, time.Now()); !d.Migrate {
 		t.Fatalf("a completed migration's target migrates like any pod: %+v", d)
 	}
-	if d := Decide(pod, v1alpha1.EvictionMigrateOrEvict, []v1alpha1.StatefulMigration{mig(v1alpha1.PhaseFailed, "", true)}); !strings.Contains(d.Event, "evicted without migrating") {
+	if d := Decide(pod, nil, v1alpha1.EvictionMigrateOrEvict, []v1alpha1.StatefulMigration{mig(v1alpha1.PhaseFailed, "", true)}, time.Now()); !strings.Contains(d.Event, "evicted without migrating") {
 		t.Fatalf("a fallback eviction must say why: %+v", d)
 	}
 }
@@ -93,5 +94,30 @@ func TestMigrationName(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: strings.Repeat("x", 70), UID: "0123456789abcdef"}}
 	if n := MigrationName(pod); len(n) > 63 || !strings.HasSuffix(n, "-01234567") {
 		t.Fatalf("%q (%d)", n, len(n))
+	}
+}
+
+// kubectl drain retries an eviction by name: once a Sequential migration
+// has given the name to a pod on another node, the retry is told the pod
+// it meant is gone, unless that node is being drained itself.
+func TestDecideAfterTheNameMoved(t *testing.T) {
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	moved := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "c-0", Namespace: "shop", UID: "uid-2"}, Spec: corev1.PodSpec{NodeName: "node-b"}}
+	done := metav1.NewTime(now.Add(-time.Minute))
+	m := v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "evict-c-0-uid1", Labels: map[string]string{LabelEvictedFrom: "node-a"}},
+		Spec: v1alpha1.StatefulMigrationSpec{SourcePod: "c-0"}}
+	m.Status.Phase, m.Status.SourceUID, m.Status.TargetPod, m.Status.TargetNode, m.Status.CompletionTime = v1alpha1.PhaseCompleted, "uid-1", "c-0", "node-b", &done
+	open := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}}
+	d := Decide(moved, open, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{m}, now)
+	if d.Allow || d.Migrate || d.Code != 404 || !strings.Contains(d.Message, "that was on node node-a has moved to node node-b") {
+		t.Fatalf("the drain's retry: %+v", d)
+	}
+	cordoned := open.DeepCopy()
+	cordoned.Spec.Unschedulable = true
+	if d := Decide(moved, cordoned, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{m}, now); !d.Migrate {
+		t.Fatalf("a drain of node-b itself migrates the pod again: %+v", d)
+	}
+	if d := Decide(moved, open, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{m}, now.Add(time.Hour)); !d.Migrate {
+		t.Fatalf("long after, an eviction is a new one: %+v", d)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,7 +21,7 @@ import (
 // Path is where the manager serves the eviction webhook.
 const Path = "/evict"
 
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get
+// +kubebuilder:rbac:groups="",resources=pods;nodes,verbs=get
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=list;create
 
 // Webhook answers evictions of pods (a ValidatingWebhookConfiguration on
@@ -65,7 +66,11 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 	if err := w.Client.List(ctx, &migrations, client.InNamespace(pod.Namespace)); err != nil {
 		return refuse(http.StatusTooManyRequests, fmt.Sprintf("ms2m could not list the migrations of %s: %v", pod.Namespace, err))
 	}
-	d := Decide(pod, strategy, migrations.Items)
+	node := &corev1.Node{}
+	if err := w.Reader.Get(ctx, client.ObjectKey{Name: pod.Spec.NodeName}, node); err != nil {
+		node = nil // not known: not taken for a node nothing drains
+	}
+	d := Decide(pod, node, strategy, migrations.Items, time.Now())
 	if d.Event != "" && !dryRun(req) {
 		w.Recorder.Eventf(pod, nil, corev1.EventTypeWarning, "EvictedWithoutMigration", "Evict", "%s", d.Event)
 	}
@@ -112,8 +117,11 @@ func dryRun(req admission.Request) bool { return req.DryRun != nil && *req.DryRu
 func refuse(code int32, msg string) admission.Response {
 	r := admission.Denied(msg)
 	r.Result.Code = code
-	if code == http.StatusTooManyRequests {
+	switch code {
+	case http.StatusTooManyRequests:
 		r.Result.Reason = metav1.StatusReasonTooManyRequests
+	case http.StatusNotFound:
+		r.Result.Reason = metav1.StatusReasonNotFound
 	}
 	return r
 }

@@ -68,7 +68,9 @@ func TestDrainMigratesOptedInConsumers(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, kind := range kinds {
 		ns := "e2e-drain-" + strings.ToLower(kind)
-		t.Cleanup(func() { _ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) })
+		t.Cleanup(func() {
+			_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -77,8 +79,11 @@ func Drain(ctx context.Context, cfg *rest.Config, c client.Client, node string, 
 	if err != nil {
 		return err
 	}
+	quiet := &firstSaid{w: out, said: map[string]bool{}}
 	h := &drain.Helper{Ctx: ctx, Client: cs, GracePeriodSeconds: -1, IgnoreAllDaemonSets: true,
-		DeleteEmptyDirData: o.DeleteEmptyDirData, PodSelector: o.PodSelector, Timeout: o.Timeout, Out: out, ErrOut: out,
+		DeleteEmptyDirData: o.DeleteEmptyDirData, PodSelector: o.PodSelector, Timeout: o.Timeout, Out: quiet, ErrOut: quiet,
+		// kubectl drain's own pace (the library's default is none at all).
+		EvictErrorRetryDelay: 5 * time.Second,
 		OnPodDeletionOrEvictionFinished: func(pod *corev1.Pod, _ bool, err error) {
 			if err == nil {
 				fmt.Fprintf(out, "pod %s/%s is off %s\n", pod.Namespace, pod.Name, node)
@@ -89,7 +94,7 @@ func Drain(ctx context.Context, cfg *rest.Config, c client.Client, node string, 
 	}
 	fmt.Fprintf(out, "node %s cordoned\n", node)
 	fctx, stop := context.WithCancel(ctx)
-	f := &follower{c: c, node: node, out: out, seen: map[string]v1alpha1.Phase{}}
+	f := &follower{c: c, node: node, out: out, seen: map[string]string{}}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); f.run(fctx) }()
@@ -110,7 +115,7 @@ type follower struct {
 	c    client.Client
 	node string
 	out  io.Writer
-	seen map[string]v1alpha1.Phase
+	seen map[string]string
 	last []v1alpha1.StatefulMigration
 }
 
@@ -132,12 +137,19 @@ func (f *follower) look(ctx context.Context) {
 	f.last = list.Items
 	for _, m := range list.Items {
 		key := m.Namespace + "/" + m.Name
-		if m.Status.Phase == "" || f.seen[key] == m.Status.Phase {
+		state := string(m.Status.Phase)
+		queued := meta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionQueued)
+		if queued != nil && queued.Status == metav1.ConditionTrue && m.Status.Phase == v1alpha1.PhasePending {
+			state += ", queued"
+		}
+		if m.Status.Phase == "" || f.seen[key] == state {
 			continue
 		}
-		f.seen[key] = m.Status.Phase
+		f.seen[key] = state
 		line := fmt.Sprintf("migration %s (pod %s): %s", key, m.Spec.SourcePod, m.Status.Phase)
 		switch {
+		case strings.HasSuffix(state, ", queued"):
+			line += ", queued: " + queued.Message
 		case m.Status.Phase == v1alpha1.PhaseCompleted:
 			line += fmt.Sprintf(", now %s on %s", m.Status.TargetPod, m.Status.TargetNode)
 		case m.Status.Phase == v1alpha1.PhaseFailed:
@@ -162,4 +174,33 @@ func (f *follower) summary() {
 		}
 		fmt.Fprintf(f.out, "  %s/%s -> %s on %s: %s in %s\n", m.Namespace, m.Spec.SourcePod, orDash(m.Status.TargetPod), orDash(m.Status.TargetNode), m.Status.Phase, d)
 	}
+}
+
+// firstSaid passes the drain's output on, but says "evicting pod X" and
+// the refusal of X's eviction once per pod: kubectl drain repeats both at
+// every retry, and the follower shows how the migration goes meanwhile.
+type firstSaid struct {
+	mu   sync.Mutex
+	w    io.Writer
+	said map[string]bool
+}
+
+func (f *firstSaid) Write(p []byte) (int, error) {
+	line := string(p)
+	key := ""
+	switch {
+	case strings.HasPrefix(line, "evicting pod "):
+		key = line
+	case strings.HasPrefix(line, "error when evicting pods/") && strings.Contains(line, "(will retry after"):
+		key = line[:strings.Index(line, "(will retry after")]
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if key != "" {
+		if f.said[key] {
+			return len(p), nil
+		}
+		f.said[key] = true
+	}
+	return f.w.Write(p)
 }

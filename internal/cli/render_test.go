@@ -64,3 +64,25 @@ func TestRenderShowsTheQueueAndThePolicy(t *testing.T) {
 		t.Errorf("the plan does not show its policy and timeouts:\n%s", out)
 	}
 }
+
+func TestDrainSaysEachRetryOnce(t *testing.T) {
+	var b strings.Builder
+	f := &firstSaid{w: &b, said: map[string]bool{}}
+	for _, l := range []string{
+		"evicting pod shop/c-0\n",
+		`error when evicting pods/"c-0" -n "shop" (will retry after 5s): ... (StatefulMigration m, Pending) ...` + "\n",
+		"evicting pod shop/c-0\n",
+		`error when evicting pods/"c-0" -n "shop" (will retry after 5s): ... (StatefulMigration m, Transferring) ...` + "\n",
+		"evicting pod shop/c-1\n",
+		"pod shop/c-0 is off node-a\n",
+	} {
+		if _, err := f.Write([]byte(l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := "evicting pod shop/c-0\n" + `error when evicting pods/"c-0" -n "shop" (will retry after 5s): ... (StatefulMigration m, Pending) ...` + "\n" +
+		"evicting pod shop/c-1\npod shop/c-0 is off node-a\n"
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}

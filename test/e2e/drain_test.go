@@ -11,8 +11,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
@@ -28,6 +30,71 @@ import (
 // kubectl drain's own code (`kubectl migrate drain`), the migrations are
 // started by ms2m's eviction webhook, called by the lab's API server.
 func TestDrainMigratesOptedInConsumers(t *testing.T) {
+	drainTwo(t, "e2e-drain-", nil)
+}
+
+// The same drain under a MigrationPolicy that lets one migration at a time
+// leave a node: the second waits, Queued and saying why, and starts once
+// the first has ended; the drain still completes.
+func TestDrainUnderAPolicyMigratesOneAtATime(t *testing.T) {
+	ms, drained := drainTwo(t, "e2e-policy-", &v1alpha1.MigrationPolicySpec{
+		Limits: &v1alpha1.MigrationLimits{ParallelOutboundMigrationsPerNode: ptr.To[int32](1)}})
+	var queued, first *v1alpha1.StatefulMigration
+	for _, m := range ms {
+		if c := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionQueued); c != nil {
+			queued = m
+			t.Logf("%s was queued: %s (%s)", m.Name, c.Reason, c.Message)
+		} else {
+			first = m
+		}
+	}
+	if queued == nil || first == nil {
+		t.Fatal("neither migration waited for the other")
+	}
+	c := apimeta.FindStatusCondition(queued.Status.Conditions, v1alpha1.ConditionQueued)
+	if c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonAdmitted {
+		t.Errorf("Queued after the start: %+v", c)
+	}
+	events := &corev1.EventList{}
+	if err := k8s.List(context.Background(), events, client.InNamespace(queued.Namespace)); err != nil {
+		t.Fatal(err)
+	}
+	said := ""
+	for _, e := range events.Items {
+		if e.InvolvedObject.Name == queued.Name && e.Reason == v1alpha1.ConditionQueued {
+			said = e.Message
+		}
+	}
+	if !strings.Contains(said, "allows 1 migration(s) at once out of node node-a, and 1 runs ("+first.Namespace+"/"+first.Name+")") {
+		t.Errorf("the Queued Event of %s says %q", queued.Name, said)
+	}
+	if !strings.Contains(drained, "migration "+queued.Namespace+"/"+queued.Name+" (pod "+queued.Spec.SourcePod+"): Pending, queued: MigrationPolicy e2e-policy allows 1") {
+		t.Errorf("the drain did not show %s waiting", queued.Name)
+	}
+	var firstEnd *metav1.MicroTime
+	var queuedStart metav1.MicroTime
+	for _, p := range first.Status.PhaseTimings {
+		if p.Phase == v1alpha1.PhaseFinalizing {
+			firstEnd = p.End
+		}
+	}
+	for _, p := range queued.Status.PhaseTimings {
+		if p.Phase == v1alpha1.PhaseCheckpointing {
+			queuedStart = p.Start
+		}
+	}
+	if firstEnd == nil || queuedStart.Before(firstEnd) {
+		t.Errorf("%s started at %s, before %s ended at %v", queued.Name, queuedStart.Time, first.Name, firstEnd)
+	}
+}
+
+// drainTwo runs a Deployment's and a StatefulSet's consumer on node-a
+// under load, each in a namespace named prefix+kind, opts both in to
+// migrating, drains node-a with `kubectl migrate drain`, and checks that
+// both serve on node-b with every message applied once. A policy, if
+// given, governs both namespaces. It returns the two migrations and what
+// the drain said.
+func drainTwo(t *testing.T, prefix string, policy *v1alpha1.MigrationPolicySpec) ([]*v1alpha1.StatefulMigration, string) {
 	rmq := labCfg.RabbitMQ()
 	rc, err := clientcmd.BuildConfigFromFlags("", labCfg.Kubeconfig())
 	if err != nil {
@@ -63,11 +130,24 @@ func TestDrainMigratesOptedInConsumers(t *testing.T) {
 	}
 
 	kinds := []string{demo.KindDeployment, demo.KindStatefulSet}
+	if policy != nil {
+		var names []string
+		for _, kind := range kinds {
+			names = append(names, prefix+strings.ToLower(kind))
+		}
+		policy.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: names}}}
+		p := &v1alpha1.MigrationPolicy{ObjectMeta: metav1.ObjectMeta{Name: strings.TrimSuffix(prefix, "-")}, Spec: *policy}
+		if err := k8s.Create(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
+	}
 	results := make([]*demo.Result, len(kinds))
 	errs := make([]error, len(kinds))
 	var wg sync.WaitGroup
 	for i, kind := range kinds {
-		ns := "e2e-drain-" + strings.ToLower(kind)
+		ns := prefix + strings.ToLower(kind)
 		t.Cleanup(func() {
 			_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 		})
@@ -100,6 +180,7 @@ func TestDrainMigratesOptedInConsumers(t *testing.T) {
 		t.Fatal(derr)
 	}
 	wg.Wait()
+	var migrations []*v1alpha1.StatefulMigration
 	for i, kind := range kinds {
 		res := results[i]
 		if res != nil && res.Migration != nil {
@@ -109,6 +190,7 @@ func TestDrainMigratesOptedInConsumers(t *testing.T) {
 			t.Fatalf("%s: %v", kind, errs[i])
 		}
 		m := res.Migration
+		migrations = append(migrations, m)
 		if m.Status.Phase != v1alpha1.PhaseCompleted || m.Status.TargetNode != "node-b" || m.Labels[evacuation.LabelEvictedFrom] != "node-a" {
 			t.Errorf("%s: migration %s %s to %s, labels %v", kind, m.Name, m.Status.Phase, m.Status.TargetNode, m.Labels)
 		}
@@ -121,12 +203,13 @@ func TestDrainMigratesOptedInConsumers(t *testing.T) {
 			t.Errorf("%s: target %s: %v on %s, %s", kind, m.Status.TargetPod, err, target.Spec.NodeName, target.Status.Phase)
 		}
 	}
-	for _, want := range []string{"node node-a cordoned", "ms2m starts migrating pod e2e-drain-deployment/", "ms2m starts migrating pod e2e-drain-statefulset/consumer-0",
+	for _, want := range []string{"node node-a cordoned", "ms2m starts migrating pod " + prefix + "deployment/", "ms2m starts migrating pod " + prefix + "statefulset/consumer-0",
 		"migrated off node-a:", "node node-a drained"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the drain did not say %q", want)
 		}
 	}
+	return migrations, out.String()
 }
 
 func uncordon(t *testing.T, node string) {

@@ -581,6 +581,10 @@ type TransferStatus struct {
 	// RateBytesPerSecond is the measured transfer rate.
 	// +optional
 	RateBytesPerSecond int64 `json:"rateBytesPerSecond,omitempty"`
+	// ETASeconds is when the transfer should end at that rate, while it
+	// runs.
+	// +optional
+	ETASeconds int64 `json:"etaSeconds,omitempty"`
 	// PageBytes is the memory that moved apart from the checkpoint: the
 	// pages the target took from the source after its restore (PostCopy),
 	// or that the source's CRIU sent to the target's page server as it

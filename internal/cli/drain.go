@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -138,8 +137,8 @@ func (f *follower) look(ctx context.Context) {
 	for _, m := range list.Items {
 		key := m.Namespace + "/" + m.Name
 		state := string(m.Status.Phase)
-		queued := meta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionQueued)
-		if queued != nil && queued.Status == metav1.ConditionTrue && m.Status.Phase == v1alpha1.PhasePending {
+		queued := queuedMessage(&m.Status)
+		if queued != "" {
 			state += ", queued"
 		}
 		if m.Status.Phase == "" || f.seen[key] == state {
@@ -148,8 +147,8 @@ func (f *follower) look(ctx context.Context) {
 		f.seen[key] = state
 		line := fmt.Sprintf("migration %s (pod %s): %s", key, m.Spec.SourcePod, m.Status.Phase)
 		switch {
-		case strings.HasSuffix(state, ", queued"):
-			line += ", queued: " + queued.Message
+		case queued != "":
+			line += ", queued: " + queued
 		case m.Status.Phase == v1alpha1.PhaseCompleted:
 			line += fmt.Sprintf(", now %s on %s", m.Status.TargetPod, m.Status.TargetNode)
 		case m.Status.Phase == v1alpha1.PhaseFailed:

@@ -56,7 +56,7 @@ when omitted, from the pod's annotations (migration.ms2m.io/broker-url, /queue,
 			if !wait {
 				return nil
 			}
-			return watchStatus(ctx, e, c, client.ObjectKeyFromObject(m), true)
+			return watchStatus(ctx, e, c, client.ObjectKeyFromObject(m), true, "")
 		},
 	}
 	f := cmd.Flags()

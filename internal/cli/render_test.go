@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -84,5 +85,74 @@ func TestDrainSaysEachRetryOnce(t *testing.T) {
 		"evicting pod shop/c-1\npod shop/c-0 is off node-a\n"
 	if b.String() != want {
 		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func transferring(t0 time.Time) *v1alpha1.StatefulMigration {
+	m := &v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "m3", Namespace: "shop"},
+		Spec: v1alpha1.StatefulMigrationSpec{SourcePod: "consumer-2"}}
+	st := &m.Status
+	migration.EnterPhase(st, v1alpha1.PhasePending, t0)
+	migration.EnterPhase(st, v1alpha1.PhaseCheckpointing, t0.Add(10*time.Millisecond))
+	migration.EnterPhase(st, v1alpha1.PhaseTransferring, t0.Add(900*time.Millisecond))
+	st.SourceNode, st.TargetNode = "node-a", "node-b"
+	st.Plan = v1alpha1.MigrationPlan{Strategy: v1alpha1.StrategyShadowPod, MemoryTechnique: v1alpha1.MemoryStopAndCopy}
+	st.Transfer = &v1alpha1.TransferStatus{BytesTotal: 512 << 20, BytesTransferred: 128 << 20, BytesRemaining: 384 << 20, RateBytesPerSecond: 64 << 20}
+	return m
+}
+
+func TestFrameDrawsTheCurrentPhasesBar(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	out := Frame(transferring(t0), t0.Add(2900*time.Millisecond), 46)
+	for _, want := range []string{
+		"shop/m3  node-a -> node-b  ShadowPod, StopAndCopy\n",
+		"  v Checkpointing  890ms\n",
+		"  > Transferring   2s\n",
+		"    [########-------------------------]  25%\n",
+		"    128.0 MiB of 512.0 MiB (25%) at 64.0 MiB/s, 384.0 MiB left, ETA 6s\n",
+		"  . Restoring",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+}
+
+func TestViewsOffATerminal(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	m := transferring(t0)
+	var b strings.Builder
+	v, err := newView(&b, "", true) // a strings.Builder is no terminal
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.show(m, t0)
+	v.show(m, t0.Add(time.Second)) // nothing changed: no line
+	m.Status.Transfer.BytesTransferred = 256 << 20
+	v.show(m, t0.Add(2*time.Second))
+	if lines := strings.Count(b.String(), "\n"); lines != 2 || strings.Contains(b.String(), "\x1b[") {
+		t.Fatalf("want two plain lines:\n%q", b.String())
+	}
+	b.Reset()
+	v, _ = newView(&b, "json", true)
+	v.show(m, t0)
+	if !strings.Contains(b.String(), `"bytesTransferred": 268435456`) {
+		t.Fatalf("json: %s", b.String())
+	}
+	if _, err := newView(&b, "xml", true); err == nil {
+		t.Fatal("an unknown format must be refused")
+	}
+}
+
+func TestLiveViewRedrawsInPlace(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	v := &liveView{out: &b, width: 80}
+	m := transferring(t0)
+	v.show(m, t0)
+	first := strings.Count(b.String(), "\n")
+	v.show(m, t0.Add(time.Second))
+	if !strings.Contains(b.String(), fmt.Sprintf("\x1b[%dA\r\x1b[J", first)) {
+		t.Fatalf("the second frame does not replace the first:\n%q", b.String())
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -18,48 +17,58 @@ import (
 
 func newStatusCommand(e *env) *cobra.Command {
 	var watch bool
+	var output string
 	cmd := &cobra.Command{
 		Use:   "status NAME",
 		Short: "Show a migration's phases, durations and progress",
-		Args:  cobra.ExactArgs(1),
+		Long: `status shows a migration's plan, phases, durations and progress. With
+--watch it follows the migration until it ends: on a terminal the phases
+and a progress bar (bytes moved, rate and ETA while the checkpoint moves;
+messages replayed while the stream is handed over) are redrawn in place,
+elsewhere each change is a line; the summary follows at the end.`,
+		Example: `  kubectl migrate status consumer-0-x7k2q
+  kubectl migrate status consumer-0-x7k2q -w
+  kubectl migrate status consumer-0-x7k2q -o yaml`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ns, err := e.client()
 			if err != nil {
 				return err
 			}
-			return watchStatus(cmd.Context(), e, c, client.ObjectKey{Namespace: ns, Name: args[0]}, watch)
+			return watchStatus(cmd.Context(), e, c, client.ObjectKey{Namespace: ns, Name: args[0]}, watch, output)
 		},
 	}
-	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh until the migration ends")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "follow the migration until it ends")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "json or yaml: the StatefulMigration itself (with -w, each time it changes)")
 	return cmd
 }
 
-// watchStatus prints the migration, and with follow reprints it on every
-// change until it is Completed or Failed (failing then).
-func watchStatus(ctx context.Context, e *env, c client.Client, key client.ObjectKey, follow bool) error {
-	last := ""
+// watchStatus shows the migration, and with follow keeps showing it as it
+// changes until it is Completed or Failed (failing then): redrawn in place
+// with a progress bar on a terminal, a line per change elsewhere, or the
+// object itself in format json or yaml.
+func watchStatus(ctx context.Context, e *env, c client.Client, key client.ObjectKey, follow bool, format string) error {
+	v, err := newView(e.out, format, follow)
+	if err != nil {
+		return err
+	}
 	for {
 		m := &v1alpha1.StatefulMigration{}
 		if err := c.Get(ctx, key, m); err != nil {
 			return err
 		}
-		if text := Render(m, e.now()); text != last {
-			if last != "" {
-				fmt.Fprintln(e.out)
-			}
-			fmt.Fprint(e.out, text)
-			last = text
-		}
 		if !follow || m.Status.Phase.IsFinal() {
+			v.end(m, e.now())
 			if m.Status.Phase == v1alpha1.PhaseFailed {
 				return fmt.Errorf("migration %s failed: %s", m.Name, m.Status.FailureReason)
 			}
 			return nil
 		}
+		v.show(m, e.now())
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
@@ -80,8 +89,8 @@ func Render(m *v1alpha1.StatefulMigration, now time.Time) string {
 		fmt.Fprintf(&b, " (%s)", st.TargetNodeReason)
 	}
 	fmt.Fprintln(&b)
-	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionQueued); c != nil && c.Status == metav1.ConditionTrue {
-		fmt.Fprintf(&b, "Queued:     %s\n", c.Message)
+	if q := queuedMessage(st); q != "" {
+		fmt.Fprintf(&b, "Queued:     %s\n", q)
 	}
 	if st.Plan.Strategy != "" {
 		renderPlan(&b, &st.Plan)

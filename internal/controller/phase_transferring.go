@@ -43,6 +43,10 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 	// The archive's progress; pageBytes (the pages a Stream dump sent) stays.
 	t := st.Transfer
 	t.BytesTotal, t.BytesTransferred, t.BytesRemaining, t.RateBytesPerSecond = p.BytesTotal, p.BytesDone, max(p.BytesTotal-p.BytesDone, 0), p.BytesPerSecond
+	t.ETASeconds = 0
+	if t.RateBytesPerSecond > 0 && t.BytesRemaining > 0 {
+		t.ETASeconds = (t.BytesRemaining + t.RateBytesPerSecond - 1) / t.RateBytesPerSecond
+	}
 	switch op.State {
 	case agentapi.OpFailed:
 		return s.fail(v1alpha1.ReasonTransferFailed, "%s transfer of the checkpoint to %s: %s", st.Plan.TransferMode, st.TargetNode, op.Message)

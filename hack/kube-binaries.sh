@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the upstream Kubernetes binaries ms2m needs (kube-apiserver, etcd,
-# kube-controller-manager, kube-scheduler, kubelet) from the Go module proxy
-# and caches them outside the repo, keyed by version and link flags.
+# kube-controller-manager, kube-scheduler, kubelet; kubectl when
+# MS2M_KUBE_CMDS asks for it) from the Go module proxy and caches them
+# outside the repo, keyed by version and link flags.
 #
 #   hack/kube-binaries.sh [VERSION]   -> prints the bin dir on stdout
 #
@@ -41,7 +42,7 @@ for c in $CMDS; do
 done
 if [ -z "$missing" ]; then echo "$BIN"; exit 0; fi
 cd "$SRC"
-if [ ! -f go.mod ] || ! grep -q "k8s.io/kubernetes $KV" go.mod; then
+if [ ! -f go.mod ] || ! grep -q "k8s.io/kubernetes $KV" go.mod || ! grep -q "k8s.io/kubernetes/cmd/kubectl" go.mod; then
   log "writing tools module for kubernetes $KV (staging modules at $SV)"
   MODFILE=$(go mod download -json "k8s.io/kubernetes@$KV" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
   [ -f "$MODFILE" ] || { log "cannot download k8s.io/kubernetes@$KV from the module proxy"; exit 1; }
@@ -55,7 +56,7 @@ if [ ! -f go.mod ] || ! grep -q "k8s.io/kubernetes $KV" go.mod; then
       while read -r m; do printf '\t%s => %s %s\n' "$m" "$m" "$SV"; done
     echo ")"; echo
     echo "tool ("
-    for c in kube-apiserver kube-controller-manager kube-scheduler kubelet; do printf '\tk8s.io/kubernetes/cmd/%s\n' "$c"; done
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do printf '\tk8s.io/kubernetes/cmd/%s\n' "$c"; done
     echo ")"
   } > go.mod
   cat > etcd/main.go <<'GO'

@@ -216,6 +216,10 @@ func (c *Config) Runc() string {
 // PathDir holds what containerd's PATH must find first (the criu wrapper).
 func (c *Config) PathDir() string { return c.path("bin") }
 
+// ToolsDir holds kubectl-migrate (and kubectl, where the host has none);
+// `ms2m lab env` puts it first in PATH.
+func (c *Config) ToolsDir() string { return c.path("tools") }
+
 // ControlPlane returns the control plane's parameters.
 func (c *Config) ControlPlane() controlplane.Params {
 	return controlplane.Params{
@@ -275,6 +279,7 @@ func (c *Config) Env() []string {
 	r := c.RabbitMQ()
 	return []string{
 		"export KUBECONFIG=" + c.Kubeconfig(),
+		"export PATH=" + c.ToolsDir() + ":$PATH",
 		"export MS2M_REGISTRY=" + c.Registry(),
 		"export MS2M_REGISTRY_FROM_PODS=" + c.RegistryFromPods(),
 		"export MS2M_APISERVER_FROM_PODS=" + c.APIServerFromPods(),

@@ -121,6 +121,7 @@ func Up(ctx context.Context, c *Config, o Options) error {
 			c.RuntimeHandler = bin
 			return c.save()
 		}},
+		{"kubectl and the kubectl migrate plugin", func() error { return installTools(ctx, c, o.Repo, p.logf) }},
 		{"rabbitmq-server " + rabbitmq.Version(), func() error {
 			root, err := rabbitmq.Install(ctx, p.logf, o.Repo)
 			if err != nil {
@@ -483,4 +484,39 @@ func buildRuntimeHandler(ctx context.Context, c *Config, repo string) (string, e
 		return "", fmt.Errorf("go build ./cmd/ms2m-runtime: %w: %s", err, out)
 	}
 	return bin, os.Rename(bin+".new", bin)
+}
+
+// installTools puts kubectl-migrate (and kubectl, where the host has none)
+// into the lab's tools directory, which `ms2m lab env` puts first in PATH:
+// the README's `kubectl migrate ...` lines work after `make demo`.
+func installTools(ctx context.Context, c *Config, repo string, logf func(string, ...any)) error {
+	dir := c.ToolsDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if repo == "" {
+		logf("kubectl-migrate not built (no source tree)")
+	} else {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "kubectl-migrate"), "./cmd/kubectl-migrate")
+		cmd.Dir = repo
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build ./cmd/kubectl-migrate: %w: %s", err, out)
+		}
+	}
+	if path, err := exec.LookPath("kubectl"); err == nil {
+		logf("kubectl: the host's (%s)", path)
+		return nil
+	}
+	script := ""
+	if repo != "" {
+		script = filepath.Join(repo, "hack", "kube-binaries.sh")
+	}
+	bin, err := deps.Kube(ctx, deps.KubeOptions{Version: c.KubeVersion, Cache: c.Cache, Script: script, Commands: []string{"kubectl"}, Logf: logf})
+	if err != nil {
+		return err
+	}
+	link := filepath.Join(dir, "kubectl")
+	_ = os.Remove(link)
+	logf("kubectl %s built from the module proxy", c.KubeVersion)
+	return os.Symlink(filepath.Join(bin, "kubectl"), link)
 }

@@ -57,7 +57,9 @@ type KubeOptions struct {
 	// Script is hack/kube-binaries.sh of the repository; empty when the
 	// lab runs outside one, and then only an existing build is used.
 	Script string
-	Logf   func(format string, args ...any)
+	// Commands are the binaries to build (default KubeCommands).
+	Commands []string
+	Logf     func(format string, args ...any)
 }
 
 // KubeCommands are the Kubernetes binaries the lab runs.
@@ -71,9 +73,12 @@ func Kube(ctx context.Context, o KubeOptions) (string, error) {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
+	if o.Commands == nil {
+		o.Commands = KubeCommands
+	}
 	if o.Script == "" {
 		dir := filepath.Join(o.Cache, "k8s", o.Version, "bin")
-		for _, c := range KubeCommands {
+		for _, c := range o.Commands {
 			if _, err := os.Stat(filepath.Join(dir, c)); err != nil {
 				return "", fmt.Errorf("%s %s is not built and hack/kube-binaries.sh is not found: run ms2m from the repository", c, o.Version)
 			}
@@ -81,7 +86,7 @@ func Kube(ctx context.Context, o KubeOptions) (string, error) {
 		return dir, nil
 	}
 	cmd := exec.CommandContext(ctx, o.Script, o.Version)
-	cmd.Env = append(os.Environ(), "MS2M_CACHE="+o.Cache, "MS2M_KUBE_CMDS="+strings.Join(KubeCommands, " "))
+	cmd.Env = append(os.Environ(), "MS2M_CACHE="+o.Cache, "MS2M_KUBE_CMDS="+strings.Join(o.Commands, " "))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return "", err

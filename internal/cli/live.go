@@ -147,7 +147,7 @@ func progressText(st *v1alpha1.StatefulMigrationStatus) string {
 		}
 	case v1alpha1.PhaseReplaying, v1alpha1.PhaseFinalizing:
 		if msg := st.Messages; msg != nil && msg.Buffered > 0 {
-			return fmt.Sprintf("%d of %d buffered message(s) replayed, %d remaining", msg.Replayed, msg.Buffered, msg.Remaining)
+			return fmt.Sprintf("%d of %d buffered message(s) replayed, %d remaining", replayed(msg), msg.Buffered, msg.Remaining)
 		}
 	case v1alpha1.PhaseCheckpointing:
 		if ck := st.Checkpoint; ck != nil && ck.SizeBytes > 0 {
@@ -204,7 +204,7 @@ func phaseBar(st *v1alpha1.StatefulMigrationStatus, width int) string {
 		}
 	case v1alpha1.PhaseReplaying, v1alpha1.PhaseFinalizing:
 		if msg := st.Messages; msg != nil {
-			done, total = msg.Replayed, msg.Buffered
+			done, total = replayed(msg), msg.Buffered
 		}
 	}
 	if total <= 0 {
@@ -226,4 +226,10 @@ func queuedMessage(st *v1alpha1.StatefulMigrationStatus) string {
 		}
 	}
 	return ""
+}
+
+// replayed is how much of the buffer the target has taken: what it
+// reported, or what has left the replay queue.
+func replayed(msg *v1alpha1.MessageStatus) int64 {
+	return max(msg.Replayed, msg.Buffered-msg.Remaining, 0)
 }

@@ -20,9 +20,23 @@ var (
 	}, []string{"phase", "strategy"})
 	migrationSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "ms2m_migration_duration_seconds",
-		Help:    "Total time of completed migrations.",
+		Help:    "Total time of completed migrations, by technique.",
 		Buckets: prometheus.ExponentialBuckets(0.25, 2, 12),
-	}, []string{"strategy", "transfer"})
+	}, techniqueLabels)
+	freezeSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ms2m_freeze_seconds",
+		Help:    "How long the checkpoint froze the source, by technique.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+	}, techniqueLabels)
+	unavailableSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ms2m_unavailable_seconds",
+		Help:    "How long the workload had no ready endpoint in its Services during the cutover, by technique (0 for a ShadowPod migration).",
+		Buckets: append([]float64{0}, prometheus.ExponentialBuckets(0.01, 2, 14)...),
+	}, techniqueLabels)
+	transferredBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ms2m_transferred_bytes_total",
+		Help: "Bytes of checkpoints (and pages moved apart from them) that completed migrations moved between nodes, by technique.",
+	}, techniqueLabels)
 	handoffGapSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "ms2m_handoff_gap_seconds",
 		Help:    "From the source stopping to the target consuming the primary queue.",
@@ -44,8 +58,16 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(migrationsTotal, phaseSeconds, migrationSeconds,
-		handoffGapSeconds, checkpointBytes, replayedMessages, reconcileRetries)
+	metrics.Registry.MustRegister(migrationsTotal, phaseSeconds, migrationSeconds, freezeSeconds, unavailableSeconds, transferredBytes,
+		handoffGapSeconds, checkpointBytes, replayedMessages, reconcileRetries, running)
+}
+
+// techniqueLabels are the plan's choices a completed migration's
+// measures are broken down by.
+var techniqueLabels = []string{"strategy", "transfer", "memory", "handoff"}
+
+func techniques(p *v1alpha1.MigrationPlan) []string {
+	return []string{string(p.Strategy), string(p.TransferMode), string(p.MemoryTechnique), string(p.Handoff)}
 }
 
 func observePhaseTransition(m *v1alpha1.StatefulMigration, from v1alpha1.Phase) {
@@ -65,8 +87,18 @@ func observeCompletion(m *v1alpha1.StatefulMigration) {
 		return
 	}
 	migrationsTotal.WithLabelValues("completed", strategy, "").Inc()
+	by := techniques(&st.Plan)
 	if st.TotalDuration != nil {
-		migrationSeconds.WithLabelValues(strategy, string(st.Plan.TransferMode)).Observe(st.TotalDuration.Seconds())
+		migrationSeconds.WithLabelValues(by...).Observe(st.TotalDuration.Seconds())
+	}
+	if st.Checkpoint != nil && st.Checkpoint.FreezeDuration != nil {
+		freezeSeconds.WithLabelValues(by...).Observe(st.Checkpoint.FreezeDuration.Seconds())
+	}
+	if st.Downtime != nil && st.Downtime.Unavailable != nil {
+		unavailableSeconds.WithLabelValues(by...).Observe(st.Downtime.Unavailable.Seconds())
+	}
+	if t := st.Transfer; t != nil {
+		transferredBytes.WithLabelValues(by...).Add(float64(t.BytesTransferred + t.PageBytes))
 	}
 	if st.Downtime != nil && st.Downtime.HandoffGap != nil {
 		handoffGapSeconds.WithLabelValues(strategy).Observe(st.Downtime.HandoffGap.Seconds())

@@ -181,6 +181,8 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 	if r.APIReader == nil {
 		r.APIReader = mgr.GetAPIReader()
 	}
+	// The scrape reads the migrations this manager caches.
+	running.use(mgr.GetClient())
 	podToMigration := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		name := o.GetLabels()[render.LabelMigration]
 		if name == "" {

@@ -24,7 +24,9 @@ func benchCommand() *cobra.Command {
 		retry, noUp, dryRun       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "bench",
+		Use: "bench",
+		Example: `  ms2m bench --preset quick --out /tmp/bench
+  ms2m bench --preset memory --out docs/bench/memory --no-up`,
 		Short: "Measure every migration mode across message rates and state sizes in the lab; CSV, report and plots",
 		Long: `Runs the matrix of a preset (internal/bench/matrix.yaml, or --config): every
 mode × message rate × consumer state size × repetition is one migration under
@@ -123,8 +125,9 @@ every mode with the stop-and-copy baseline and the MS2M configuration.
 func benchReportCommand() *cobra.Command {
 	var in string
 	cmd := &cobra.Command{
-		Use:   "report",
-		Short: "Regenerate report.md and the plots from a results directory's CSV",
+		Use:     "report",
+		Example: `  ms2m bench report --out docs/bench/memory`,
+		Short:   "Regenerate report.md and the plots from a results directory's CSV",
 		RunE: func(*cobra.Command, []string) error {
 			if err := bench.WriteReport(in); err != nil {
 				return err

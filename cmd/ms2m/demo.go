@@ -19,7 +19,10 @@ func demoCommand() *cobra.Command {
 		noUp                                                                         bool
 	)
 	cmd := &cobra.Command{
-		Use:   "demo",
+		Use: "demo",
+		Example: `  ms2m demo --workload Deployment
+  ms2m demo --workload StatefulSet --no-up --transfer Direct --state 512Mi
+  ms2m demo --workload Deployment --rate 120 --handoff Handoff`,
 		Short: "Bring up the lab, deploy ms2m and a live consumer/producer, migrate the consumer, and report",
 		Long: `The demo migration: a consumer fed by a producer at --rate msg/s moves from node-a
 to node-b while HTTP probes (every 10 ms, 1 s timeout) and the message digest

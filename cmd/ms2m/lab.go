@@ -16,7 +16,10 @@ import (
 
 func labCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "lab",
+		Use: "lab",
+		Example: `  ms2m lab up
+  eval "$(ms2m lab env)"
+  ms2m lab down`,
 		Short: "A real two-node Kubernetes lab on this machine (MS2M_LAB_DIR, default /var/tmp/ms2m-lab)",
 	}
 	dir := func() string {
@@ -29,7 +32,9 @@ func labCommand() *cobra.Command {
 	var repo, containerd string
 	var noHandler bool
 	up := &cobra.Command{
-		Use:   "up",
+		Use: "up",
+		Example: `  ms2m lab up
+  ms2m lab up --containerd 2.1 --no-runtime-handler`,
 		Short: "Bring the lab up (idempotent); the first run builds Kubernetes (~15 min)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := lab.Default()
@@ -58,8 +63,9 @@ func labCommand() *cobra.Command {
 
 	var keep bool
 	down := &cobra.Command{
-		Use:   "down",
-		Short: "Stop the lab and leave the host as it was (also cleans a half-made lab)",
+		Use:     "down",
+		Example: `  ms2m lab down`,
+		Short:   "Stop the lab and leave the host as it was (also cleans a half-made lab)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return lab.Down(cmd.Context(), dir(), lab.Options{Out: os.Stderr}, keep)
 		},
@@ -68,8 +74,9 @@ func labCommand() *cobra.Command {
 
 	var asJSON bool
 	status := &cobra.Command{
-		Use:   "status",
-		Short: "What runs, what is unhealthy, and the capability report; exits 1 when unhealthy",
+		Use:     "status",
+		Example: `  ms2m lab status`,
+		Short:   "What runs, what is unhealthy, and the capability report; exits 1 when unhealthy",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := lab.GetStatus(cmd.Context(), dir())
 			if err != nil {
@@ -93,8 +100,9 @@ func labCommand() *cobra.Command {
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
 	env := &cobra.Command{
-		Use:   "env",
-		Short: "Print the lab's addresses as shell exports: eval \"$(ms2m lab env)\"",
+		Use:     "env",
+		Example: `  eval "$(ms2m lab env)"; kubectl get nodes`,
+		Short:   "Print the lab's addresses as shell exports: eval \"$(ms2m lab env)\"",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := lab.Load(dir())
 			if err != nil {
@@ -108,8 +116,9 @@ func labCommand() *cobra.Command {
 	var tag string
 	var only []string
 	imgs := &cobra.Command{
-		Use:   "images",
-		Short: "Build the project's binaries (cmd/, examples/, lab apps) into images and push them to the lab registry",
+		Use:     "images",
+		Example: `  ms2m lab images`,
+		Short:   "Build the project's binaries (cmd/, examples/, lab apps) into images and push them to the lab registry",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := lab.Load(dir())
 			if err != nil {
@@ -125,8 +134,9 @@ func labCommand() *cobra.Command {
 
 	var out string
 	snap := &cobra.Command{
-		Use:   "snapshot",
-		Short: "Record the host state the lab touches (mounts, cgroups, links, routes, netns, nft, sysctls, files) as JSON",
+		Use:     "snapshot",
+		Example: `  ms2m lab snapshot`,
+		Short:   "Record the host state the lab touches (mounts, cgroups, links, routes, netns, nft, sysctls, files) as JSON",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := lab.Default()
 			if err != nil {
@@ -146,8 +156,9 @@ func labCommand() *cobra.Command {
 	}
 	snap.Flags().StringVarP(&out, "output", "o", "", "file to write (default stdout)")
 	deployCmd := &cobra.Command{
-		Use:   "deploy",
-		Short: "Build the images and install ms2m (manager, agents, CRD) into the lab from config/",
+		Use:     "deploy",
+		Example: `  ms2m lab deploy`,
+		Short:   "Build the images and install ms2m (manager, agents, CRD) into the lab from config/",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := lab.Load(dir())
 			if err != nil {

@@ -24,10 +24,14 @@ func main() {
 	ctrllog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := &cobra.Command{Use: "ms2m", Short: "Live migration of stateful, message-driven pods: the lab", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(labCommand(), demoCommand(), benchCommand(), runtimeHandlerCommand())
-	if err := root.ExecuteContext(ctx); err != nil {
+	if err := newRoot().ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{Use: "ms2m", Short: "Live migration of stateful, message-driven pods: the lab", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(labCommand(), demoCommand(), benchCommand(), runtimeHandlerCommand())
+	return root
 }

@@ -16,6 +16,7 @@ func runtimeHandlerCommand() *cobra.Command {
 	var node string
 	cmd := &cobra.Command{
 		Use:       "runtime-handler-config containerd|crio|handler",
+		Example:   `  ms2m runtime-handler-config containerd >> /etc/containerd/config.toml`,
 		Short:     "Print the configuration that registers ms2m's runtime handler with a node's runtime, or the handler's own",
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"containerd", "crio", "handler"},

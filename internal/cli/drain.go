@@ -100,7 +100,7 @@ func Drain(ctx context.Context, cfg *rest.Config, c client.Client, node string, 
 	err = drain.RunNodeDrain(h, node)
 	stop()
 	wg.Wait()
-	f.look(ctx) // the last phases
+	f.look() // the last phases
 	f.summary()
 	if err != nil {
 		return fmt.Errorf("draining %s: %w", node, err)
@@ -118,17 +118,21 @@ type follower struct {
 	last []v1alpha1.StatefulMigration
 }
 
-func (f *follower) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		f.look(ctx)
+// run looks every half second until stop ends. A look is never cut off
+// midway (client-go would print the cancelled read on the user's terminal).
+func (f *follower) run(stop context.Context) {
+	for stop.Err() == nil {
+		f.look()
 		select {
-		case <-ctx.Done():
+		case <-stop.Done():
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }
 
-func (f *follower) look(ctx context.Context) {
+func (f *follower) look() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	var list v1alpha1.StatefulMigrationList
 	if err := f.c.List(ctx, &list, client.MatchingLabels{evacuation.LabelEvictedFrom: f.node}); err != nil {
 		return

@@ -21,7 +21,9 @@ func newPodCommand(e *env) *cobra.Command {
 		stream                               StreamFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "pod NAME --to NODE",
+		Use: "pod NAME --to NODE",
+		Example: `  kubectl migrate pod consumer-0 --to node-b --wait
+  kubectl migrate pod consumer-0 --to node-b --transfer Direct --queue orders --broker-url amqp://rabbitmq:5672/`,
 		Short: "Migrate a pod to another node",
 		Long: `Creates a StatefulMigration for the pod. Broker settings come from the flags or,
 when omitted, from the pod's annotations (migration.ms2m.io/broker-url, /queue,
@@ -79,9 +81,10 @@ when omitted, from the pod's annotations (migration.ms2m.io/broker-url, /queue,
 
 func newCancelCommand(e *env) *cobra.Command {
 	return &cobra.Command{
-		Use:   "cancel NAME",
-		Short: "Abort a migration: before cutover it rolls back and the source keeps serving",
-		Args:  cobra.ExactArgs(1),
+		Use:     "cancel NAME",
+		Example: `  kubectl migrate cancel consumer-0-x7k2q`,
+		Short:   "Abort a migration: before cutover it rolls back and the source keeps serving",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ns, err := e.client()
 			if err != nil {

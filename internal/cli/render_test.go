@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +155,14 @@ func TestLiveViewRedrawsInPlace(t *testing.T) {
 	v.show(m, t0.Add(time.Second))
 	if !strings.Contains(b.String(), fmt.Sprintf("\x1b[%dA\r\x1b[J", first)) {
 		t.Fatalf("the second frame does not replace the first:\n%q", b.String())
+	}
+}
+
+// Every kubectl migrate command shows an example in its --help.
+func TestEveryPluginCommandHasAnExample(t *testing.T) {
+	for _, c := range NewCommand(io.Discard).Commands() {
+		if c.Runnable() && c.Example == "" {
+			t.Errorf("%q has no example in its --help", c.CommandPath())
+		}
 	}
 }

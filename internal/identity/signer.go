@@ -12,6 +12,7 @@ import (
 
 	certv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -55,8 +56,19 @@ func (s *Signer) SetupWithManager(mgr ctrl.Manager) error {
 		For(&certv1.CertificateSigningRequest{}, builder.WithPredicates(ours)).Complete(s)
 }
 
-// Reconcile decides a pending request, then signs an approved one.
+// Reconcile decides a pending request, then signs an approved one. A
+// conflict (the request changed since it was read: the agent's certificate
+// manager or the API server wrote it) is no error: that change brings the
+// request back.
 func (s *Signer) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	res, err := s.decide(ctx, req)
+	if apierrors.IsConflict(err) {
+		return reconcile.Result{}, nil
+	}
+	return res, err
+}
+
+func (s *Signer) decide(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	csr := &certv1.CertificateSigningRequest{}
 	if err := s.Client.Get(ctx, req.NamespacedName, csr); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)

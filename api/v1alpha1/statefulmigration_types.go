@@ -497,6 +497,15 @@ type MigrationPlan struct {
 	// +optional
 	MemoryTechniqueReason string `json:"memoryTechniqueReason,omitempty"`
 
+	// FreshContainers are the pod's containers other than the migrated one
+	// (init containers, sidecars, other containers): the target runs them
+	// anew, as on any node, without their memory; FreshContainersReason
+	// says so, or that there are none.
+	// +optional
+	FreshContainers []string `json:"freshContainers,omitempty"`
+	// +optional
+	FreshContainersReason string `json:"freshContainersReason,omitempty"`
+
 	// Policy is the MigrationPolicy that governed this migration ("" when
 	// none selects its pod); PolicyGeneration is the generation it had
 	// when the plan was resolved. A policy changed since does not change

@@ -191,6 +191,7 @@ func renderPlan(b *strings.Builder, p *v1alpha1.MigrationPlan) {
 		{"transfer", string(p.TransferMode), p.TransferModeReason},
 		{"handoff", string(p.Handoff), p.HandoffReason},
 		{"replay", string(p.ReplayMode), p.ReplayModeReason},
+		{"fresh", strings.Join(p.FreshContainers, ", "), p.FreshContainersReason},
 		{"policy", policyName(p), ""},
 		{"timeouts", timeoutsLine(p.Timeouts), p.TimeoutsReason},
 	} {

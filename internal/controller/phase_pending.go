@@ -80,7 +80,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	in := migration.PlanInputs{Spec: spec, OwnerKind: wl.Kind, SwapLeg: isSwap(m),
 		Source: pod.Spec.NodeName, Target: placement.Node, SourceRuntimeClass: ptrOr(pod.Spec.RuntimeClassName),
 		Repository: r.Options.DefaultCheckpointRepository, Broker: s.hasBroker(),
-		Policy: pol, MemoryBytes: memoryOf(pod, container)}
+		Policy: pol, MemoryBytes: memoryOf(pod, container), Container: container, OtherContainers: otherContainers(pod, container)}
 	if in.TargetAgent, err = r.Agents.Ready(ctx, placement.Node); err != nil {
 		return s.fail(v1alpha1.ReasonAgentUnavailable, "target node %s: %v", placement.Node, err)
 	}
@@ -302,7 +302,8 @@ func pickContainer(pod *corev1.Pod, want string) (string, error) {
 		return names[0], nil
 	}
 	return "", &reasonError{v1alpha1.ReasonContainerAmbiguous,
-		fmt.Sprintf("pod %q has %d containers (%s): set spec.containerName", pod.Name, len(names), strings.Join(names, ", "))}
+		fmt.Sprintf("pod %q has %d containers (%s): set spec.containerName to the one whose memory moves (ms2m moves one container's memory; the others start fresh on the target)",
+			pod.Name, len(names), strings.Join(names, ", "))}
 }
 
 func podState(p *corev1.Pod) string {
@@ -346,6 +347,25 @@ func podAddresses(p *corev1.Pod) []string {
 	}
 	if p.Spec.HostNetwork && p.Status.HostIP != "" {
 		out = append(out, p.Status.HostIP)
+	}
+	return out
+}
+
+// otherContainers lists the pod's containers besides the migrated one:
+// "init:NAME" for an init container, "sidecar:NAME" for a restartable one.
+func otherContainers(pod *corev1.Pod, container string) []string {
+	var out []string
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			out = append(out, "sidecar:"+c.Name)
+		} else {
+			out = append(out, "init:"+c.Name)
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name != container {
+			out = append(out, c.Name)
+		}
 	}
 	return out
 }

@@ -51,12 +51,21 @@ type Workload struct {
 	// carry (it holds open files by path, not volume contents), so the pod
 	// cannot be restored on another node.
 	Journal string
+	// Sidecar, if set, is the lab's counter image: the pod gets an init
+	// container (counter -once) and a second container, "counter", which
+	// keeps a count in memory and answers on port 8081.
+	Sidecar string
 }
 
 func (w Workload) labels() map[string]string { return map[string]string{"app": w.Name} }
 
 func (w Workload) podSpec() corev1.PodSpec {
 	spec := w.baseSpec()
+	if w.Sidecar != "" {
+		spec.InitContainers = append(spec.InitContainers, corev1.Container{Name: "init", Image: w.Sidecar, Args: []string{"-once"}})
+		spec.Containers = append(spec.Containers, corev1.Container{Name: "counter", Image: w.Sidecar, Args: []string{"-listen", ":8081"},
+			Ports: []corev1.ContainerPort{{Name: "counter", ContainerPort: 8081}}})
+	}
 	if w.Journal != "" {
 		c := &spec.Containers[0]
 		c.Env = append(c.Env, corev1.EnvVar{Name: "MS2M_JOURNAL", Value: "/scratch/" + w.Journal})

@@ -32,6 +32,10 @@ type PlanInputs struct {
 	// none does). Spec already carries its defaults (policy.ApplyDefaults);
 	// the plan records it and is refused what it does not allow.
 	Policy *v1alpha1.MigrationPolicy
+	// Container is the migrated container; OtherContainers the pod's
+	// others, as "init:NAME", "sidecar:NAME" or "NAME".
+	Container       string
+	OtherContainers []string
 	// MemoryBytes is the source container's memory limit, or its request
 	// without one (0 without either): a policy's completionTimeoutPerGiB
 	// scales with it.
@@ -106,6 +110,7 @@ func ResolvePlan(in PlanInputs) (v1alpha1.MigrationPlan, *Refusal) {
 	if fail != "" {
 		return p, &Refusal{v1alpha1.ReasonNoMemoryTechnique, fail}
 	}
+	p.FreshContainers, p.FreshContainersReason = ResolveFreshContainers(in.Container, in.OtherContainers)
 	p.ReplayCutoffSeconds = int32(spec.ReplayCutoff().Seconds())
 	timeouts, why := ResolveTimeouts(spec, in.Policy, in.MemoryBytes)
 	p.Timeouts, p.TimeoutsReason = &timeouts, why

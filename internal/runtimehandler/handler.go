@@ -156,16 +156,20 @@ func (h *Handler) create(inv Invocation, args []string) int {
 		return h.passThrough(args)
 	}
 	key, isContainer := containerKey(spec.Annotations)
-	want := spec.Annotations[AnnotationRestore]
-	if want == "" && spec.Process != nil {
+	if !isContainer {
+		return h.passThrough(args)
+	}
+	// The container to restore carries the checkpoint's ID in its
+	// environment, which every runtime passes on. The pod's annotation
+	// names it for every container of the pod, init containers and
+	// sidecars included: those start fresh, as on any node.
+	want := ""
+	if spec.Process != nil {
 		for _, e := range spec.Process.Env {
 			if v, ok := strings.CutPrefix(e, staging.EnvRestore+"="); ok {
 				want = v
 			}
 		}
-	}
-	if !isContainer {
-		return h.passThrough(args)
 	}
 	meta, err := h.layout().Staged(key)
 	if errors.Is(err, staging.ErrNotStaged) && want == "" {

@@ -28,13 +28,18 @@ func newHandler(t *testing.T) (*Handler, *recorder) {
 }
 
 // bundle writes a config.json as containerd's CRI plugin does for a pod's
-// container.
+// container; one whose pod names a checkpoint is the restored container.
 func bundle(t *testing.T, ann map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	_ = os.Mkdir(filepath.Join(dir, "rootfs"), 0o755)
 	_ = os.WriteFile(filepath.Join(dir, "rootfs", "stale"), []byte("x"), 0o644)
 	s := specs.Spec{Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{Args: []string{"/app"}}, Annotations: ann}
+	if id := ann[AnnotationRestore]; id != "" {
+		// ms2m's target pod names the checkpoint in the restored
+		// container's environment too (render.TargetPod).
+		s.Process.Env = []string{staging.EnvRestore + "=" + id}
+	}
 	b, _ := json.Marshal(s)
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
 		t.Fatal(err)
@@ -267,5 +272,30 @@ func TestRestoreMarkerInTheEnvironment(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(b, "config.json"), raw, 0o644)
 	if code := h.Main(createArgs(b, "env1")); code == 0 {
 		t.Fatal("a container marked for restore started fresh with nothing staged")
+	}
+}
+
+// The other containers of a restored pod (init containers, sidecars) see
+// the pod's annotation but not the checkpoint in their environment: they
+// start fresh at once, as on any node, and do not wait for a checkpoint
+// that is not theirs.
+func TestOtherContainersOfARestoredPodStartFresh(t *testing.T) {
+	h, rec := newHandler(t)
+	h.Config.StageWaitSeconds = 30
+	for _, ctr := range []string{"init-config", "log-shipper"} {
+		ann := criAnnotations("shop", "orders-0-shadow", ctr)
+		ann[AnnotationRestore] = "mig-11"
+		b := t.TempDir()
+		_ = os.Mkdir(filepath.Join(b, "rootfs"), 0o755)
+		raw, _ := json.Marshal(specs.Spec{Root: &specs.Root{Path: "rootfs"}, Annotations: ann, Process: &specs.Process{Args: []string{"/bin/sh"}}})
+		_ = os.WriteFile(filepath.Join(b, "config.json"), raw, 0o644)
+		start := time.Now()
+		if code := h.Main(createArgs(b, ctr)); code != 0 {
+			t.Fatalf("%s: exit %d", ctr, code)
+		}
+		last := rec.execs[len(rec.execs)-1]
+		if slices.Contains(last, "restore") || !slices.Contains(last, "create") || time.Since(start) > 10*time.Second {
+			t.Fatalf("%s: exec %q after %s", ctr, last, time.Since(start))
+		}
 	}
 }

@@ -24,17 +24,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// AnnotationRestore, on a pod (passed through to its containers by the
-// runtime's pod_annotations), names the checkpoint its containers must be
-// restored from: a container so marked with nothing staged for it fails to
-// be created instead of starting fresh with no state.
+// AnnotationRestore, on a pod, names the checkpoint the pod is restored
+// from (for people and tools; the runtime handler goes by EnvRestore).
 const AnnotationRestore = "migration.ms2m.io/restore"
 
-// EnvRestore carries the same on the restored container's environment,
-// which every runtime passes to the OCI spec whatever its annotation
-// settings: a runtime that does not pass the annotation through must not
-// make a target start fresh, without its state, unnoticed. The restored
-// process keeps its checkpointed environment and never sees it.
+// EnvRestore, in the environment of the one container of a target pod that
+// is restored, names its checkpoint: every runtime passes the environment
+// to the OCI spec, so such a container with nothing staged for it fails to
+// be created instead of starting fresh with no state. The pod's other
+// containers (init containers, sidecars) lack it and start fresh. The
+// restored process keeps its checkpointed environment and never sees it.
 const EnvRestore = "MS2M_RESTORE_CHECKPOINT"
 
 // Files of a staged checkpoint, as the kubelet's checkpoint archive names

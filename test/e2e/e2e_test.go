@@ -76,6 +76,9 @@ type scenario struct {
 	strategy  v1alpha1.MigrationStrategy
 	journal   string // see demo.Workload.Journal
 	state     string // the consumer's in-memory state (default 1Mi)
+	// sidecar: the pod gets an init container and a second container
+	// (demo.Workload.Sidecar)
+	sidecar bool
 	// during sees the migration while it runs (see demo.Options.During)
 	during func(ctx context.Context, m *v1alpha1.StatefulMigration)
 }
@@ -113,7 +116,7 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	res, err := demo.Run(ctx, demo.Options{
 		Client: k8s, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), Exchange: "e2e",
 		Workload: demo.Workload{Kind: sc.kind, Namespace: ns, Name: "consumer", Image: sc.image, AMQPURL: rmq.AMQPURL(),
-			Queue: ns, Delay: sc.delay, StateBytes: sc.state, Prefetch: sc.prefetch, Node: "node-a", Env: sc.env, Grace: sc.grace},
+			Queue: ns, Delay: sc.delay, StateBytes: sc.state, Prefetch: sc.prefetch, Node: "node-a", Env: sc.env, Grace: sc.grace, Sidecar: sidecarImage(sc.sidecar)},
 		Spec: sc.spec, Rate: sc.rate, Burst: sc.burst, Routes: sc.routes, RestartProducer: sc.restart, Warmup: sc.warmup, Settle: 2 * time.Second,
 		Timeout: 4 * time.Minute, Out: testWriter{t}, During: sc.during,
 	})
@@ -584,4 +587,11 @@ func runtimeImages(t *testing.T, node, image string) []string {
 		}
 	}
 	return out
+}
+
+func sidecarImage(want bool) string {
+	if !want {
+		return ""
+	}
+	return images["counter"]
 }

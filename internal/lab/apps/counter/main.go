@@ -52,8 +52,13 @@ type held struct {
 
 func main() {
 	addr := flag.String("listen", ":8080", "listen address")
+	once := flag.Bool("once", false, "print the process's incarnation and exit (an init container)")
 	flag.Parse()
 	host, _ := os.Hostname()
+	if *once {
+		fmt.Printf("init %s-%d done\n", host, time.Now().UnixNano())
+		return
+	}
 	s := &state{Boot: fmt.Sprintf("%s-%d", host, time.Now().UnixNano()), PID: os.Getpid(), Started: time.Now().UTC()}
 	go func() {
 		for range time.Tick(100 * time.Millisecond) {

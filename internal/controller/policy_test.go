@@ -166,3 +166,66 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// Migrations created at once under a limit of one: the manager reconciles
+// several migrations in parallel, and still only one holds the slot at any
+// time; the others start one after another as each ends.
+func TestPolicyLimitHoldsForMigrationsCreatedAtOnce(t *testing.T) {
+	w := newWorld(t)
+	pods := []string{"p-0", "p-1", "p-2"}
+	for _, p := range pods {
+		w.plainPod(p)
+	}
+	w.policyFor(v1alpha1.MigrationPolicySpec{Limits: &v1alpha1.MigrationLimits{ParallelMigrationsPerCluster: ptr.To[int32](1)}})
+	w.sim.hold("checkpoint")
+	w.startManager()
+	var names []string
+	for _, p := range pods {
+		name := w.b.Name("m-" + p)
+		names = append(names, name)
+		w.migration(name, p, withoutBroker)
+	}
+	running := func() (n int, phases []string) {
+		for _, name := range names {
+			ph := w.get(name).Status.Phase
+			phases = append(phases, string(ph))
+			if ph != "" && ph != v1alpha1.PhasePending && !ph.IsFinal() {
+				n++
+			}
+		}
+		return n, phases
+	}
+	// While the first is held in Checkpointing, nothing else starts.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if n, phases := running(); n > 1 {
+			t.Fatalf("%d migrations run at once under a limit of 1: %v", n, phases)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n, phases := running(); n != 1 {
+		t.Fatalf("%d migrations run, want the one held: %v", n, phases)
+	}
+	w.sim.release("checkpoint")
+	for _, name := range names {
+		w.waitCompleted(name)
+	}
+	// One after another: each started after the one before it ended.
+	type span struct{ start, end time.Time }
+	var spans []span
+	for _, name := range names {
+		m := w.get(name)
+		s := span{start: phaseTiming(m, v1alpha1.PhaseCheckpointing).Start.Time}
+		if e := phaseTiming(m, v1alpha1.PhaseFinalizing).End; e != nil {
+			s.end = e.Time
+		}
+		spans = append(spans, s)
+	}
+	for i := range spans {
+		for j := range spans {
+			if i != j && spans[i].start.Before(spans[j].end) && spans[j].start.Before(spans[i].end) {
+				t.Errorf("%s and %s overlapped: %v / %v", names[i], names[j], spans[i], spans[j])
+			}
+		}
+	}
+}

@@ -87,11 +87,16 @@ func restoredCounter(t *testing.T, c *lab.Config, cs *kubernetes.Clientset, ns s
 	return counterPod(t, cs, ns, name, node, src.Spec.Containers[0].Image, restoreFrom(rc, id))
 }
 
+// restoreFrom marks a counter pod as ms2m's target pods are marked
+// (render.TargetPod): the pod's annotation, and the checkpoint in the
+// restored container's environment, which is what the handler goes by.
 func restoreFrom(rc, id string) func(*corev1.Pod) {
 	return func(p *corev1.Pod) {
 		p.Spec.RuntimeClassName = &rc
 		p.Spec.RestartPolicy = corev1.RestartPolicyNever
 		p.Annotations = map[string]string{runtimehandler.AnnotationRestore: id}
+		c := &p.Spec.Containers[0]
+		c.Env = append(c.Env, corev1.EnvVar{Name: staging.EnvRestore, Value: id})
 	}
 }
 

@@ -84,25 +84,24 @@ type MigrationAllowances struct {
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=2
-	// +kubebuilder:validation:items:Enum=ShadowPod;Sequential
+	// +kubebuilder:validation:XValidation:rule="self.all(s, s == 'ShadowPod' || s == 'Sequential')",message="allowed.strategies lists what a plan resolves to: ShadowPod or Sequential"
 	Strategies []MigrationStrategy `json:"strategies,omitempty"`
 	// MemoryTechniques a migration may resolve to.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=4
-	// +kubebuilder:validation:items:Enum=StopAndCopy;Stream;PostCopy;PreCopy
+	// +kubebuilder:validation:XValidation:rule="self.all(t, t != 'Auto')",message="allowed.memoryTechniques lists what a plan resolves to (StopAndCopy, Stream, PostCopy, PreCopy), never Auto"
 	MemoryTechniques []MemoryTechnique `json:"memoryTechniques,omitempty"`
 	// TransferModes a migration may use.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=2
-	// +kubebuilder:validation:items:Enum=Registry;Direct
 	TransferModes []TransferMode `json:"transferModes,omitempty"`
 	// Handoffs a migration may resolve to.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=2
-	// +kubebuilder:validation:items:Enum=Replay;Handoff
+	// +kubebuilder:validation:XValidation:rule="self.all(h, h != 'Auto')",message="allowed.handoffs lists what a plan resolves to (Replay, Handoff), never Auto"
 	Handoffs []Handoff `json:"handoffs,omitempty"`
 	// CheckpointRegistries are the registry hosts ("host" or "host:port")
 	// a Registry transfer may push the checkpoint (the pod's whole memory)

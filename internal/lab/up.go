@@ -75,11 +75,7 @@ func Up(ctx context.Context, c *Config, o Options) error {
 		f    func() error
 	}{
 		{"Kubernetes " + c.KubeVersion + " binaries", func() error {
-			script := ""
-			if o.Repo != "" {
-				script = filepath.Join(o.Repo, "hack", "kube-binaries.sh")
-			}
-			bin, err := deps.Kube(ctx, deps.KubeOptions{Version: c.KubeVersion, Cache: c.Cache, Script: script, Logf: p.logf})
+			bin, err := deps.Kube(ctx, deps.KubeOptions{Version: c.KubeVersion, Cache: c.Cache, Script: kubeScript(o.Repo), Logf: p.logf})
 			c.KubeBin = bin
 			return err
 		}},
@@ -478,12 +474,29 @@ func probeNode(ctx context.Context, c *Config) *probe.Report {
 // once (a rename: a create running meanwhile keeps the old one).
 func buildRuntimeHandler(ctx context.Context, c *Config, repo string) (string, error) {
 	bin := filepath.Join(c.PathDir(), "ms2m-runtime")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin+".new", "./cmd/ms2m-runtime")
-	cmd.Dir = repo
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/ms2m-runtime: %w: %s", err, out)
+	if err := goBuild(ctx, repo, "./cmd/ms2m-runtime", bin+".new"); err != nil {
+		return "", err
 	}
 	return bin, os.Rename(bin+".new", bin)
+}
+
+// goBuild builds pkg of the source tree at repo into out.
+func goBuild(ctx context.Context, repo, pkg, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Dir = repo
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w: %s", pkg, err, b)
+	}
+	return nil
+}
+
+// kubeScript is the source tree's hack/kube-binaries.sh ("" without one:
+// deps.Kube then takes only what is built already).
+func kubeScript(repo string) string {
+	if repo == "" {
+		return ""
+	}
+	return filepath.Join(repo, "hack", "kube-binaries.sh")
 }
 
 // installTools puts kubectl-migrate (and kubectl, where the host has none)
@@ -497,21 +510,15 @@ func installTools(ctx context.Context, c *Config, repo string, logf func(string,
 	if repo == "" {
 		logf("kubectl-migrate not built (no source tree)")
 	} else {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "kubectl-migrate"), "./cmd/kubectl-migrate")
-		cmd.Dir = repo
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/kubectl-migrate: %w: %s", err, out)
+		if err := goBuild(ctx, repo, "./cmd/kubectl-migrate", filepath.Join(dir, "kubectl-migrate")); err != nil {
+			return err
 		}
 	}
 	if path, err := exec.LookPath("kubectl"); err == nil {
 		logf("kubectl: the host's (%s)", path)
 		return nil
 	}
-	script := ""
-	if repo != "" {
-		script = filepath.Join(repo, "hack", "kube-binaries.sh")
-	}
-	bin, err := deps.Kube(ctx, deps.KubeOptions{Version: c.KubeVersion, Cache: c.Cache, Script: script, Commands: []string{"kubectl"}, Logf: logf})
+	bin, err := deps.Kube(ctx, deps.KubeOptions{Version: c.KubeVersion, Cache: c.Cache, Script: kubeScript(repo), Commands: []string{"kubectl"}, Logf: logf})
 	if err != nil {
 		return err
 	}

@@ -11,14 +11,7 @@ import (
 // dashboard's tests.
 func MetricFamilies() map[string]bool {
 	out := map[string]bool{}
-	for _, c := range []struct {
-		c         prometheus.Collector
-		histogram bool
-	}{
-		{migrationsTotal, false}, {phaseSeconds, true}, {migrationSeconds, true}, {freezeSeconds, true},
-		{unavailableSeconds, true}, {transferredBytes, false}, {handoffGapSeconds, true}, {checkpointBytes, true},
-		{replayedMessages, false}, {reconcileRetries, false}, {running, false},
-	} {
+	for _, c := range exported {
 		ch := make(chan *prometheus.Desc, 16)
 		c.c.Describe(ch)
 		close(ch)

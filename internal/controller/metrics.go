@@ -57,9 +57,22 @@ var (
 	})
 )
 
+// exported is every collector the manager registers, and whether it is a
+// histogram (its series carry _bucket, _sum and _count): registration and
+// MetricFamilies read the one list.
+var exported = []struct {
+	c         prometheus.Collector
+	histogram bool
+}{
+	{migrationsTotal, false}, {phaseSeconds, true}, {migrationSeconds, true}, {freezeSeconds, true},
+	{unavailableSeconds, true}, {transferredBytes, false}, {handoffGapSeconds, true}, {checkpointBytes, true},
+	{replayedMessages, false}, {reconcileRetries, false}, {running, false},
+}
+
 func init() {
-	metrics.Registry.MustRegister(migrationsTotal, phaseSeconds, migrationSeconds, freezeSeconds, unavailableSeconds, transferredBytes,
-		handoffGapSeconds, checkpointBytes, replayedMessages, reconcileRetries, running)
+	for _, e := range exported {
+		metrics.Registry.MustRegister(e.c)
+	}
 }
 
 // techniqueLabels are the plan's choices a completed migration's

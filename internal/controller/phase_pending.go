@@ -80,7 +80,8 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	in := migration.PlanInputs{Spec: spec, OwnerKind: wl.Kind, SwapLeg: isSwap(m),
 		Source: pod.Spec.NodeName, Target: placement.Node, SourceRuntimeClass: ptrOr(pod.Spec.RuntimeClassName),
 		Repository: r.Options.DefaultCheckpointRepository, Broker: s.hasBroker(),
-		Policy: pol, MemoryBytes: memoryOf(pod, container), Container: container, OtherContainers: otherContainers(pod, container)}
+		Policy: pol, MemoryBytes: memoryOf(pod, container), Container: container}
+	in.InitContainers, in.OtherContainers = otherContainers(pod, container)
 	if in.TargetAgent, err = r.Agents.Ready(ctx, placement.Node); err != nil {
 		return s.fail(v1alpha1.ReasonAgentUnavailable, "target node %s: %v", placement.Node, err)
 	}
@@ -352,20 +353,20 @@ func podAddresses(p *corev1.Pod) []string {
 }
 
 // otherContainers lists the pod's containers besides the migrated one:
-// "init:NAME" for an init container, "sidecar:NAME" for a restartable one.
-func otherContainers(pod *corev1.Pod, container string) []string {
-	var out []string
+// the init containers that run to completion, and the others (native
+// sidecars, the restartable init containers, among them).
+func otherContainers(pod *corev1.Pod, container string) (inits, others []string) {
 	for _, c := range pod.Spec.InitContainers {
 		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			out = append(out, "sidecar:"+c.Name)
+			others = append(others, c.Name)
 		} else {
-			out = append(out, "init:"+c.Name)
+			inits = append(inits, c.Name)
 		}
 	}
 	for _, c := range pod.Spec.Containers {
 		if c.Name != container {
-			out = append(out, c.Name)
+			others = append(others, c.Name)
 		}
 	}
-	return out
+	return inits, others
 }

@@ -32,10 +32,11 @@ type PlanInputs struct {
 	// none does). Spec already carries its defaults (policy.ApplyDefaults);
 	// the plan records it and is refused what it does not allow.
 	Policy *v1alpha1.MigrationPolicy
-	// Container is the migrated container; OtherContainers the pod's
-	// others, as "init:NAME", "sidecar:NAME" or "NAME".
-	Container       string
-	OtherContainers []string
+	// Container is the migrated container. InitContainers are the pod's
+	// init containers that run to completion; OtherContainers its other
+	// containers, native sidecars (restartable init containers) included.
+	Container                       string
+	InitContainers, OtherContainers []string
 	// MemoryBytes is the source container's memory limit, or its request
 	// without one (0 without either): a policy's completionTimeoutPerGiB
 	// scales with it.
@@ -110,7 +111,7 @@ func ResolvePlan(in PlanInputs) (v1alpha1.MigrationPlan, *Refusal) {
 	if fail != "" {
 		return p, &Refusal{v1alpha1.ReasonNoMemoryTechnique, fail}
 	}
-	p.FreshContainers, p.FreshContainersReason = ResolveFreshContainers(in.Container, in.OtherContainers)
+	p.FreshContainers, p.FreshContainersReason = ResolveFreshContainers(in.Container, in.InitContainers, in.OtherContainers)
 	p.ReplayCutoffSeconds = int32(spec.ReplayCutoff().Seconds())
 	timeouts, why := ResolveTimeouts(spec, in.Policy, in.MemoryBytes)
 	p.Timeouts, p.TimeoutsReason = &timeouts, why

@@ -89,27 +89,16 @@ func ResolveTimeouts(spec *v1alpha1.StatefulMigrationSpec, pol *v1alpha1.Migrati
 // the migrated one: ms2m moves one container's memory, and the target runs
 // the others anew (init containers run again before it, as they would on
 // any node: an emptyDir they fill starts empty there).
-func ResolveFreshContainers(container string, others []string) ([]string, string) {
-	if len(others) == 0 {
+func ResolveFreshContainers(container string, inits, others []string) ([]string, string) {
+	if len(inits)+len(others) == 0 {
 		return nil, "the pod has no container besides " + container
-	}
-	var inits, rest, names []string
-	for _, o := range others {
-		if name, ok := strings.CutPrefix(o, "init:"); ok {
-			inits = append(inits, name)
-			names = append(names, name)
-		} else {
-			name := strings.TrimPrefix(o, "sidecar:")
-			rest = append(rest, name)
-			names = append(names, name)
-		}
 	}
 	var parts []string
 	if len(inits) > 0 {
 		parts = append(parts, "init container(s) "+strings.Join(inits, ", ")+" run again on the target")
 	}
-	if len(rest) > 0 {
-		parts = append(parts, "container(s) "+strings.Join(rest, ", ")+" start fresh there, without their memory")
+	if len(others) > 0 {
+		parts = append(parts, "container(s) "+strings.Join(others, ", ")+" start fresh there, without their memory")
 	}
-	return names, strings.Join(parts, "; ") + ": only " + container + "'s memory moves"
+	return append(slices.Clone(inits), others...), strings.Join(parts, "; ") + ": only " + container + "'s memory moves"
 }

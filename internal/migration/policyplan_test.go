@@ -143,10 +143,10 @@ func TestOverrunReadsThePlansTimeouts(t *testing.T) {
 }
 
 func TestResolveFreshContainers(t *testing.T) {
-	if names, why := ResolveFreshContainers("app", nil); names != nil || why != "the pod has no container besides app" {
+	if names, why := ResolveFreshContainers("app", nil, nil); names != nil || why != "the pod has no container besides app" {
 		t.Fatalf("%v %q", names, why)
 	}
-	names, why := ResolveFreshContainers("app", []string{"init:config", "sidecar:proxy", "logs"})
+	names, why := ResolveFreshContainers("app", []string{"config"}, []string{"proxy", "logs"})
 	if strings.Join(names, ",") != "config,proxy,logs" ||
 		why != "init container(s) config run again on the target; container(s) proxy, logs start fresh there, without their memory: only app's memory moves" {
 		t.Fatalf("%v %q", names, why)

@@ -78,6 +78,9 @@ func Drain(ctx context.Context, cfg *rest.Config, c client.Client, node string, 
 	if err != nil {
 		return err
 	}
+	// Everything is said through quiet, which holds a lock: the drain's
+	// evictions, their callbacks and the follower write from goroutines of
+	// their own.
 	quiet := &firstSaid{w: out, said: map[string]bool{}}
 	h := &drain.Helper{Ctx: ctx, Client: cs, GracePeriodSeconds: -1, IgnoreAllDaemonSets: true,
 		DeleteEmptyDirData: o.DeleteEmptyDirData, PodSelector: o.PodSelector, Timeout: o.Timeout, Out: quiet, ErrOut: quiet,
@@ -85,15 +88,15 @@ func Drain(ctx context.Context, cfg *rest.Config, c client.Client, node string, 
 		EvictErrorRetryDelay: 5 * time.Second,
 		OnPodDeletionOrEvictionFinished: func(pod *corev1.Pod, _ bool, err error) {
 			if err == nil {
-				fmt.Fprintf(out, "pod %s/%s is off %s\n", pod.Namespace, pod.Name, node)
+				fmt.Fprintf(quiet, "pod %s/%s is off %s\n", pod.Namespace, pod.Name, node)
 			}
 		}}
 	if err := drain.RunCordonOrUncordon(h, n, true); err != nil {
 		return fmt.Errorf("cordoning %s: %w", node, err)
 	}
-	fmt.Fprintf(out, "node %s cordoned\n", node)
+	fmt.Fprintf(quiet, "node %s cordoned\n", node)
 	fctx, stop := context.WithCancel(ctx)
-	f := &follower{c: c, node: node, out: out, seen: map[string]string{}}
+	f := &follower{c: c, node: node, out: quiet, seen: map[string]string{}}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); f.run(fctx) }()
@@ -105,7 +108,7 @@ func Drain(ctx context.Context, cfg *rest.Config, c client.Client, node string, 
 	if err != nil {
 		return fmt.Errorf("draining %s: %w", node, err)
 	}
-	fmt.Fprintf(out, "node %s drained\n", node)
+	fmt.Fprintf(quiet, "node %s drained\n", node)
 	return nil
 }
 

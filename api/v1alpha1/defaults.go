@@ -44,6 +44,15 @@ func (s *StatefulMigrationSpec) EffectiveTransferMode() TransferMode {
 	return s.TransferMode
 }
 
+// EffectiveOtherContainers is spec.otherContainers or its default,
+// Checkpoint.
+func (s *StatefulMigrationSpec) EffectiveOtherContainers() OtherContainersMode {
+	if s.OtherContainers == "" {
+		return OtherContainersCheckpoint
+	}
+	return s.OtherContainers
+}
+
 // EffectiveIdentitySwapMode is spec.identitySwapMode or its default, None.
 func (s *StatefulMigrationSpec) EffectiveIdentitySwapMode() IdentitySwapMode {
 	if s.IdentitySwapMode == "" {

@@ -162,6 +162,9 @@ const (
 	// ReasonNoMemoryTechnique: the memory technique the spec asks for is
 	// not possible for this migration or these nodes.
 	ReasonNoMemoryTechnique = "NoMemoryTechnique"
+	// ReasonOtherContainers: the pod's other containers cannot be dumped
+	// and restored with the migrated one as the plan would move it.
+	ReasonOtherContainers = "OtherContainersCannotMove"
 	// ReasonPagesLost: a PostCopy migration's page stream broke after the
 	// target started running: the target cannot have its whole memory.
 	ReasonPagesLost = "PagesLost"

@@ -141,6 +141,20 @@ const (
 	MemoryPreCopy MemoryTechnique = "PreCopy"
 )
 
+// OtherContainersMode says what becomes of a pod's containers besides the
+// migrated one.
+// +kubebuilder:validation:Enum=Checkpoint;StartFresh
+type OtherContainersMode string
+
+const (
+	// OtherContainersCheckpoint dumps the pod's other containers with the
+	// migrated one, in one consistent cut, and restores them with it.
+	OtherContainersCheckpoint OtherContainersMode = "Checkpoint"
+	// OtherContainersStartFresh runs them anew on the target, as on any
+	// node, without their memory.
+	OtherContainersStartFresh OtherContainersMode = "StartFresh"
+)
+
 // IdentitySwapMode decides how a ShadowPod target of a StatefulSet gets the
 // StatefulSet's pod identity back after cutover.
 // +kubebuilder:validation:Enum=None;ExchangeFence;Cutoff
@@ -170,12 +184,25 @@ type StatefulMigrationSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="sourcePod must be a pod name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
 	SourcePod string `json:"sourcePod"`
 
-	// ContainerName is the container to checkpoint. Empty picks the pod's
-	// only container; a pod with several containers needs it.
+	// ContainerName is the container that consumes the message stream: the
+	// one whose handoff the migration runs. Empty picks the pod's only
+	// container; a pod with several containers needs it.
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="containerName must be a container name (RFC 1123 label: lowercase letters, digits and '-')"
 	ContainerName string `json:"containerName,omitempty"`
+
+	// OtherContainers says what becomes of the pod's other containers.
+	// Checkpoint (the default) dumps them with ContainerName in one
+	// consistent cut (all paused before the first dump, none resumed before
+	// the last) and restores them with it; a migration whose techniques
+	// cannot (the Kubelet checkpoint engine, a target restoring checkpoint
+	// images, PostCopy or Stream) is refused in Pending, naming why.
+	// StartFresh runs them anew on the target without their memory. Init
+	// containers run again on the target either way, and native sidecars
+	// (restartable init containers) start fresh there.
+	// +optional
+	OtherContainers OtherContainersMode `json:"otherContainers,omitempty"`
 
 	// TargetNode is the node to move the pod to. Empty lets ms2m choose a
 	// Ready, schedulable node other than the source's.
@@ -497,10 +524,16 @@ type MigrationPlan struct {
 	// +optional
 	MemoryTechniqueReason string `json:"memoryTechniqueReason,omitempty"`
 
-	// FreshContainers are the pod's containers other than the migrated one
-	// (init containers, sidecars, other containers): the target runs them
-	// anew, as on any node, without their memory; FreshContainersReason
-	// says so, or that there are none.
+	// CheckpointedContainers are the pod's containers dumped and restored
+	// with the migrated one, in the same cut (spec.otherContainers
+	// Checkpoint).
+	// +optional
+	CheckpointedContainers []string `json:"checkpointedContainers,omitempty"`
+	// FreshContainers are the pod's containers the target runs anew, as on
+	// any node, without their memory (init containers, native sidecars,
+	// and with spec.otherContainers StartFresh the other containers);
+	// FreshContainersReason says what becomes of each kind, or that the
+	// pod has no other container.
 	// +optional
 	FreshContainers []string `json:"freshContainers,omitempty"`
 	// +optional
@@ -797,7 +830,7 @@ type AbortStatus struct {
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.totalDuration`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.failureReason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (self.spec.sourcePod == oldSelf.spec.sourcePod && has(self.spec.containerName) == has(oldSelf.spec.containerName) && (!has(self.spec.containerName) || self.spec.containerName == oldSelf.spec.containerName) && has(self.spec.targetNode) == has(oldSelf.spec.targetNode) && (!has(self.spec.targetNode) || self.spec.targetNode == oldSelf.spec.targetNode) && has(self.spec.checkpointImageRepository) == has(oldSelf.spec.checkpointImageRepository) && (!has(self.spec.checkpointImageRepository) || self.spec.checkpointImageRepository == oldSelf.spec.checkpointImageRepository) && has(self.spec.replayCutoffSeconds) == has(oldSelf.spec.replayCutoffSeconds) && (!has(self.spec.replayCutoffSeconds) || self.spec.replayCutoffSeconds == oldSelf.spec.replayCutoffSeconds) && has(self.spec.replayMode) == has(oldSelf.spec.replayMode) && (!has(self.spec.replayMode) || self.spec.replayMode == oldSelf.spec.replayMode) && has(self.spec.migrationStrategy) == has(oldSelf.spec.migrationStrategy) && (!has(self.spec.migrationStrategy) || self.spec.migrationStrategy == oldSelf.spec.migrationStrategy) && has(self.spec.transferMode) == has(oldSelf.spec.transferMode) && (!has(self.spec.transferMode) || self.spec.transferMode == oldSelf.spec.transferMode) && has(self.spec.identitySwapMode) == has(oldSelf.spec.identitySwapMode) && (!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == oldSelf.spec.identitySwapMode) && has(self.spec.checkpointEngine) == has(oldSelf.spec.checkpointEngine) && (!has(self.spec.checkpointEngine) || self.spec.checkpointEngine == oldSelf.spec.checkpointEngine) && has(self.spec.handoff) == has(oldSelf.spec.handoff) && (!has(self.spec.handoff) || self.spec.handoff == oldSelf.spec.handoff) && has(self.spec.memoryTechnique) == has(oldSelf.spec.memoryTechnique) && (!has(self.spec.memoryTechnique) || self.spec.memoryTechnique == oldSelf.spec.memoryTechnique) && has(self.spec.messageQueueConfig) == has(oldSelf.spec.messageQueueConfig) && (!has(self.spec.messageQueueConfig) || self.spec.messageQueueConfig == oldSelf.spec.messageQueueConfig) && has(self.spec.timeouts) == has(oldSelf.spec.timeouts) && (!has(self.spec.timeouts) || self.spec.timeouts == oldSelf.spec.timeouts))",message="spec is immutable once the migration has started; only spec.abort may still change (create a new StatefulMigration to migrate differently)"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (self.spec.sourcePod == oldSelf.spec.sourcePod && has(self.spec.containerName) == has(oldSelf.spec.containerName) && (!has(self.spec.containerName) || self.spec.containerName == oldSelf.spec.containerName) && has(self.spec.otherContainers) == has(oldSelf.spec.otherContainers) && (!has(self.spec.otherContainers) || self.spec.otherContainers == oldSelf.spec.otherContainers) && has(self.spec.targetNode) == has(oldSelf.spec.targetNode) && (!has(self.spec.targetNode) || self.spec.targetNode == oldSelf.spec.targetNode) && has(self.spec.checkpointImageRepository) == has(oldSelf.spec.checkpointImageRepository) && (!has(self.spec.checkpointImageRepository) || self.spec.checkpointImageRepository == oldSelf.spec.checkpointImageRepository) && has(self.spec.replayCutoffSeconds) == has(oldSelf.spec.replayCutoffSeconds) && (!has(self.spec.replayCutoffSeconds) || self.spec.replayCutoffSeconds == oldSelf.spec.replayCutoffSeconds) && has(self.spec.replayMode) == has(oldSelf.spec.replayMode) && (!has(self.spec.replayMode) || self.spec.replayMode == oldSelf.spec.replayMode) && has(self.spec.migrationStrategy) == has(oldSelf.spec.migrationStrategy) && (!has(self.spec.migrationStrategy) || self.spec.migrationStrategy == oldSelf.spec.migrationStrategy) && has(self.spec.transferMode) == has(oldSelf.spec.transferMode) && (!has(self.spec.transferMode) || self.spec.transferMode == oldSelf.spec.transferMode) && has(self.spec.identitySwapMode) == has(oldSelf.spec.identitySwapMode) && (!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == oldSelf.spec.identitySwapMode) && has(self.spec.checkpointEngine) == has(oldSelf.spec.checkpointEngine) && (!has(self.spec.checkpointEngine) || self.spec.checkpointEngine == oldSelf.spec.checkpointEngine) && has(self.spec.handoff) == has(oldSelf.spec.handoff) && (!has(self.spec.handoff) || self.spec.handoff == oldSelf.spec.handoff) && has(self.spec.memoryTechnique) == has(oldSelf.spec.memoryTechnique) && (!has(self.spec.memoryTechnique) || self.spec.memoryTechnique == oldSelf.spec.memoryTechnique) && has(self.spec.messageQueueConfig) == has(oldSelf.spec.messageQueueConfig) && (!has(self.spec.messageQueueConfig) || self.spec.messageQueueConfig == oldSelf.spec.messageQueueConfig) && has(self.spec.timeouts) == has(oldSelf.spec.timeouts) && (!has(self.spec.timeouts) || self.spec.timeouts == oldSelf.spec.timeouts))",message="spec is immutable once the migration has started; only spec.abort may still change (create a new StatefulMigration to migrate differently)"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == 'None' || !has(self.spec.migrationStrategy) || self.spec.migrationStrategy != 'Sequential'",message="spec.identitySwapMode applies to ShadowPod migrations only: a Sequential migration already keeps the StatefulSet identity; drop identitySwapMode or use migrationStrategy ShadowPod"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.identitySwapMode) || self.spec.identitySwapMode == 'None' || has(self.spec.messageQueueConfig)",message="spec.identitySwapMode needs spec.messageQueueConfig: the identity swap fences the message stream on the broker"
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it names the migration's broker queues and pod labels"

@@ -122,6 +122,7 @@ func TestInvalidSpecsAreRefusedWithAFix(t *testing.T) {
 		{"bad transferMode", func(s map[string]any) { s["transferMode"] = "Carrier" }, nil, []string{"spec.transferMode", `"Registry", "Direct"`}},
 		{"bad identitySwapMode", func(s map[string]any) { s["identitySwapMode"] = "Magic" }, nil, []string{"spec.identitySwapMode", `"ExchangeFence"`}},
 		{"bad memoryTechnique", func(s map[string]any) { s["memoryTechnique"] = "Teleport" }, nil, []string{"spec.memoryTechnique", `"StopAndCopy"`, `"PostCopy"`}},
+		{"bad otherContainers", func(s map[string]any) { s["otherContainers"] = "Ignore" }, nil, []string{"spec.otherContainers", `"Checkpoint", "StartFresh"`}},
 		{"negative cutoff", func(s map[string]any) { s["replayCutoffSeconds"] = -5 }, nil, []string{"spec.replayCutoffSeconds", "between 0 and 3600"}},
 		{"cutoff too long", func(s map[string]any) { s["replayCutoffSeconds"] = 4000 }, nil, []string{"spec.replayCutoffSeconds", "between 0 and 3600"}},
 		{"http brokerUrl", func(s map[string]any) { mq(s)["brokerUrl"] = "http://rabbitmq:5672/" }, nil, []string{"spec.messageQueueConfig.brokerUrl", "amqp://"}},
@@ -203,6 +204,7 @@ func TestSpecIsImmutableOnceStarted(t *testing.T) {
 		{"add handoff", func(o map[string]any) { _ = unstructured.SetNestedField(o, "Replay", "spec", "handoff") }},
 		{"add checkpointEngine", func(o map[string]any) { _ = unstructured.SetNestedField(o, "Kubelet", "spec", "checkpointEngine") }},
 		{"add memoryTechnique", func(o map[string]any) { _ = unstructured.SetNestedField(o, "PostCopy", "spec", "memoryTechnique") }},
+		{"add otherContainers", func(o map[string]any) { _ = unstructured.SetNestedField(o, "StartFresh", "spec", "otherContainers") }},
 	} {
 		v := u.DeepCopy()
 		change.do(v.Object)

@@ -205,6 +205,18 @@ func (s *Server) checkpoint(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "checkpoint request needs id (matching the path), namespace, pod and container")
 		return
 	}
+	names := make([]string, 0, len(req.Others))
+	for _, o := range req.Others {
+		if o.ContainerID == "" {
+			httpError(w, http.StatusBadRequest, "checkpoint request: others: container %s has no containerID", o.Name)
+			return
+		}
+		names = append(names, o.Name)
+	}
+	if err := validOthers(req.Container, names); err != nil {
+		httpError(w, http.StatusBadRequest, "checkpoint request: %v", err)
+		return
+	}
 	op := s.checkpoints.StartOrGet(id, func(ctx context.Context, _ progressFunc) (agentapi.CheckpointResult, error) {
 		return s.doCheckpoint(ctx, req)
 	})
@@ -221,6 +233,9 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	c := engine.Container{Namespace: req.Namespace, Pod: req.Pod, PodUID: req.PodUID, Name: req.Container, ID: req.ContainerID}
 	start := time.Now()
 	opts := engine.Options{ID: req.ID, Hold: req.Hold, LazyPages: req.PagesTo != "", PagesFromDump: req.PagesFromDump}
+	for _, o := range req.Others {
+		opts.Others = append(opts.Others, engine.Container{Namespace: req.Namespace, Pod: req.Pod, PodUID: req.PodUID, Name: o.Name, ID: o.ContainerID})
+	}
 	if req.StreamTo != "" {
 		sink, err := s.sendPagesTo(ctx, req.StreamTo, req.ID)
 		if err != nil {
@@ -241,7 +256,9 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 			rerr = errors.Join(rerr, res.Pages.Abort())
 		}
 		if res.Held {
-			rerr = errors.Join(rerr, eng.Release(ctx, req.ContainerID))
+			for _, id := range append([]string{req.ContainerID}, res.HeldOthers...) {
+				rerr = errors.Join(rerr, eng.Release(ctx, id))
+			}
 		}
 		s.cfg.Log.Info("removed a checkpoint finished after its cleanup", "id", req.ID, "archive", res.Archive, "error", rerr)
 		return agentapi.CheckpointResult{}, fmt.Errorf("checkpoint %s was cleaned up while it ran: its archive is removed (%v)", req.ID, rerr)
@@ -253,10 +270,14 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	if res.Pages != nil {
 		s.pages.out.Store(req.ID, &pagesOut{ps: res.Pages, to: req.PagesTo})
 	}
-	s.cfg.Log.Info("checkpointed", "engine", eng.Name(), "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "archive", res.Archive,
+	var others []string
+	for _, o := range req.Others {
+		others = append(others, o.ContainerID)
+	}
+	s.cfg.Log.Info("checkpointed", "engine", eng.Name(), "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "others", len(others), "archive", res.Archive,
 		"bytes", fi.Size(), "freeze", res.Freeze, "freezeSteps", res.Steps.String(), "criu", criuStats(res.CRIU), "held", res.Held, "took", time.Since(start))
 	return agentapi.CheckpointResult{Archive: res.Archive, SizeBytes: fi.Size(), CreatedAt: time.Now(), Freeze: res.Freeze,
-		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID, LazyPages: res.Pages != nil, StreamedBytes: res.Streamed}, nil
+		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID, OtherContainerIDs: others, LazyPages: res.Pages != nil, StreamedBytes: res.Streamed}, nil
 }
 
 func criuStats(s *engine.DumpStats) string {
@@ -357,9 +378,11 @@ func (s *Server) onHeld(w http.ResponseWriter, r *http.Request, doing string, ac
 		httpError(w, http.StatusInternalServerError, "stopping the page server of checkpoint %s: %v", id, err)
 		return
 	}
-	if err := act(eng, r.Context(), op.Result.ContainerID); err != nil {
-		httpError(w, http.StatusInternalServerError, "%s container %s held by checkpoint %s: %v", doing, op.Result.ContainerID, id, err)
-		return
+	for _, ctr := range op.Result.HeldContainers() {
+		if err := act(eng, r.Context(), ctr); err != nil {
+			httpError(w, http.StatusInternalServerError, "%s container %s held by checkpoint %s: %v", doing, ctr, id, err)
+			return
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

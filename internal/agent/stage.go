@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
@@ -42,6 +43,10 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := key.Validate(); err != nil {
+		httpError(w, http.StatusBadRequest, "stage request: %v", err)
+		return
+	}
+	if err := validOthers(req.Container, req.Others); err != nil {
 		httpError(w, http.StatusBadRequest, "stage request: %v", err)
 		return
 	}
@@ -108,12 +113,74 @@ func (s *Server) doStage(ctx context.Context, req agentapi.StageRequest, key sta
 			return agentapi.StageResult{}, fmt.Errorf("post-copy: %w; nothing was staged", err)
 		}
 	}
-	if err := l.Commit(key, dir, staging.Meta{CheckpointID: req.ID, LazyPages: req.LazyPages}); err != nil {
+	if err := stageOthers(l, req, dir); err != nil {
 		_ = os.RemoveAll(dir)
 		return agentapi.StageResult{}, errors.Join(err, s.stopPagesIn(req.ID))
 	}
-	s.cfg.Log.Info("staged checkpoint", "id", req.ID, "for", key.String(), "bytes", body.done, "took", time.Since(start))
-	return agentapi.StageResult{Dir: l.Path(key), SizeBytes: body.done, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container}, nil
+	if err := l.Commit(key, dir, staging.Meta{CheckpointID: req.ID, LazyPages: req.LazyPages}); err != nil {
+		_ = os.RemoveAll(dir)
+		return agentapi.StageResult{}, errors.Join(err, s.stopPagesIn(req.ID), removeStagedFor(l, req.ID, req.Namespace, req.Pod, req.Others...))
+	}
+	s.cfg.Log.Info("staged checkpoint", "id", req.ID, "for", key.String(), "others", req.Others, "bytes", body.done, "took", time.Since(start))
+	return agentapi.StageResult{Dir: l.Path(key), SizeBytes: body.done, Namespace: key.Namespace, Pod: key.Pod, Container: key.Container, Others: req.Others}, nil
+}
+
+// validOthers refuses other containers that are not container names, or
+// name the requested container, or one twice: each becomes a path.
+func validOthers(container string, others []string) error {
+	seen := map[string]bool{container: true}
+	for _, o := range others {
+		if err := (staging.Key{Namespace: "x", Pod: "x", Container: o}).Validate(); err != nil {
+			return fmt.Errorf("others: %w", err)
+		}
+		if seen[o] {
+			return fmt.Errorf("others: container %s is named twice (or is the requested container)", o)
+		}
+		seen[o] = true
+	}
+	return nil
+}
+
+// stageOthers stages, each for its own container, the dumps of the pod's
+// other containers that an archive of one cut holds (unpacked into dir),
+// before the requested container's: a target waiting for its checkpoint
+// takes that one at once, and the kubelet creates the others after it.
+// An archive without one of them stages none: the cut is all or nothing.
+func stageOthers(l staging.Layout, req agentapi.StageRequest, dir string) error {
+	others := filepath.Join(dir, staging.OthersDir)
+	defer os.RemoveAll(others)
+	for _, name := range req.Others {
+		if _, err := os.Stat(filepath.Join(others, name, staging.ImagesDir)); err != nil {
+			return fmt.Errorf("checkpoint %s holds no dump of container %s, which the request names with %s; nothing was staged", req.ID, name, req.Container)
+		}
+	}
+	for i, name := range req.Others {
+		k := staging.Key{Namespace: req.Namespace, Pod: req.Pod, Container: name}
+		if err := l.Commit(k, filepath.Join(others, name), staging.Meta{CheckpointID: req.ID}); err != nil {
+			return errors.Join(fmt.Errorf("staging container %s of checkpoint %s: %w; nothing was staged", name, req.ID, err),
+				removeStagedFor(l, req.ID, req.Namespace, req.Pod, req.Others[:i]...))
+		}
+	}
+	return nil
+}
+
+// removeStagedFor removes what checkpoint id staged for the containers of
+// the pod, leaving alone what a container claimed already and what a later
+// checkpoint staged.
+func removeStagedFor(l staging.Layout, id, namespace, pod string, containers ...string) error {
+	var errs []error
+	for _, c := range containers {
+		k := staging.Key{Namespace: namespace, Pod: pod, Container: c}
+		m, err := l.Staged(k)
+		switch {
+		case errors.Is(err, staging.ErrNotStaged):
+		case err != nil:
+			errs = append(errs, err)
+		case m.CheckpointID == id:
+			errs = append(errs, l.Remove(k))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // openCheckpoint opens the checkpoint archive: the one received by a
@@ -164,17 +231,5 @@ func (s *Server) removeStaged(id string) error {
 	if !ok || s.cfg.Staging == nil || op.Result.Pod == "" {
 		return nil
 	}
-	l := *s.cfg.Staging
-	k := staging.Key{Namespace: op.Result.Namespace, Pod: op.Result.Pod, Container: op.Result.Container}
-	m, err := l.Staged(k)
-	if errors.Is(err, staging.ErrNotStaged) {
-		return nil // claimed by its container, or gone
-	}
-	if err != nil {
-		return err
-	}
-	if m.CheckpointID != id {
-		return nil // a later migration's checkpoint for the same container
-	}
-	return l.Remove(k)
+	return removeStagedFor(*s.cfg.Staging, id, op.Result.Namespace, op.Result.Pod, append([]string{op.Result.Container}, op.Result.Others...)...)
 }

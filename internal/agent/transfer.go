@@ -233,7 +233,9 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 			if eng, err := s.engine(op.Result.Engine); err != nil {
 				note("held container", err)
 			} else {
-				note("held container", eng.Release(ctx, op.Result.ContainerID))
+				for _, ctr := range op.Result.HeldContainers() {
+					note("held container "+ctr, eng.Release(ctx, ctr))
+				}
 			}
 		}
 		if op.Result.Archive != "" {

@@ -71,6 +71,18 @@ type CheckpointRequest struct {
 	// told to expect them (ExpectRequest.Pages); the archive holds the
 	// rest.
 	StreamTo string `json:"streamTo,omitempty"`
+	// Others are more containers of the same pod (EngineRunc, neither
+	// PagesTo nor StreamTo), dumped in the same cut: all are paused before
+	// the first is dumped and resumed, or held with Hold, after the last.
+	// The archive holds each under containers/<name>.
+	Others []ContainerRef `json:"others,omitempty"`
+}
+
+// ContainerRef names a container of the request's pod: its name and the
+// runtime's ID for it, which the agent checks belong together.
+type ContainerRef struct {
+	Name        string `json:"name"`
+	ContainerID string `json:"containerID"`
 }
 
 // CheckpointResult describes a finished checkpoint.
@@ -88,12 +100,24 @@ type CheckpointResult struct {
 	Held   bool             `json:"held,omitempty"`
 	// ContainerID is the runtime's ID of the container dumped.
 	ContainerID string `json:"containerID,omitempty"`
+	// OtherContainerIDs are the runtime's IDs of the request's Others,
+	// held with the container when Held.
+	OtherContainerIDs []string `json:"otherContainerIDs,omitempty"`
 	// LazyPages: the archive holds no memory pages; the source agent
 	// serves them to the agent of the request's PagesTo.
 	LazyPages bool `json:"lazyPages,omitempty"`
 	// StreamedBytes is what went to the page server of the request's
 	// StreamTo; the archive holds no memory pages.
 	StreamedBytes int64 `json:"streamedBytes,omitempty"`
+}
+
+// HeldContainers are the runtime IDs of the containers a checkpoint left
+// frozen: the dumped one and the others of its cut.
+func (r CheckpointResult) HeldContainers() []string {
+	if !r.Held || r.ContainerID == "" {
+		return nil
+	}
+	return append([]string{r.ContainerID}, r.OtherContainerIDs...)
 }
 
 // TransferMode mirrors v1alpha1.TransferMode on the wire.
@@ -180,6 +204,10 @@ type StageRequest struct {
 	// the source's CRIU to this node's page server (Stream); they are
 	// staged with it.
 	StreamedPages bool `json:"streamedPages,omitempty"`
+	// Others are the pod's other containers whose checkpoints the archive
+	// holds (CheckpointRequest.Others): each is staged for its own
+	// container, and the request fails unless all of them are there.
+	Others []string `json:"others,omitempty"`
 }
 
 // PagesStatus is how far the memory of a lazy checkpoint has come to the
@@ -201,6 +229,8 @@ type StageResult struct {
 	Namespace string `json:"namespace"`
 	Pod       string `json:"pod"`
 	Container string `json:"container"`
+	// Others are the containers staged with it (StageRequest.Others).
+	Others []string `json:"others,omitempty"`
 }
 
 // Progress counts bytes of a running operation.

@@ -180,6 +180,19 @@ func orDash(s string) string {
 	return s
 }
 
+// containersLine names the pod's other containers by what becomes of
+// them: dumped with the migrated one, or started fresh.
+func containersLine(p *v1alpha1.MigrationPlan) string {
+	var parts []string
+	if len(p.CheckpointedContainers) > 0 {
+		parts = append(parts, "with "+strings.Join(p.CheckpointedContainers, ", "))
+	}
+	if len(p.FreshContainers) > 0 {
+		parts = append(parts, "fresh "+strings.Join(p.FreshContainers, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
 // renderPlan lists every choice of the plan with its reason, one a line.
 func renderPlan(b *strings.Builder, p *v1alpha1.MigrationPlan) {
 	fmt.Fprintln(b, "Plan:")
@@ -191,7 +204,7 @@ func renderPlan(b *strings.Builder, p *v1alpha1.MigrationPlan) {
 		{"transfer", string(p.TransferMode), p.TransferModeReason},
 		{"handoff", string(p.Handoff), p.HandoffReason},
 		{"replay", string(p.ReplayMode), p.ReplayModeReason},
-		{"fresh", strings.Join(p.FreshContainers, ", "), p.FreshContainersReason},
+		{"containers", containersLine(p), p.FreshContainersReason},
 		{"policy", policyName(p), ""},
 		{"timeouts", timeoutsLine(p.Timeouts), p.TimeoutsReason},
 	} {

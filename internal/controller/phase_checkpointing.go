@@ -65,6 +65,9 @@ func (r *Reconciler) reconcileCheckpointing(ctx context.Context, s *scope) (reco
 		ID: s.id, Namespace: s.m.Namespace, Pod: pod.Name, PodUID: string(pod.UID), Container: st.ContainerName,
 		ContainerID: containerID(pod, st.ContainerName), Engine: agentEngine(st.Plan.CheckpointEngine), Hold: st.Plan.HoldSource,
 	}
+	for _, name := range st.Plan.CheckpointedContainers {
+		req.Others = append(req.Others, agentapi.ContainerRef{Name: name, ContainerID: containerID(pod, name)})
+	}
 	if st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy {
 		req.PagesTo, req.PagesFromDump = st.TargetNode, !postCopyHoldsSource(st)
 	}

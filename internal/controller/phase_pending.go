@@ -81,7 +81,7 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 		Source: pod.Spec.NodeName, Target: placement.Node, SourceRuntimeClass: ptrOr(pod.Spec.RuntimeClassName),
 		Repository: r.Options.DefaultCheckpointRepository, Broker: s.hasBroker(),
 		Policy: pol, MemoryBytes: memoryOf(pod, container), Container: container}
-	in.InitContainers, in.OtherContainers = otherContainers(pod, container)
+	in.InitContainers, in.Sidecars, in.OtherContainers = otherContainers(pod, container)
 	if in.TargetAgent, err = r.Agents.Ready(ctx, placement.Node); err != nil {
 		return s.fail(v1alpha1.ReasonAgentUnavailable, "target node %s: %v", placement.Node, err)
 	}
@@ -353,12 +353,12 @@ func podAddresses(p *corev1.Pod) []string {
 }
 
 // otherContainers lists the pod's containers besides the migrated one:
-// the init containers that run to completion, and the others (native
-// sidecars, the restartable init containers, among them).
-func otherContainers(pod *corev1.Pod, container string) (inits, others []string) {
+// the init containers that run to completion, the native sidecars
+// (restartable init containers), and the other regular containers.
+func otherContainers(pod *corev1.Pod, container string) (inits, sidecars, others []string) {
 	for _, c := range pod.Spec.InitContainers {
 		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			others = append(others, c.Name)
+			sidecars = append(sidecars, c.Name)
 		} else {
 			inits = append(inits, c.Name)
 		}
@@ -368,5 +368,5 @@ func otherContainers(pod *corev1.Pod, container string) (inits, others []string)
 			others = append(others, c.Name)
 		}
 	}
-	return inits, others
+	return inits, sidecars, others
 }

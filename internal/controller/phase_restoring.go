@@ -138,7 +138,7 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 func (r *Reconciler) renderTarget(s *scope, src *corev1.Pod) *corev1.Pod {
 	st := &s.m.Status
 	t := render.TargetPod{Source: src, Name: st.TargetPod, Node: st.TargetNode,
-		Container: st.ContainerName, Migration: s.m.Name, KeepIdentity: st.Plan.Strategy == v1alpha1.StrategySequential}
+		Container: st.ContainerName, Others: st.Plan.CheckpointedContainers, Migration: s.m.Name, KeepIdentity: st.Plan.Strategy == v1alpha1.StrategySequential}
 	if st.Checkpoint != nil {
 		// A warm target is rendered before the checkpoint exists.
 		t.Image = st.Checkpoint.Image

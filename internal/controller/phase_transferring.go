@@ -82,7 +82,8 @@ func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope, seal *agenta
 	}
 	op, err := r.Agents.Stage(ctx, st.TargetNode, agentapi.StageRequest{ID: st.Checkpoint.ID, Image: st.Checkpoint.Image,
 		Namespace: s.m.Namespace, Pod: st.TargetPod, Container: st.ContainerName, SourceNode: st.SourceNode, Seal: seal,
-		LazyPages: st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy, StreamedPages: st.Plan.MemoryTechnique == v1alpha1.MemoryStream})
+		LazyPages: st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy, StreamedPages: st.Plan.MemoryTechnique == v1alpha1.MemoryStream,
+		Others: st.Plan.CheckpointedContainers})
 	if err != nil {
 		return reconcile.Result{}, false, err
 	}

@@ -41,6 +41,13 @@ type Options struct {
 	// other end), and the archive holds the rest. Result.Streamed counts
 	// them.
 	PageSink io.ReadWriteCloser
+	// Others are more containers of the same pod, dumped in the same cut:
+	// all of them are paused before the first is dumped and resumed (or
+	// held) after the last, so none sees another's state move on past its
+	// checkpoint. Each one's images and file system changes go into the
+	// archive under staging.OthersDir/<name>. Neither lazy nor streamed
+	// pages.
+	Others []Container
 }
 
 // Result is a finished dump.
@@ -59,6 +66,9 @@ type Result struct {
 	CRIU  *DumpStats
 	// Streamed is what went through Options.PageSink.
 	Streamed int64
+	// HeldOthers are the runtime IDs of Options.Others left frozen with
+	// the container (Held).
+	HeldOthers []string
 }
 
 // Steps times the steps of a dump, for the agent's log: where a freeze

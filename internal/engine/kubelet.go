@@ -59,6 +59,9 @@ func (k Kubelet) Checkpoint(ctx context.Context, c Container, o Options) (Result
 	if o.PageSink != nil {
 		return Result{}, ErrUnsupported{Engine: string(agentapi.EngineKubelet), What: "send memory pages to a page server (Stream): the kubelet's API has no page-server option"}
 	}
+	if len(o.Others) > 0 {
+		return Result{}, ErrUnsupported{Engine: string(agentapi.EngineKubelet), What: "dump several containers in one cut: the kubelet's API pauses and resumes one container per call"}
+	}
 	start := time.Now()
 	archive, err := k.checkpoint(ctx, c.Namespace, c.Pod, c.Name)
 	if err != nil {

@@ -107,28 +107,36 @@ type runcState struct {
 
 // Checkpoint implements Engine.
 func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, error) {
-	if c.ID == "" {
-		return Result{}, fmt.Errorf("the runc engine needs the container's runtime ID (%s)", c)
+	if len(o.Others) > 0 && (o.LazyPages || o.PageSink != nil) {
+		return Result{}, errors.New("a dump of several containers neither streams its pages nor leaves them to be taken lazily")
 	}
-	st, err := r.state(ctx, c.ID)
+	if o.PageSink != nil && o.LazyPages {
+		return Result{}, errors.New("a dump either streams its pages or leaves them to be taken lazily, not both")
+	}
+	dir := filepath.Join(r.DumpDir, o.ID)
+	first, err := r.member(ctx, c, dir, "")
 	if err != nil {
 		return Result{}, err
 	}
-	if err := CheckIdentity(c, identityFrom(st.Annotations)); err != nil {
-		return Result{}, err
+	members := []member{first}
+	for _, other := range o.Others {
+		if other.Namespace != c.Namespace || other.Pod != c.Pod || other.PodUID != c.PodUID {
+			return Result{}, fmt.Errorf("container %s is not of the pod of %s: one cut holds one pod's containers", other, c)
+		}
+		m, err := r.member(ctx, other, dir, other.Name)
+		if err != nil {
+			return Result{}, err
+		}
+		members = append(members, m)
 	}
-	if st.Status != "running" {
-		return Result{}, fmt.Errorf("container %s (%s) is %s, not running", c, c.ID, st.Status)
-	}
-	dir := filepath.Join(r.DumpDir, o.ID)
 	if err := os.RemoveAll(r.local(dir)); err != nil {
 		return Result{}, err
 	}
-	images := filepath.Join(dir, staging.ImagesDir)
-	work := filepath.Join(dir, "work")
-	for _, d := range []string{images, work} {
-		if err := os.MkdirAll(r.local(d), 0o700); err != nil {
-			return Result{}, err
+	for _, m := range members {
+		for _, d := range []string{m.images, m.work} {
+			if err := os.MkdirAll(r.local(d), 0o700); err != nil {
+				return Result{}, err
+			}
 		}
 	}
 	// A dump whose pages are served stays until its page server ends.
@@ -139,44 +147,86 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 		}
 	}()
 
-	ns, err := r.runtimeNamespace(st.Pid)
-	if err != nil {
-		return Result{}, err
-	}
-	if o.PageSink != nil && o.LazyPages {
-		return Result{}, errors.New("a dump either streams its pages or leaves them to be taken lazily, not both")
-	}
 	if o.LazyPages && !o.PagesFromDump {
 		served = true // removed by checkpointLazy or its CRIU
-		return r.checkpointLazy(ctx, c, st, o, ns, dir)
+		return r.checkpointLazy(ctx, c, first.st, o, first.ns, dir)
 	}
-	d, err := r.dump(ctx, c, st, ns, o.Hold, dir, o.PageSink)
+	d, err := r.dump(ctx, members, o.Hold, o.PageSink)
 	if err != nil {
 		return Result{}, err
+	}
+	var heldOthers []string
+	if o.Hold {
+		for _, m := range members[1:] {
+			heldOthers = append(heldOthers, m.c.ID)
+		}
 	}
 	archive := r.archivePath(o.ID)
 	if o.LazyPages {
 		served = true // removed by serveDumpPages or its page server
 		res, err := r.serveDumpPages(c, dir, archive)
 		if err != nil {
-			return Result{}, r.failHeld(ctx, c, o, err)
+			return Result{}, r.failHeld(ctx, members, o, err)
 		}
 		res.Freeze, res.Held, res.Steps, res.CRIU = d.freeze, o.Hold, d.steps, d.stats
 		return res, nil
 	}
-	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar); err != nil {
-		return Result{}, r.failHeld(ctx, c, o, fmt.Errorf("archiving the dump of %s: %w", c, err))
+	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar, staging.OthersDir); err != nil {
+		return Result{}, r.failHeld(ctx, members, o, fmt.Errorf("archiving the dump of %s: %w", c, err))
 	}
-	return Result{Archive: r.local(archive), Freeze: d.freeze, Held: o.Hold, Steps: d.steps, CRIU: d.stats, Streamed: d.streamed}, nil
+	return Result{Archive: r.local(archive), Freeze: d.freeze, Held: o.Hold, HeldOthers: heldOthers, Steps: d.steps, CRIU: d.stats, Streamed: d.streamed}, nil
 }
 
-// failHeld thaws a held container whose checkpoint failed after its dump.
-func (r Runc) failHeld(ctx context.Context, c Container, o Options, err error) error {
+// member is one container of a dump, checked to be the container named
+// and running, with where its images go (host paths under the dump's
+// directory): the archive's root for the requested one,
+// staging.OthersDir/<name> for the others of its pod.
+type member struct {
+	c      Container
+	st     runcState
+	ns     []string
+	images string
+	work   string
+	rootfs string
+}
+
+func (r Runc) member(ctx context.Context, c Container, dir, other string) (member, error) {
+	if c.ID == "" {
+		return member{}, fmt.Errorf("the runc engine needs the container's runtime ID (%s)", c)
+	}
+	st, err := r.state(ctx, c.ID)
+	if err != nil {
+		return member{}, err
+	}
+	if err := CheckIdentity(c, identityFrom(st.Annotations)); err != nil {
+		return member{}, err
+	}
+	if st.Status != "running" {
+		return member{}, fmt.Errorf("container %s (%s) is %s, not running", c, c.ID, st.Status)
+	}
+	ns, err := r.runtimeNamespace(st.Pid)
+	if err != nil {
+		return member{}, err
+	}
+	m := member{c: c, st: st, ns: ns, images: filepath.Join(dir, staging.ImagesDir), work: filepath.Join(dir, "work"),
+		rootfs: filepath.Join(dir, staging.RootfsDiffTar)}
+	if other != "" {
+		base := filepath.Join(dir, staging.OthersDir, other)
+		m.images, m.work, m.rootfs = filepath.Join(base, staging.ImagesDir), filepath.Join(dir, "work."+other), filepath.Join(base, staging.RootfsDiffTar)
+	}
+	return m, nil
+}
+
+// failHeld thaws the held containers of a checkpoint that failed after
+// its dump.
+func (r Runc) failHeld(ctx context.Context, members []member, o Options, err error) error {
 	if !o.Hold {
 		return err
 	}
-	if rerr := r.Release(context.WithoutCancel(ctx), c.ID); rerr != nil {
-		return errors.Join(err, fmt.Errorf("thawing it again: %w", rerr))
+	for _, m := range members {
+		if rerr := r.Release(context.WithoutCancel(ctx), m.c.ID); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("thawing %s again: %w", m.c, rerr))
+		}
 	}
 	return err
 }

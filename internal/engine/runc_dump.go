@@ -7,8 +7,6 @@ import (
 	"io"
 	"path/filepath"
 	"time"
-
-	"github.com/ms2m/ms2m/internal/staging"
 )
 
 // dumped is a finished CRIU dump with its root file system's changes.
@@ -19,8 +17,8 @@ type dumped struct {
 	streamed int64
 }
 
-// dump writes CRIU's images of the container and its root file system's
-// changes into dir, paused for both: they must agree, since a container
+// dump writes CRIU's images of each member and its root file system's
+// changes where the member says, paused for both: they must agree, since a container
 // running on after its dump could write to a file CRIU recorded open, and
 // CRIU refuses to restore a file whose size changed. It is resumed after
 // unless hold (CRIU, finding it frozen, leaves it so). The freeze is the
@@ -35,43 +33,67 @@ type dumped struct {
 //
 // With sink, CRIU sends the memory pages through it as it dumps them
 // (Stream): the pause then lasts as long as they take to cross.
-func (r Runc) dump(ctx context.Context, c Container, st runcState, ns []string, hold bool, dir string, sink io.ReadWriteCloser) (dumped, error) {
+//
+// Several members (containers of one pod) are one cut: all are paused
+// before the first dump and resumed after the last, so none runs on past
+// the state of another that talks to it. The freeze is then the whole
+// pod's, and the sum of their dumps.
+func (r Runc) dump(ctx context.Context, members []member, hold bool, sink io.ReadWriteCloser) (dumped, error) {
 	var steps Steps
 	var streamed int64
-	images, work := filepath.Join(dir, staging.ImagesDir), filepath.Join(dir, "work")
+	name := func(step string, m member) string {
+		if len(members) == 1 {
+			return step
+		}
+		return step + " " + m.c.Name
+	}
 	start := time.Now()
-	if err := steps.Time("pause", func() error { return r.run(ctx, ns, "pause", c.ID) }); err != nil {
-		return dumped{}, fmt.Errorf("pausing %s for its dump: %w", c, err)
+	var paused []member
+	// Never leave a container frozen that nothing will follow; it may be
+	// gone, which Release allows for.
+	resumeAll := func(err error) error {
+		for _, m := range paused {
+			if rerr := r.Release(context.WithoutCancel(ctx), m.c.ID); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("resuming %s: %w", m.c, rerr))
+			}
+		}
+		return err
 	}
-	err := steps.Time("dump", func() (err error) {
-		if sink != nil {
-			streamed, err = r.criuDumpStreaming(ctx, c, ns, images, work, sink)
-			return err
+	for _, m := range members {
+		if err := steps.Time(name("pause", m), func() error { return r.run(ctx, m.ns, "pause", m.c.ID) }); err != nil {
+			return dumped{}, resumeAll(fmt.Errorf("pausing %s for its dump: %w", m.c, err))
 		}
-		return r.criuDump(ctx, c, ns, images, work)
-	})
-	if err == nil {
-		if derr := steps.Time("rootfs", func() error { return r.writeRootfsDiff(st, filepath.Join(dir, staging.RootfsDiffTar)) }); derr != nil {
-			err = fmt.Errorf("root file system changes of %s: %w", c, derr)
+		paused = append(paused, m)
+	}
+	for i, m := range members {
+		err := steps.Time(name("dump", m), func() (err error) {
+			if sink != nil && i == 0 {
+				streamed, err = r.criuDumpStreaming(ctx, m.c, m.ns, m.images, m.work, sink)
+				return err
+			}
+			return r.criuDump(ctx, m.c, m.ns, m.images, m.work)
+		})
+		if err == nil {
+			if derr := steps.Time(name("rootfs", m), func() error { return r.writeRootfsDiff(m.st, m.rootfs) }); derr != nil {
+				err = fmt.Errorf("root file system changes of %s: %w", m.c, derr)
+			}
+		}
+		if err != nil {
+			return dumped{}, resumeAll(err)
 		}
 	}
-	switch {
-	case err != nil:
-		// Never leave a container frozen that nothing will follow; it may
-		// be gone, which Release allows for.
-		if rerr := r.Release(context.WithoutCancel(ctx), c.ID); rerr != nil {
-			return dumped{}, errors.Join(err, fmt.Errorf("resuming %s: %w", c, rerr))
-		}
-		return dumped{}, err
-	case !hold:
-		// Paused above, so resumed at once: no second look at its state
-		// while it is frozen.
-		if rerr := steps.Time("resume", func() error { return r.run(context.WithoutCancel(ctx), ns, "resume", c.ID) }); rerr != nil {
-			return dumped{}, fmt.Errorf("resuming %s: %w", c, rerr)
+	if !hold {
+		// Paused above, so resumed at once: no second look at their state
+		// while they are frozen.
+		for _, m := range members {
+			if rerr := steps.Time(name("resume", m), func() error { return r.run(context.WithoutCancel(ctx), m.ns, "resume", m.c.ID) }); rerr != nil {
+				return dumped{}, resumeAll(fmt.Errorf("resuming %s: %w", m.c, rerr))
+			}
+			paused = paused[1:]
 		}
 	}
 	d := dumped{freeze: time.Since(start), steps: steps, streamed: streamed}
-	if s, err := ReadDumpStats(r.local(filepath.Join(work, "stats-dump"))); err == nil {
+	if s, err := ReadDumpStats(r.local(filepath.Join(members[0].work, "stats-dump"))); err == nil {
 		d.stats = &s
 	}
 	return d, nil

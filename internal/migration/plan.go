@@ -33,10 +33,10 @@ type PlanInputs struct {
 	// the plan records it and is refused what it does not allow.
 	Policy *v1alpha1.MigrationPolicy
 	// Container is the migrated container. InitContainers are the pod's
-	// init containers that run to completion; OtherContainers its other
-	// containers, native sidecars (restartable init containers) included.
-	Container                       string
-	InitContainers, OtherContainers []string
+	// init containers that run to completion, Sidecars its restartable
+	// init containers, OtherContainers its other regular containers.
+	Container                                 string
+	InitContainers, Sidecars, OtherContainers []string
 	// MemoryBytes is the source container's memory limit, or its request
 	// without one (0 without either): a policy's completionTimeoutPerGiB
 	// scales with it.
@@ -111,7 +111,14 @@ func ResolvePlan(in PlanInputs) (v1alpha1.MigrationPlan, *Refusal) {
 	if fail != "" {
 		return p, &Refusal{v1alpha1.ReasonNoMemoryTechnique, fail}
 	}
-	p.FreshContainers, p.FreshContainersReason = ResolveFreshContainers(in.Container, in.InitContainers, in.OtherContainers)
+	p.CheckpointedContainers, p.FreshContainers, p.FreshContainersReason, fail = ResolveContainers(ContainerInputs{
+		Mode: spec.EffectiveOtherContainers(), Container: in.Container,
+		Inits: in.InitContainers, Sidecars: in.Sidecars, Others: in.OtherContainers,
+		Engine: p.CheckpointEngine, Restore: p.RestorePath, Memory: p.MemoryTechnique, Target: in.Target,
+	})
+	if fail != "" {
+		return p, &Refusal{v1alpha1.ReasonOtherContainers, fail}
+	}
 	p.ReplayCutoffSeconds = int32(spec.ReplayCutoff().Seconds())
 	timeouts, why := ResolveTimeouts(spec, in.Policy, in.MemoryBytes)
 	p.Timeouts, p.TimeoutsReason = &timeouts, why

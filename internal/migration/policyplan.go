@@ -85,20 +85,68 @@ func ResolveTimeouts(spec *v1alpha1.StatefulMigrationSpec, pol *v1alpha1.Migrati
 	return t, why
 }
 
-// ResolveFreshContainers says what becomes of the pod's containers besides
-// the migrated one: ms2m moves one container's memory, and the target runs
-// the others anew (init containers run again before it, as they would on
-// any node: an emptyDir they fill starts empty there).
-func ResolveFreshContainers(container string, inits, others []string) ([]string, string) {
-	if len(inits)+len(others) == 0 {
-		return nil, "the pod has no container besides " + container
+// ContainerInputs are the pod's containers besides the migrated one,
+// by kind, and the choices the plan made before them.
+type ContainerInputs struct {
+	Mode      v1alpha1.OtherContainersMode
+	Container string
+	// Inits run to completion; Sidecars are restartable init containers;
+	// Others the pod's other regular containers.
+	Inits, Sidecars, Others []string
+	Engine                  v1alpha1.CheckpointEngine
+	Restore                 v1alpha1.RestorePath
+	Memory                  v1alpha1.MemoryTechnique
+	Target                  string
+}
+
+// ResolveContainers says what becomes of the pod's containers besides the
+// migrated one. Its other regular containers are dumped with it in one cut
+// (Checkpoint), which only the Runc engine does, only ms2m's runtime
+// handler restores, and only with StopAndCopy (a lazy or streamed dump
+// serves one container's pages); or they start fresh. Init containers run
+// again on the target as on any node (an emptyDir they fill starts empty
+// there), and native sidecars start fresh: they run beside the workload
+// and hold no state of its.
+func ResolveContainers(in ContainerInputs) (together, fresh []string, why, fail string) {
+	if len(in.Inits)+len(in.Sidecars)+len(in.Others) == 0 {
+		return nil, nil, "the pod has no container besides " + in.Container, ""
 	}
 	var parts []string
-	if len(inits) > 0 {
-		parts = append(parts, "init container(s) "+strings.Join(inits, ", ")+" run again on the target")
+	if len(in.Inits) > 0 {
+		parts = append(parts, "init container(s) "+strings.Join(in.Inits, ", ")+" run again on the target")
 	}
-	if len(others) > 0 {
-		parts = append(parts, "container(s) "+strings.Join(others, ", ")+" start fresh there, without their memory")
+	if len(in.Sidecars) > 0 {
+		parts = append(parts, "sidecar(s) "+strings.Join(in.Sidecars, ", ")+" start fresh there")
 	}
-	return append(slices.Clone(inits), others...), strings.Join(parts, "; ") + ": only " + container + "'s memory moves"
+	fresh = append(slices.Clone(in.Inits), in.Sidecars...)
+	if len(in.Others) > 0 {
+		names := strings.Join(in.Others, ", ")
+		if in.Mode == v1alpha1.OtherContainersStartFresh {
+			fresh = append(fresh, in.Others...)
+			parts = append(parts, "container(s) "+names+" start fresh there, without their memory (otherContainers StartFresh)")
+		} else {
+			if cannot := cutImpossible(in); cannot != "" {
+				return nil, nil, "", fmt.Sprintf("container(s) %s cannot be checkpointed with %s in one cut: %s; set spec.otherContainers: StartFresh to run them anew on the target without their memory",
+					names, in.Container, cannot)
+			}
+			together = slices.Clone(in.Others)
+			parts = append(parts, "container(s) "+names+" are checkpointed with "+in.Container+" in one cut and restored with it")
+		}
+	}
+	if len(fresh) == 0 {
+		fresh = nil
+	}
+	return together, fresh, strings.Join(parts, "; "), ""
+}
+
+func cutImpossible(in ContainerInputs) string {
+	switch {
+	case in.Engine != v1alpha1.CheckpointEngineRunc:
+		return "only the Runc checkpoint engine pauses several containers for one dump (checkpointEngine is " + string(in.Engine) + ": the kubelet's API pauses one container per call)"
+	case in.Restore != v1alpha1.RestoreRuntimeHandler:
+		return "only ms2m's runtime handler restores several containers from one checkpoint, and " + in.Target + " restores checkpoint images"
+	case in.Memory != v1alpha1.MemoryStopAndCopy:
+		return "memory technique " + string(in.Memory) + " moves the pages of one container (use StopAndCopy)"
+	}
+	return ""
 }

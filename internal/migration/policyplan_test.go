@@ -142,13 +142,47 @@ func TestOverrunReadsThePlansTimeouts(t *testing.T) {
 	}
 }
 
-func TestResolveFreshContainers(t *testing.T) {
-	if names, why := ResolveFreshContainers("app", nil, nil); names != nil || why != "the pod has no container besides app" {
-		t.Fatalf("%v %q", names, why)
-	}
-	names, why := ResolveFreshContainers("app", []string{"config"}, []string{"proxy", "logs"})
-	if strings.Join(names, ",") != "config,proxy,logs" ||
-		why != "init container(s) config run again on the target; container(s) proxy, logs start fresh there, without their memory: only app's memory moves" {
-		t.Fatalf("%v %q", names, why)
+func TestResolveContainers(t *testing.T) {
+	cut := ContainerInputs{Container: "app", Engine: v1alpha1.CheckpointEngineRunc, Restore: v1alpha1.RestoreRuntimeHandler,
+		Memory: v1alpha1.MemoryStopAndCopy, Target: "node-b"}
+	with := func(f func(*ContainerInputs)) ContainerInputs { in := cut; f(&in); return in }
+	for _, tc := range []struct {
+		name                  string
+		in                    ContainerInputs
+		together, fresh, want string
+	}{
+		{name: "alone", in: cut, want: "the pod has no container besides app"},
+		{name: "checkpointed together by default",
+			in: with(func(in *ContainerInputs) {
+				in.Inits, in.Sidecars, in.Others = []string{"config"}, []string{"mesh"}, []string{"proxy", "logs"}
+			}),
+			together: "proxy,logs", fresh: "config,mesh",
+			want: "init container(s) config run again on the target; sidecar(s) mesh start fresh there; container(s) proxy, logs are checkpointed with app in one cut and restored with it"},
+		{name: "start fresh when asked",
+			in:    with(func(in *ContainerInputs) { in.Mode, in.Others = v1alpha1.OtherContainersStartFresh, []string{"proxy"} }),
+			fresh: "proxy", want: "container(s) proxy start fresh there, without their memory (otherContainers StartFresh)"},
+		{name: "the kubelet's API cannot",
+			in:   with(func(in *ContainerInputs) { in.Engine, in.Others = v1alpha1.CheckpointEngineKubelet, []string{"proxy"} }),
+			want: "refused: container(s) proxy cannot be checkpointed with app in one cut: only the Runc checkpoint engine pauses several containers"},
+		{name: "a checkpoint image restore cannot",
+			in:   with(func(in *ContainerInputs) { in.Restore, in.Others = v1alpha1.RestoreCheckpointImage, []string{"proxy"} }),
+			want: "refused: container(s) proxy cannot be checkpointed with app in one cut: only ms2m's runtime handler restores several containers from one checkpoint, and node-b restores checkpoint images"},
+		{name: "post-copy cannot",
+			in:   with(func(in *ContainerInputs) { in.Memory, in.Others = v1alpha1.MemoryPostCopy, []string{"proxy"} }),
+			want: "refused: container(s) proxy cannot be checkpointed with app in one cut: memory technique PostCopy moves the pages of one container (use StopAndCopy); set spec.otherContainers: StartFresh"},
+		{name: "sidecars alone need no cut",
+			in:    with(func(in *ContainerInputs) { in.Memory, in.Sidecars = v1alpha1.MemoryPostCopy, []string{"mesh"} }),
+			fresh: "mesh", want: "sidecar(s) mesh start fresh there"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			together, fresh, why, fail := ResolveContainers(tc.in)
+			got := why
+			if fail != "" {
+				got = "refused: " + fail
+			}
+			if !strings.HasPrefix(got, tc.want) || strings.Join(together, ",") != tc.together || strings.Join(fresh, ",") != tc.fresh {
+				t.Errorf("together %v, fresh %v, %q; want together %q, fresh %q, %q...", together, fresh, got, tc.together, tc.fresh, tc.want)
+			}
+		})
 	}
 }

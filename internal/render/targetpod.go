@@ -43,6 +43,9 @@ type TargetPod struct {
 	Node      string
 	Image     string
 	Container string
+	// Others are the pod's containers restored with Container, from the
+	// same checkpoint (runtime handler only).
+	Others    []string
 	Migration string
 	// KeepIdentity keeps hostname/subdomain (Sequential: the target takes
 	// the source's place); a shadow beside the source must not claim them.
@@ -101,11 +104,13 @@ func (t TargetPod) Build() *corev1.Pod {
 	if t.RuntimeClass != "" {
 		spec.RuntimeClassName = &t.RuntimeClass
 		for i := range spec.Containers {
-			if spec.Containers[i].Name == t.Container {
-				// A source restored before carries its own checkpoint's.
-				env := slices.DeleteFunc(spec.Containers[i].Env, func(e corev1.EnvVar) bool { return e.Name == staging.EnvRestore })
-				spec.Containers[i].Env = append(env, corev1.EnvVar{Name: staging.EnvRestore, Value: t.CheckpointID})
+			// A source restored before carries its own checkpoint's, on
+			// containers that may start fresh now.
+			env := slices.DeleteFunc(spec.Containers[i].Env, func(e corev1.EnvVar) bool { return e.Name == staging.EnvRestore })
+			if spec.Containers[i].Name == t.Container || slices.Contains(t.Others, spec.Containers[i].Name) {
+				env = append(env, corev1.EnvVar{Name: staging.EnvRestore, Value: t.CheckpointID})
 			}
+			spec.Containers[i].Env = env
 		}
 	} else {
 		for i := range spec.Containers {

@@ -103,3 +103,36 @@ func TestTargetPodThroughTheRuntimeHandler(t *testing.T) {
 		t.Errorf("a checkpoint-image target carries the handler's marks")
 	}
 }
+
+// The containers of one cut each name the checkpoint; a container that
+// starts fresh names none, even where the source, restored before, names
+// its own old one.
+func TestTargetPodRestoresEveryContainerOfTheCut(t *testing.T) {
+	src := sourcePod()
+	for i := range src.Spec.Containers {
+		src.Spec.Containers[i].Env = []corev1.EnvVar{{Name: "KEEP", Value: "1"}, {Name: staging.EnvRestore, Value: "old"}}
+	}
+	restore := func(c corev1.Container) string {
+		for _, e := range c.Env {
+			if e.Name == staging.EnvRestore {
+				return e.Value
+			}
+		}
+		return ""
+	}
+	both := TargetPod{Source: src, Name: "t", Node: "node-b", Container: "app", Others: []string{"sidecar"},
+		Migration: "m1", RuntimeClass: "ms2m", CheckpointID: "m1-abc"}.Build()
+	for _, c := range both.Spec.Containers {
+		if restore(c) != "m1-abc" || c.Env[0].Name != "KEEP" || len(c.Env) != 2 {
+			t.Errorf("container %s of the cut: env %v", c.Name, c.Env)
+		}
+	}
+	alone := TargetPod{Source: src, Name: "t", Node: "node-b", Container: "app",
+		Migration: "m1", RuntimeClass: "ms2m", CheckpointID: "m1-abc"}.Build()
+	if got := restore(alone.Spec.Containers[1]); got != "" {
+		t.Errorf("the fresh sidecar names checkpoint %q: the runtime handler would wait for it", got)
+	}
+	if restore(src.Spec.Containers[1]) != "old" {
+		t.Error("the source pod was changed")
+	}
+}

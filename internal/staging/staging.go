@@ -39,10 +39,14 @@ const EnvRestore = "MS2M_RESTORE_CHECKPOINT"
 // Files of a staged checkpoint, as the kubelet's checkpoint archive names
 // them (containerd's and CRI-O's archives share these names).
 const (
-	MetaFile       = "ms2m-stage.json"
-	ImagesDir      = "checkpoint"
-	RootfsDiffTar  = "rootfs-diff.tar"
-	DeletedFiles   = "deleted.files"
+	MetaFile      = "ms2m-stage.json"
+	ImagesDir     = "checkpoint"
+	RootfsDiffTar = "rootfs-diff.tar"
+	DeletedFiles  = "deleted.files"
+	// OthersDir holds, in the archive of a cut of several containers of
+	// one pod, one directory per other container, laid out like the
+	// archive's root (ImagesDir, RootfsDiffTar).
+	OthersDir      = "containers"
 	claimedDirName = ".claimed"
 	claimedIDsDir  = ".claimed-ids"
 	withdrawnDir   = ".withdrawn-ids"

@@ -106,7 +106,7 @@ func run(t *testing.T, sc scenario) *demo.Result {
 	}
 	sc.spec.TargetNode = "node-b"
 	sc.spec.ReplayCutoffSeconds = 30
-	ns := "e2e-" + strings.ToLower(strings.ReplaceAll(t.Name()[len("Test"):], "_", "-"))
+	ns := "e2e-" + strings.ToLower(strings.NewReplacer("_", "-", "/", "-").Replace(t.Name()[len("Test"):]))
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	before := replayQueues(t)

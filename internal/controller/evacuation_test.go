@@ -14,6 +14,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -155,4 +156,69 @@ func TestEvictionOfAPodWithoutOptInEvicts(t *testing.T) {
 		err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: "consumer-0"}, p)
 		return apierrors.IsNotFound(err) || !p.DeletionTimestamp.IsZero()
 	})
+}
+
+// A drain's migration that takes the pod out of service for a while
+// (Sequential) waits, like any eviction, for its PodDisruptionBudget to
+// allow a disruption, and counts against it once it starts; the budget's
+// status is what the disruption controller would report (none runs here).
+func TestEvictionThatStopsThePodWaitsForItsDisruptionBudget(t *testing.T) {
+	w := newWorld(t)
+	w.plainPod("consumer-0")
+	w.policyFor(v1alpha1.MigrationPolicySpec{EvictionStrategy: v1alpha1.EvictionMigrate,
+		Defaults: &v1alpha1.MigrationDefaults{MigrationStrategy: v1alpha1.StrategySequential}})
+	ctx := context.Background()
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "consumer", Namespace: w.ns},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "consumer"}}}}
+	if err := k8s.Create(ctx, pdb); err != nil {
+		t.Fatal(err)
+	}
+	setBudget := func(allowed int32) {
+		t.Helper()
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(pdb), pdb); err != nil {
+			t.Fatal(err)
+		}
+		pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, DisruptionsAllowed: allowed,
+			CurrentHealthy: 1 + allowed, DesiredHealthy: 1, ExpectedPods: 1 + allowed}
+		if err := k8s.Status().Update(ctx, pdb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setBudget(0)
+	w.evictionWebhook()
+	w.startManager()
+	cs := kubernetes.NewForConfigOrDie(adminCfg)
+	evict := func() error {
+		return cs.CoreV1().Pods(w.ns).EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: "consumer-0", Namespace: w.ns}})
+	}
+	migrations := func() int {
+		var list v1alpha1.StatefulMigrationList
+		if err := k8s.List(ctx, &list, client.InNamespace(w.ns)); err != nil {
+			t.Fatal(err)
+		}
+		return len(list.Items)
+	}
+
+	err := evict()
+	if !apierrors.IsTooManyRequests(err) || !strings.Contains(err.Error(), "PodDisruptionBudget consumer allows no disruption now") {
+		t.Fatalf("eviction under a budget that allows none: %v", err)
+	}
+	if n := migrations(); n != 0 {
+		t.Fatalf("%d migrations started while the budget allowed no disruption", n)
+	}
+
+	setBudget(1)
+	if err := evict(); !apierrors.IsTooManyRequests(err) || !strings.Contains(err.Error(), "ms2m starts migrating pod "+w.ns+"/consumer-0") {
+		t.Fatalf("eviction under a budget that allows one: %v", err)
+	}
+	if n := migrations(); n != 1 {
+		t.Fatalf("%d migrations, want 1", n)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(pdb), pdb); err != nil {
+		t.Fatal(err)
+	}
+	if _, counted := pdb.Status.DisruptedPods["consumer-0"]; pdb.Status.DisruptionsAllowed != 0 || !counted {
+		t.Errorf("the migration was not counted against the budget: %+v", pdb.Status)
+	}
 }

@@ -77,6 +77,21 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 	if d.Allow {
 		return admission.Allowed(d.Event)
 	}
+	if d.Migrate && disrupts(pod, pol) {
+		// Budgets hold as for any eviction: the migration starts only
+		// once one allows the pod's absence, and counts against it.
+		take := w.takeDisruption
+		if dryRun(req) {
+			take = w.budgetRefusal
+		}
+		why, err := take(ctx, pod)
+		if err != nil {
+			return refuse(http.StatusTooManyRequests, fmt.Sprintf("ms2m could not check the disruption budget of pod %s/%s: %v", pod.Namespace, pod.Name, err))
+		}
+		if why != "" {
+			return refuse(http.StatusTooManyRequests, why)
+		}
+	}
 	if d.Migrate && !dryRun(req) {
 		if err := w.startMigration(ctx, pod); err != nil {
 			return refuse(http.StatusTooManyRequests, fmt.Sprintf("ms2m could not start migrating pod %s/%s: %v", pod.Namespace, pod.Name, err))

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -152,6 +153,16 @@ type MigrationLimits struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
 	CompletionTimeoutPerGiB *metav1.Duration `json:"completionTimeoutPerGiB,omitempty"`
+	// BandwidthPerMigration bounds the bytes per second one migration's
+	// checkpoint takes over the network: the archive a Direct transfer
+	// sends, the image a Registry transfer pushes and the target pulls
+	// ("64Mi" is 64 MiB/s). Memory pages that move while the workload is
+	// frozen or waits for them (Stream, PostCopy) are not bounded: slowing
+	// them would lengthen the freeze.
+	// +optional
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="must be a positive number of bytes per second, such as 64Mi"
+	BandwidthPerMigration *resource.Quantity `json:"bandwidthPerMigration,omitempty"`
 }
 
 // MigrationDefaults are the spec fields a governed migration inherits where

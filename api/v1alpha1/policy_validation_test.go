@@ -26,8 +26,8 @@ func TestMigrationPolicyValidation(t *testing.T) {
 		"namespaceSelector": map[string]any{"matchLabels": map[string]any{"team": "shop"}},
 		"allowed": map[string]any{"memoryTechniques": []any{"StopAndCopy", "Stream"}, "transferModes": []any{"Direct"},
 			"strategies": []any{"ShadowPod"}, "handoffs": []any{"Replay", "Handoff"}, "checkpointRegistries": []any{"registry.shop:5000"}},
-		"limits":           map[string]any{"parallelOutboundMigrationsPerNode": 1, "completionTimeoutPerGiB": "150s"},
-		"defaults":         map[string]any{"transferMode": "Direct", "timeouts": map[string]any{"restore": "2m"}},
+		"limits":           map[string]any{"parallelOutboundMigrationsPerNode": 1, "completionTimeoutPerGiB": "150s", "bandwidthPerMigration": "64Mi"},
+		"defaults":         map[string]any{"transferMode": "Direct", "timeouts": map[string]any{"restore": "2m", "progress": "90s"}},
 		"evictionStrategy": "MigrateOrEvict",
 	})
 	if err := k8s.Create(context.Background(), ok, client.FieldValidation("Strict")); err != nil {
@@ -43,6 +43,12 @@ func TestMigrationPolicyValidation(t *testing.T) {
 			[]string{"spec.limits.parallelMigrationsPerCluster", "greater than or equal to 1"}},
 		{"per-GiB timeout not a duration", map[string]any{"limits": map[string]any{"completionTimeoutPerGiB": "soon"}},
 			[]string{"spec.limits.completionTimeoutPerGiB", "positive duration"}},
+		{"zero bandwidth", map[string]any{"limits": map[string]any{"bandwidthPerMigration": "0"}},
+			[]string{"spec.limits.bandwidthPerMigration", "positive number of bytes per second"}},
+		{"bandwidth not a quantity", map[string]any{"limits": map[string]any{"bandwidthPerMigration": "fast"}},
+			[]string{"spec.limits.bandwidthPerMigration"}},
+		{"progress timeout not a duration", map[string]any{"defaults": map[string]any{"timeouts": map[string]any{"progress": "-5s"}}},
+			[]string{"spec.defaults.timeouts.progress", "positive duration"}},
 		{"Auto as an allowed technique", map[string]any{"allowed": map[string]any{"memoryTechniques": []any{"Auto"}}},
 			[]string{"allowed.memoryTechniques lists what a plan resolves to", "never Auto"}},
 		{"unknown technique", map[string]any{"allowed": map[string]any{"memoryTechniques": []any{"Teleport"}}},

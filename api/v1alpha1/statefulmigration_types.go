@@ -371,6 +371,16 @@ type MigrationTimeouts struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
 	Finalize *metav1.Duration `json:"finalize,omitempty"`
+	// Progress bounds how long the checkpoint's transfer (and, for a
+	// Registry transfer, its pull to the target node) may go without
+	// moving a byte before the migration fails and rolls back: a stalled
+	// link or registry fails fast instead of at the Transfer timeout.
+	// Default: none.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive duration such as 90s, 5m or 1h30m"
+	Progress *metav1.Duration `json:"progress,omitempty"`
 }
 
 // StatefulMigrationStatus is what ms2m observed and did.
@@ -561,6 +571,12 @@ type MigrationPlan struct {
 	Timeouts *MigrationTimeouts `json:"timeouts,omitempty"`
 	// +optional
 	TimeoutsReason string `json:"timeoutsReason,omitempty"`
+	// BandwidthBytesPerSecond bounds what the checkpoint's transfer takes
+	// of the network (0: unbounded); BandwidthReason says why.
+	// +optional
+	BandwidthBytesPerSecond int64 `json:"bandwidthBytesPerSecond,omitempty"`
+	// +optional
+	BandwidthReason string `json:"bandwidthReason,omitempty"`
 }
 
 // PhaseTiming is one phase's time span.
@@ -627,6 +643,14 @@ type TransferStatus struct {
 	// runs.
 	// +optional
 	ETASeconds int64 `json:"etaSeconds,omitempty"`
+	// BytesStaged is what the target node has unpacked for ms2m's runtime
+	// handler (pulled from the registry for a Registry transfer).
+	// +optional
+	BytesStaged int64 `json:"bytesStaged,omitempty"`
+	// LastProgressTime is when the transfer last moved a byte (see
+	// timeouts.progress).
+	// +optional
+	LastProgressTime *metav1.Time `json:"lastProgressTime,omitempty"`
 	// PageBytes is the memory that moved apart from the checkpoint: the
 	// pages the target took from the source after its restore (PostCopy),
 	// or that the source's CRIU sent to the target's page server as it

@@ -15,6 +15,7 @@ import (
 	"github.com/ms2m/ms2m/internal/ckptimage"
 	"github.com/ms2m/ms2m/internal/identity"
 	"github.com/ms2m/ms2m/internal/staging"
+	"github.com/ms2m/ms2m/internal/throttle"
 )
 
 // RuntimeHandler is ms2m's runtime handler as installed on the node.
@@ -197,11 +198,16 @@ func (s *Server) openCheckpoint(ctx context.Context, req agentapi.StageRequest) 
 	if req.Image == DirectImageRef(req.ID) {
 		return nil, 0, fmt.Errorf("checkpoint %s was sent to this node, but its archive is gone", req.ID)
 	}
-	rc, err := ckptimage.Fetch(ctx, s.cfg.Registry.pushRef(req.Image), s.cfg.Registry.options()...)
+	rc, err := ckptimage.Fetch(ctx, s.cfg.Registry.pushRef(req.Image), s.cfg.Registry.options(nil)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("fetching the checkpoint image: %w", err)
 	}
-	return rc, 0, nil
+	return readCloser{Reader: throttle.New(req.BytesPerSecond).Reader(ctx, rc), Closer: rc}, 0, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // withdraw records that a checkpoint will never be staged here: the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/ckptimage"
+	"github.com/ms2m/ms2m/internal/throttle"
 	"github.com/ms2m/ms2m/internal/identity"
 )
 
@@ -33,10 +34,11 @@ type Registry struct {
 }
 
 // options are every registry call's: Options, then the transport that
-// refuses plain HTTP to registries PlainHTTP does not name.
-func (r Registry) options(extra ...remote.Option) []remote.Option {
+// refuses plain HTTP to registries PlainHTTP does not name, paced by
+// limit (nil: not paced).
+func (r Registry) options(limit *throttle.Limiter, extra ...remote.Option) []remote.Option {
 	opts := append(append([]remote.Option{}, extra...), r.Options...)
-	return append(opts, remote.WithTransport(tlsOnly{base: remote.DefaultTransport, plain: r.PlainHTTP}))
+	return append(opts, remote.WithTransport(limit.Transport(tlsOnly{base: remote.DefaultTransport, plain: r.PlainHTTP})))
 }
 
 // tlsOnly lets a request go over plain HTTP only to a registry named in
@@ -135,7 +137,7 @@ func (s *Server) pushToRegistry(ctx context.Context, req agentapi.TransferReques
 	ref := s.cfg.Registry.pushRef(req.Repository + ":" + req.CheckpointID)
 	updates := make(chan v1Update, 16)
 	go forwardProgress(updates, progress)
-	opts := s.cfg.Registry.options(remote.WithContext(ctx), remote.WithProgress(updates))
+	opts := s.cfg.Registry.options(throttle.New(req.BytesPerSecond), remote.WithContext(ctx), remote.WithProgress(updates))
 	d, err := ckptimage.Push(ctx, idx, ref, opts...)
 	if err != nil {
 		return agentapi.TransferResult{}, fmt.Errorf("pushing %s: %w", ref, err)
@@ -158,7 +160,7 @@ func (s *Server) sendDirect(ctx context.Context, req agentapi.TransferRequest, c
 	if err != nil {
 		return agentapi.TransferResult{}, err
 	}
-	body := &countingReader{r: f, total: fi.Size(), progress: progress}
+	body := &countingReader{r: throttle.New(req.BytesPerSecond).Reader(ctx, f), total: fi.Size(), progress: progress}
 	in := agentapi.Incoming{ID: req.CheckpointID, Container: req.Container, Source: s.cfg.Node}
 	return s.cfg.Peers.Send(ctx, req.TargetNode, in, body, fi.Size())
 }
@@ -243,7 +245,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 		}
 	}
 	if op, ok := s.transfers.Get(id); ok && op.State == agentapi.OpSucceeded && strings.Contains(op.Result.Image, "@") && !strings.HasPrefix(op.Result.Image, "localhost/") {
-		note("registry image", ckptimage.Delete(ctx, s.cfg.Registry.pushRef(op.Result.Image), s.cfg.Registry.options()...))
+		note("registry image", ckptimage.Delete(ctx, s.cfg.Registry.pushRef(op.Result.Image), s.cfg.Registry.options(nil)...))
 	}
 	note("received archive", os.Remove(s.incomingPath(id)))
 	note("partly received archive", os.Remove(s.incomingPath(id)+".part"))

@@ -140,6 +140,9 @@ type TransferRequest struct {
 	TargetNode string `json:"targetNode"`
 	// Container is the checkpointed container's name (image annotation).
 	Container string `json:"container"`
+	// BytesPerSecond bounds the rate at which the archive is sent or
+	// pushed (0: unbounded).
+	BytesPerSecond int64 `json:"bytesPerSecond,omitempty"`
 }
 
 // TransferResult says where the target's runtime finds the checkpoint.
@@ -208,6 +211,9 @@ type StageRequest struct {
 	// holds (CheckpointRequest.Others): each is staged for its own
 	// container, and the request fails unless all of them are there.
 	Others []string `json:"others,omitempty"`
+	// BytesPerSecond bounds the rate at which a checkpoint image is
+	// pulled from its registry (0: unbounded).
+	BytesPerSecond int64 `json:"bytesPerSecond,omitempty"`
 }
 
 // PagesStatus is how far the memory of a lazy checkpoint has come to the

@@ -56,6 +56,8 @@ type nodeSim struct {
 	cleanups    map[string]int       // node → cleanup calls
 	holds       map[string]chan struct{}
 	transferTo  map[string]string // checkpoint ID → image to hand out instead
+	// paced: checkpoint ID → the rate its transfer was bounded to.
+	paced map[string]int64
 	createdPods map[string][]string
 	// badRestore: restores into these pod names fail as a missing image.
 	badRestore map[string]bool
@@ -145,7 +147,7 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 	s := &nodeSim{t: t, c: c, ns: ns, amqpURL: amqpURL, queue: queue, prefetch: 10, identity: t.TempDir(),
 		agents: map[string]bool{"node-a": true, "node-b": true}, running: map[string]*simPod{},
 		images: map[string]sdk.Snapshot{}, ops: map[string]time.Time{}, snapshots: map[string]int{},
-		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{},
+		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{}, paced: map[string]int64{},
 		createdPods: map[string][]string{}, badRestore: map[string]bool{}, checkpointImageOnly: map[string]bool{}, noRestore: map[string]bool{},
 		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{},
 		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{},
@@ -306,6 +308,7 @@ func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferReq
 	defer s.mu.Unlock()
 	op := agentapi.Operation[agentapi.TransferResult]{ID: req.ID, State: agentapi.OpRunning,
 		Progress: agentapi.Progress{BytesTotal: 4096, BytesDone: 1024, BytesPerSecond: 1 << 20}}
+	s.paced[req.CheckpointID] = req.BytesPerSecond
 	if s.held("transfer") {
 		return op, nil
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/migration"
 )
 
 // reconcileTransferring moves the checkpoint to where the target node's
@@ -32,6 +33,7 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 	op, err := r.Agents.Transfer(ctx, st.SourceNode, agentapi.TransferRequest{
 		ID: s.id, CheckpointID: st.Checkpoint.ID, Mode: agentapi.TransferMode(st.Plan.TransferMode),
 		Repository: r.repository(s.m), TargetNode: st.TargetNode, Container: st.ContainerName,
+		BytesPerSecond: st.Plan.BandwidthBytesPerSecond,
 	})
 	if err != nil {
 		return reconcile.Result{}, err
@@ -42,6 +44,7 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 	}
 	// The archive's progress; pageBytes (the pages a Stream dump sent) stays.
 	t := st.Transfer
+	before := migration.Moved(t)
 	t.BytesTotal, t.BytesTransferred, t.BytesRemaining, t.RateBytesPerSecond = p.BytesTotal, p.BytesDone, max(p.BytesTotal-p.BytesDone, 0), p.BytesPerSecond
 	t.ETASeconds = 0
 	if t.RateBytesPerSecond > 0 && t.BytesRemaining > 0 {
@@ -51,6 +54,9 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 	case agentapi.OpFailed:
 		return s.fail(v1alpha1.ReasonTransferFailed, "%s transfer of the checkpoint to %s: %s", st.Plan.TransferMode, st.TargetNode, op.Message)
 	case agentapi.OpRunning:
+		if stalled, why := migration.TransferStalled(t, before, s.now, st.Plan.Timeouts); stalled {
+			return s.fail(v1alpha1.ReasonTimeout, "%s transfer of the checkpoint to %s: %s", st.Plan.TransferMode, st.TargetNode, why)
+		}
 		return s.pollOp(), nil
 	}
 	if !s.isDone(v1alpha1.ConditionCheckpointTransferred) {
@@ -83,10 +89,12 @@ func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope, seal *agenta
 	op, err := r.Agents.Stage(ctx, st.TargetNode, agentapi.StageRequest{ID: st.Checkpoint.ID, Image: st.Checkpoint.Image,
 		Namespace: s.m.Namespace, Pod: st.TargetPod, Container: st.ContainerName, SourceNode: st.SourceNode, Seal: seal,
 		LazyPages: st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy, StreamedPages: st.Plan.MemoryTechnique == v1alpha1.MemoryStream,
-		Others: st.Plan.CheckpointedContainers})
+		Others: st.Plan.CheckpointedContainers, BytesPerSecond: st.Plan.BandwidthBytesPerSecond})
 	if err != nil {
 		return reconcile.Result{}, false, err
 	}
+	before := migration.Moved(st.Transfer)
+	st.Transfer.BytesStaged = op.Progress.BytesDone
 	switch op.State {
 	case agentapi.OpFailed:
 		if strings.Contains(op.Message, agentapi.ErrUnauthenticated.Error()) {
@@ -96,6 +104,10 @@ func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope, seal *agenta
 		res, err := s.fail(v1alpha1.ReasonTransferFailed, "staging the checkpoint on %s for ms2m's runtime handler: %s", st.TargetNode, op.Message)
 		return res, false, err
 	case agentapi.OpRunning:
+		if stalled, why := migration.TransferStalled(st.Transfer, before, s.now, st.Plan.Timeouts); stalled {
+			res, err := s.fail(v1alpha1.ReasonTimeout, "staging the checkpoint on %s: %s", st.TargetNode, why)
+			return res, false, err
+		}
 		return s.pollOp(), false, nil
 	}
 	s.done(v1alpha1.ConditionCheckpointStaged, fmt.Sprintf("checkpoint staged on %s for %s/%s (%d bytes)", st.TargetNode, st.TargetPod, st.ContainerName, op.Result.SizeBytes))

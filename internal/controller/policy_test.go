@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,9 +54,9 @@ func TestPolicyLimitsOutboundMigrationsPerNode(t *testing.T) {
 	w.plainPod("first")
 	w.plainPod("second")
 	pol := w.policyFor(v1alpha1.MigrationPolicySpec{
-		Limits: &v1alpha1.MigrationLimits{ParallelOutboundMigrationsPerNode: ptr.To[int32](1)},
+		Limits: &v1alpha1.MigrationLimits{ParallelOutboundMigrationsPerNode: ptr.To[int32](1), BandwidthPerMigration: ptr.To(resource.MustParse("64Mi"))},
 		Defaults: &v1alpha1.MigrationDefaults{TransferMode: v1alpha1.TransferDirect,
-			Timeouts: &v1alpha1.MigrationTimeouts{Restore: &metav1.Duration{Duration: 77 * time.Second}}},
+			Timeouts: &v1alpha1.MigrationTimeouts{Restore: &metav1.Duration{Duration: 77 * time.Second}, Progress: &metav1.Duration{Duration: 90 * time.Second}}},
 	})
 	w.sim.hold("checkpoint")
 	w.startManager()
@@ -99,6 +100,16 @@ func TestPolicyLimitsOutboundMigrationsPerNode(t *testing.T) {
 	if p := first.Status.Plan; p.Policy != pol.Name || p.PolicyGeneration != 1 || p.TransferMode != v1alpha1.TransferDirect ||
 		p.Timeouts == nil || p.Timeouts.Restore.Duration != 77*time.Second || p.Timeouts.Total.Duration != v1alpha1.DefaultTotalTimeout {
 		t.Errorf("first plan: policy %s/%d, transfer %s, timeouts %+v", p.Policy, p.PolicyGeneration, p.TransferMode, p.Timeouts)
+	}
+	if p := first.Status.Plan; p.BandwidthBytesPerSecond != 64<<20 || p.Timeouts.Progress == nil || p.Timeouts.Progress.Duration != 90*time.Second ||
+		!strings.Contains(p.BandwidthReason, "bandwidthPerMigration (64Mi/s)") {
+		t.Errorf("first plan: bandwidth %d (%s), progress timeout %v", p.BandwidthBytesPerSecond, p.BandwidthReason, p.Timeouts.Progress)
+	}
+	w.sim.mu.Lock()
+	paced := w.sim.paced[first.Status.Checkpoint.ID]
+	w.sim.mu.Unlock()
+	if paced != 64<<20 {
+		t.Errorf("the transfer was asked to go at %d bytes/s, not the policy's 64Mi", paced)
 	}
 	if p := second.Status.Plan; p.Policy != pol.Name || p.PolicyGeneration != 2 || p.TransferMode != v1alpha1.TransferRegistry ||
 		p.CheckpointRepository != "registry.test/ckpt" {

@@ -232,6 +232,9 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 		{"phase timeout", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
 			s.Timeouts = &v1alpha1.MigrationTimeouts{Transfer: &metav1.Duration{Duration: time.Second}}
 		}, func(w *world) { w.sim.hold("transfer") }, v1alpha1.ReasonTimeout, "Transferring did not finish within its timeout of 1s"},
+		{"transfer stalls longer than the progress timeout", "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+			s.Timeouts = &v1alpha1.MigrationTimeouts{Progress: &metav1.Duration{Duration: time.Second}}
+		}, func(w *world) { w.sim.hold("transfer") }, v1alpha1.ReasonTimeout, "Registry transfer of the checkpoint to node-b: the checkpoint's transfer moved no byte for"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)

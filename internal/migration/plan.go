@@ -119,6 +119,7 @@ func ResolvePlan(in PlanInputs) (v1alpha1.MigrationPlan, *Refusal) {
 	if fail != "" {
 		return p, &Refusal{v1alpha1.ReasonOtherContainers, fail}
 	}
+	p.BandwidthBytesPerSecond, p.BandwidthReason = ResolveBandwidth(in.Policy, p.MemoryTechnique)
 	p.ReplayCutoffSeconds = int32(spec.ReplayCutoff().Seconds())
 	timeouts, why := ResolveTimeouts(spec, in.Policy, in.MemoryBytes)
 	p.Timeouts, p.TimeoutsReason = &timeouts, why

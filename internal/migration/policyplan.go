@@ -65,6 +65,9 @@ func ResolveTimeouts(spec *v1alpha1.StatefulMigrationSpec, pol *v1alpha1.Migrati
 		Replay:     d(spec.PhaseTimeout(v1alpha1.PhaseReplaying)),
 		Finalize:   d(spec.PhaseTimeout(v1alpha1.PhaseFinalizing)),
 	}
+	if spec.Timeouts != nil && spec.Timeouts.Progress != nil {
+		t.Progress = d(spec.Timeouts.Progress.Duration)
+	}
 	why := "spec.timeouts where set, ms2m's defaults elsewhere"
 	if pol != nil && pol.Spec.Defaults != nil && pol.Spec.Defaults.Timeouts != nil {
 		why = "spec.timeouts where set, MigrationPolicy " + pol.Name + "'s defaults and then ms2m's elsewhere"
@@ -83,6 +86,26 @@ func ResolveTimeouts(spec *v1alpha1.StatefulMigrationSpec, pol *v1alpha1.Migrati
 		why += fmt.Sprintf("; total %s: MigrationPolicy %s allows %s per GiB of the container's %d GiB", bound, pol.Name, per, gibs)
 	}
 	return t, why
+}
+
+// ResolveBandwidth is what a migration's transfer may take of the network:
+// its policy's bandwidthPerMigration, else no bound.
+func ResolveBandwidth(pol *v1alpha1.MigrationPolicy, technique v1alpha1.MemoryTechnique) (int64, string) {
+	if pol == nil {
+		return 0, "unbounded: no MigrationPolicy governs the pod"
+	}
+	if pol.Spec.Limits == nil || pol.Spec.Limits.BandwidthPerMigration == nil {
+		return 0, "unbounded: MigrationPolicy " + pol.Name + " sets no bandwidthPerMigration"
+	}
+	q := pol.Spec.Limits.BandwidthPerMigration
+	why := fmt.Sprintf("MigrationPolicy %s's bandwidthPerMigration (%s/s) bounds the checkpoint's transfer", pol.Name, q.String())
+	switch technique {
+	case v1alpha1.MemoryStream:
+		why += "; the pages streamed during the freeze are not bounded"
+	case v1alpha1.MemoryPostCopy:
+		why += "; the pages the target takes after its restore are not bounded"
+	}
+	return q.Value(), why
 }
 
 // ContainerInputs are the pod's containers besides the migrated one,

@@ -94,7 +94,7 @@ func ApplyDefaults(spec *v1alpha1.StatefulMigrationSpec, p *v1alpha1.MigrationPo
 		t, dt := out.Timeouts, d.Timeouts
 		for _, f := range []struct{ own, def **metav1.Duration }{
 			{&t.Total, &dt.Total}, {&t.Checkpoint, &dt.Checkpoint}, {&t.Transfer, &dt.Transfer},
-			{&t.Restore, &dt.Restore}, {&t.Replay, &dt.Replay}, {&t.Finalize, &dt.Finalize},
+			{&t.Restore, &dt.Restore}, {&t.Replay, &dt.Replay}, {&t.Finalize, &dt.Finalize}, {&t.Progress, &dt.Progress},
 		} {
 			if *f.own == nil && *f.def != nil {
 				v := **f.def

@@ -50,7 +50,7 @@ test-fast: generate ## unit tests only: no API server, no broker (seconds)
 
 .PHONY: test-integration
 test-integration: generate kube-binaries ## unit + envtest (real kube-apiserver + etcd) + real RabbitMQ
-	hack/with-rabbitmq.sh env KUBEBUILDER_ASSETS=$$(hack/kube-binaries.sh $(KUBE_VERSION)) \
+	hack/with-rabbitmq.sh env KUBEBUILDER_ASSETS=$$(hack/kube-binaries.sh $(KUBE_VERSION)) MS2M_HELM=$$(hack/helm.sh) \
 		go test -count=1 -p 1 -parallel 4 -timeout 40m ./...
 
 .PHONY: test-rabbitmq310

@@ -43,6 +43,12 @@ func require(t testing.TB, env, how string) string {
 	return v
 }
 
+// Helm is the helm binary the chart's tests run ($MS2M_HELM, which `make
+// test` sets from hack/helm.sh).
+func Helm(t testing.TB) string {
+	return require(t, "MS2M_HELM", "hack/helm.sh")
+}
+
 // ShortFlag reports -short from TestMain, before testing.Short may be
 // called.
 func ShortFlag() bool {

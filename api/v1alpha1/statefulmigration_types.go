@@ -571,6 +571,14 @@ type MigrationPlan struct {
 	Timeouts *MigrationTimeouts `json:"timeouts,omitempty"`
 	// +optional
 	TimeoutsReason string `json:"timeoutsReason,omitempty"`
+	// EncryptCheckpoint: the source's agent encrypts the checkpoint before
+	// it leaves its node, with a key for this checkpoint alone that only
+	// the two agents are given, and the target's agent decrypts it as it
+	// stages it; EncryptionReason says why it is, or is not.
+	// +optional
+	EncryptCheckpoint bool `json:"encryptCheckpoint,omitempty"`
+	// +optional
+	EncryptionReason string `json:"encryptionReason,omitempty"`
 	// BandwidthBytesPerSecond bounds what the checkpoint's transfer takes
 	// of the network (0: unbounded); BandwidthReason says why.
 	// +optional

@@ -29,6 +29,7 @@ import (
 func main() {
 	var (
 		metricsAddr, probeAddr, namespace, caName, agentSA string
+		checkpointKeyName                                  string
 		leaderElect                                        bool
 		opts                                               controller.Options
 		webhookPort                                        int
@@ -40,6 +41,7 @@ func main() {
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect one active manager among replicas")
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the manager, the agents and their TLS Secret")
 	flag.StringVar(&caName, "ca", "ms2m-ca", "Secret (CA certificate and key, the manager's only) and ConfigMap (CA certificate, for the agents) of the CA that signs the manager's and the agents' certificates; created if missing")
+	flag.StringVar(&checkpointKeyName, "checkpoint-key", "ms2m-checkpoint-key", "Secret in --namespace, the manager's only, holding the secret each checkpoint's encryption key is derived from; created if missing")
 	flag.StringVar(&agentSA, "agent-service-account", "ms2m-agent", "the agents' ServiceAccount in --namespace: only its pods get agent certificates, each for its own node")
 	flag.StringVar(&opts.DefaultCheckpointRepository, "default-checkpoint-repository", "", "repository for Registry transfers that name none")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-migrations", 4, "migrations reconciled in parallel")
@@ -96,6 +98,10 @@ func main() {
 	ca, err := identity.EnsureCA(ctx, direct, namespace, caName)
 	if err != nil {
 		log.Error(err, "the CA of the manager and the agents", "namespace", namespace, "name", caName)
+		os.Exit(1)
+	}
+	if opts.CheckpointSecret, err = identity.EnsureCheckpointSecret(ctx, direct, namespace, checkpointKeyName); err != nil {
+		log.Error(err, "the checkpoint key secret", "namespace", namespace, "name", checkpointKeyName)
 		os.Exit(1)
 	}
 	signer := &identity.Signer{Client: mgr.GetClient(), CA: ca, AgentServiceAccount: "system:serviceaccount:" + namespace + ":" + agentSA}

@@ -718,3 +718,85 @@ func TestCheckpointFinishedAfterItsCleanupIsRemoved(t *testing.T) {
 		t.Errorf("the late archive is still there: %v", err)
 	}
 }
+
+// With a key, the checkpoint leaves the source node encrypted: the
+// registry holds no byte of the workload's memory in the clear, the target
+// stages the plaintext, and a checkpoint that does not decrypt with the
+// key the target was given is not staged.
+func TestEncryptedCheckpointIsStagedOnlyWithItsKey(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	key := bytes.Repeat([]byte{7}, 32)
+	memory := bytes.Repeat([]byte{9}, 4096) // a page of the fake kubelet's dump
+	var archives []string
+	transfer := func(id string, mode agentapi.TransferMode) agentapi.TransferResult {
+		t.Helper()
+		ck := poll(t, func() (agentapi.Operation[agentapi.CheckpointResult], error) {
+			return c.client.Checkpoint(ctx, "node-a", agentapi.CheckpointRequest{ID: id, Namespace: "shop", Pod: "consumer-0", Container: "app"})
+		})
+		if ck.State != agentapi.OpSucceeded {
+			t.Fatalf("checkpoint %+v", ck)
+		}
+		archives = append(archives, ck.Result.Archive)
+		if err := c.client.Expect(ctx, "node-b", id, agentapi.ExpectRequest{SourceNode: "node-a", ForStaging: true}); err != nil {
+			t.Fatal(err)
+		}
+		tr := poll(t, func() (agentapi.Operation[agentapi.TransferResult], error) {
+			return c.client.Transfer(ctx, "node-a", agentapi.TransferRequest{ID: id, CheckpointID: id, Mode: mode,
+				Repository: c.registry + "/ckpt", TargetNode: "node-b", Container: "app", EncryptionKey: key})
+		})
+		if tr.State != agentapi.OpSucceeded {
+			t.Fatalf("%s transfer %+v", mode, tr)
+		}
+		return tr.Result
+	}
+	stage := func(id string, res agentapi.TransferResult, key []byte) agentapi.Operation[agentapi.StageResult] {
+		return poll(t, func() (agentapi.Operation[agentapi.StageResult], error) {
+			return c.client.Stage(ctx, "node-b", agentapi.StageRequest{ID: id, Image: res.Image, Namespace: "shop", Pod: "consumer-0-" + id,
+				Container: "app", SourceNode: "node-a", Seal: res.Seal, EncryptionKey: key})
+		})
+	}
+	for _, mode := range []agentapi.TransferMode{agentapi.TransferRegistry, agentapi.TransferDirect} {
+		id := "enc-" + strings.ToLower(string(mode))
+		res := transfer(id, mode)
+		if mode == agentapi.TransferRegistry {
+			rc, err := ckptimage.Fetch(ctx, res.Image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			layer, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || len(layer) < 256<<10 {
+				t.Fatalf("the pushed layer: %d bytes, %v", len(layer), err)
+			}
+			if bytes.Contains(layer, memory) {
+				t.Fatal("the registry holds the workload's memory in the clear")
+			}
+		}
+		if st := stage(id, res, key); st.State != agentapi.OpSucceeded {
+			t.Fatalf("%s stage %+v", mode, st)
+		}
+		dir, _, err := c.staging["node-b"].Claim(staging.Key{Namespace: "shop", Pod: "consumer-0-" + id, Container: "app"}, "ctr-"+id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages, err := os.ReadFile(filepath.Join(dir, "checkpoint", "pages-1.img"))
+		if err != nil || !bytes.HasPrefix(pages, memory) || len(pages) != 256<<10 {
+			t.Fatalf("%s: staged pages %d bytes, %v", mode, len(pages), err)
+		}
+	}
+	for _, a := range archives {
+		if _, err := os.Stat(a + ".enc"); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the encrypted copy of %s is left on the source once sent (%v)", a, err)
+		}
+	}
+
+	res := transfer("enc-wrong", agentapi.TransferDirect)
+	st := stage("enc-wrong", res, bytes.Repeat([]byte{8}, 32))
+	if st.State != agentapi.OpFailed || !strings.Contains(st.Message, agentapi.ErrUnauthenticated.Error()) || !strings.Contains(st.Message, "nothing was staged") {
+		t.Fatalf("staged with another key: %+v", st)
+	}
+	if _, err := c.staging["node-b"].Staged(staging.Key{Namespace: "shop", Pod: "consumer-0-enc-wrong", Container: "app"}); !errors.Is(err, staging.ErrNotStaged) {
+		t.Fatalf("something was staged: %v", err)
+	}
+}

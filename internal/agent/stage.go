@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/ckptcrypt"
 	"github.com/ms2m/ms2m/internal/ckptimage"
 	"github.com/ms2m/ms2m/internal/identity"
 	"github.com/ms2m/ms2m/internal/staging"
@@ -71,11 +72,18 @@ func (s *Server) doStage(ctx context.Context, req agentapi.StageRequest, key sta
 	if err := identity.CheckSeal(req.Seal, s.cfg.Trust, req.ID, req.SourceNode); err != nil {
 		return agentapi.StageResult{}, fmt.Errorf("%w: %v; nothing was staged", agentapi.ErrUnauthenticated, err)
 	}
-	archive, size, err := s.openCheckpoint(ctx, req)
+	raw, size, err := s.openCheckpoint(ctx, req)
 	if err != nil {
 		return agentapi.StageResult{}, err
 	}
-	defer archive.Close()
+	defer raw.Close()
+	// The seal is the plaintext's: what is hashed below is what decrypts.
+	var archive io.Reader = raw
+	if len(req.EncryptionKey) > 0 {
+		if archive, err = ckptcrypt.Decrypt(req.EncryptionKey, req.ID, raw); err != nil {
+			return agentapi.StageResult{}, fmt.Errorf("%w: %v; nothing was staged", agentapi.ErrUnauthenticated, err)
+		}
+	}
 	l := *s.cfg.Staging
 	dir, err := l.Begin(key)
 	if err != nil {
@@ -85,12 +93,12 @@ func (s *Server) doStage(ctx context.Context, req agentapi.StageRequest, key sta
 	body := &countingReader{r: io.TeeReader(archive, h), total: size, progress: progress}
 	if err := staging.Unpack(ctx, body, dir); err != nil {
 		_ = os.RemoveAll(dir)
-		return agentapi.StageResult{}, err
+		return agentapi.StageResult{}, notDecrypted(err)
 	}
 	// Unpack may stop at the archive's end marker: the rest counts too.
 	if _, err := io.Copy(h, archive); err != nil {
 		_ = os.RemoveAll(dir)
-		return agentapi.StageResult{}, err
+		return agentapi.StageResult{}, notDecrypted(err)
 	}
 	if got := identity.Digest(h); got != req.Seal.ArchiveDigest {
 		_ = os.RemoveAll(dir)
@@ -182,6 +190,15 @@ func removeStagedFor(l staging.Layout, id, namespace, pod string, containers ...
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// notDecrypted names a checkpoint that failed to decrypt for what it is:
+// not the source's, as a wrong seal.
+func notDecrypted(err error) error {
+	if errors.Is(err, ckptcrypt.ErrNotDecrypted) {
+		return fmt.Errorf("%w: %v; nothing was staged", agentapi.ErrUnauthenticated, err)
+	}
+	return err
 }
 
 // openCheckpoint opens the checkpoint archive: the one received by a

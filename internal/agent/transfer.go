@@ -14,9 +14,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/ckptcrypt"
 	"github.com/ms2m/ms2m/internal/ckptimage"
-	"github.com/ms2m/ms2m/internal/throttle"
 	"github.com/ms2m/ms2m/internal/identity"
+	"github.com/ms2m/ms2m/internal/throttle"
 )
 
 // Registry stores checkpoint images (Registry transfers).
@@ -91,14 +92,19 @@ func (s *Server) doTransfer(ctx context.Context, req agentapi.TransferRequest, c
 		sealc <- sealed{seal, err}
 	}()
 	var res agentapi.TransferResult
-	var err error
-	switch req.Mode {
-	case agentapi.TransferRegistry:
-		res, err = s.pushToRegistry(ctx, req, ck, progress)
-	case agentapi.TransferDirect:
-		res, err = s.sendDirect(ctx, req, ck, progress)
-	default:
-		err = fmt.Errorf("unknown transfer mode %q", req.Mode)
+	archive, err := s.encrypted(req, ck.Archive)
+	if err == nil {
+		switch req.Mode {
+		case agentapi.TransferRegistry:
+			res, err = s.pushToRegistry(ctx, req, archive, progress)
+		case agentapi.TransferDirect:
+			res, err = s.sendDirect(ctx, req, archive, progress)
+		default:
+			err = fmt.Errorf("unknown transfer mode %q", req.Mode)
+		}
+		if archive != ck.Archive {
+			err = errors.Join(err, os.Remove(archive))
+		}
 	}
 	sl := <-sealc
 	if err == nil {
@@ -106,6 +112,19 @@ func (s *Server) doTransfer(ctx context.Context, req agentapi.TransferRequest, c
 	}
 	res.Seal = sl.seal
 	return res, err
+}
+
+// encrypted is the archive to send: with the request's key, the archive
+// encrypted (beside it, removed once sent); without, the archive itself.
+func (s *Server) encrypted(req agentapi.TransferRequest, archive string) (string, error) {
+	if len(req.EncryptionKey) == 0 {
+		return archive, nil
+	}
+	enc := archive + ".enc"
+	if err := ckptcrypt.EncryptFile(req.EncryptionKey, req.CheckpointID, archive, enc); err != nil {
+		return "", err
+	}
+	return enc, nil
 }
 
 // seal signs the archive of checkpoint id as this node's agent.
@@ -126,11 +145,11 @@ func (s *Server) seal(id, archive string) (*agentapi.Seal, error) {
 
 // pushToRegistry wraps the archive as a checkpoint image and pushes it to
 // <repository>:<checkpoint id>; the target pulls it by digest.
-func (s *Server) pushToRegistry(ctx context.Context, req agentapi.TransferRequest, ck agentapi.CheckpointResult, progress progressFunc) (agentapi.TransferResult, error) {
+func (s *Server) pushToRegistry(ctx context.Context, req agentapi.TransferRequest, archive string, progress progressFunc) (agentapi.TransferResult, error) {
 	if req.Repository == "" {
 		return agentapi.TransferResult{}, fmt.Errorf("Registry transfer without a repository")
 	}
-	idx, err := ckptimage.Build(ck.Archive, ckptimage.Options{ContainerName: req.Container})
+	idx, err := ckptimage.Build(archive, ckptimage.Options{ContainerName: req.Container, Encrypted: len(req.EncryptionKey) > 0})
 	if err != nil {
 		return agentapi.TransferResult{}, fmt.Errorf("building the checkpoint image: %w", err)
 	}
@@ -147,11 +166,11 @@ func (s *Server) pushToRegistry(ctx context.Context, req agentapi.TransferReques
 
 // sendDirect streams the archive to the target node's agent, which builds
 // the image there and hands it to its runtime: no registry ever holds it.
-func (s *Server) sendDirect(ctx context.Context, req agentapi.TransferRequest, ck agentapi.CheckpointResult, progress progressFunc) (agentapi.TransferResult, error) {
+func (s *Server) sendDirect(ctx context.Context, req agentapi.TransferRequest, archive string, progress progressFunc) (agentapi.TransferResult, error) {
 	if s.cfg.Peers == nil {
 		return agentapi.TransferResult{}, fmt.Errorf("this agent cannot reach other agents")
 	}
-	f, err := os.Open(ck.Archive)
+	f, err := os.Open(archive)
 	if err != nil {
 		return agentapi.TransferResult{}, err
 	}
@@ -242,6 +261,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 		}
 		if op.Result.Archive != "" {
 			note("archive", os.Remove(op.Result.Archive))
+			note("encrypted archive", os.Remove(op.Result.Archive+".enc"))
 		}
 	}
 	if op, ok := s.transfers.Get(id); ok && op.State == agentapi.OpSucceeded && strings.Contains(op.Result.Image, "@") && !strings.HasPrefix(op.Result.Image, "localhost/") {

@@ -143,6 +143,10 @@ type TransferRequest struct {
 	// BytesPerSecond bounds the rate at which the archive is sent or
 	// pushed (0: unbounded).
 	BytesPerSecond int64 `json:"bytesPerSecond,omitempty"`
+	// EncryptionKey, when set, is the checkpoint's key: the archive is
+	// encrypted with it (internal/ckptcrypt) before it leaves the node.
+	// Never logged, never stored.
+	EncryptionKey []byte `json:"encryptionKey,omitempty"`
 }
 
 // TransferResult says where the target's runtime finds the checkpoint.
@@ -214,6 +218,9 @@ type StageRequest struct {
 	// BytesPerSecond bounds the rate at which a checkpoint image is
 	// pulled from its registry (0: unbounded).
 	BytesPerSecond int64 `json:"bytesPerSecond,omitempty"`
+	// EncryptionKey, when set, decrypts the checkpoint (the transfer's
+	// key); what does not decrypt is not staged.
+	EncryptionKey []byte `json:"encryptionKey,omitempty"`
 }
 
 // PagesStatus is how far the memory of a lazy checkpoint has come to the

@@ -59,6 +59,10 @@ type Options struct {
 	// Level is the gzip level of the layer; zero means the fastest (the
 	// archive is mostly memory pages and is pushed right away).
 	Level int
+	// Encrypted: the file is the archive encrypted (internal/ckptcrypt),
+	// which only ms2m's agents read: the image carries no metadata read
+	// from it, and no runtime restores it by itself.
+	Encrypted bool
 }
 
 // Build makes the checkpoint image of the archive at path.
@@ -72,9 +76,13 @@ func Build(path string, o Options) (v1.ImageIndex, error) {
 	if o.Level == 0 {
 		o.Level = gzip.BestSpeed
 	}
-	meta, err := ReadMetadata(path)
-	if err != nil {
-		return nil, err
+	var meta Metadata
+	if !o.Encrypted {
+		m, err := ReadMetadata(path)
+		if err != nil {
+			return nil, err
+		}
+		meta = m
 	}
 	ann := map[string]string{
 		AnnotationContainerName: o.ContainerName,

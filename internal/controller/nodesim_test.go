@@ -46,18 +46,21 @@ type nodeSim struct {
 	// hmu guards holds alone: workload handlers consult it while the
 	// agent side may wait for them (a snapshot waits for the message
 	// being applied).
-	hmu         sync.Mutex
-	mu          sync.Mutex
-	agents      map[string]bool
-	running     map[string]*simPod // by pod UID
-	images      map[string]sdk.Snapshot
-	ops         map[string]time.Time // operation ID → when it finished
-	snapshots   map[string]int       // checkpoint ID → snapshots taken
-	cleanups    map[string]int       // node → cleanup calls
-	holds       map[string]chan struct{}
-	transferTo  map[string]string // checkpoint ID → image to hand out instead
+	hmu        sync.Mutex
+	mu         sync.Mutex
+	agents     map[string]bool
+	running    map[string]*simPod // by pod UID
+	images     map[string]sdk.Snapshot
+	ops        map[string]time.Time // operation ID → when it finished
+	snapshots  map[string]int       // checkpoint ID → snapshots taken
+	cleanups   map[string]int       // node → cleanup calls
+	holds      map[string]chan struct{}
+	transferTo map[string]string // checkpoint ID → image to hand out instead
 	// paced: checkpoint ID → the rate its transfer was bounded to.
 	paced map[string]int64
+	// keys: checkpoint ID → the encryption keys its transfer and its
+	// staging were given, in that order.
+	keys        map[string][][]byte
 	createdPods map[string][]string
 	// badRestore: restores into these pod names fail as a missing image.
 	badRestore map[string]bool
@@ -147,7 +150,7 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 	s := &nodeSim{t: t, c: c, ns: ns, amqpURL: amqpURL, queue: queue, prefetch: 10, identity: t.TempDir(),
 		agents: map[string]bool{"node-a": true, "node-b": true}, running: map[string]*simPod{},
 		images: map[string]sdk.Snapshot{}, ops: map[string]time.Time{}, snapshots: map[string]int{},
-		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{}, paced: map[string]int64{},
+		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{}, paced: map[string]int64{}, keys: map[string][][]byte{},
 		createdPods: map[string][]string{}, badRestore: map[string]bool{}, checkpointImageOnly: map[string]bool{}, noRestore: map[string]bool{},
 		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{},
 		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{},
@@ -231,6 +234,9 @@ func (s *nodeSim) Stage(_ context.Context, node string, req agentapi.StageReques
 	if s.held("stage") {
 		return op, nil
 	}
+	if len(s.keys[req.ID]) == 1 {
+		s.keys[req.ID] = append(s.keys[req.ID], req.EncryptionKey)
+	}
 	snap, ok := s.images[req.Image]
 	if !ok {
 		op.State, op.Message = agentapi.OpFailed, "no checkpoint image "+req.Image
@@ -309,6 +315,9 @@ func (s *nodeSim) Transfer(_ context.Context, _ string, req agentapi.TransferReq
 	op := agentapi.Operation[agentapi.TransferResult]{ID: req.ID, State: agentapi.OpRunning,
 		Progress: agentapi.Progress{BytesTotal: 4096, BytesDone: 1024, BytesPerSecond: 1 << 20}}
 	s.paced[req.CheckpointID] = req.BytesPerSecond
+	if len(s.keys[req.CheckpointID]) == 0 {
+		s.keys[req.CheckpointID] = append(s.keys[req.CheckpointID], req.EncryptionKey)
+	}
 	if s.held("transfer") {
 		return op, nil
 	}

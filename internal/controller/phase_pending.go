@@ -17,6 +17,7 @@ import (
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/broker"
+	"github.com/ms2m/ms2m/internal/ckptcrypt"
 	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/policy"
 )
@@ -80,7 +81,8 @@ func (r *Reconciler) reconcilePending(ctx context.Context, s *scope) (reconcile.
 	in := migration.PlanInputs{Spec: spec, OwnerKind: wl.Kind, SwapLeg: isSwap(m),
 		Source: pod.Spec.NodeName, Target: placement.Node, SourceRuntimeClass: ptrOr(pod.Spec.RuntimeClassName),
 		Repository: r.Options.DefaultCheckpointRepository, Broker: s.hasBroker(),
-		Policy: pol, MemoryBytes: memoryOf(pod, container), Container: container}
+		Policy: pol, MemoryBytes: memoryOf(pod, container), Container: container,
+		CanEncrypt: len(r.Options.CheckpointSecret) >= ckptcrypt.KeySize}
 	in.InitContainers, in.Sidecars, in.OtherContainers = otherContainers(pod, container)
 	if in.TargetAgent, err = r.Agents.Ready(ctx, placement.Node); err != nil {
 		return s.fail(v1alpha1.ReasonAgentUnavailable, "target node %s: %v", placement.Node, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/ckptcrypt"
 	"github.com/ms2m/ms2m/internal/migration"
 )
 
@@ -30,10 +31,14 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 			return reconcile.Result{}, err
 		}
 	}
+	key, err := r.checkpointKey(s)
+	if err != nil {
+		return s.fail(v1alpha1.ReasonTransferFailed, "%v", err)
+	}
 	op, err := r.Agents.Transfer(ctx, st.SourceNode, agentapi.TransferRequest{
 		ID: s.id, CheckpointID: st.Checkpoint.ID, Mode: agentapi.TransferMode(st.Plan.TransferMode),
 		Repository: r.repository(s.m), TargetNode: st.TargetNode, Container: st.ContainerName,
-		BytesPerSecond: st.Plan.BandwidthBytesPerSecond,
+		BytesPerSecond: st.Plan.BandwidthBytesPerSecond, EncryptionKey: key,
 	})
 	if err != nil {
 		return reconcile.Result{}, err
@@ -73,6 +78,20 @@ func (r *Reconciler) reconcileTransferring(ctx context.Context, s *scope) (recon
 	return next(), nil
 }
 
+// checkpointKey is the key of the migration's checkpoint, where its plan
+// encrypts it (nil otherwise): derived again on each use, never stored.
+func (r *Reconciler) checkpointKey(s *scope) ([]byte, error) {
+	st := &s.m.Status
+	if !st.Plan.EncryptCheckpoint {
+		return nil, nil
+	}
+	key, err := ckptcrypt.Key(r.Options.CheckpointSecret, st.Checkpoint.ID)
+	if err != nil {
+		return nil, fmt.Errorf("the plan encrypts checkpoint %s, but the manager cannot derive its key: %w", st.Checkpoint.ID, err)
+	}
+	return key, nil
+}
+
 // stageCheckpoint has the target node's agent unpack the checkpoint where
 // ms2m's runtime handler restores it when the kubelet creates the target's
 // container. It is staged for the target pod's name, before that pod
@@ -86,7 +105,12 @@ func (r *Reconciler) stageCheckpoint(ctx context.Context, s *scope, seal *agenta
 	if s.isDone(v1alpha1.ConditionCheckpointStaged) {
 		return reconcile.Result{}, true, nil
 	}
-	op, err := r.Agents.Stage(ctx, st.TargetNode, agentapi.StageRequest{ID: st.Checkpoint.ID, Image: st.Checkpoint.Image,
+	key, err := r.checkpointKey(s)
+	if err != nil {
+		res, err := s.fail(v1alpha1.ReasonTransferFailed, "%v", err)
+		return res, false, err
+	}
+	op, err := r.Agents.Stage(ctx, st.TargetNode, agentapi.StageRequest{ID: st.Checkpoint.ID, Image: st.Checkpoint.Image, EncryptionKey: key,
 		Namespace: s.m.Namespace, Pod: st.TargetPod, Container: st.ContainerName, SourceNode: st.SourceNode, Seal: seal,
 		LazyPages: st.Plan.MemoryTechnique == v1alpha1.MemoryPostCopy, StreamedPages: st.Plan.MemoryTechnique == v1alpha1.MemoryStream,
 		Others: st.Plan.CheckpointedContainers, BytesPerSecond: st.Plan.BandwidthBytesPerSecond})

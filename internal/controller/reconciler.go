@@ -80,6 +80,10 @@ type Options struct {
 	// DeletionDeadline bounds the cleanup of a deleted migration (default
 	// 2 min): after it the finalizer goes, and an Event says what was left.
 	DeletionDeadline time.Duration
+	// CheckpointSecret is what each checkpoint's encryption key is derived
+	// from (internal/ckptcrypt); without it checkpoints travel as the
+	// source wrote them, and plans say so.
+	CheckpointSecret []byte
 }
 
 // destinations is the cluster admin's limit on where migrations send

@@ -1,7 +1,11 @@
 package controller_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"net"
 	"net/url"
 	"slices"
@@ -17,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/ckptcrypt"
 	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/sdk/sdktest"
 )
@@ -158,4 +163,46 @@ func TestCheckpointIsRemovedOnlyWhenEveryAgentConfirms(t *testing.T) {
 		t.Error("node-a's agent was never asked to remove the checkpoint")
 	}
 	w.checkExactlyOnce(m.Status.TargetPod)
+}
+
+// A checkpoint restored through ms2m's runtime handler is encrypted with a
+// key of its own, which the manager gives the source's agent (to encrypt)
+// and the target's (to decrypt) and writes nowhere: not in the
+// migration's status, not in an Event.
+func TestCheckpointKeyGoesToTheTwoAgentsOnly(t *testing.T) {
+	w := newWorld(t)
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	m := w.waitCompleted(name)
+	if !m.Status.Plan.EncryptCheckpoint || !strings.Contains(m.Status.Plan.EncryptionReason, "a key for this checkpoint alone") {
+		t.Fatalf("plan: encrypt %v (%s)", m.Status.Plan.EncryptCheckpoint, m.Status.Plan.EncryptionReason)
+	}
+	id := m.Status.Checkpoint.ID
+	want, err := ckptcrypt.Key(w.opts.CheckpointSecret, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.sim.mu.Lock()
+	keys := w.sim.keys[id]
+	w.sim.mu.Unlock()
+	if len(keys) != 2 || !bytes.Equal(keys[0], want) || !bytes.Equal(keys[1], want) {
+		t.Fatalf("the transfer and the staging were given keys %x, want %x for both", keys, want)
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events corev1.EventList
+	if err := k8s.List(context.Background(), &events, client.InNamespace(w.ns)); err != nil {
+		t.Fatal(err)
+	}
+	evraw, _ := json.Marshal(events)
+	for _, form := range []string{base64.StdEncoding.EncodeToString(want), hex.EncodeToString(want), string(want)} {
+		if bytes.Contains(raw, []byte(form)) || bytes.Contains(evraw, []byte(form)) {
+			t.Fatalf("the checkpoint's key is written in the migration or its Events")
+		}
+	}
 }

@@ -38,6 +38,7 @@ import (
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/broker/rabbitmq"
+	"github.com/ms2m/ms2m/internal/ckptcrypt"
 	"github.com/ms2m/ms2m/internal/controller"
 	"github.com/ms2m/ms2m/internal/testenv"
 	"github.com/ms2m/ms2m/sdk"
@@ -168,7 +169,11 @@ func newWorld(t *testing.T) *world {
 	w.b.Queue(t, w.queue)
 	w.b.Bind(t, w.queue, w.exchange, "orders")
 	w.sim = newNodeSim(t, k8s, w.ns, amqpURL, w.queue)
-	w.opts = controller.Options{DefaultCheckpointRepository: "registry.test/ckpt", BrokerRetryWindow: 2 * time.Second,
+	secret, err := ckptcrypt.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.opts = controller.Options{DefaultCheckpointRepository: "registry.test/ckpt", BrokerRetryWindow: 2 * time.Second, CheckpointSecret: secret,
 		CaughtUpBelow: 2, Poll: 50 * time.Millisecond}
 	return w
 }

@@ -42,6 +42,10 @@ type PlanInputs struct {
 	// scales with it.
 	MemoryBytes int64
 
+	// CanEncrypt: the manager holds the secret checkpoint keys are
+	// derived from.
+	CanEncrypt bool
+
 	// Broker: the migration hands a message stream over; QueueType is
 	// its primary queue's type as the broker reports it, SDK whether the
 	// source consumes its control queue.
@@ -120,6 +124,7 @@ func ResolvePlan(in PlanInputs) (v1alpha1.MigrationPlan, *Refusal) {
 		return p, &Refusal{v1alpha1.ReasonOtherContainers, fail}
 	}
 	p.BandwidthBytesPerSecond, p.BandwidthReason = ResolveBandwidth(in.Policy, p.MemoryTechnique)
+	p.EncryptCheckpoint, p.EncryptionReason = ResolveEncryption(p.RestorePath, in.Target, in.CanEncrypt)
 	p.ReplayCutoffSeconds = int32(spec.ReplayCutoff().Seconds())
 	timeouts, why := ResolveTimeouts(spec, in.Policy, in.MemoryBytes)
 	p.Timeouts, p.TimeoutsReason = &timeouts, why

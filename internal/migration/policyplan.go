@@ -108,6 +108,21 @@ func ResolveBandwidth(pol *v1alpha1.MigrationPolicy, technique v1alpha1.MemoryTe
 	return q.Value(), why
 }
 
+// ResolveEncryption says whether the checkpoint is encrypted on its way:
+// always where ms2m's runtime handler restores it (the target's agent
+// decrypts it as it stages it); a runtime that restores a checkpoint image
+// itself cannot decrypt one, so there it travels as the runtime wrote it.
+func ResolveEncryption(restore v1alpha1.RestorePath, target string, canEncrypt bool) (bool, string) {
+	switch {
+	case restore != v1alpha1.RestoreRuntimeHandler:
+		return false, "not encrypted: " + target + "'s runtime restores the checkpoint image itself and could not decrypt it (keep such registries private; the target node verifies nothing either)"
+	case !canEncrypt:
+		return false, "not encrypted: the manager holds no checkpoint key secret (--checkpoint-key)"
+	}
+	return true, "AES-256-GCM (Tink's streaming AEAD) with a key for this checkpoint alone, derived by the manager and given to the two agents only: encrypted before it leaves " +
+		"the source node, decrypted as " + target + "'s agent stages it"
+}
+
 // ContainerInputs are the pod's containers besides the migrated one,
 // by kind, and the choices the plan made before them.
 type ContainerInputs struct {

@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -74,6 +75,14 @@ type Config struct {
 	// after a handler error, doubling up to ReconnectMax (default 200 ms).
 	ReconnectMin, ReconnectMax, RetryMin time.Duration
 
+	// ControlSenders are the broker users whose control messages (START_REPLAY,
+	// END_REPLAY, fences) the consumer acts on; the others are acked and
+	// ignored. RabbitMQ checks a message's user-id against the user that
+	// published it, so no one can send as another. Default: the user of
+	// URL, the workload's own, which is the one the migration controller
+	// connects as with the migration's broker credentials.
+	ControlSenders []string
+
 	// Logger gets warnings and errors, and handoff milestones at Info
 	// (default slog.Default()).
 	Logger *slog.Logger
@@ -104,6 +113,13 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if len(c.ControlSenders) == 0 {
+		uri, err := amqp.ParseURI(c.URL)
+		if err != nil {
+			return c, fmt.Errorf("sdk: URL: %w", err)
+		}
+		c.ControlSenders = []string{uri.Username}
 	}
 	return c, nil
 }

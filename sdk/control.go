@@ -2,6 +2,9 @@ package sdk
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -17,6 +20,7 @@ func (c *Consumer) onControl(d amqp.Delivery) error {
 	c.mu.Unlock()
 	m, err := control.Decode(d.Body)
 	switch {
+	case !c.fromController(d, "control message"):
 	case err != nil:
 		c.mu.Lock()
 		c.counters.ControlIgnored++
@@ -35,6 +39,27 @@ func (c *Consumer) onControl(d amqp.Delivery) error {
 		return fmt.Errorf("ack control message: %w", err)
 	}
 	return nil
+}
+
+// fromController says whether d was published by a user allowed to steer
+// the consumer (Config.ControlSenders): the broker vouches for a message's
+// user-id, and a message without one vouches for nothing. Anyone who may
+// publish to the vhost could otherwise start a replay, or fake a fence.
+// A refusal is counted and logged; the caller acks d.
+func (c *Consumer) fromController(d amqp.Delivery, what string) bool {
+	if d.UserId != "" && slices.Contains(c.cfg.ControlSenders, d.UserId) {
+		return true
+	}
+	c.mu.Lock()
+	c.counters.ControlRefused++
+	c.mu.Unlock()
+	from := "no user-id"
+	if d.UserId != "" {
+		from = "user " + strconv.Quote(d.UserId)
+	}
+	c.log.Warn(what+" refused: sent with "+from+", and only the broker users "+strings.Join(c.cfg.ControlSenders, ", ")+
+		" (ControlSenders) steer this consumer", "on", d.RoutingKey)
+	return false
 }
 
 // sendReports publishes the queued reports on the control channel, in

@@ -22,6 +22,9 @@ var errHandlerFailed = errors.New("handler failed")
 // broker delivers it again and the sequence number makes it a duplicate.
 func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, replayed bool) error {
 	if IsFence(d.Headers) {
+		if !c.fromController(d, "fence") {
+			return ack(d)
+		}
 		c.mu.Lock()
 		c.counters.Fences++
 		if d.ReplyTo != "" {

@@ -31,6 +31,9 @@ type Counters struct {
 	// place or not understood.
 	ControlMessages int64 `json:"controlMessages"`
 	ControlIgnored  int64 `json:"controlIgnored"`
+	// ControlRefused counts control messages and fences from a broker user
+	// not in Config.ControlSenders (or naming none): acked, not acted on.
+	ControlRefused int64 `json:"controlRefused"`
 }
 
 // Hooks are called from the consumer's goroutine, in order; they must not

@@ -156,13 +156,23 @@ func (b *Broker) Inspect(t testing.TB, queue string) QueueState {
 	return QueueState{Ready: q.Messages, Consumers: q.Consumers, Missing: missing}
 }
 
+// User is the broker user the Broker connects as (its URL's; guest by
+// default, as for any AMQP client).
+func (b *Broker) User() string {
+	uri, err := amqp.ParseURI(b.URL)
+	if err != nil {
+		return ""
+	}
+	return uri.Username
+}
+
 // SendControl publishes a control message to a pod's control queue the way
-// the controller does (default exchange, persistent).
+// the controller does (default exchange, persistent, its user-id).
 func (b *Broker) SendControl(t testing.TB, pod string, m control.Message) {
 	t.Helper()
 	b.do(t, "send "+m.Type, func(ch *amqp.Channel) error {
 		return ch.Publish("", control.QueueName(pod), false, false, amqp.Publishing{
-			ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: m.Encode()})
+			ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: m.Encode(), UserId: b.User()})
 	})
 }
 

@@ -143,6 +143,12 @@ func run(t *testing.T, sc scenario) *demo.Result {
 		t.Errorf("checkpoint engine %s (hold %v; %s), want %s (hold %v) for restore path %s",
 			m.Status.Plan.CheckpointEngine, m.Status.Plan.HoldSource, m.Status.Plan.CheckpointEngineReason, wantEngine, wantHold, m.Status.Plan.RestorePath)
 	}
+	// A checkpoint the runtime handler restores crossed encrypted, and
+	// decrypted into the state checked below; one the runtime restores
+	// itself could not.
+	if wantEncrypted := m.Status.Plan.RestorePath == v1alpha1.RestoreRuntimeHandler; m.Status.Plan.EncryptCheckpoint != wantEncrypted {
+		t.Errorf("checkpoint encrypted %v (%s), want %v for restore path %s", m.Status.Plan.EncryptCheckpoint, m.Status.Plan.EncryptionReason, wantEncrypted, m.Status.Plan.RestorePath)
+	}
 	if sc.exactly && (res.Lost != 0 || res.Duplicated != 0 || !res.DigestMatch || !res.StateIntact) {
 		t.Errorf("lost=%d duplicated=%d digest match=%v memory intact=%v", res.Lost, res.Duplicated, res.DigestMatch, res.StateIntact)
 	}

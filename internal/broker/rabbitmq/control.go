@@ -109,6 +109,9 @@ func (h *handoff) send(ctx context.Context, q string, rec *v1alpha1.BrokerStatus
 		}
 		returns := ch.NotifyReturn(make(chan amqp.Return, 1))
 		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, true, false, amqp.Publishing{
+			// The broker vouches for it: the SDK acts only on control
+			// messages from the users it trusts (sdk.Config.ControlSenders).
+			UserId:       h.sess.cfg.uri.Username,
 			ContentType:  "application/json",
 			DeliveryMode: amqp.Persistent,
 			Timestamp:    time.Now(),

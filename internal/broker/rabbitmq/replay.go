@@ -201,7 +201,8 @@ func (h *handoff) Fence(ctx context.Context, n int, rec *v1alpha1.BrokerStatus) 
 		var pending []*amqp.DeferredConfirmation
 		for range n {
 			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", h.stream.Queue, true, false, amqp.Publishing{
-				Headers: amqp.Table{sdk.FenceHeader: h.id}, DeliveryMode: amqp.Persistent, Timestamp: time.Now(), ReplyTo: reply})
+				Headers: amqp.Table{sdk.FenceHeader: h.id}, DeliveryMode: amqp.Persistent, Timestamp: time.Now(), ReplyTo: reply,
+				UserId: h.sess.cfg.uri.Username})
 			if err != nil {
 				return err
 			}

@@ -73,7 +73,8 @@ func main() {
 		plainHTTP = append(plainHTTP, v)
 		return nil
 	})
-	var kubeletViaProxy bool
+	var kubeletViaProxy, useKubelet bool
+	flag.BoolVar(&useKubelet, "kubelet-engine", false, "dump through the kubelet's checkpoint API too, where the runc engine cannot or a target restores checkpoint images (needs create nodes/checkpoint, which RBAC can only grant for every node: config/kubelet-engine, chart value agent.kubeletEngine)")
 	var kubeletCA string
 	flag.BoolVar(&kubeletViaProxy, "kubelet-via-proxy", false, "reach the kubelet's checkpoint API through the API server's proxy (needs nodes/proxy, which opens every kubelet's whole API to the agents: only for clusters where agents cannot reach their kubelet)")
 	flag.StringVar(&kubeletCA, "kubelet-ca", "", "CA bundle of the kubelets' serving certificates (default: the cluster CA the ServiceAccount mounts)")
@@ -126,13 +127,16 @@ func main() {
 	tlsCfg := identity.AgentTLS(certs, trust)
 	ac := agent.Config{
 		Node: node, StateDir: strings.ReplaceAll(stateDir, "{node}", node), Log: log, CRIUConfig: host(criuConfig),
-		Kubelet: kubeletEngine(cfg, cs, node, hostRoot, kubeletViaProxy, kubeletCA, log),
+		KubeletReason: "not enabled for this install (agent flag --kubelet-engine; config/kubelet-engine or chart value agent.kubeletEngine)",
 		Peers:   agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
 		// Registry credentials come from a mounted docker config, if any.
 		Registry: agent.Registry{Options: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}, Aliases: aliases, PlainHTTP: plainHTTP},
 		// Checkpoints this node sends are sealed with its certificate; it
 		// stages only what the CA's agent of the source node sealed.
 		Identity: certs.Current, Trust: trust,
+	}
+	if useKubelet {
+		ac.Kubelet, ac.KubeletReason = kubeletEngine(cfg, cs, node, hostRoot, kubeletViaProxy, kubeletCA, log), "the kubelet's checkpoint API (agent flag --kubelet-engine)"
 	}
 	if containerdSock != "" {
 		ctrd := agent.Containerd{Address: host(containerdSock)}

@@ -20,6 +20,7 @@ var requiredCRIUOptions = []string{"tcp-close", "skip-in-flight"}
 func (s *Server) Report(ctx context.Context) agentapi.ReadyReport {
 	rep := agentapi.ReadyReport{Node: s.cfg.Node, DirectReceive: s.cfg.Runtime != nil, Restore: s.restoreCapabilities(ctx),
 		Checkpoint: agentapi.CheckpointCapabilities{Runc: s.cfg.Runc != nil, RuncReason: s.cfg.RuncReason,
+			Kubelet: s.cfg.Kubelet != nil, KubeletReason: s.cfg.KubeletReason,
 			LazyPages: s.cfg.LazyPages.OK && s.cfg.Staging != nil, LazyPagesReason: s.cfg.LazyPages.Reason,
 			DirtyTracking: s.cfg.DirtyTracking.OK, DirtyTrackingReason: s.cfg.DirtyTracking.Reason}}
 	conf, missing, err := checkCRIUConfig(s.cfg.CRIUConfig)

@@ -38,8 +38,10 @@ type Peers interface {
 type Config struct {
 	Node     string
 	StateDir string
-	// Kubelet dumps through the kubelet's checkpoint API (every node).
-	Kubelet engine.Engine
+	// Kubelet dumps through the kubelet's checkpoint API, where the
+	// install enables it (nil otherwise, and KubeletReason says why).
+	Kubelet       engine.Engine
+	KubeletReason string
 	// Runc dumps with the node's runc, where the agent can run it (nil
 	// where not; RuncReason says why, either way).
 	Runc       engine.Engine
@@ -292,7 +294,7 @@ func (s *Server) engine(name agentapi.CheckpointEngine) (engine.Engine, error) {
 	switch name {
 	case "", agentapi.EngineKubelet:
 		if s.cfg.Kubelet == nil {
-			return nil, fmt.Errorf("node %s has no kubelet checkpoint engine", s.cfg.Node)
+			return nil, fmt.Errorf("node %s's agent does not use the kubelet's checkpoint API: %s", s.cfg.Node, s.cfg.KubeletReason)
 		}
 		return s.cfg.Kubelet, nil
 	case agentapi.EngineRunc:

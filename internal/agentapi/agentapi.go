@@ -393,6 +393,11 @@ type ReadyReport struct {
 type CheckpointCapabilities struct {
 	Runc       bool   `json:"runc"`
 	RuncReason string `json:"runcReason,omitempty"`
+	// Kubelet: the agent dumps through its kubelet's checkpoint API (an
+	// install's opt-in: it needs create nodes/checkpoint, which RBAC
+	// grants for every node). KubeletReason says why or why not.
+	Kubelet       bool   `json:"kubelet,omitempty"`
+	KubeletReason string `json:"kubeletReason,omitempty"`
 	// LazyPages: the node can take part in a post-copy migration, as its
 	// source (CRIU serves a lazy dump) and as its target (userfaultfd, a
 	// lazy-pages daemon). LazyPagesReason says why or why not.

@@ -210,12 +210,13 @@ func (s *nodeSim) Ready(_ context.Context, node string) (agentapi.ReadyReport, e
 		CheckpointImageReason: "containerd 2.4.2 no longer restores checkpoint images",
 		RuntimeHandler:        "ms2m", RuntimeHandlerReason: "runtime handler ms2m (simulated)"}}
 	rep.Checkpoint = agentapi.CheckpointCapabilities{Runc: true, RuncReason: "the agent dumps with runc (simulated)",
-		LazyPages: !s.noLazyPages[node], LazyPagesReason: "userfaultfd and CRIU (simulated)"}
+		LazyPages: !s.noLazyPages[node], LazyPagesReason: "userfaultfd and CRIU (simulated)",
+		Kubelet: true, KubeletReason: "the kubelet's checkpoint API (simulated)"}
 	if s.noLazyPages[node] {
 		rep.Checkpoint.LazyPagesReason = "no userfaultfd (simulated)"
 	}
 	if s.kubeletOnly[node] {
-		rep.Checkpoint = agentapi.CheckpointCapabilities{RuncReason: "no runc found on the host (simulated)"}
+		rep.Checkpoint = agentapi.CheckpointCapabilities{RuncReason: "no runc found on the host (simulated)", Kubelet: true}
 	}
 	if s.noRestore[node] {
 		rep.Restore.RuntimeHandler, rep.Restore.RuntimeHandlerReason = "", "ms2m's runtime handler is not installed on this node"

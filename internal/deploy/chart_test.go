@@ -65,6 +65,7 @@ func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Un
 }
 
 func TestChartLints(t *testing.T) {
+	testenv.NeedsServices(t)
 	cmd := exec.Command(testenv.Helm(t), "lint", "--strict", filepath.Join(testenv.RepoRoot(), "charts", "ms2m"))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("helm lint: %v\n%s", err, out)
@@ -75,6 +76,7 @@ func TestChartLints(t *testing.T) {
 // every object passes a server-side dry run (schemas, CEL rules, the
 // admission chain), and the chart has every part of an install.
 func TestChartRendersWhatTheAPIServerTakes(t *testing.T) {
+	testenv.NeedsServices(t)
 	ctx := context.Background()
 	c, err := client.New(admin, client.Options{})
 	if err != nil {
@@ -131,10 +133,23 @@ func boolRank(b bool) int {
 // The chart and config/ (kustomize) install the same API and grant the
 // same permissions: a rule added to one and not the other is a finding.
 func TestChartMatchesConfig(t *testing.T) {
-	chart := helmTemplate(t)
-	config, err := deploy.Render(deploy.Options{Repo: testenv.RepoRoot()})
+	testenv.NeedsServices(t)
+	t.Run("default", func(t *testing.T) { matchConfig(t, helmTemplate(t), "") })
+	t.Run("kubelet-engine", func(t *testing.T) { matchConfig(t, helmTemplate(t, "--set", "agent.kubeletEngine=true"), "kubelet-engine") })
+}
+
+func matchConfig(t *testing.T, chart []*unstructured.Unstructured, overlay string) {
+	config, err := deploy.Render(deploy.Options{Repo: testenv.RepoRoot(), Overlay: overlay})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, h := range chart {
+		switch h.GetKind() {
+		case "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+			if find(config, h.GetKind(), h.GetName()) == nil {
+				t.Errorf("the chart has %s %s, config/ has not", h.GetKind(), h.GetName())
+			}
+		}
 	}
 	for _, c := range config {
 		var field string
@@ -172,6 +187,7 @@ func normalized(v any) any {
 // policy off, a ServiceMonitor on where the Prometheus operator's API is,
 // pointing at the manager's metrics port.
 func TestChartValues(t *testing.T) {
+	testenv.NeedsServices(t)
 	off := helmTemplate(t, "--set", "evictionWebhook=false", "--set", "admissionPolicy=false")
 	for _, kind := range []string{"ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
 		if o := find(off, kind, ""); o != nil {

@@ -34,17 +34,25 @@ type Options struct {
 	ManagerArgs, AgentArgs []string
 	// Env is added to both containers (the lab's API server address).
 	Env []corev1.EnvVar
+	// Overlay is the kustomization under config/ to build ("":
+	// "default"; "kubelet-engine" adds the kubelet checkpoint engine).
+	Overlay string
 }
 
 // FieldOwner is ms2m's field manager for server-side apply.
 const FieldOwner = client.FieldOwner("ms2m-deploy")
 
-// Render builds config/default and applies the options.
+// Render builds config/default (or Options.Overlay) and applies the
+// options.
 func Render(o Options) ([]*unstructured.Unstructured, error) {
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	rm, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(o.Repo, "config", "default"))
+	overlay := o.Overlay
+	if overlay == "" {
+		overlay = "default"
+	}
+	rm, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(o.Repo, "config", overlay))
 	if err != nil {
-		return nil, fmt.Errorf("kustomize config/default: %w", err)
+		return nil, fmt.Errorf("kustomize config/%s: %w", overlay, err)
 	}
 	raw, err := rm.AsYaml()
 	if err != nil {

@@ -79,9 +79,8 @@ var want = map[string]struct{ own, elsewhere []string }{
 		own: []string{"get /pods", "list /pods", "watch /pods"},
 		elsewhere: []string{
 			"get /nodes", "patch /nodes/status",
-			// Its kubelet's checkpoint API (no nodes/proxy: that would
-			// open every kubelet's whole API).
-			"create /nodes/checkpoint",
+			// No kubelet's checkpoint API (config/kubelet-engine adds it,
+			// for every node: see TestKubeletEngineAddsOnlyNodesCheckpoint).
 			"create certificates.k8s.io/certificatesigningrequests", "get certificates.k8s.io/certificatesigningrequests",
 			"list certificates.k8s.io/certificatesigningrequests", "watch certificates.k8s.io/certificatesigningrequests",
 		},
@@ -178,6 +177,55 @@ func compare(t *testing.T, where string, got, want []string) {
 	for _, w := range want {
 		if !slices.Contains(got, w) {
 			t.Errorf("%s: may not %q any more (update the list if that is meant)", where, w)
+		}
+	}
+}
+
+// config/kubelet-engine grants the agents one more thing, the kubelet's
+// checkpoint API (never nodes/proxy, which would open every kubelet's whole
+// API), and turns the engine on; nothing else changes.
+func TestKubeletEngineAddsOnlyNodesCheckpoint(t *testing.T) {
+	base, err := deploy.Render(deploy.Options{Repo: testenv.RepoRoot()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	with, err := deploy.Render(deploy.Options{Repo: testenv.RepoRoot(), Overlay: "kubelet-engine"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(o *unstructured.Unstructured) string { return o.GetKind() + "/" + o.GetName() }
+	seen := map[string]bool{}
+	for _, o := range base {
+		seen[key(o)] = true
+	}
+	var added []string
+	for _, o := range with {
+		if !seen[key(o)] {
+			added = append(added, key(o))
+		}
+	}
+	sort.Strings(added)
+	if !slices.Equal(added, []string{"ClusterRole/ms2m-agent-kubelet", "ClusterRoleBinding/ms2m-agent-kubelet"}) {
+		t.Fatalf("config/kubelet-engine adds %v", added)
+	}
+	for _, o := range with {
+		switch key(o) {
+		case "ClusterRole/ms2m-agent-kubelet":
+			rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+			if fmt.Sprint(rules) != "[map[apiGroups:[] resources:[nodes/checkpoint] verbs:[create]]]" {
+				t.Errorf("rules %v, want create nodes/checkpoint alone", rules)
+			}
+		case "ClusterRoleBinding/ms2m-agent-kubelet":
+			subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+			if fmt.Sprint(subjects) != "[map[kind:ServiceAccount name:ms2m-agent namespace:ms2m-system]]" {
+				t.Errorf("subjects %v", subjects)
+			}
+		case "DaemonSet/ms2m-agent":
+			ctrs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			args := fmt.Sprint(ctrs[0].(map[string]any)["args"])
+			if !strings.Contains(args, "--kubelet-engine") {
+				t.Errorf("the agent's args lack --kubelet-engine: %s", args)
+			}
 		}
 	}
 }

@@ -56,6 +56,10 @@ func (c *Config) DeployOptions(repo string, images map[string]string) deploy.Opt
 		},
 		ManagerArgs: []string{"--default-checkpoint-repository=" + c.CheckpointRepository(), "--leader-elect=false"},
 		AgentArgs:   c.agentArgs(),
+		// The lab runs both engines: its containerd 2.1 lane restores
+		// checkpoint images, which only the kubelet's checkpoint produces,
+		// and the bench compares them.
+		Overlay: "kubelet-engine",
 	}
 }
 

@@ -24,11 +24,19 @@ func ResolveCheckpointEngine(want v1alpha1.CheckpointEngine, source string, caps
 	case restore != v1alpha1.RestoreRuntimeHandler:
 		cannot = "the target restores checkpoint images, which only the runtime's own checkpoint (the kubelet's API) produces"
 	}
+	noKubelet := ""
+	if !caps.Kubelet {
+		noKubelet = fmt.Sprintf("node %s's agent does not use the kubelet's checkpoint API: %s", source, caps.KubeletReason)
+	}
 	switch {
+	case want == v1alpha1.CheckpointEngineKubelet && noKubelet != "":
+		return "", "", "checkpointEngine Kubelet requested, but " + noKubelet
 	case want == v1alpha1.CheckpointEngineKubelet:
 		return v1alpha1.CheckpointEngineKubelet, "checkpointEngine Kubelet requested", ""
 	case want == v1alpha1.CheckpointEngineRunc && cannot != "":
 		return "", "", "checkpointEngine Runc requested, but " + cannot
+	case cannot != "" && noKubelet != "":
+		return "", "", cannot + ", and " + noKubelet
 	case cannot != "":
 		return v1alpha1.CheckpointEngineKubelet, cannot + ": the kubelet's checkpoint API dumps it", ""
 	}

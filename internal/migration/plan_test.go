@@ -12,7 +12,7 @@ import (
 // A node with everything: ms2m's runtime handler, runc and lazy pages.
 var ableNode = agentapi.ReadyReport{Ready: true,
 	Restore:    agentapi.RestoreCapabilities{RuntimeHandler: "ms2m", RuntimeHandlerReason: "ms2m runtime handler installed"},
-	Checkpoint: agentapi.CheckpointCapabilities{Runc: true, RuncReason: "runc 1.5.3, CRIU 4.2", LazyPages: true, LazyPagesReason: "uffd"},
+	Checkpoint: agentapi.CheckpointCapabilities{Runc: true, RuncReason: "runc 1.5.3, CRIU 4.2", LazyPages: true, LazyPagesReason: "uffd", Kubelet: true},
 }
 
 func planInputs(f func(*PlanInputs)) PlanInputs {
@@ -53,7 +53,7 @@ func TestResolvePlan(t *testing.T) {
 			in: planInputs(func(i *PlanInputs) {
 				i.OwnerKind = "StatefulSet"
 				i.Spec.MemoryTechnique = v1alpha1.MemoryPostCopy
-				i.SourceAgent.Checkpoint = agentapi.CheckpointCapabilities{RuncReason: "no runc binary"}
+				i.SourceAgent.Checkpoint = agentapi.CheckpointCapabilities{RuncReason: "no runc binary", Kubelet: true}
 			}),
 			refused: v1alpha1.ReasonNoMemoryTechnique, says: "Kubelet"},
 		{name: "post-copy on a Sequential migration with able nodes",
@@ -81,7 +81,7 @@ func TestResolvePlan(t *testing.T) {
 		{name: "Runc asked of a node that cannot",
 			in: planInputs(func(i *PlanInputs) {
 				i.Spec.CheckpointEngine = v1alpha1.CheckpointEngineRunc
-				i.SourceAgent.Checkpoint = agentapi.CheckpointCapabilities{RuncReason: "no runc binary"}
+				i.SourceAgent.Checkpoint = agentapi.CheckpointCapabilities{RuncReason: "no runc binary", Kubelet: true}
 			}),
 			refused: v1alpha1.ReasonNoCheckpointEngine, says: "no runc binary"},
 	}

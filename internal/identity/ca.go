@@ -136,7 +136,9 @@ func (ca *CA) sign(pub crypto.PublicKey, commonName string, dnsNames []string, l
 	tmpl := &x509.Certificate{
 		SerialNumber: serial.Add(serial, big.NewInt(1)),
 		Subject:      pkix.Name{CommonName: commonName},
-		NotBefore:    now.Add(-5 * time.Minute), // clock skew between nodes
+		// Clock skew between nodes; a tenth of a short lifetime at most, or
+		// the renewal, due at 70-90 % of the whole span, would be due at once.
+		NotBefore: now.Add(-min(5*time.Minute, lifetime/10)),
 		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  usages,

@@ -37,6 +37,9 @@ const (
 type Signer struct {
 	Client client.Client
 	CA     *CA
+	// MaxLifetime, when set, shortens every certificate it issues to at
+	// most that (the CSR API takes no request under 10 minutes).
+	MaxLifetime time.Duration
 	// AgentServiceAccount is the agents' ServiceAccount as the API server
 	// names its user ("system:serviceaccount:<namespace>:<name>").
 	AgentServiceAccount string
@@ -92,6 +95,9 @@ func (s *Signer) decide(ctx context.Context, req reconcile.Request) (reconcile.R
 	lifetime := DefaultAgentLifetime
 	if e := csr.Spec.ExpirationSeconds; e != nil {
 		lifetime = min(max(time.Duration(*e)*time.Second, minAgentLifetime), DefaultAgentLifetime)
+	}
+	if s.MaxLifetime > 0 {
+		lifetime = min(lifetime, s.MaxLifetime)
 	}
 	cert, err := s.CA.sign(parsed.PublicKey, AgentName(node), []string{AgentDNSName(node)}, lifetime,
 		[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth})

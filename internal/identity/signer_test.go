@@ -57,7 +57,9 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			return err
 		}
-		s := &identity.Signer{Client: mgr.GetClient(), CA: ca, AgentServiceAccount: "system:serviceaccount:" + ns + ":ms2m-agent"}
+		// Certificates of 30 s, so that a test sees one renewed.
+		s := &identity.Signer{Client: mgr.GetClient(), CA: ca, AgentServiceAccount: "system:serviceaccount:" + ns + ":ms2m-agent",
+			MaxLifetime: 30 * time.Second}
 		if err := s.SetupWithManager(mgr); err != nil {
 			return err
 		}
@@ -132,6 +134,42 @@ func TestAgentGetsACertificateForItsOwnNode(t *testing.T) {
 	}
 	if life := leaf.NotAfter.Sub(time.Now()); life > identity.DefaultAgentLifetime+time.Minute {
 		t.Errorf("lives %s", life)
+	}
+}
+
+// An agent's certificate is renewed before it expires, through the same
+// CSR API and for the same node, by client-go's certificate manager (at
+// 70-90 % of its lifetime; here the signer issues 30 s certificates).
+func TestAgentCertificateIsRenewedBeforeItExpires(t *testing.T) {
+	testenv.NeedsServices(t)
+	cs := podToken(t, "ms2m-agent", "agent-r", "node-r")
+	m := startCertificates(t, cs, "node-r")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := identity.WaitForCertificate(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	first := m.Current().Leaf
+	if life := first.NotAfter.Sub(first.NotBefore); life > time.Minute {
+		t.Fatalf("the signer issues 30 s certificates, this one lasts %s", life)
+	}
+	var next *x509.Certificate
+	for next == nil {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the certificate expiring at %s was not renewed", first.NotAfter.Format(time.TimeOnly))
+		case <-time.After(250 * time.Millisecond):
+		}
+		if c := m.Current(); c != nil && c.Leaf.SerialNumber.Cmp(first.SerialNumber) != 0 {
+			next = c.Leaf
+		}
+	}
+	if renewedAt := time.Now(); !renewedAt.Before(first.NotAfter) {
+		t.Errorf("renewed at %s, after the old one expired at %s", renewedAt.Format(time.TimeOnly), first.NotAfter.Format(time.TimeOnly))
+	}
+	if _, err := next.Verify(x509.VerifyOptions{Roots: ca.Pool(), DNSName: identity.AgentDNSName("node-r"),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("the renewed certificate is not node-r's agent's: %v", err)
 	}
 }
 

@@ -452,7 +452,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func failing(t *testing.T, sc scenario, reason string) {
 	t.Helper()
 	rmq := labCfg.RabbitMQ()
-	ns := "e2e-" + strings.ToLower(t.Name()[len("Test"):])
+	ns := "e2e-" + strings.ToLower(strings.NewReplacer("_", "-", "/", "-").Replace(t.Name()[len("Test"):]))
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	before := replayQueues(t)
@@ -464,7 +464,7 @@ func failing(t *testing.T, sc scenario, reason string) {
 		sc.state = "1Mi"
 	}
 	wl := demo.Workload{Kind: sc.kind, Namespace: ns, Name: "consumer", Image: images["consumer"], AMQPURL: rmq.AMQPURL(),
-		Queue: ns, Delay: 10 * time.Millisecond, StateBytes: sc.state, Prefetch: 10, Node: "node-a", Journal: sc.journal}
+		Queue: ns, Delay: 10 * time.Millisecond, StateBytes: sc.state, Prefetch: 10, Node: "node-a", Journal: sc.journal, Sidecar: sidecarImage(sc.sidecar)}
 	res, err := demo.Run(ctx, demo.Options{Client: k8s, AMQPURL: rmq.AMQPURL(), ManagementURL: rmq.MgmtURL(), Exchange: "e2e",
 		Workload: wl, Spec: sc.spec, Rate: 20, Warmup: 3 * time.Second, Settle: 3 * time.Second, Timeout: 4 * time.Minute, Out: testWriter{t},
 		During: sc.during})

@@ -171,12 +171,7 @@ func TestCheckpointIsRemovedOnlyWhenEveryAgentConfirms(t *testing.T) {
 // migration's status, not in an Event.
 func TestCheckpointKeyGoesToTheTwoAgentsOnly(t *testing.T) {
 	w := newWorld(t)
-	w.sourcePod("consumer-0")
-	w.produce(50)
-	w.startManager()
-	name := w.b.Name("mig")
-	w.migration(name, "consumer-0", nil)
-	m := w.waitCompleted(name)
+	m := w.waitCompleted(w.migrateProducing(nil))
 	if !m.Status.Plan.EncryptCheckpoint || !strings.Contains(m.Status.Plan.EncryptionReason, "a key for this checkpoint alone") {
 		t.Fatalf("plan: encrypt %v (%s)", m.Status.Plan.EncryptCheckpoint, m.Status.Plan.EncryptionReason)
 	}

@@ -58,25 +58,35 @@ func Render(o Options) ([]*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, err
 	}
+	objs, err := Decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range objs {
+		if err := o.customize(u); err != nil {
+			return nil, err
+		}
+	}
+	return objs, nil
+}
+
+// Decode reads a stream of YAML documents (kustomize's, helm's) into
+// objects, skipping empty ones.
+func Decode(raw []byte) ([]*unstructured.Unstructured, error) {
 	var objs []*unstructured.Unstructured
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
 	for {
 		u := &unstructured.Unstructured{}
 		if err := dec.Decode(&u.Object); err != nil {
 			if errors.Is(err, io.EOF) {
-				break
+				return objs, nil
 			}
 			return nil, err
 		}
-		if len(u.Object) == 0 {
-			continue
+		if len(u.Object) > 0 {
+			objs = append(objs, u)
 		}
-		if err := o.customize(u); err != nil {
-			return nil, err
-		}
-		objs = append(objs, u)
 	}
-	return objs, nil
 }
 
 func (o Options) customize(u *unstructured.Unstructured) error {

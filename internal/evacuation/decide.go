@@ -64,6 +64,12 @@ func Decide(pod *corev1.Pod, node *corev1.Node, strategy v1alpha1.EvictionStrate
 			"pod %s/%s that was on node %s has moved to node %s (StatefulMigration %s): nothing of it is left to evict there",
 			pod.Namespace, pod.Name, m.Labels[LabelEvictedFrom], m.Status.TargetNode, m.Name)}
 	}
+	if m := sameNameMove(pod.Name, migrations); m != nil && !pod.DeletionTimestamp.IsZero() {
+		// A Sequential migration is stopping the source to give its name
+		// to the target: allowed now, the eviction would take whichever
+		// pod has the name when the API server gets to it, the target.
+		return retry(sameNameMessage(pod.Namespace, pod.Name, m))
+	}
 	if !pod.DeletionTimestamp.IsZero() || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return Decision{Allow: true} // nothing left to move
 	}
@@ -106,6 +112,33 @@ func Decide(pod *corev1.Pod, node *corev1.Node, strategy v1alpha1.EvictionStrate
 	}
 	return Decision{Migrate: true, Code: http.StatusTooManyRequests,
 		Message: fmt.Sprintf("ms2m starts migrating pod %s off node %s (eviction strategy %s): the eviction succeeds once it has moved", ref, pod.Spec.NodeName, strategy)}
+}
+
+// sameNameMove is a running migration (of the pod's namespace) that moves
+// the pod named name to another pod of the same name (Sequential), if any.
+func sameNameMove(name string, migrations []v1alpha1.StatefulMigration) *v1alpha1.StatefulMigration {
+	for i := range migrations {
+		m := &migrations[i]
+		if m.Spec.SourcePod == name && m.Status.TargetPod == name && !m.Status.Phase.IsFinal() {
+			return m
+		}
+	}
+	return nil
+}
+
+func sameNameMessage(namespace, name string, m *v1alpha1.StatefulMigration) string {
+	return fmt.Sprintf("ms2m is moving pod %s/%s to node %s under the same name (StatefulMigration %s, %s): the eviction is answered once it has ended",
+		namespace, name, m.Status.TargetNode, m.Name, m.Status.Phase)
+}
+
+// BetweenPods answers the eviction of a name no pod has: if a Sequential
+// migration is between stopping the source and creating the target of
+// that name, allowing it would evict the target once it exists.
+func BetweenPods(namespace, name string, migrations []v1alpha1.StatefulMigration) (Decision, bool) {
+	if m := sameNameMove(name, migrations); m != nil {
+		return retry(sameNameMessage(namespace, name, m)), true
+	}
+	return Decision{}, false
 }
 
 // movedHere is the eviction's migration that recently gave pod its name

@@ -121,3 +121,35 @@ func TestDecideAfterTheNameMoved(t *testing.T) {
 		t.Fatalf("long after, an eviction is a new one: %+v", d)
 	}
 }
+
+// Between the stop of a Sequential source and the creation of its target
+// of the same name, an eviction by that name would take the target: it is
+// refused while the migration runs, whether the source is terminating or
+// already gone, and answered as usual once the migration has ended.
+func TestEvictionBetweenTheTwoPodsOfASequentialMove(t *testing.T) {
+	m := v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "evict-c-0"}, Spec: v1alpha1.StatefulMigrationSpec{SourcePod: "c-0"}}
+	m.Status.Phase, m.Status.TargetPod, m.Status.TargetNode, m.Status.SourceUID = v1alpha1.PhaseRestoring, "c-0", "node-b", "uid-1"
+	now := metav1.Now()
+	stopping := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "c-0", Namespace: "shop", UID: "uid-1", DeletionTimestamp: &now},
+		Spec: corev1.PodSpec{NodeName: "node-a"}}
+	d := Decide(stopping, nil, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{m}, time.Now())
+	if d.Allow || d.Code != 429 || !strings.Contains(d.Message, "moving pod shop/c-0 to node node-b under the same name (StatefulMigration evict-c-0, Restoring)") {
+		t.Errorf("the stopping source: %+v", d)
+	}
+	if d, between := BetweenPods("shop", "c-0", []v1alpha1.StatefulMigration{m}); !between || d.Code != 429 {
+		t.Errorf("no pod of the name yet: %+v, %v", d, between)
+	}
+	shadow := m
+	shadow.Status.TargetPod = "c-0-shadow"
+	if _, between := BetweenPods("shop", "c-0", []v1alpha1.StatefulMigration{shadow}); between {
+		t.Error("a ShadowPod target has a name of its own: nothing to wait for")
+	}
+	done := m
+	done.Status.Phase = v1alpha1.PhaseCompleted
+	if _, between := BetweenPods("shop", "c-0", []v1alpha1.StatefulMigration{done}); between {
+		t.Error("after the migration, the name is the target's: answered as usual")
+	}
+	if d := Decide(stopping, nil, v1alpha1.EvictionMigrate, []v1alpha1.StatefulMigration{done}, time.Now()); !d.Allow {
+		t.Errorf("a terminating pod with nothing running: %+v", d)
+	}
+}

@@ -47,6 +47,13 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 	pod := &corev1.Pod{}
 	err := w.Reader.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: req.Name}, pod)
 	if apierrors.IsNotFound(err) {
+		var migrations v1alpha1.StatefulMigrationList
+		if err := w.Client.List(ctx, &migrations, client.InNamespace(req.Namespace)); err != nil {
+			return refuse(http.StatusTooManyRequests, fmt.Sprintf("ms2m could not list the migrations of %s: %v", req.Namespace, err))
+		}
+		if d, between := BetweenPods(req.Namespace, req.Name, migrations.Items); between {
+			return refuse(d.Code, d.Message)
+		}
 		return admission.Allowed("")
 	}
 	if err != nil {

@@ -65,6 +65,15 @@ func TestRenderShowsTheQueueAndThePolicy(t *testing.T) {
 	if out := Render(m, t0); !strings.Contains(out, "policy:     drain (generation 4)") || !strings.Contains(out, "timeouts:   total 1m0s, checkpoint -") {
 		t.Errorf("the plan does not show its policy and timeouts:\n%s", out)
 	}
+	m.Status.Plan.CheckpointedContainers, m.Status.Plan.FreshContainers, m.Status.Plan.FreshContainersReason = []string{"counter"}, []string{"init"}, "cut"
+	m.Status.Plan.EncryptCheckpoint, m.Status.Plan.EncryptionReason = true, "AES-256-GCM"
+	m.Status.Plan.BandwidthBytesPerSecond, m.Status.Plan.BandwidthReason = 64<<20, "MigrationPolicy drain"
+	out := Render(m, t0)
+	for _, want := range []string{"containers: with counter; fresh init", "encryption: on", "bandwidth:  64.0 MiB/s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the plan lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 func TestDrainSaysEachRetryOnce(t *testing.T) {

@@ -180,6 +180,27 @@ func orDash(s string) string {
 	return s
 }
 
+// onOff is "on" or "off" once the plan has decided ("" before).
+func onOff(on bool, why string) string {
+	switch {
+	case why == "":
+		return ""
+	case on:
+		return "on"
+	}
+	return "off"
+}
+
+func bandwidthLine(bytesPerSecond int64, why string) string {
+	switch {
+	case why == "":
+		return ""
+	case bytesPerSecond == 0:
+		return "unbounded"
+	}
+	return bytes(bytesPerSecond) + "/s"
+}
+
 // containersLine names the pod's other containers by what becomes of
 // them: dumped with the migrated one, or started fresh.
 func containersLine(p *v1alpha1.MigrationPlan) string {
@@ -205,6 +226,8 @@ func renderPlan(b *strings.Builder, p *v1alpha1.MigrationPlan) {
 		{"handoff", string(p.Handoff), p.HandoffReason},
 		{"replay", string(p.ReplayMode), p.ReplayModeReason},
 		{"containers", containersLine(p), p.FreshContainersReason},
+		{"encryption", onOff(p.EncryptCheckpoint, p.EncryptionReason), p.EncryptionReason},
+		{"bandwidth", bandwidthLine(p.BandwidthBytesPerSecond, p.BandwidthReason), p.BandwidthReason},
 		{"policy", policyName(p), ""},
 		{"timeouts", timeoutsLine(p.Timeouts), p.TimeoutsReason},
 	} {

@@ -128,7 +128,7 @@ func main() {
 	ac := agent.Config{
 		Node: node, StateDir: strings.ReplaceAll(stateDir, "{node}", node), Log: log, CRIUConfig: host(criuConfig),
 		KubeletReason: "not enabled for this install (agent flag --kubelet-engine; config/kubelet-engine or chart value agent.kubeletEngine)",
-		Peers:   agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
+		Peers:         agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
 		// Registry credentials come from a mounted docker config, if any.
 		Registry: agent.Registry{Options: []remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}, Aliases: aliases, PlainHTTP: plainHTTP},
 		// Checkpoints this node sends are sealed with its certificate; it

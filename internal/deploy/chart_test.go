@@ -122,7 +122,9 @@ func boolRank(b bool) int {
 func TestChartMatchesConfig(t *testing.T) {
 	testenv.NeedsServices(t)
 	t.Run("default", func(t *testing.T) { matchConfig(t, helmTemplate(t), "") })
-	t.Run("kubelet-engine", func(t *testing.T) { matchConfig(t, helmTemplate(t, "--set", "agent.kubeletEngine=true"), "kubelet-engine") })
+	t.Run("kubelet-engine", func(t *testing.T) {
+		matchConfig(t, helmTemplate(t, "--set", "agent.kubeletEngine=true"), "kubelet-engine")
+	})
 }
 
 func matchConfig(t *testing.T, chart []*unstructured.Unstructured, overlay string) {

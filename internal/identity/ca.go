@@ -138,11 +138,11 @@ func (ca *CA) sign(pub crypto.PublicKey, commonName string, dnsNames []string, l
 		Subject:      pkix.Name{CommonName: commonName},
 		// Clock skew between nodes; a tenth of a short lifetime at most, or
 		// the renewal, due at 70-90 % of the whole span, would be due at once.
-		NotBefore: now.Add(-min(5*time.Minute, lifetime/10)),
-		NotAfter:     now.Add(lifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  usages,
-		DNSNames:     dnsNames,
+		NotBefore:   now.Add(-min(5*time.Minute, lifetime/10)),
+		NotAfter:    now.Add(lifetime),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: usages,
+		DNSNames:    dnsNames,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -63,6 +64,30 @@ func grant(t *testing.T, ns, user, name string, rules ...rbacv1.PolicyRule) {
 	for _, o := range []client.Object{role, binding} {
 		if err := typed.Create(ctx, o); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// The API server's authorizer sees a new binding a moment later (its
+	// RBAC cache), longer on a busy machine: wait until it allows what was
+	// granted, so that a test's next step runs with it.
+	for _, r := range rules {
+		resource, sub, _ := strings.Cut(r.Resources[0], "/")
+		attrs := &authorizationv1.ResourceAttributes{Namespace: ns, Verb: r.Verbs[0], Group: r.APIGroups[0], Resource: resource, Subresource: sub}
+		if len(r.ResourceNames) > 0 {
+			attrs.Name = r.ResourceNames[0]
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: attrs}}
+			if err := typed.Create(ctx, sar); err != nil {
+				t.Fatal(err)
+			}
+			if sar.Status.Allowed {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s was granted %v in %s, but the API server does not allow it after 30 s", user, r, ns)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 }

@@ -235,8 +235,10 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	c := engine.Container{Namespace: req.Namespace, Pod: req.Pod, PodUID: req.PodUID, Name: req.Container, ID: req.ContainerID}
 	start := time.Now()
 	opts := engine.Options{ID: req.ID, Hold: req.Hold, LazyPages: req.PagesTo != "", PagesFromDump: req.PagesFromDump}
+	var otherIDs []string
 	for _, o := range req.Others {
 		opts.Others = append(opts.Others, engine.Container{Namespace: req.Namespace, Pod: req.Pod, PodUID: req.PodUID, Name: o.Name, ID: o.ContainerID})
+		otherIDs = append(otherIDs, o.ContainerID)
 	}
 	if req.StreamTo != "" {
 		sink, err := s.sendPagesTo(ctx, req.StreamTo, req.ID)
@@ -257,10 +259,9 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 		if res.Pages != nil {
 			rerr = errors.Join(rerr, res.Pages.Abort())
 		}
-		if res.Held {
-			for _, id := range append([]string{req.ContainerID}, res.HeldOthers...) {
-				rerr = errors.Join(rerr, eng.Release(ctx, id))
-			}
+		held := agentapi.CheckpointResult{Held: res.Held, ContainerID: req.ContainerID, OtherContainerIDs: otherIDs}
+		for _, id := range held.HeldContainers() {
+			rerr = errors.Join(rerr, eng.Release(ctx, id))
 		}
 		s.cfg.Log.Info("removed a checkpoint finished after its cleanup", "id", req.ID, "archive", res.Archive, "error", rerr)
 		return agentapi.CheckpointResult{}, fmt.Errorf("checkpoint %s was cleaned up while it ran: its archive is removed (%v)", req.ID, rerr)
@@ -272,14 +273,10 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	if res.Pages != nil {
 		s.pages.out.Store(req.ID, &pagesOut{ps: res.Pages, to: req.PagesTo})
 	}
-	var others []string
-	for _, o := range req.Others {
-		others = append(others, o.ContainerID)
-	}
-	s.cfg.Log.Info("checkpointed", "engine", eng.Name(), "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "others", len(others), "archive", res.Archive,
+	s.cfg.Log.Info("checkpointed", "engine", eng.Name(), "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "others", len(otherIDs), "archive", res.Archive,
 		"bytes", fi.Size(), "freeze", res.Freeze, "freezeSteps", res.Steps.String(), "criu", criuStats(res.CRIU), "held", res.Held, "took", time.Since(start))
 	return agentapi.CheckpointResult{Archive: res.Archive, SizeBytes: fi.Size(), CreatedAt: time.Now(), Freeze: res.Freeze,
-		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID, OtherContainerIDs: others, LazyPages: res.Pages != nil, StreamedBytes: res.Streamed}, nil
+		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID, OtherContainerIDs: otherIDs, LazyPages: res.Pages != nil, StreamedBytes: res.Streamed}, nil
 }
 
 func criuStats(s *engine.DumpStats) string {

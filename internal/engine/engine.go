@@ -57,7 +57,9 @@ type Result struct {
 	// Freeze is how long the container was stopped for the dump (an
 	// upper bound where the engine cannot see CRIU's own figure).
 	Freeze time.Duration
-	Held   bool
+	// Held: the container is left frozen, and with it Options.Others (a
+	// cut is held, or resumed, whole).
+	Held bool
 	// Pages serves the memory of a LazyPages dump.
 	Pages *PageServer
 	// Steps is how long each step of the freeze took, in order; CRIU what
@@ -66,9 +68,6 @@ type Result struct {
 	CRIU  *DumpStats
 	// Streamed is what went through Options.PageSink.
 	Streamed int64
-	// HeldOthers are the runtime IDs of Options.Others left frozen with
-	// the container (Held).
-	HeldOthers []string
 }
 
 // Steps times the steps of a dump, for the agent's log: where a freeze

@@ -155,12 +155,6 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
-	var heldOthers []string
-	if o.Hold {
-		for _, m := range members[1:] {
-			heldOthers = append(heldOthers, m.c.ID)
-		}
-	}
 	archive := r.archivePath(o.ID)
 	if o.LazyPages {
 		served = true // removed by serveDumpPages or its page server
@@ -174,7 +168,7 @@ func (r Runc) Checkpoint(ctx context.Context, c Container, o Options) (Result, e
 	if err := writeArchive(r.local(archive), r.local(dir), staging.ImagesDir, staging.RootfsDiffTar, staging.OthersDir); err != nil {
 		return Result{}, r.failHeld(ctx, members, o, fmt.Errorf("archiving the dump of %s: %w", c, err))
 	}
-	return Result{Archive: r.local(archive), Freeze: d.freeze, Held: o.Hold, HeldOthers: heldOthers, Steps: d.steps, CRIU: d.stats, Streamed: d.streamed}, nil
+	return Result{Archive: r.local(archive), Freeze: d.freeze, Held: o.Hold, Steps: d.steps, CRIU: d.stats, Streamed: d.streamed}, nil
 }
 
 // member is one container of a dump, checked to be the container named

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -62,17 +61,7 @@ func TestMigrationPolicyValidation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := k8s.Create(context.Background(), policy("bad-"+strings.ReplaceAll(strings.ToLower(tc.name), " ", "-"), tc.spec), client.FieldValidation("Strict"))
-			if err == nil {
-				t.Fatal("the API server accepted it")
-			}
-			if !apierrors.IsInvalid(err) && !apierrors.IsBadRequest(err) {
-				t.Fatalf("want Invalid, got %v", err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("message lacks %q:\n%v", w, err)
-				}
-			}
+			wantInvalid(t, err, tc.want...)
 		})
 	}
 }

@@ -150,17 +150,7 @@ func TestInvalidSpecsAreRefusedWithAFix(t *testing.T) {
 				tc.meta(u)
 			}
 			err := k8s.Create(context.Background(), u, client.FieldValidation("Strict"))
-			if err == nil {
-				t.Fatal("the API server accepted it")
-			}
-			if !apierrors.IsInvalid(err) && !apierrors.IsBadRequest(err) {
-				t.Fatalf("want Invalid, got %v", err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("message lacks %q:\n%v", w, err)
-				}
-			}
+			wantInvalid(t, err, tc.want...)
 		})
 	}
 }
@@ -221,5 +211,22 @@ func TestSpecIsImmutableOnceStarted(t *testing.T) {
 	_ = unstructured.SetNestedField(abort.Object, false, "spec", "abort")
 	if err := k8s.Update(ctx, abort); err == nil || !strings.Contains(err.Error(), "abort cannot be withdrawn") {
 		t.Fatalf("withdrawing abort: %v", err)
+	}
+}
+
+// wantInvalid fails the test unless the API server refused an object as
+// invalid, with a message that says each of want.
+func wantInvalid(t *testing.T, err error, want ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("the API server accepted it")
+	}
+	if !apierrors.IsInvalid(err) && !apierrors.IsBadRequest(err) {
+		t.Fatalf("want Invalid, got %v", err)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("message lacks %q:\n%v", w, err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/ms2m/ms2m/internal/lab/controlplane"
@@ -80,6 +81,9 @@ func GetStatus(ctx context.Context, dir string) (*Status, error) {
 			if err != nil {
 				comp.Detail = err.Error()
 			}
+		}
+		if p != nil && p.Restarts > 0 {
+			comp.Detail = strings.TrimPrefix(fmt.Sprintf("%s; restarted %d time(s) by the supervisor", comp.Detail, p.Restarts), "; ")
 		}
 		if !comp.Healthy {
 			s.Healthy = false

@@ -35,7 +35,7 @@ func (p Params) APIServerURL() string { return fmt.Sprintf("https://127.0.0.1:%d
 func (p Params) pki(f string) string { return filepath.Join(p.PKI, f) }
 
 func (p Params) spec(name string, args ...string) supervise.Spec {
-	return supervise.Spec{Name: name, Path: filepath.Join(p.Bin, name), Args: args, Log: filepath.Join(p.Logs, name+".log"), Dir: p.Dir}
+	return supervise.Spec{Name: name, Path: filepath.Join(p.Bin, name), Args: args, Log: filepath.Join(p.Logs, name+".log"), Dir: p.Dir, Restart: true}
 }
 
 // Etcd is etcd's process: loopback only, no fsync (the lab's data is thrown

@@ -52,7 +52,7 @@ func Containerd(p Params, bin string) supervise.Spec {
 	return supervise.Spec{
 		Name: "containerd-" + p.Name, Path: filepath.Join(bin, "containerd"),
 		Args: []string{"--config", filepath.Join(p.Dir, "containerd", "config.toml")},
-		Env:  p.Env(), Dir: p.Dir, Log: filepath.Join(p.Logs, "containerd-"+p.Name+".log"),
+		Env:  p.Env(), Dir: p.Dir, Log: filepath.Join(p.Logs, "containerd-"+p.Name+".log"), Restart: true,
 	}
 }
 
@@ -60,6 +60,6 @@ func Containerd(p Params, bin string) supervise.Spec {
 func Kubelet(p Params) supervise.Spec {
 	return supervise.Spec{
 		Name: "kubelet-" + p.Name, Path: filepath.Join(p.KubeBin, "kubelet"), Args: p.KubeletArgs(),
-		Env: p.Env(), Dir: p.Dir, Log: filepath.Join(p.Logs, "kubelet-"+p.Name+".log"),
+		Env: p.Env(), Dir: p.Dir, Log: filepath.Join(p.Logs, "kubelet-"+p.Name+".log"), Restart: true,
 	}
 }

@@ -183,13 +183,13 @@ func Spec(p Params, uid, gid uint32) supervise.Spec {
 		"ERL_CRASH_DUMP=" + filepath.Join(p.Dir, "erl_crash.dump"),
 	}
 	if p.Root == "" {
-		return supervise.Spec{Name: "rabbitmq", Path: Server, Env: env, Dir: filepath.Join(p.Dir, "home"), Log: p.Log, UID: uid, GID: gid}
+		return supervise.Spec{Name: "rabbitmq", Path: Server, Env: env, Dir: filepath.Join(p.Dir, "home"), Log: p.Log, UID: uid, GID: gid, Restart: true}
 	}
 	// As root, to mount /proc and the state directory into the root in a
 	// mount namespace of the node's own (they vanish with it); chroot then
 	// drops to the rabbitmq user and every step execs, so the supervisor
 	// still holds the VM's PID.
-	return supervise.Spec{Name: "rabbitmq", Path: "/usr/bin/unshare", Env: env, Dir: "/", Log: p.Log,
+	return supervise.Spec{Name: "rabbitmq", Path: "/usr/bin/unshare", Env: env, Dir: "/", Log: p.Log, Restart: true,
 		Args: []string{"--mount", "--propagation", "private", "/bin/sh", "-c", chrootScript, p.Root, p.Dir, fmt.Sprintf("%d:%d", uid, gid)}}
 }
 

@@ -47,7 +47,7 @@ log:
 
 // Spec is the registry's process.
 func Spec(p Params) supervise.Spec {
-	return supervise.Spec{Name: "registry", Path: p.Binary, Args: []string{"serve", filepath.Join(p.Dir, "config.yml")}, Log: p.Log, Dir: p.Dir}
+	return supervise.Spec{Name: "registry", Path: p.Binary, Args: []string{"serve", filepath.Join(p.Dir, "config.yml")}, Log: p.Log, Dir: p.Dir, Restart: true}
 }
 
 // Healthy checks the registry's API root.

@@ -24,7 +24,7 @@ func (d *daemon) routes() http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		p, err := d.start(s)
+		p, err := d.start(s, nil)
 		reply(w, p, err)
 	})
 	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, r *http.Request) {

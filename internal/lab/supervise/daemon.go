@@ -34,7 +34,15 @@ type daemon struct {
 	mu    sync.Mutex
 	state State
 	stop  chan struct{}
+	// shuttingDown: no process is restarted any more.
+	shuttingDown bool
 }
+
+const (
+	restartMin   = time.Second
+	restartMax   = 10 * time.Second
+	restartReset = 30 * time.Second
+)
 
 func runDaemon(dir string) int {
 	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); e != 0 {
@@ -126,11 +134,37 @@ func (d *daemon) reap() {
 				} else {
 					p.ExitCode = ws.ExitStatus()
 				}
+				d.restartLater(p)
 				d.persist()
 			}
 		}
 		d.mu.Unlock()
 	}
+}
+
+// restartLater schedules p's restart when its spec asks for one and
+// nobody asked it to stop. d.mu is held.
+func (d *daemon) restartLater(p *Proc) {
+	if !p.Restart || p.stopping || d.shuttingDown {
+		return
+	}
+	wait := restartMin
+	if p.ExitedAt.Sub(p.Started) < restartReset && p.Backoff > 0 {
+		wait = min(2*p.Backoff, restartMax)
+	}
+	p.Backoff = wait
+	time.AfterFunc(wait, func() {
+		d.mu.Lock()
+		// Started again by hand, stopped, or shut down meanwhile.
+		current := d.find(p.Name) == p && !p.stopping && !d.shuttingDown
+		d.mu.Unlock()
+		if !current {
+			return
+		}
+		if _, err := d.start(p.Spec, p); err != nil {
+			fmt.Fprintf(os.Stderr, "supervisor: restarting %s: %v\n", p.Name, err)
+		}
+	})
 }
 
 func (d *daemon) find(name string) *Proc {
@@ -142,9 +176,13 @@ func (d *daemon) find(name string) *Proc {
 	return nil
 }
 
-func (d *daemon) start(s Spec) (*Proc, error) {
+// start starts s; after, when not nil, is the record of the run it restarts.
+func (d *daemon) start(s Spec, after *Proc) (*Proc, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if after != nil && d.find(s.Name) != after {
+		return nil, fmt.Errorf("%s was started again meanwhile", s.Name)
+	}
 	if p := d.find(s.Name); p != nil && p.Alive() {
 		return nil, fmt.Errorf("%s already runs (pid %d)", s.Name, p.PID)
 	}
@@ -179,6 +217,10 @@ func (d *daemon) start(s Spec) (*Proc, error) {
 	_ = proc.Release()
 	ticks, _ := StartTicks(pid)
 	p := &Proc{Spec: s, PID: pid, StartTicks: ticks, Started: time.Now()}
+	if after != nil {
+		p.Restarts, p.Backoff = after.Restarts+1, after.Backoff
+		fmt.Fprintf(os.Stderr, "supervisor: %s ended (%s); restarted as pid %d after %s\n", s.Name, after, pid, after.Backoff)
+	}
 	d.state.Procs = slices.DeleteFunc(d.state.Procs, func(o *Proc) bool { return o.Name == s.Name })
 	d.state.Procs = append(d.state.Procs, p)
 	d.persist()
@@ -189,10 +231,12 @@ func (d *daemon) start(s Spec) (*Proc, error) {
 func (d *daemon) stopProc(name string, grace time.Duration) (*Proc, error) {
 	d.mu.Lock()
 	p := d.find(name)
-	d.mu.Unlock()
 	if p == nil {
+		d.mu.Unlock()
 		return nil, fmt.Errorf("no process %q", name)
 	}
+	p.stopping = true
+	d.mu.Unlock()
 	if !killWait(p.PID, p.StartTicks, syscall.SIGTERM, grace) {
 		killWait(p.PID, p.StartTicks, syscall.SIGKILL, 5*time.Second)
 	}
@@ -230,6 +274,7 @@ func isChild(pid int) bool {
 // helpers such as epmd).
 func (d *daemon) shutdown(grace time.Duration) {
 	d.mu.Lock()
+	d.shuttingDown = true
 	procs := slices.Clone(d.state.Procs)
 	d.mu.Unlock()
 	for i := len(procs) - 1; i >= 0; i-- {

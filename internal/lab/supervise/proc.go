@@ -28,6 +28,11 @@ type Spec struct {
 	// UID/GID other than 0 drop root, e.g. for RabbitMQ.
 	UID uint32 `json:"uid,omitempty"`
 	GID uint32 `json:"gid,omitempty"`
+	// Restart starts the process again when it ends without being asked
+	// to (killed, crashed), as a node's init system restarts its kubelet
+	// and container runtime: after a second, doubling up to restartMax
+	// while it keeps dying within restartReset of its start.
+	Restart bool `json:"restart,omitempty"`
 }
 
 // Proc is a started process as the daemon saw it.
@@ -42,6 +47,12 @@ type Proc struct {
 	ExitCode   int       `json:"exitCode,omitempty"`
 	Signal     string    `json:"signal,omitempty"`
 	ExitedAt   time.Time `json:"exitedAt,omitzero"`
+	// Restarts counts the times the daemon started it again after it
+	// ended on its own; Backoff is the wait before the last of them.
+	Restarts int           `json:"restarts,omitempty"`
+	Backoff  time.Duration `json:"backoff,omitempty"`
+	// stopping: asked to stop, so its end is not restarted.
+	stopping bool
 }
 
 // State is what the daemon reports and persists.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -95,5 +96,66 @@ func TestKillRecordedStopsWhatADeadDaemonLeft(t *testing.T) {
 	}
 	if c.Ping(ctx) == nil {
 		t.Fatal("daemon still answers")
+	}
+}
+
+func TestKilledProcessIsRestartedUntilStopped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	c, err := Ensure(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = KillRecorded(dir) })
+	log := filepath.Join(dir, "x.log")
+	first, err := c.Start(ctx, Spec{Name: "kubelet", Path: "/bin/sleep", Args: []string{"300"}, Log: log, Restart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	once, err := c.Start(ctx, Spec{Name: "once", Path: "/bin/sleep", Args: []string{"300"}, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*Proc{first, once} {
+		if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proc := func(name string) *Proc {
+		s, err := c.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range s.Procs {
+			if p.Name == name {
+				return p
+			}
+		}
+		t.Fatalf("no record of %s", name)
+		return nil
+	}
+	waitFor(t, func() bool { p := proc("kubelet"); return p.PID != first.PID && p.Alive() })
+	if p := proc("kubelet"); p.Restarts != 1 || p.Backoff != restartMin {
+		t.Fatalf("restarted kubelet: %d restart(s) after %s, want 1 after %s", p.Restarts, p.Backoff, restartMin)
+	}
+	// Dying again at once doubles the wait.
+	second := proc("kubelet")
+	if err := syscall.Kill(second.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { p := proc("kubelet"); return p.PID != second.PID && p.Alive() })
+	if p := proc("kubelet"); p.Restarts != 2 || p.Backoff != 2*restartMin {
+		t.Fatalf("kubelet killed twice: %d restart(s) after %s, want 2 after %s", p.Restarts, p.Backoff, 2*restartMin)
+	}
+	if _, err := c.Stop(ctx, "kubelet", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * restartMin)
+	if p := proc("kubelet"); p.Alive() || p.Restarts != 2 {
+		t.Fatalf("a stopped process was restarted: %+v", p)
+	}
+	if p := proc("once"); p.Alive() || p.Signal != "killed" {
+		t.Fatalf("a process without Restart after SIGKILL: %+v", p)
 	}
 }

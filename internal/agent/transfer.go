@@ -274,6 +274,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 	note("staged checkpoint", s.removeStaged(id))
 	if s.cfg.Staging != nil {
 		note("withdrawal", s.cfg.Staging.ForgetWithdrawn(id))
+		note("claim record", s.cfg.Staging.ForgetClaimed(id))
 	}
 	if s.cfg.Runtime != nil {
 		note("runtime image", s.cfg.Runtime.Remove(ctx, DirectImageRef(id)))

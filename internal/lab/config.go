@@ -193,6 +193,19 @@ func (c *Config) APIServerFromPods() string {
 // handler (the agent sees it under its host mount).
 func (c *Config) StagingDir(node string) string { return filepath.Join("/var/lib/ms2m/staging", node) }
 
+// AgentStateDir is where a node's agent keeps its operations and the
+// checkpoints it received; ArchiveDir where it writes checkpoint archives.
+func (c *Config) AgentStateDir(node string) string { return filepath.Join("/var/lib/ms2m/agent", node) }
+
+// ArchiveDir: see AgentStateDir.
+func (c *Config) ArchiveDir(node string) string { return filepath.Join("/var/lib/ms2m/dumps", node) }
+
+// NodeHostDirs are a node's directories outside the lab's own: `down`
+// removes them (a checkpoint is a workload's whole memory).
+func (c *Config) NodeHostDirs(node string) []string {
+	return []string{c.StagingDir(node), c.AgentStateDir(node), c.ArchiveDir(node)}
+}
+
 // DumpsDir is the agents' memory-backed dump directory (tmpfs, mounted
 // by lab up); each node's agent dumps into its own subdirectory.
 func (c *Config) DumpsDir() string { return filepath.Join(c.Dir, "dumps") }

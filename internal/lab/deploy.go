@@ -70,6 +70,8 @@ func (c *Config) agentArgs() []string {
 		// The lab's registry has no TLS; it is on the host, for the lab only.
 		"--plain-http-registry=" + c.RegistryFromPods(),
 		"--staging-dir=" + c.StagingDir("{node}"),
+		"--state-dir=" + c.AgentStateDir("{node}"),
+		"--archive-dir=" + c.ArchiveDir("{node}"),
 		// The runc engine: the node's runc, its containerd's runc root
 		// (the shim's Root plus the k8s.io namespace) and the lab's CRIU.
 		"--runc=" + c.Runc(),

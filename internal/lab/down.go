@@ -108,6 +108,24 @@ func Down(ctx context.Context, dir string, o Options, keepState bool) error {
 		}
 		return err
 	})
+	do("node directories (staged checkpoints, the agents' state and archives)", func() error {
+		var es []error
+		parents := map[string]bool{}
+		for _, n := range c.Nodes {
+			for _, d := range c.NodeHostDirs(n.Name) {
+				es = append(es, os.RemoveAll(d))
+				parents[filepath.Dir(d)] = true
+			}
+		}
+		// Emptied parents go too, and their parent once empty (/var/lib/ms2m
+		// is the lab's where it did not exist before: see host.HostDirs).
+		for d := range parents {
+			if os.Remove(d) == nil {
+				_ = os.Remove(filepath.Dir(d))
+			}
+		}
+		return errors.Join(es...)
+	})
 	do("cgroups", func() error {
 		var es []error
 		for _, n := range c.Nodes {

@@ -9,7 +9,10 @@ import (
 )
 
 // waitFor polls check until it passes. It fails at once when the process
-// that should become ready has died, with the end of its log.
+// that should become ready has died and is not restarted, or has been
+// restarted restartsBeforeFailing times, with the end of its log. (Two
+// kubelets started together race for the device-plugin socket, a path
+// every kubelet shares: the loser exits and its restart wins.)
 func waitFor(ctx context.Context, sv *supervise.Client, proc string, timeout time.Duration, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -24,7 +27,7 @@ func waitFor(ctx context.Context, sv *supervise.Client, proc string, timeout tim
 		if proc != "" && sv != nil {
 			if st, err := sv.State(ctx); err == nil {
 				for _, p := range st.Procs {
-					if p.Name == proc && p.Exited {
+					if p.Name == proc && (p.Exited && !p.Restart || p.Restarts >= restartsBeforeFailing) {
 						return fmt.Errorf("%s: %s%s", proc, p, logTail(p.Log, 15))
 					}
 				}
@@ -37,3 +40,5 @@ func waitFor(ctx context.Context, sv *supervise.Client, proc string, timeout tim
 		}
 	}
 }
+
+const restartsBeforeFailing = 3

@@ -266,9 +266,13 @@ func restoreArgs(inv Invocation, dir string, lazy bool) []string {
 }
 
 // start of a restored container is a no-op: it has been running since its
-// create. runc itself would refuse to start it again.
+// create. runc itself would refuse to start it again. Its checkpoint's
+// images go now (see staging.Layout.DropRestored).
 func (h *Handler) start(inv Invocation, args []string) int {
 	if inv.ID != "" && fileExists(h.layout().ClaimedPath(inv.ID)) {
+		if err := h.layout().DropRestored(inv.ID); err != nil {
+			fmt.Fprintf(os.Stderr, "ms2m-runtime: the restored checkpoint stays on disk: %v\n", err)
+		}
 		return 0
 	}
 	return h.passThrough(args)

@@ -130,6 +130,17 @@ func TestStagedContainerIsRestoredOnce(t *testing.T) {
 	if code := h.Main([]string{"--root", "/run/runc", "start", "ctr1"}); code != 0 || len(rec.execs) != n {
 		t.Fatalf("start of a restored container: exit %d, %d runc call(s)", code, len(rec.execs)-n)
 	}
+	// Its images and file system changes are gone once it runs: the
+	// process holds its memory now. The stage's record stays until delete.
+	claimed := h.layout().ClaimedPath("ctr1")
+	for _, f := range []string{"checkpoint", staging.RootfsDiffTar} {
+		if _, err := os.Stat(filepath.Join(claimed, f)); !os.IsNotExist(err) {
+			t.Errorf("%s of a running restored container is still on disk (%v)", f, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(claimed, staging.MetaFile)); err != nil {
+		t.Errorf("the claim's record went with the images: %v", err)
+	}
 
 	// The same container created again (a restart) is not restored again.
 	b2 := bundle(t, ann)

@@ -185,6 +185,49 @@ func (l Layout) WasClaimed(checkpointID string) bool {
 	return err == nil
 }
 
+// ForgetClaimed removes the record that a checkpoint was claimed (its
+// migration's cleanup: nothing waits for it any more).
+func (l Layout) ForgetClaimed(checkpointID string) error {
+	if !idPattern.MatchString(checkpointID) {
+		return nil
+	}
+	err := os.Remove(filepath.Join(l.Dir, claimedIDsDir, checkpointID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// DropRestored removes a claimed checkpoint's images and file system
+// changes once its container runs restored: the running process holds its
+// memory now, and a copy on disk would outlive the migration for as long
+// as the container lives. The restore's log and the stage's record stay,
+// until Release. A lazy restore keeps its images: the lazy-pages daemon
+// reads them while pages still come.
+func (l Layout) DropRestored(containerID string) error {
+	if !idPattern.MatchString(containerID) {
+		return nil
+	}
+	dir := l.ClaimedPath(containerID)
+	m, err := readMeta(dir)
+	if err != nil || m.LazyPages {
+		return err
+	}
+	var errs []error
+	for _, f := range []string{ImagesDir, RootfsDiffTar, DeletedFiles, OthersDir} {
+		errs = append(errs, removeIfExists(filepath.Join(dir, f)))
+	}
+	return errors.Join(errs...)
+}
+
+func removeIfExists(path string) error {
+	err := os.RemoveAll(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 // Withdraw records that a checkpoint will never be staged on this node (its
 // migration was given up before): a create that waits for it fails at
 // once.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -141,5 +142,42 @@ func TestReleaseUnmountsWhatAKilledRestoreLeft(t *testing.T) {
 	}
 	if m, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(dir)); len(m) != 0 {
 		t.Fatalf("mounts left: %v", m)
+	}
+}
+
+func TestDropRestoredKeepsALazyRestoresImages(t *testing.T) {
+	l := Layout{Dir: t.TempDir()}
+	for i, lazy := range []bool{false, true} {
+		k := Key{Namespace: "ns", Pod: fmt.Sprintf("p%d", i), Container: "c"}
+		dir, err := l.Begin(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, ImagesDir), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, ImagesDir, "inventory.img"), []byte("i"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Commit(k, dir, Meta{CheckpointID: fmt.Sprintf("id-%d", i), LazyPages: lazy}); err != nil {
+			t.Fatal(err)
+		}
+		ctr := fmt.Sprintf("ctr%d", i)
+		if _, _, err := l.Claim(k, ctr); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.DropRestored(ctr); err != nil {
+			t.Fatal(err)
+		}
+		_, err = os.Stat(filepath.Join(l.ClaimedPath(ctr), ImagesDir, "inventory.img"))
+		if kept := err == nil; kept != lazy {
+			t.Errorf("lazy %v: images kept %v after the restore", lazy, kept)
+		}
+		if !l.WasClaimed(fmt.Sprintf("id-%d", i)) {
+			t.Fatal("claim not recorded")
+		}
+		if err := l.ForgetClaimed(fmt.Sprintf("id-%d", i)); err != nil || l.WasClaimed(fmt.Sprintf("id-%d", i)) {
+			t.Fatalf("claim record not forgotten: %v", err)
+		}
 	}
 }

@@ -96,6 +96,8 @@ var HostDirs = []string{
 	"/run/containerd", "/run/runc", "/run/netns", "/run/nri", "/var/lib/cni", "/etc/cni", "/opt/cni",
 	"/opt/containerd", "/var/lib/containerd", "/etc/containerd", "/var/lib/kubelet", "/var/log/pods",
 	"/var/log/containers", "/etc/kubernetes", "/var/lib/nri", "/etc/nri", "/opt/nri", "/etc/cdi", "/var/run/cdi",
+	// the agents' and the runtime handler's, where the lab put them
+	"/var/lib/ms2m",
 }
 
 // RecordHostDirs notes in record which of HostDirs are absent (once).

@@ -102,7 +102,7 @@ test-lab: ms2m ## up, lab tests, down, then check that down left nothing behind
 		exit $$rc
 
 ##@ End to end (in the lab; needs root)
-.PHONY: test-e2e test-e2e-containerd21 demo
+.PHONY: test-e2e test-e2e-containerd21 test-faults demo
 test-e2e: ms2m ## live migrations in the lab under a producer: up, e2e suite, down
 	$(BIN)/ms2m lab up >/dev/null
 	rc=0; go test -tags e2e -count=1 -p 1 -timeout 45m -v ./test/e2e || rc=$$?; \
@@ -112,7 +112,17 @@ test-e2e: ms2m ## live migrations in the lab under a producer: up, e2e suite, do
 test-e2e-containerd21: ms2m ## the e2e suite on containerd 2.1.9 + runc 1.1.5 without ms2m's runtime handler: the restore path of checkpoint images still works
 	$(BIN)/ms2m lab down >/dev/null
 	$(BIN)/ms2m lab up --containerd 2.1 --no-runtime-handler >/dev/null
-	rc=0; go test -tags e2e -count=1 -p 1 -timeout 45m -v ./test/e2e || rc=$$?; \
+	rc=0; MS2M_FAULTS=off go test -tags e2e -count=1 -p 1 -timeout 45m -v ./test/e2e || rc=$$?; \
+		$(BIN)/ms2m lab down || rc=1; \
+		exit $$rc
+
+FAULTS_REPORT ?= docs/faults/README.md
+SOAK ?= 100
+test-faults: ms2m ## the fault matrix (every fault in every phase) and a soak of $(SOAK) migrations in the lab; writes $(FAULTS_REPORT)
+	$(BIN)/ms2m lab up >/dev/null
+	hack/faults-report-header.sh $(SOAK) > $(FAULTS_REPORT)
+	rc=0; MS2M_FAULTS=full MS2M_SOAK=$(SOAK) MS2M_FAULTS_REPORT=$(abspath $(FAULTS_REPORT)) \
+		go test -tags e2e -count=1 -p 1 -timeout 170m -v -run 'TestFaults|TestSoak' ./test/e2e || rc=$$?; \
 		$(BIN)/ms2m lab down || rc=1; \
 		exit $$rc
 

@@ -114,6 +114,9 @@ type nodeSim struct {
 	// handler, and the kubelet deletes its pod only once that create has
 	// failed: at once if withdrawn, else after stageWait.
 	withdrawn map[string]bool
+	// lost: nodes whose kubelet is gone: their pods' status stays as it
+	// was, and no deletion of them is ever confirmed.
+	lost map[string]bool
 }
 
 // stageWait stands for the runtime handler's patience (100 s on a node),
@@ -155,7 +158,7 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{},
 		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{},
 		wroteBack: map[string]bool{}, exited: map[string]bool{}, noLazyPages: map[string]bool{}, pages: map[string]*simPages{},
-		expectedPages: map[string]string{}, streamed: map[string]bool{}, withdrawn: map[string]bool{}}
+		expectedPages: map[string]string{}, streamed: map[string]bool{}, withdrawn: map[string]bool{}, lost: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.kubelet(ctx) }()
@@ -557,8 +560,11 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 		return
 	}
 	s.mu.Lock()
-	p := s.running[string(pod.UID)]
+	p, lost := s.running[string(pod.UID)], s.lost[pod.Spec.NodeName]
 	s.mu.Unlock()
+	if lost {
+		return
+	}
 	holdStop, holdRestore := s.held("stop-source"), s.held("restore")
 	if !pod.DeletionTimestamp.IsZero() {
 		if holdStop {

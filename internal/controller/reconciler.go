@@ -80,6 +80,10 @@ type Options struct {
 	// DeletionDeadline bounds the cleanup of a deleted migration (default
 	// 2 min): after it the finalizer goes, and an Event says what was left.
 	DeletionDeadline time.Duration
+	// NodeLostGrace is how long a node must have been not Ready before a
+	// rollback force-deletes the target pod it holds (default 40 s): its
+	// kubelet would never confirm the deletion.
+	NodeLostGrace time.Duration
 	// CheckpointSecret is what each checkpoint's encryption key is derived
 	// from (internal/ckptcrypt); without it checkpoints travel as the
 	// source wrote them, and plans say so.
@@ -119,6 +123,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DeletionDeadline == 0 {
 		o.DeletionDeadline = 2 * time.Minute
+	}
+	if o.NodeLostGrace == 0 {
+		o.NodeLostGrace = 40 * time.Second
 	}
 	if o.AssumedPrefetch == 0 {
 		o.AssumedPrefetch = 50

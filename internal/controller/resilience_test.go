@@ -525,3 +525,62 @@ func TestDeletedTargetIsNotReportedLost(t *testing.T) {
 		t.Error("a target deleted on purpose was reported as its restored state lost")
 	}
 }
+
+// The target's node is lost (its kubelet gone) while the target restores,
+// and the migration is aborted: no kubelet will ever confirm the target's
+// deletion, so once the node has been not Ready for NodeLostGrace the
+// rollback force-deletes it, and ends with the source serving.
+func TestRollbackDoesNotWaitOnALostNode(t *testing.T) {
+	w := newWorld(t)
+	w.opts.NodeLostGrace = time.Second
+	before := w.topology()
+	w.sourcePod("consumer-0")
+	w.produce(100)
+	w.sim.mu.Lock()
+	w.sim.agents["node-e"] = true
+	w.sim.mu.Unlock()
+	w.sim.hold("restore")
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-e" })
+	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseRestoring)
+	w.sim.mu.Lock()
+	w.sim.lost["node-e"] = true
+	w.sim.mu.Unlock()
+	setNodeReady(t, "node-e", false)
+	t.Cleanup(func() { setNodeReady(t, "node-e", true) })
+	setAbort(t, w, name)
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseFailed, v1alpha1.PhaseCompleted)
+	w.sim.release("restore")
+	if m.Status.Phase != v1alpha1.PhaseFailed || !meta(m, v1alpha1.ConditionRolledBack) {
+		t.Fatalf("phase %s (%s), rolled back %v", m.Status.Phase, m.Status.FailureReason, meta(m, v1alpha1.ConditionRolledBack))
+	}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: m.Status.TargetPod}, &corev1.Pod{}); !apierrors.IsNotFound(err) {
+		t.Errorf("target pod on the lost node still exists: %v", err)
+	}
+	sdktest.Eventually(t, 10*time.Second, "a TargetForceDeleted Event", func() bool { return slices.Contains(w.events(name), "TargetForceDeleted") })
+	if after := w.topology(); !slices.Equal(before, after) {
+		t.Errorf("broker topology not restored:\nbefore %v\nafter  %v", before, after)
+	}
+	w.expectSourceServing("consumer-0")
+}
+
+// setNodeReady sets a node's Ready condition, as its kubelet's heartbeat
+// or the node lifecycle controller would.
+func setNodeReady(t *testing.T, name string, ready bool) {
+	t.Helper()
+	n := &corev1.Node{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, n); err != nil {
+		t.Fatal(err)
+	}
+	st, reason := corev1.ConditionTrue, "KubeletReady"
+	if !ready {
+		st, reason = corev1.ConditionUnknown, "NodeStatusUnknown"
+	}
+	// The transition is backdated: the node has been lost a while.
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: st, Reason: reason,
+		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.NewTime(time.Now().Add(-time.Minute))}}
+	if err := k8s.Status().Update(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+}

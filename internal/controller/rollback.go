@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,6 +60,9 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 				return false, err
 			}
 		}
+		if err := r.forceDeleteOnLostNode(ctx, s, target); err != nil {
+			return false, err
+		}
 		return false, nil // wait until it is gone
 	}
 	// Pending changes nothing on the broker; from Checkpointing on, the
@@ -74,6 +78,50 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 		}
 	}
 	return true, r.cleanupCheckpoint(ctx, s)
+}
+
+// forceDeleteOnLostNode removes a terminating target pod whose node has
+// not been Ready for Options.NodeLostGrace: that node's kubelet would never
+// confirm the deletion, and the rollback would wait on it forever. What still runs there (a partition, not a dead
+// node) consumes nothing of the source's stream once the replay topology
+// goes, which the rollback removes next. The delete carries the target's
+// UID.
+func (r *Reconciler) forceDeleteOnLostNode(ctx context.Context, s *scope, target *corev1.Pod) error {
+	if target.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	lost, why, err := r.nodeLost(ctx, target.Spec.NodeName, s.now)
+	if err != nil || !lost {
+		return err
+	}
+	uid := target.UID
+	if err := r.Delete(ctx, target, client.Preconditions{UID: &uid}, client.GracePeriodSeconds(0)); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return err
+	}
+	s.event(corev1.EventTypeWarning, "TargetForceDeleted", "Rollback", "target pod %s force-deleted: its node %s %s", target.Name, target.Spec.NodeName, why)
+	return nil
+}
+
+// nodeLost reports whether node has been gone or not Ready for at least
+// Options.NodeLostGrace, and how.
+func (r *Reconciler) nodeLost(ctx context.Context, name string, now time.Time) (bool, string, error) {
+	node := &corev1.Node{}
+	if err := r.Get(ctx, client.ObjectKey{Name: name}, node); apierrors.IsNotFound(err) {
+		return true, "is gone", nil
+	} else if err != nil {
+		return false, "", err
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type != corev1.NodeReady {
+			continue
+		}
+		if c.Status == corev1.ConditionTrue {
+			return false, "", nil
+		}
+		since := now.Sub(c.LastTransitionTime.Time)
+		return since >= r.Options.NodeLostGrace, fmt.Sprintf("has not been Ready for %s (%s)", since.Round(time.Second), c.Reason), nil
+	}
+	return false, "", nil // a node that never reported: not ours to judge
 }
 
 // withdrawCheckpoint tells a warm target's node that its checkpoint will

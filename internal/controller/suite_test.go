@@ -98,10 +98,11 @@ func asManager(cfg *rest.Config) (*rest.Config, error) {
 	return m, nil
 }
 
-// createNodes registers node-a and node-b (Ready), node-c (NotReady) and
-// node-d (Ready, cordoned).
+// createNodes registers node-a and node-b (Ready), node-c (NotReady),
+// node-d (Ready, cordoned) and node-e (Ready; the one test that loses a
+// node loses it).
 func createNodes() error {
-	for name, ready := range map[string]bool{"node-a": true, "node-b": true, "node-c": false, "node-d": true} {
+	for name, ready := range map[string]bool{"node-a": true, "node-b": true, "node-c": false, "node-d": true, "node-e": true} {
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{Unschedulable: name == "node-d"}}
 		if err := k8s.Create(context.Background(), n); err != nil {
 			return err

@@ -51,6 +51,11 @@ type Options struct {
 	Settle  time.Duration
 	Timeout time.Duration
 	Out     io.Writer
+	// Migrations is how many migrations run back to back, each moving the
+	// workload to the other node (0 or 1: one); AfterEach, if set, sees
+	// each once it has ended (a soak samples its resources there).
+	Migrations int
+	AfterEach  func(ctx context.Context, i int, m *v1alpha1.StatefulMigration) error
 	// During, if set, sees the migration each time it is looked at until
 	// it ends: a test acts on it there (cuts a link at a given step).
 	During func(ctx context.Context, m *v1alpha1.StatefulMigration)
@@ -77,6 +82,9 @@ type Result struct {
 	AtLeastOnce    bool
 	SteadyInterval time.Duration
 	StateIntact    bool
+	// Failures counts the migrations that failed (rolled back or failed
+	// forward), the last included.
+	Failures int
 }
 
 // Run prepares the workload, produces, migrates, and measures.
@@ -137,53 +145,44 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	prober.ResetGap()
 
-	spec := o.Spec
-	spec.SourcePod = source
-	spec.MessageQueueConfig = &v1alpha1.MessageQueueConfig{BrokerURL: o.AMQPURL, ManagementURL: o.ManagementURL,
-		QueueName: w.Queue, ExchangeName: o.Exchange, RoutingKey: w.Queue}
-	m := &v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "demo-" + source, Namespace: w.Namespace}, Spec: spec}
-	if o.Trigger != nil {
-		if m.Name, err = o.Trigger(ctx, w.Namespace, source, spec); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(o.Out, "%s will be migrated as %s\n", source, m.Name)
-	} else {
-		if err := c.Create(ctx, m); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(o.Out, "migrating %s to %s (%s, %s transfer, %s replay)\n", source, spec.TargetNode,
-			orAuto(string(spec.MigrationStrategy)), spec.EffectiveTransferMode(), spec.EffectiveReplayMode())
-	}
-	if err := poll(ctx, o.Timeout, func() (bool, error) {
-		err := c.Get(ctx, client.ObjectKeyFromObject(m), m)
-		if apierrors.IsNotFound(err) && o.Trigger != nil {
-			return false, nil // not started yet
-		}
-		if err != nil {
-			return false, err
-		}
-		if o.During != nil && !m.Status.Phase.IsFinal() {
-			o.During(ctx, m)
-		}
-		return m.Status.Phase.IsFinal(), nil
-	}); err != nil {
-		return nil, fmt.Errorf("migration %s: %w (phase %s)", m.Name, err, m.Status.Phase)
-	}
-	res := &Result{Migration: m, Serving: m.Status.TargetPod}
+	// Each migration moves the workload from where it serves to the other
+	// node; one that rolls back leaves it where it was.
+	here, there := w.Node, o.Spec.TargetNode
+	var m *v1alpha1.StatefulMigration
 	var failed error
-	if m.Status.Phase == v1alpha1.PhaseFailed {
-		failed = fmt.Errorf("migration failed in %s: %s: %s", m.Status.FailedPhase, m.Status.FailureReason, m.Status.FailureMessage)
-		switch {
-		case rolledBack(m):
-			// The source must have served on, nothing lost.
-			res.Serving = source
-			fmt.Fprintf(o.Out, "%v\nrolled back: checking that %s kept serving\n", failed, source)
-		case m.Status.TargetPod != "" && migration.PastPointOfNoReturn(&m.Status):
-			// Failed forward (a failed identity swap, say): the target
-			// serves on in the source's place, nothing lost.
-			fmt.Fprintf(o.Out, "%v\nfailed forward: checking that %s serves\n", failed, res.Serving)
-		default:
-			return res, failed
+	res := &Result{}
+	for i := range max(o.Migrations, 1) {
+		if m, err = migrate(ctx, o, source, there); err != nil {
+			if m == nil {
+				return nil, err
+			}
+			res.Migration = m // stuck: the caller shows where
+			return res, err
+		}
+		res.Migration, res.Serving, failed = m, m.Status.TargetPod, nil
+		if m.Status.Phase == v1alpha1.PhaseFailed {
+			failed = fmt.Errorf("migration failed in %s: %s: %s", m.Status.FailedPhase, m.Status.FailureReason, m.Status.FailureMessage)
+			switch {
+			case rolledBack(m):
+				// The source must have served on, nothing lost.
+				res.Serving = source
+				fmt.Fprintf(o.Out, "%v\nrolled back: checking that %s kept serving\n", failed, source)
+			case m.Status.TargetPod != "" && migration.PastPointOfNoReturn(&m.Status):
+				// Failed forward (a failed identity swap, say): the target
+				// serves on in the source's place, nothing lost.
+				fmt.Fprintf(o.Out, "%v\nfailed forward: checking that %s serves\n", failed, res.Serving)
+			default:
+				return res, failed
+			}
+			res.Failures++
+		}
+		if res.Serving != source {
+			source, here, there = res.Serving, there, here
+		}
+		if o.AfterEach != nil {
+			if err := o.AfterEach(ctx, i, m); err != nil {
+				return res, errors.Join(failed, err)
+			}
 		}
 	}
 	sleep(ctx, o.Settle)
@@ -231,6 +230,45 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Duplicated = max(st.Processed-st.Unsequenced-(st.LastSeq-st.Counters.Missing), 0)
 	res.DigestMatch = st.Digest == res.Reference && st.LastSeq == res.Published
 	return res, failed
+}
+
+// migrate moves source to target and waits until the migration ends.
+func migrate(ctx context.Context, o Options, source, target string) (*v1alpha1.StatefulMigration, error) {
+	c, w := o.Client, o.Workload
+	spec := o.Spec
+	spec.SourcePod, spec.TargetNode = source, target
+	spec.MessageQueueConfig = &v1alpha1.MessageQueueConfig{BrokerURL: o.AMQPURL, ManagementURL: o.ManagementURL,
+		QueueName: w.Queue, ExchangeName: o.Exchange, RoutingKey: w.Queue}
+	m := &v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "demo-" + source, Namespace: w.Namespace}, Spec: spec}
+	var err error
+	if o.Trigger != nil {
+		if m.Name, err = o.Trigger(ctx, w.Namespace, source, spec); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(o.Out, "%s will be migrated as %s\n", source, m.Name)
+	} else {
+		if err := c.Create(ctx, m); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(o.Out, "migrating %s to %s (%s, %s transfer, %s replay)\n", source, spec.TargetNode,
+			orAuto(string(spec.MigrationStrategy)), spec.EffectiveTransferMode(), spec.EffectiveReplayMode())
+	}
+	if err := poll(ctx, o.Timeout, func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(m), m)
+		if apierrors.IsNotFound(err) && o.Trigger != nil {
+			return false, nil // not started yet
+		}
+		if err != nil {
+			return false, err
+		}
+		if o.During != nil && !m.Status.Phase.IsFinal() {
+			o.During(ctx, m)
+		}
+		return m.Status.Phase.IsFinal(), nil
+	}); err != nil {
+		return m, fmt.Errorf("migration %s: %w (phase %s)", m.Name, err, m.Status.Phase)
+	}
+	return m, nil
 }
 
 // catchUpStall is how long the serving pod may apply nothing before the

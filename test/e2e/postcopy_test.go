@@ -4,10 +4,8 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,70 +58,6 @@ func TestPostCopyLinkCutRollsBack(t *testing.T) {
 	if !cut.happened() {
 		t.Fatal("the link was never cut")
 	}
-}
-
-// linkCut drops every packet between the two nodes' agents (the page
-// stream's only path) with a table of the lab's nftables, until end.
-type linkCut struct {
-	t       *testing.T
-	mu      sync.Mutex
-	started bool
-	ended   bool
-}
-
-const cutTable = "ms2m-e2e-link-cut"
-
-func newLinkCut(t *testing.T) *linkCut {
-	c := &linkCut{t: t}
-	t.Cleanup(c.end)
-	return c
-}
-
-func (c *linkCut) nft(args ...string) error {
-	out, err := exec.Command(labCfg.Deps.Nft, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-func (c *linkCut) start(ctx context.Context) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.started {
-		return
-	}
-	c.started = true
-	a, b := agentIP(ctx, c.t, "node-a"), agentIP(ctx, c.t, "node-b")
-	rules := fmt.Sprintf("table inet %s {\n chain forward {\n  type filter hook forward priority -10\n  ip saddr %s ip daddr %s drop\n  ip saddr %s ip daddr %s drop\n }\n}\n",
-		cutTable, a, b, b, a)
-	cmd := exec.Command(labCfg.Deps.Nft, "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		c.t.Errorf("cutting the link: %v: %s", err, out)
-		return
-	}
-	c.t.Logf("%s: link between %s (node-a) and %s (node-b) cut", time.Now().Format("15:04:05.000"), a, b)
-}
-
-func (c *linkCut) end() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.started || c.ended {
-		return
-	}
-	c.ended = true
-	if err := c.nft("delete", "table", "inet", cutTable); err != nil {
-		c.t.Errorf("restoring the link: %v", err)
-		return
-	}
-	c.t.Logf("%s: link restored", time.Now().Format("15:04:05.000"))
-}
-
-func (c *linkCut) happened() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.started
 }
 
 // agentIP is the pod IP of the ms2m agent on node.

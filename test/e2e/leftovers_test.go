@@ -210,4 +210,3 @@ func leftoversNow(ctx context.Context, t *testing.T, before leftoverSnapshot, m 
 	}
 	return left
 }
-

@@ -563,6 +563,14 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 	p, lost := s.running[string(pod.UID)], s.lost[pod.Spec.NodeName]
 	s.mu.Unlock()
 	if lost {
+		if p != nil {
+			// The node died with its processes: their connections drop.
+			p.cancel()
+			<-p.done
+			s.mu.Lock()
+			delete(s.running, string(pod.UID))
+			s.mu.Unlock()
+		}
 		return
 	}
 	holdStop, holdRestore := s.held("stop-source"), s.held("restore")

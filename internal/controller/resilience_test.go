@@ -565,6 +565,41 @@ func TestRollbackDoesNotWaitOnALostNode(t *testing.T) {
 	w.expectSourceServing("consumer-0")
 }
 
+// The source's node dies while the target replays, past the checkpoint:
+// the source's deletion is never confirmed and its consumer left before
+// the consumer count was taken. Once its node has been lost for
+// NodeLostGrace and the broker lists no consumer of it, the source is
+// force-deleted and the migration completes, every message applied once.
+func TestSourceLostWithItsNodeDoesNotHoldTheCutover(t *testing.T) {
+	w := newWorld(t)
+	w.opts.NodeLostGrace = time.Second
+	w.sim.mu.Lock()
+	w.sim.agents["node-e"] = true
+	w.sim.mu.Unlock()
+	w.sourcePodOn("consumer-0", "node-e")
+	w.produce(50)
+	w.sim.hold("replay")
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseReplaying)
+	w.sim.mu.Lock()
+	w.sim.lost["node-e"] = true
+	w.sim.mu.Unlock()
+	setNodeReady(t, "node-e", false)
+	t.Cleanup(func() { setNodeReady(t, "node-e", true) })
+	w.sim.release("replay")
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
+	if m.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("migration %s: %s: %s", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: "consumer-0"}, &corev1.Pod{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the source on the lost node still exists: %v", err)
+	}
+	sdktest.Eventually(t, 10*time.Second, "a SourceForceDeleted Event", func() bool { return slices.Contains(w.events(name), "SourceForceDeleted") })
+	w.checkExactlyOnce(m.Status.TargetPod)
+}
+
 // setNodeReady sets a node's Ready condition, as its kubelet's heartbeat
 // or the node lifecycle controller would.
 func setNodeReady(t *testing.T, name string, ready bool) {

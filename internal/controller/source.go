@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -83,6 +84,9 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 	} else if err := r.deleteSource(ctx, pod); err != nil {
 		return false, err
 	}
+	if gone, err := r.sourceGoneWithItsNode(ctx, s, pod); err != nil || gone {
+		return gone, err
+	}
 	if quiesces(&s.m.Status) && !pod.DeletionTimestamp.IsZero() {
 		return r.endQuiescedSource(ctx, s, pod)
 	}
@@ -102,6 +106,41 @@ func (r *Reconciler) stopSource(ctx context.Context, s *scope, target *corev1.Po
 		return true, nil
 	}
 	return false, nil
+}
+
+// sourceGoneWithItsNode ends the wait for a terminating source whose node
+// has been lost for Options.NodeLostGrace and whose consumer the broker no
+// longer lists: no kubelet will confirm its deletion, and the consumer
+// count may never drop below its baseline (taken after the dead node's
+// connection had dropped). A source the broker still lists (a node cut off
+// from the API server, not a dead one) is waited for: it may still consume.
+func (r *Reconciler) sourceGoneWithItsNode(ctx context.Context, s *scope, pod *corev1.Pod) (bool, error) {
+	if pod.DeletionTimestamp.IsZero() {
+		return false, nil
+	}
+	lost, why, err := r.nodeLost(ctx, pod.Spec.NodeName, s.now)
+	if err != nil || !lost {
+		return false, err
+	}
+	if s.hasBroker() {
+		h, err := s.brokerSession(ctx)
+		if err != nil {
+			return false, err
+		}
+		p, err := h.Progress(ctx, s.brokerRecord())
+		if err != nil {
+			return false, err
+		}
+		if p.Primary.ConsumerPeers == nil || pod.Status.PodIP != "" && slices.Contains(p.Primary.ConsumerPeers, pod.Status.PodIP) {
+			return false, nil
+		}
+	}
+	if err := r.forceDeleteEnded(ctx, pod); err != nil {
+		return false, err
+	}
+	s.event(corev1.EventTypeWarning, "SourceForceDeleted", "StopSource", "source pod %s force-deleted: its node %s %s, and the broker lists no consumer of it", pod.Name, pod.Spec.NodeName, why)
+	s.markSourceStopped(fmt.Sprintf("source pod %s went with its node %s", pod.Name, pod.Spec.NodeName))
+	return true, nil
 }
 
 // endpointsPatience bounds the wait for a terminating source to leave its

@@ -248,8 +248,13 @@ func (w *world) startManager() (stop func()) {
 // sourcePod creates a running consumer pod on node-a.
 func (w *world) sourcePod(name string) *corev1.Pod {
 	w.t.Helper()
+	return w.sourcePodOn(name, "node-a")
+}
+
+func (w *world) sourcePodOn(name, node string) *corev1.Pod {
+	w.t.Helper()
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: w.ns, Labels: map[string]string{"app": "consumer"}},
-		Spec: corev1.PodSpec{NodeName: "node-a", Containers: []corev1.Container{{Name: "consumer", Image: imageConsumer}}}}
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "consumer", Image: imageConsumer}}}}
 	if err := k8s.Create(context.Background(), p); err != nil {
 		w.t.Fatal(err)
 	}

@@ -55,6 +55,7 @@ func main() {
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "port of the eviction webhook (0 serves none)")
 	flag.StringVar(&webhookService, "webhook-service", "ms2m-webhook", "Service in --namespace through which the API server calls the eviction webhook (the serving certificate names it)")
 	flag.StringVar(&webhookConfig, "eviction-webhook-configuration", "ms2m-evictions", "ValidatingWebhookConfiguration whose caBundle the manager sets to its CA")
+	flag.DurationVar(&opts.FailForwardAfter, "fail-forward-after", 2*time.Minute, "how long past its deadline a migration past the point of no return keeps going before it fails forward, the target kept")
 	flag.DurationVar(&opts.NodeLostGrace, "node-lost-grace", 40*time.Second, "how long a node must have been not Ready before a rollback force-deletes the target pod it holds (its kubelet would never confirm the deletion)")
 	flag.DurationVar(&opts.DeletionDeadline, "deletion-deadline", 2*time.Minute, "how long the cleanup of a deleted StatefulMigration may take (an unreachable broker or node); then its finalizer is removed and a CleanupAbandoned Event says what may be left")
 	zopts := zap.Options{}

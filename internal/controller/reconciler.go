@@ -84,6 +84,10 @@ type Options struct {
 	// rollback force-deletes the target pod it holds (default 40 s): its
 	// kubelet would never confirm the deletion.
 	NodeLostGrace time.Duration
+	// FailForwardAfter is how long past its deadline a migration past the
+	// point of no return keeps going before it fails forward (default
+	// 2 min).
+	FailForwardAfter time.Duration
 	// CheckpointSecret is what each checkpoint's encryption key is derived
 	// from (internal/ckptcrypt); without it checkpoints travel as the
 	// source wrote them, and plans say so.
@@ -123,6 +127,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DeletionDeadline == 0 {
 		o.DeletionDeadline = 2 * time.Minute
+	}
+	if o.FailForwardAfter == 0 {
+		o.FailForwardAfter = 2 * time.Minute
 	}
 	if o.NodeLostGrace == 0 {
 		o.NodeLostGrace = 40 * time.Second

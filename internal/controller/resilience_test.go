@@ -329,6 +329,39 @@ func TestTimeoutPastThePointOfNoReturnRollsForward(t *testing.T) {
 	w.checkExactlyOnce(m.Status.TargetPod)
 }
 
+// An overdue migration past the point of no return does not wait forever:
+// FailForwardAfter past its deadline it fails forward, the target kept,
+// and says so. Its target still replays (the source never went, so it was
+// never switched to the primary queue): the replay topology stays for it,
+// and an Event names the queue.
+func TestOverduePastThePointOfNoReturnFailsForward(t *testing.T) {
+	w := newWorld(t)
+	w.opts.FailForwardAfter = 2 * time.Second
+	w.sourcePod("consumer-0")
+	w.produce(50)
+	w.sim.hold("stop-source")
+	t.Cleanup(func() { w.sim.release("stop-source") })
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) {
+		s.Timeouts = &v1alpha1.MigrationTimeouts{Finalize: &metav1.Duration{Duration: 2 * time.Second}}
+	})
+	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseFailed, v1alpha1.PhaseCompleted)
+	if m.Status.Phase != v1alpha1.PhaseFailed || m.Status.FailureReason != v1alpha1.ReasonTimeout || !strings.Contains(m.Status.FailureMessage, "failing forward") {
+		t.Fatalf("migration %s: %s: %s, want failed forward on its timeout", m.Status.Phase, m.Status.FailureReason, m.Status.FailureMessage)
+	}
+	if c := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionRolledBack); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "PastPointOfNoReturn" {
+		t.Errorf("RolledBack %+v, want False/PastPointOfNoReturn", c)
+	}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: m.Status.TargetPod}, &corev1.Pod{}); err != nil {
+		t.Errorf("the target was not kept: %v", err)
+	}
+	sdktest.Eventually(t, 10*time.Second, "Overdue, ReplayTopologyKept and Failed Events", func() bool {
+		ev := w.events(name)
+		return slices.Contains(ev, v1alpha1.ReasonOverdue) && slices.Contains(ev, "ReplayTopologyKept") && slices.Contains(ev, string(v1alpha1.PhaseFailed))
+	})
+}
+
 // A broker that goes away in the middle of a migration and comes back is
 // used again within seconds, not after the growing backoff controller-
 // runtime gives a reconcile that keeps failing (with it, a migration sat

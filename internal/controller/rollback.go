@@ -171,13 +171,21 @@ func (r *Reconciler) handleAbort(s *scope) (reconcile.Result, bool) {
 // checkDeadlines fails a migration whose phase or total budget ran out.
 // Past the point of no return failing would roll nothing back (the source
 // is gone): the overrun is said, in the Progressing condition and an
-// Event, and the migration goes on.
+// Event, and the migration goes on for Options.FailForwardAfter, then
+// fails forward (the target kept, the replay topology and checkpoint
+// removed), so that no migration waits forever.
 func (r *Reconciler) checkDeadlines(s *scope) (reconcile.Result, bool) {
 	over, msg := migration.Overrun(&s.m.Spec, &s.m.Status, s.now)
 	if !over {
 		return reconcile.Result{}, false
 	}
 	if migration.PastPointOfNoReturn(&s.m.Status) {
+		// The overdue wait itself is bounded: Options.FailForwardAfter
+		// past the deadline, the migration fails forward as it stands.
+		if late, _ := migration.Overrun(&s.m.Spec, &s.m.Status, s.now.Add(-r.Options.FailForwardAfter)); late {
+			res, _ := s.fail(v1alpha1.ReasonTimeout, "%s, and %s more past the point of no return: failing forward", msg, r.Options.FailForwardAfter)
+			return res, true
+		}
 		if c := meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionProgressing); c == nil || c.Reason != v1alpha1.ReasonOverdue {
 			s.condition(v1alpha1.ConditionProgressing, metav1.ConditionTrue, v1alpha1.ReasonOverdue, msg+"; past the point of no return, rolling forward")
 			s.event(corev1.EventTypeWarning, v1alpha1.ReasonOverdue, "Timeout", "%s; past the point of no return, rolling forward", msg)

@@ -173,12 +173,17 @@ const fastOpWindow = 2 * time.Second
 func next() reconcile.Result { return reconcile.Result{RequeueAfter: time.Millisecond} }
 
 // clampRequeue makes sure a waiting migration wakes up in time to notice
-// its own timeout.
+// its own timeout (past the point of no return, the end of its grace: see
+// checkDeadlines).
 func (s *scope) clampRequeue(res reconcile.Result) reconcile.Result {
-	if s.m.Status.Phase.IsFinal() || migration.PastPointOfNoReturn(&s.m.Status) {
+	if s.m.Status.Phase.IsFinal() {
 		return res
 	}
-	d := migration.NextDeadline(&s.m.Spec, &s.m.Status, s.now) + 10*time.Millisecond
+	now := s.now
+	if migration.PastPointOfNoReturn(&s.m.Status) {
+		now = now.Add(-s.r.Options.FailForwardAfter)
+	}
+	d := migration.NextDeadline(&s.m.Spec, &s.m.Status, now) + 10*time.Millisecond
 	if res.RequeueAfter == 0 || res.RequeueAfter > d {
 		res.RequeueAfter = d
 	}

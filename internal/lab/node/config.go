@@ -162,7 +162,10 @@ func (p Params) CNIConfig() string {
 // KubeletConfig is the node's KubeletConfiguration. Kubernetes 1.37 refuses
 // cgroup v1 unless failCgroupV1 is false; the chains of makeIPTablesUtilChains
 // would be host-wide rules; eviction thresholds are low because the host's
-// disk is shared with everything else.
+// disk is shared with everything else. A crashing container is restarted
+// within 5 s however often it crashed: the fault matrix kills the same
+// containers again and again, and the default backoff, doubling to 5 min,
+// would measure the kubelet rather than ms2m.
 func (p Params) KubeletConfig() string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -197,6 +200,7 @@ resolvConf: /etc/resolv.conf
 nodeStatusReportFrequency: 10s
 syncFrequency: 10s
 makeIPTablesUtilChains: false
+crashLoopBackOff: {maxContainerRestartPeriod: 5s}
 `, p.KubeletPort, p.HealthzPort, p.Socket(), p.Socket(), p.CgroupRoot,
 		filepath.Join(p.Dir, "pod-logs"),
 		filepath.Join(p.PKI, p.Name+"-serving.crt"), filepath.Join(p.PKI, p.Name+"-serving.key"),

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
@@ -555,6 +556,18 @@ func (s *nodeSim) kubelet(ctx context.Context) {
 	}
 }
 
+// kill ends the pod's workload, if it runs.
+func (s *nodeSim) kill(p *simPod, uid types.UID) {
+	if p == nil {
+		return
+	}
+	p.cancel()
+	<-p.done
+	s.mu.Lock()
+	delete(s.running, string(uid))
+	s.mu.Unlock()
+}
+
 func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 	if pod.Spec.NodeName == "" {
 		return
@@ -563,14 +576,8 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 	p, lost := s.running[string(pod.UID)], s.lost[pod.Spec.NodeName]
 	s.mu.Unlock()
 	if lost {
-		if p != nil {
-			// The node died with its processes: their connections drop.
-			p.cancel()
-			<-p.done
-			s.mu.Lock()
-			delete(s.running, string(pod.UID))
-			s.mu.Unlock()
-		}
+		// The node died with its processes: their connections drop.
+		s.kill(p, pod.UID)
 		return
 	}
 	holdStop, holdRestore := s.held("stop-source"), s.held("restore")
@@ -591,16 +598,10 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 			s.violations = append(s.violations, fmt.Sprintf("source %s was deleted before the target of checkpoint %s had every page from its dump", pod.Name, id))
 		}
 		s.mu.Unlock()
-		if p != nil {
-			// A frozen workload killed: its blocked handler fails, and the
-			// SDK hands every delivery back in order by closing its
-			// channel, as the broker does when a frozen process dies.
-			p.cancel()
-			<-p.done
-			s.mu.Lock()
-			delete(s.running, string(pod.UID))
-			s.mu.Unlock()
-		}
+		// A frozen workload killed: its blocked handler fails, and the SDK
+		// hands every delivery back in order by closing its channel, as
+		// the broker does when a frozen process dies.
+		s.kill(p, pod.UID)
 		_ = s.c.Delete(ctx, pod, client.GracePeriodSeconds(0))
 		return
 	}

@@ -188,14 +188,15 @@ func (l Layout) WasClaimed(checkpointID string) bool {
 // ForgetClaimed removes the record that a checkpoint was claimed (its
 // migration's cleanup: nothing waits for it any more).
 func (l Layout) ForgetClaimed(checkpointID string) error {
+	return l.forget(claimedIDsDir, checkpointID)
+}
+
+// forget removes a checkpoint's record under dir; none is fine.
+func (l Layout) forget(dir, checkpointID string) error {
 	if !idPattern.MatchString(checkpointID) {
 		return nil
 	}
-	err := os.Remove(filepath.Join(l.Dir, claimedIDsDir, checkpointID))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
+	return removeIfExists(filepath.Join(l.Dir, dir, checkpointID))
 }
 
 // DropRestored removes a claimed checkpoint's images and file system
@@ -254,14 +255,7 @@ func (l Layout) Withdrawn(checkpointID string) bool {
 // ForgetWithdrawn removes the record of a withdrawal (its migration's
 // cleanup, once its target is gone).
 func (l Layout) ForgetWithdrawn(checkpointID string) error {
-	if !idPattern.MatchString(checkpointID) {
-		return nil
-	}
-	err := os.Remove(filepath.Join(l.Dir, withdrawnDir, checkpointID))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
+	return l.forget(withdrawnDir, checkpointID)
 }
 
 // Release removes what a claim left (the container is gone).

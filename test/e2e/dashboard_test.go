@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
@@ -58,12 +59,26 @@ func TestDashboardQueriesWhatTheManagerExports(t *testing.T) {
 // scrapeManager reads the ms2m manager's /metrics and returns the families
 // that have samples.
 func scrapeManager(ctx context.Context, t *testing.T) map[string]bool {
+	out := map[string]bool{}
+	for _, fams := range managerFamilies(ctx, t) {
+		for name, f := range fams {
+			if len(f.GetMetric()) > 0 {
+				out[name] = true
+			}
+		}
+	}
+	return out
+}
+
+// managerFamilies scrapes each running manager pod's /metrics.
+func managerFamilies(ctx context.Context, t *testing.T) []map[string]*dto.MetricFamily {
+	t.Helper()
 	var pods corev1.PodList
 	if err := k8s.List(ctx, &pods, client.InNamespace(lab.Namespace), client.MatchingLabels{"app.kubernetes.io/name": "ms2m-manager"}); err != nil {
 		t.Error(err)
 		return nil
 	}
-	out := map[string]bool{}
+	var out []map[string]*dto.MetricFamily
 	for _, p := range pods.Items {
 		if p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning {
 			continue
@@ -84,11 +99,7 @@ func scrapeManager(ctx context.Context, t *testing.T) map[string]bool {
 			t.Errorf("parsing the metrics of %s: %v", p.Name, err)
 			continue
 		}
-		for name, f := range fams {
-			if len(f.GetMetric()) > 0 {
-				out[name] = true
-			}
-		}
+		out = append(out, fams)
 	}
 	return out
 }

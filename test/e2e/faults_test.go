@@ -362,7 +362,7 @@ func nodesReady(ctx context.Context) bool {
 	return len(nodes.Items) == len(labCfg.Nodes)
 }
 
-// reportRows writes the table to MS2M_FAULTS_REPORT, when set.
+// reportRows reports the matrix's table.
 func reportRows(t *testing.T, title string, rows []row) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "| fault | phase hit | outcome | reason | fault → end | lost | dup | digest | left behind |\n|---|---|---|---|---|---|---|---|---|\n")
@@ -381,7 +381,12 @@ func reportRows(t *testing.T, title string, rows []row) {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %d | %v | %s |\n", r.cell.fault.name, hit, r.outcome, orDash(r.reason),
 			r.toOutcome, r.lost, r.dups, r.digest, left)
 	}
-	t.Logf("%s\n%s", title, b.String())
+	report(t, title, b.String())
+}
+
+// report logs a table and appends it to MS2M_FAULTS_REPORT, when set.
+func report(t *testing.T, title, table string) {
+	t.Logf("%s\n%s", title, table)
 	if path := os.Getenv("MS2M_FAULTS_REPORT"); path != "" {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -389,7 +394,7 @@ func reportRows(t *testing.T, title string, rows []row) {
 			return
 		}
 		defer f.Close()
-		fmt.Fprintf(f, "\n## %s\n\n%s", title, b.String())
+		fmt.Fprintf(f, "\n## %s\n\n%s", title, table)
 	}
 }
 

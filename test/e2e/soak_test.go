@@ -5,18 +5,14 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/internal/demo"
@@ -158,31 +154,8 @@ func procStatus(pid int, field string) int64 {
 // managerMetrics reads the gauges of the running manager's /metrics.
 func managerMetrics(ctx context.Context, t *testing.T) map[string]int64 {
 	t.Helper()
-	var pods corev1.PodList
-	if err := k8s.List(ctx, &pods, client.InNamespace(lab.Namespace), client.MatchingLabels{"app.kubernetes.io/name": "ms2m-manager"}); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]int64{}
-	for _, p := range pods.Items {
-		if p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning {
-			continue
-		}
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, fmt.Sprintf("http://%s:8080/metrics", p.Status.PodIP), nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			cancel()
-			t.Errorf("scraping %s: %v", p.Name, err)
-			continue
-		}
-		parser := expfmt.NewTextParser(model.LegacyValidation)
-		fams, err := parser.TextToMetricFamilies(resp.Body)
-		resp.Body.Close()
-		cancel()
-		if err != nil {
-			t.Errorf("parsing the metrics of %s: %v", p.Name, err)
-			continue
-		}
+	for _, fams := range managerFamilies(ctx, t) {
 		for _, name := range []string{"process_resident_memory_bytes", "go_goroutines", "process_open_fds"} {
 			if f, ok := fams[name]; ok && len(f.GetMetric()) > 0 {
 				out[name] = int64(f.GetMetric()[0].GetGauge().GetValue())
@@ -211,15 +184,5 @@ func reportSoak(t *testing.T, n int, took time.Duration, samples []usage) {
 		}
 		fmt.Fprintf(&b, " %d | %d |\n", u.queues, u.messages)
 	}
-	title := fmt.Sprintf("Soak: %d migrations back to back in %s (%s)", n, took.Round(time.Second), labRuntime())
-	t.Logf("%s\n%s", title, b.String())
-	if path := os.Getenv("MS2M_FAULTS_REPORT"); path != "" {
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer f.Close()
-		fmt.Fprintf(f, "\n## %s\n\n%s", title, b.String())
-	}
+	report(t, fmt.Sprintf("Soak: %d migrations back to back in %s (%s)", n, took.Round(time.Second), labRuntime()), b.String())
 }

@@ -46,7 +46,7 @@ func main() {
 	flag.StringVar(&node, "node", os.Getenv("NODE_NAME"), "name of this node")
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agents (to find peers)")
 	flag.StringVar(&listen, "listen", ":9443", "address of the agent API (mutual TLS)")
-	flag.StringVar(&stateDir, "state-dir", "/var/lib/ms2m/agent/{node}", "where operations and received checkpoints are kept ({node} is replaced by the node name)")
+	flag.StringVar(&stateDir, "state-dir", "/var/lib/ms2m/agent/{node}", "where operations and received checkpoints are kept, on the host: they outlive the agent's container ({node} is replaced by the node name)")
 	flag.StringVar(&caDir, "ca-dir", "/etc/ms2m/ca", "the mounted ConfigMap with the CA certificate of the manager and the agents")
 	flag.StringVar(&hostRoot, "host-root", "/host", "where the host's root filesystem is mounted")
 	flag.StringVar(&containerdSock, "containerd-socket", "/run/containerd/containerd.sock", "containerd's socket on the host ({node} is replaced by the node name); empty: Direct transfers cannot be received")
@@ -126,7 +126,7 @@ func main() {
 	}
 	tlsCfg := identity.AgentTLS(certs, trust)
 	ac := agent.Config{
-		Node: node, StateDir: strings.ReplaceAll(stateDir, "{node}", node), Log: log, CRIUConfig: host(criuConfig),
+		Node: node, StateDir: host(stateDir), Log: log, CRIUConfig: host(criuConfig),
 		KubeletReason: "not enabled for this install (agent flag --kubelet-engine; config/kubelet-engine or chart value agent.kubeletEngine)",
 		Peers:         agentclient.New(agentclient.PodResolver{Reader: reader, Namespace: namespace}, tlsCfg),
 		// Registry credentials come from a mounted docker config, if any.

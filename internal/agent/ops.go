@@ -26,10 +26,15 @@ type opStore[R any] struct {
 	mu   sync.Mutex
 	ops  map[string]*agentapi.Operation[R]
 	now  func() time.Time
+	// interrupted are the operations that ran when the agent stopped.
+	// Where retryInterrupted is set (work that may run twice: a copy), the
+	// next request for one starts it again; elsewhere it stays failed.
+	interrupted      map[string]bool
+	retryInterrupted bool
 }
 
 func newOpStore[R any](kind, dir string) (*opStore[R], error) {
-	s := &opStore[R]{kind: kind, dir: filepath.Join(dir, kind), ops: map[string]*agentapi.Operation[R]{}, now: time.Now}
+	s := &opStore[R]{kind: kind, dir: filepath.Join(dir, kind), ops: map[string]*agentapi.Operation[R]{}, now: time.Now, interrupted: map[string]bool{}}
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -49,6 +54,7 @@ func newOpStore[R any](kind, dir string) (*opStore[R], error) {
 		if op.State == agentapi.OpRunning {
 			// It was running when the agent stopped: its work is lost.
 			op.State, op.Message = agentapi.OpFailed, "the agent restarted while the operation ran"
+			s.interrupted[op.ID] = true
 		}
 		s.ops[op.ID] = op
 	}
@@ -64,9 +70,10 @@ type progressFunc func(done, total int64)
 func (s *opStore[R]) StartOrGet(id string, work func(ctx context.Context, progress progressFunc) (R, error)) agentapi.Operation[R] {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if op, ok := s.ops[id]; ok {
+	if op, ok := s.ops[id]; ok && !(s.retryInterrupted && s.interrupted[id]) {
 		return *op
 	}
+	delete(s.interrupted, id)
 	op := &agentapi.Operation[R]{ID: id, State: agentapi.OpRunning, Started: s.now()}
 	s.ops[id] = op
 	s.persistLocked(op)

@@ -85,3 +85,38 @@ func TestOpStoreReportsFailureAndInterruptedWork(t *testing.T) {
 		t.Fatalf("an op running when the agent stopped must come back failed, got %+v", op)
 	}
 }
+
+// An operation the agent's restart cut short reads as failed; a store that
+// retries interrupted work starts it again on the next request, once.
+func TestInterruptedOperationIsRetriedWhereAllowed(t *testing.T) {
+	for _, retry := range []bool{false, true} {
+		dir := t.TempDir()
+		s, err := newOpStore[string]("transfers", dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block := make(chan struct{})
+		defer close(block)
+		s.StartOrGet("t1", func(ctx context.Context, p progressFunc) (string, error) { <-block; return "", nil })
+		// The agent dies here: a new store reads what the old one wrote.
+		s2, err := newOpStore[string]("transfers", dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2.retryInterrupted = retry
+		if op, _ := s2.Get("t1"); op.State != agentapi.OpFailed {
+			t.Fatalf("after a restart the running op reads %s", op.State)
+		}
+		var runs atomic.Int32
+		work := func(ctx context.Context, p progressFunc) (string, error) { runs.Add(1); return "pushed", nil }
+		s2.StartOrGet("t1", work)
+		op := waitDone(t, s2, "t1")
+		s2.StartOrGet("t1", work)
+		if want := map[bool]int32{false: 0, true: 1}[retry]; runs.Load() != want {
+			t.Fatalf("retry %v: work ran %d times after the restart, want %d", retry, runs.Load(), want)
+		}
+		if retry && (op.State != agentapi.OpSucceeded || op.Result != "pushed") {
+			t.Fatalf("retried op %+v", op)
+		}
+	}
+}

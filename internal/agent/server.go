@@ -101,6 +101,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A transfer the agent's restart cut short is sent again when asked
+	// again: the checkpoint it copies is still here.
+	t.retryInterrupted = true
 	st, err := newOpStore[agentapi.StageResult]("stages", cfg.StateDir)
 	if err != nil {
 		return nil, err

@@ -570,6 +570,16 @@ func withoutAgentOn(t *testing.T, node string) {
 // same content (the runtime also records a pulled image by its ID).
 func runtimeImages(t *testing.T, node, image string) []string {
 	t.Helper()
+	imgs, err := runtimeImagesOf(node, image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return imgs
+}
+
+// runtimeImagesOf is runtimeImages for a runtime that may not answer (one
+// a fault killed, restarting).
+func runtimeImagesOf(node, image string) ([]string, error) {
 	var n lab.Node
 	for _, x := range labCfg.Nodes {
 		if x.Name == node {
@@ -578,12 +588,12 @@ func runtimeImages(t *testing.T, node, image string) []string {
 	}
 	cl, err := containerd.New(labCfg.NodeParams(n).Socket(), containerd.WithDefaultNamespace("k8s.io"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer cl.Close()
 	imgs, err := cl.ImageService().List(context.Background())
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	_, digest, _ := strings.Cut(image, "@")
 	var out []string
@@ -592,7 +602,7 @@ func runtimeImages(t *testing.T, node, image string) []string {
 			out = append(out, i.Name)
 		}
 	}
-	return out
+	return out, nil
 }
 
 func sidecarImage(want bool) string {

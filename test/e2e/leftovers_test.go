@@ -184,7 +184,11 @@ func leftoversNow(ctx context.Context, t *testing.T, before leftoverSnapshot, m 
 			}
 		}
 		for _, n := range labCfg.Nodes {
-			if imgs := runtimeImages(t, n.Name, img); len(imgs) > 0 {
+			imgs, err := runtimeImagesOf(n.Name, img)
+			switch {
+			case err != nil:
+				left = append(left, fmt.Sprintf("%s's runtime does not answer (%v)", n.Name, err))
+			case len(imgs) > 0:
 				left = append(left, fmt.Sprintf("%s's runtime image %v", n.Name, imgs))
 			}
 		}

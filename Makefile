@@ -120,6 +120,7 @@ FAULTS_REPORT ?= docs/faults/README.md
 SOAK ?= 100
 test-faults: ms2m ## the fault matrix (every fault in every phase) and a soak of $(SOAK) migrations in the lab; writes $(FAULTS_REPORT)
 	$(BIN)/ms2m lab up >/dev/null
+	mkdir -p $(dir $(FAULTS_REPORT))
 	hack/faults-report-header.sh $(SOAK) > $(FAULTS_REPORT)
 	rc=0; MS2M_FAULTS=full MS2M_SOAK=$(SOAK) MS2M_FAULTS_REPORT=$(abspath $(FAULTS_REPORT)) \
 		go test -tags e2e -count=1 -p 1 -timeout 170m -v -run 'TestFaults|TestSoak' ./test/e2e || rc=$$?; \

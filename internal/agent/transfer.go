@@ -16,6 +16,7 @@ import (
 	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/ckptcrypt"
 	"github.com/ms2m/ms2m/internal/ckptimage"
+	"github.com/ms2m/ms2m/internal/engine"
 	"github.com/ms2m/ms2m/internal/identity"
 	"github.com/ms2m/ms2m/internal/throttle"
 )
@@ -248,6 +249,12 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 			s.discarded.Store(id, true)
 		}
 		note("page server", s.stopPagesOut(id))
+		// A dump kept for its pages by an agent that died serving them.
+		if eng, err := s.engine(op.Result.Engine); err == nil {
+			if d, ok := eng.(engine.Discarder); ok {
+				note("served dump", d.Discard(id))
+			}
+		}
 		if op.Result.Held {
 			// A rolled-back migration's source, held since its dump:
 			// it serves again. A completed one's is gone.

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -275,10 +276,38 @@ func minRequeue(res reconcile.Result, d time.Duration) reconcile.Result {
 // pod of the same name elsewhere: it is left alone, which is said in an
 // Event rather than holding the migration up.
 func (s *scope) deleteControlQueue(ctx context.Context, h broker.Handoff, q string) {
-	if err := h.DeleteControlQueue(ctx, q); err != nil {
-		s.event(corev1.EventTypeWarning, "ControlQueueKept", "Cleanup", "left control queue %s in place: %v", q, err)
-	}
+	_ = s.deleteControlQueueWaiting(ctx, h, q, 0)
 }
+
+// deleteControlQueueWaiting is deleteControlQueue that, for up to patience
+// into the rollback, returns a retryable refusal instead of keeping the
+// queue: a pod whose link to the broker was cut is gone before the broker
+// has noticed that its connection is dead (two missed heartbeats).
+func (s *scope) deleteControlQueueWaiting(ctx context.Context, h broker.Handoff, q string, patience time.Duration) error {
+	err := h.DeleteControlQueue(ctx, q)
+	if err == nil {
+		return nil
+	}
+	if broker.IsRetryable(err) && s.rollingBackFor() < patience {
+		return err
+	}
+	s.event(corev1.EventTypeWarning, "ControlQueueKept", "Cleanup", "left control queue %s in place: %v", q, err)
+	return nil
+}
+
+// rollingBackFor is how long ago the migration failed (forever when it
+// has not).
+func (s *scope) rollingBackFor() time.Duration {
+	c := meta.FindStatusCondition(s.m.Status.Conditions, v1alpha1.ConditionProgressing)
+	if c == nil || c.Status != metav1.ConditionFalse || s.m.Status.FailureReason == "" {
+		return time.Duration(math.MaxInt64)
+	}
+	return s.now.Sub(c.LastTransitionTime.Time)
+}
+
+// deadConnectionPatience bounds the wait for the broker to drop the
+// connection of a target that went while cut off from it.
+const deadConnectionPatience = time.Minute
 
 // deleteControlQueues removes every control queue of pod (see
 // deleteControlQueue).
@@ -369,7 +398,11 @@ func (s *scope) removeTargetTopology(ctx context.Context, h broker.Handoff, msg 
 		return err
 	}
 	if st.TargetPod != "" && st.TargetPod != s.m.Spec.SourcePod {
-		s.deleteControlQueues(ctx, h, st.TargetPod)
+		for _, q := range controlQueues(s.m.Namespace, st.TargetPod) {
+			if err := s.deleteControlQueueWaiting(ctx, h, q, deadConnectionPatience); err != nil {
+				return err
+			}
+		}
 	}
 	s.done(v1alpha1.ConditionTopologyRestored, msg)
 	return nil

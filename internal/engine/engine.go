@@ -114,6 +114,14 @@ type Engine interface {
 	Kill(ctx context.Context, containerID string) error
 }
 
+// Discarder is an engine that keeps a checkpoint's files past Checkpoint
+// (a dump whose pages it serves): Discard removes what it still keeps of
+// checkpoint id, for a cleanup that comes after the agent serving them
+// died. Nothing kept is no error.
+type Discarder interface {
+	Discard(id string) error
+}
+
 // ErrUnsupported: the engine cannot do what was asked.
 type ErrUnsupported struct{ Engine, What string }
 

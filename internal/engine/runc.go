@@ -225,6 +225,15 @@ func (r Runc) failHeld(ctx context.Context, members []member, o Options, err err
 	return err
 }
 
+// Discard implements Discarder: the dump directory of checkpoint id, kept
+// while its pages were served.
+func (r Runc) Discard(id string) error {
+	if id == "" || id != filepath.Base(id) || strings.HasPrefix(id, ".") {
+		return fmt.Errorf("%q is not a checkpoint ID", id)
+	}
+	return os.RemoveAll(r.local(filepath.Join(r.DumpDir, id)))
+}
+
 // Release implements Engine.
 func (r Runc) Release(ctx context.Context, containerID string) error {
 	st, err := r.state(ctx, containerID)

@@ -2,6 +2,8 @@ package demo
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -239,7 +241,7 @@ func migrate(ctx context.Context, o Options, source, target string) (*v1alpha1.S
 	spec.SourcePod, spec.TargetNode = source, target
 	spec.MessageQueueConfig = &v1alpha1.MessageQueueConfig{BrokerURL: o.AMQPURL, ManagementURL: o.ManagementURL,
 		QueueName: w.Queue, ExchangeName: o.Exchange, RoutingKey: w.Queue}
-	m := &v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "demo-" + source, Namespace: w.Namespace}, Spec: spec}
+	m := &v1alpha1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: migrationName(source), Namespace: w.Namespace}, Spec: spec}
 	var err error
 	if o.Trigger != nil {
 		if m.Name, err = o.Trigger(ctx, w.Namespace, source, spec); err != nil {
@@ -269,6 +271,18 @@ func migrate(ctx context.Context, o Options, source, target string) (*v1alpha1.S
 		return m, fmt.Errorf("migration %s: %w (phase %s)", m.Name, err, m.Status.Phase)
 	}
 	return m, nil
+}
+
+// migrationName is "demo-" and the source's name, shortened with a hash
+// where that exceeds the 63 characters a migration's name may have (a pod
+// migrated again and again carries a suffix per migration).
+func migrationName(source string) string {
+	name := "demo-" + source
+	if len(name) <= 63 {
+		return name
+	}
+	h := sha256.Sum256([]byte(source))
+	return name[:54] + "-" + hex.EncodeToString(h[:4])
 }
 
 // catchUpStall is how long the serving pod may apply nothing before the

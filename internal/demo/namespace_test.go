@@ -3,6 +3,7 @@ package demo
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/testenv"
 )
 
@@ -100,5 +102,20 @@ func TestClearNamespace(t *testing.T) {
 	// The next run's objects, same names, go in.
 	if err := k8s.Create(ctx, &corev1.Pod{ObjectMeta: meta("consumer-0"), Spec: pod.Spec}); err != nil {
 		t.Fatalf("the next run's pod: %v", err)
+	}
+}
+
+// A pod migrated again and again grows a suffix per migration; the name
+// of the migration that moves it stays a valid one.
+func TestMigrationNameStaysValid(t *testing.T) {
+	src := "consumer-7b987f94f-75jnc"
+	seen := map[string]bool{}
+	for range 8 {
+		src = migration.TargetPodName(src, v1alpha1.StrategyShadowPod)
+		name := migrationName(src)
+		if len(name) > 63 || !strings.HasPrefix(name, "demo-") || seen[name] {
+			t.Fatalf("migration name %q (%d characters) for source %q", name, len(name), src)
+		}
+		seen[name] = true
 	}
 }

@@ -158,6 +158,10 @@ func runCell(t *testing.T, c cell) row {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	t.Cleanup(func() {
+		if t.Failed() && os.Getenv("MS2M_FAULTS_KEEP") != "" {
+			t.Logf("namespace %s kept for a look (MS2M_FAULTS_KEEP)", ns)
+			return
+		}
 		_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	})
 	before := snapshotLeftovers(t)

@@ -577,11 +577,7 @@ func TestRollbackDoesNotWaitOnALostNode(t *testing.T) {
 	name := w.b.Name("mig")
 	w.migration(name, "consumer-0", func(s *v1alpha1.StatefulMigrationSpec) { s.TargetNode = "node-e" })
 	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseRestoring)
-	w.sim.mu.Lock()
-	w.sim.lost["node-e"] = true
-	w.sim.mu.Unlock()
-	setNodeReady(t, "node-e", false)
-	t.Cleanup(func() { setNodeReady(t, "node-e", true) })
+	w.loseNode("node-e")
 	setAbort(t, w, name)
 	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseFailed, v1alpha1.PhaseCompleted)
 	w.sim.release("restore")
@@ -616,11 +612,7 @@ func TestSourceLostWithItsNodeDoesNotHoldTheCutover(t *testing.T) {
 	name := w.b.Name("mig")
 	w.migration(name, "consumer-0", nil)
 	w.waitPhase(name, migrationTimeout, v1alpha1.PhaseReplaying)
-	w.sim.mu.Lock()
-	w.sim.lost["node-e"] = true
-	w.sim.mu.Unlock()
-	setNodeReady(t, "node-e", false)
-	t.Cleanup(func() { setNodeReady(t, "node-e", true) })
+	w.loseNode("node-e")
 	w.sim.release("replay")
 	m := w.waitPhase(name, migrationTimeout, v1alpha1.PhaseCompleted, v1alpha1.PhaseFailed)
 	if m.Status.Phase != v1alpha1.PhaseCompleted {
@@ -631,6 +623,18 @@ func TestSourceLostWithItsNodeDoesNotHoldTheCutover(t *testing.T) {
 	}
 	sdktest.Eventually(t, 10*time.Second, "a SourceForceDeleted Event", func() bool { return slices.Contains(w.events(name), "SourceForceDeleted") })
 	w.checkExactlyOnce(m.Status.TargetPod)
+}
+
+// loseNode makes node's kubelet go (its pods' processes die, their
+// deletions are never confirmed) and the node not Ready, until the test
+// ends.
+func (w *world) loseNode(node string) {
+	w.t.Helper()
+	w.sim.mu.Lock()
+	w.sim.lost[node] = true
+	w.sim.mu.Unlock()
+	setNodeReady(w.t, node, false)
+	w.t.Cleanup(func() { setNodeReady(w.t, node, true) })
 }
 
 // setNodeReady sets a node's Ready condition, as its kubelet's heartbeat

@@ -373,7 +373,7 @@ func reportRows(t *testing.T, title string, rows []row) {
 	for _, r := range rows {
 		left := "nothing"
 		if len(r.leftovers) > 0 {
-			left = strings.Join(r.leftovers, "; ")
+			left = strings.Join(summarizeFiles(r.leftovers), "; ")
 		}
 		hit := string(r.hitIn)
 		if r.cell.spec.MemoryTechnique != "" {
@@ -487,4 +487,32 @@ func labRuntime() string {
 		s += ", ms2m runtime handler"
 	}
 	return s
+}
+
+// summarizeFiles folds the checkpoint files left in one dump directory
+// (CRIU's images, its work files) into one entry.
+func summarizeFiles(left []string) []string {
+	var out []string
+	count := map[string]int{}
+	for _, l := range left {
+		path, ok := strings.CutPrefix(l, "checkpoint file ")
+		dir, _, cut := strings.Cut(path, "/checkpoint/")
+		if !cut {
+			dir, _, cut = strings.Cut(path, "/work/")
+		}
+		if !ok || !cut {
+			out = append(out, l)
+			continue
+		}
+		if count[dir] == 0 {
+			out = append(out, dir)
+		}
+		count[dir]++
+	}
+	for i, o := range out {
+		if n := count[o]; n > 0 {
+			out[i] = fmt.Sprintf("%d checkpoint files under %s/", n, o)
+		}
+	}
+	return out
 }

@@ -83,10 +83,10 @@ func (r *Reconciler) undo(ctx context.Context, s *scope) (bool, error) {
 
 // forceDeleteOnLostNode removes a terminating target pod whose node has
 // not been Ready for Options.NodeLostGrace: that node's kubelet would never
-// confirm the deletion, and the rollback would wait on it forever. What still runs there (a partition, not a dead
-// node) consumes nothing of the source's stream once the replay topology
-// goes, which the rollback removes next. The delete carries the target's
-// UID.
+// confirm the deletion, and the rollback would wait on it forever. What
+// still runs there (a partition, not a dead node) consumes nothing of the
+// source's stream once the replay topology goes, which the rollback
+// removes next. The delete carries the target's UID.
 func (r *Reconciler) forceDeleteOnLostNode(ctx context.Context, s *scope, target *corev1.Pod) error {
 	if target.DeletionTimestamp.IsZero() {
 		return nil

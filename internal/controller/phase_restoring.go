@@ -75,6 +75,20 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 			// way (a pod ignoring SIGTERM ran 30 s on). A terminating pod
 			// is never restarted, so a held source its agent kills next
 			// cannot come back as a fresh process.
+			// A held source must be ended right after its deletion: the
+			// runtime thaws a paused container to stop it, and thawed it
+			// would apply and acknowledge messages its checkpoint lacks.
+			// So what needs the broker is done before the deletion, and a
+			// broker outage holds the source frozen, not half-stopped.
+			if st.Plan.HoldSource && s.hasBroker() {
+				h, err := s.brokerSession(ctx)
+				if err == nil {
+					err = s.noteConsumersAtStop(ctx, h)
+				}
+				if err != nil {
+					return s.pollHandoff(), err
+				}
+			}
 			if statefulSet || st.Plan.HoldSource {
 				if err := r.deleteSource(ctx, src); err != nil {
 					return reconcile.Result{}, err

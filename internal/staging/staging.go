@@ -196,7 +196,7 @@ func (l Layout) forget(dir, checkpointID string) error {
 	if !idPattern.MatchString(checkpointID) {
 		return nil
 	}
-	return removeIfExists(filepath.Join(l.Dir, dir, checkpointID))
+	return os.RemoveAll(filepath.Join(l.Dir, dir, checkpointID))
 }
 
 // DropRestored removes a claimed checkpoint's images and file system
@@ -216,17 +216,9 @@ func (l Layout) DropRestored(containerID string) error {
 	}
 	var errs []error
 	for _, f := range []string{ImagesDir, RootfsDiffTar, DeletedFiles, OthersDir} {
-		errs = append(errs, removeIfExists(filepath.Join(dir, f)))
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, f)))
 	}
 	return errors.Join(errs...)
-}
-
-func removeIfExists(path string) error {
-	err := os.RemoveAll(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
 }
 
 // Withdraw records that a checkpoint will never be staged on this node (its

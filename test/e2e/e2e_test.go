@@ -416,17 +416,8 @@ func atLeastOnce(t *testing.T, res *demo.Result) {
 
 func replayQueues(t *testing.T) []string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, labCfg.RabbitMQ().MgmtURL()+"/api/queues/%2F", nil)
-	req.SetBasicAuth("guest", "guest")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var qs []struct{ Name string }
-	if err := json.NewDecoder(resp.Body).Decode(&qs); err != nil {
-		t.Fatal(err)
-	}
+	mgmtGet(t, "/api/queues/%2F", &qs)
 	var out []string
 	for _, q := range qs {
 		if strings.HasPrefix(q.Name, "ms2m.replay.") {

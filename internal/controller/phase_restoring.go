@@ -75,11 +75,13 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 			// way (a pod ignoring SIGTERM ran 30 s on). A terminating pod
 			// is never restarted, so a held source its agent kills next
 			// cannot come back as a fresh process.
-			// A held source must be ended right after its deletion: the
-			// runtime thaws a paused container to stop it, and thawed it
-			// would apply and acknowledge messages its checkpoint lacks.
-			// So what needs the broker is done before the deletion, and a
-			// broker outage holds the source frozen, not half-stopped.
+			// What needs the broker is done before the deletion, so a
+			// broker outage holds the source frozen and whole, not deleted
+			// with its consumers uncounted. Neither containerd nor runc
+			// thaws a paused container for SIGTERM (runc thaws only after
+			// SIGKILL, which ends it first), so a deleted held source
+			// never runs again; its agent ends it at once only to spare
+			// the grace period.
 			if st.Plan.HoldSource && s.hasBroker() {
 				h, err := s.brokerSession(ctx)
 				if err == nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -249,7 +250,14 @@ func migrate(ctx context.Context, o Options, source, target string) (*v1alpha1.S
 		}
 		fmt.Fprintf(o.Out, "%s will be migrated as %s\n", source, m.Name)
 	} else {
-		if err := c.Create(ctx, m); err != nil {
+		// A source whose last migration rolled back is moved again under
+		// a name of its own: the failed one stays for whoever looks.
+		err := c.Create(ctx, m)
+		for attempt := 2; apierrors.IsAlreadyExists(err) && attempt <= maxAttempts; attempt++ {
+			m.Name = attemptName(migrationName(source), attempt)
+			err = c.Create(ctx, m)
+		}
+		if err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(o.Out, "migrating %s to %s (%s, %s transfer, %s replay)\n", source, spec.TargetNode,
@@ -283,6 +291,15 @@ func migrationName(source string) string {
 	}
 	h := sha256.Sum256([]byte(source))
 	return name[:54] + "-" + hex.EncodeToString(h[:4])
+}
+
+// maxAttempts bounds the migrations of one source under one name.
+const maxAttempts = 20
+
+// attemptName is name with the attempt's number, within 63 characters.
+func attemptName(name string, attempt int) string {
+	suffix := "-" + strconv.Itoa(attempt)
+	return name[:min(len(name), 63-len(suffix))] + suffix
 }
 
 // catchUpStall is how long the serving pod may apply nothing before the

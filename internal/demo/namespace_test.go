@@ -119,3 +119,19 @@ func TestMigrationNameStaysValid(t *testing.T) {
 		seen[name] = true
 	}
 }
+
+// A source moved again after a rolled-back migration gets a name of its
+// own, still a valid one.
+func TestAttemptNameStaysValid(t *testing.T) {
+	long := migrationName(strings.Repeat("consumer-shadow-", 6))
+	for _, name := range []string{migrationName("consumer-0"), long} {
+		seen := map[string]bool{name: true}
+		for attempt := 2; attempt <= maxAttempts; attempt++ {
+			n := attemptName(name, attempt)
+			if len(n) > 63 || seen[n] || !strings.HasPrefix(n, "demo-") {
+				t.Fatalf("attempt %d of %q is named %q (%d characters)", attempt, name, n, len(n))
+			}
+			seen[n] = true
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -201,10 +202,78 @@ func (h *Handler) create(inv Invocation, args []string) int {
 	if err := ApplyRootfsChanges(rootfs, dir); err != nil {
 		return h.fail(inv, fmt.Errorf("container %s: applying the checkpoint's file system changes: %w", key, err))
 	}
-	if err := h.Exec(append([]string{"runc"}, restoreArgs(inv, dir, meta.LazyPages)...)); err != nil {
-		return h.fail(inv, fmt.Errorf("exec runc restore: %w", err))
+	// Run as a child, not exec'd: a failed restore's reason is in CRIU's
+	// log in the claimed directory, which runc's own error ("criu failed:
+	// type RESTORE errno 0") does not give and which goes with the target
+	// pod; said here, it reaches the kubelet and the migration's status.
+	code, err := h.Run(append([]string{"runc"}, restoreArgs(inv, dir, meta.LazyPages)...))
+	if err != nil {
+		return h.fail(inv, fmt.Errorf("running runc restore: %w", err))
+	}
+	if code != 0 {
+		return h.fail(inv, restoreFailed(inv, dir, code))
 	}
 	return 0
+}
+
+// criuErrorLines is how many of CRIU's error lines a failed restore says.
+const criuErrorLines = 3
+
+// restoreFailed says why runc restore failed: runc's last error and the
+// last error lines of CRIU's restore log.
+func restoreFailed(inv Invocation, dir string, code int) error {
+	msg := fmt.Sprintf("container restore failed (runc exited %d", code)
+	if e := lastRuncError(inv.Log); e != "" {
+		msg += ": " + e
+	}
+	msg += ")"
+	if lines := criuErrors(filepath.Join(dir, "work", "restore.log"), criuErrorLines); len(lines) > 0 {
+		msg += "; CRIU: " + strings.Join(lines, " | ")
+	}
+	return errors.New(msg)
+}
+
+// lastRuncError is the message of the last error runc wrote to its log
+// (JSON lines or logfmt; only the message is kept).
+func lastRuncError(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	last := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		var entry struct{ Level, Msg string }
+		if json.Unmarshal([]byte(line), &entry) == nil {
+			if entry.Level == "error" {
+				last = entry.Msg
+			}
+			continue
+		}
+		if _, m, ok := strings.Cut(line, "level=error msg="); ok {
+			if u, err := strconv.Unquote(m); err == nil {
+				m = u
+			}
+			last = m
+		}
+	}
+	return last
+}
+
+// criuErrors is the last n lines of a CRIU log that report an error
+// ("(00.012345) Error (criu/files-reg.c:2104): ..."), without the
+// timestamp.
+func criuErrors(path string, n int) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var found []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if _, rest, ok := strings.Cut(line, ") Error ("); ok {
+			found = append(found, "Error ("+strings.TrimSpace(rest))
+		}
+	}
+	return found[max(len(found)-n, 0):]
 }
 
 // waitStaged waits for the node's agent to stage the checkpoint of a warm

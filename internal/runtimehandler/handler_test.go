@@ -310,3 +310,45 @@ func TestOtherContainersOfARestoredPodStartFresh(t *testing.T) {
 		}
 	}
 }
+
+// A failed restore says why in the runc log the shim reads: runc's own
+// error, which names no cause, and CRIU's error lines from the restore log
+// in the claimed directory, which goes with the target pod.
+func TestFailedRestoreSaysCRIUsReason(t *testing.T) {
+	h, _ := newHandler(t)
+	k := staging.Key{Namespace: "shop", Pod: "orders-0", Container: "app"}
+	stageFor(t, h, k, "mig-9", map[string]string{"checkpoint/inventory.img": "i"})
+	ann := criAnnotations("shop", "orders-0", "app")
+	ann[AnnotationRestore] = "mig-9"
+	b := bundle(t, ann)
+	logPath := filepath.Join(b, "log.json")
+	h.Run = func(argv []string) (int, error) {
+		// as runc does: CRIU's log in the work directory, its own error last in --log
+		work := argv[slices.Index(argv, "--work-path")+1]
+		_ = os.MkdirAll(work, 0o755)
+		_ = os.WriteFile(filepath.Join(work, "restore.log"), []byte(
+			"(00.001000) Restoring file 4\n"+
+				"(00.002000) Error (criu/files-reg.c:2104): Can't open file var/journal on restore: No such file or directory\n"+
+				"(00.002100) Error (criu/cr-restore.c:1512): 12 exited, status=1\n"+
+				"(00.003000) Restore finished\n"), 0o644)
+		_ = os.WriteFile(logPath, []byte(`{"level":"warning","msg":"x"}`+"\n"+`{"level":"error","msg":"criu failed: type RESTORE errno 0"}`+"\n"), 0o644)
+		return 1, nil
+	}
+	if code := h.Main(createArgs(b, "ctr1")); code == 0 {
+		t.Fatal("a failed restore exited 0")
+	}
+	log, _ := os.ReadFile(logPath)
+	lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+	var entry map[string]string
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &entry); err != nil || entry["level"] != "error" {
+		t.Fatalf("last runc log line %q is not an error", lines[len(lines)-1])
+	}
+	for _, want := range []string{"runc exited 1", "criu failed: type RESTORE errno 0", "Can't open file var/journal", "12 exited, status=1"} {
+		if !strings.Contains(entry["msg"], want) {
+			t.Errorf("the shim would tell the kubelet %q, without %q", entry["msg"], want)
+		}
+	}
+	if strings.Contains(entry["msg"], "Restore finished") || strings.Contains(entry["msg"], "(00.") {
+		t.Errorf("%q carries more than CRIU's error lines", entry["msg"])
+	}
+}

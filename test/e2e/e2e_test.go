@@ -440,7 +440,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // failing runs a migration that must fail with reason and roll back: the
 // source served on and applied every published message exactly once, the
 // target pod is gone, and no replay queue is left.
-func failing(t *testing.T, sc scenario, reason string) {
+func failing(t *testing.T, sc scenario, reason string) *v1alpha1.StatefulMigration {
 	t.Helper()
 	rmq := labCfg.RabbitMQ()
 	ns := "e2e-" + strings.ToLower(strings.NewReplacer("_", "-", "/", "-").Replace(t.Name()[len("Test"):]))
@@ -490,6 +490,7 @@ func failing(t *testing.T, sc scenario, reason string) {
 		t.Errorf("replay queues before %v, after %v", before, after)
 	}
 	t.Logf("failed as expected: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
+	return m
 }
 
 // A consumer that keeps a journal open on a node-local emptyDir volume:
@@ -497,8 +498,14 @@ func failing(t *testing.T, sc scenario, reason string) {
 // so CRIU on node-b cannot restore it (the file is not there). Real
 // restore failure, real rollback.
 func TestRestoreFailureRollsBack(t *testing.T) {
-	failing(t, scenario{kind: demo.KindPod, journal: "journal", spec: v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferRegistry}},
+	m := failing(t, scenario{kind: demo.KindPod, journal: "journal", spec: v1alpha1.StatefulMigrationSpec{TransferMode: v1alpha1.TransferRegistry}},
 		v1alpha1.ReasonRestoreFailed)
+	// Through ms2m's runtime handler the failure names CRIU's reason (the
+	// journal it could not open), not only runc's "criu failed".
+	if m.Status.Plan.RestorePath == v1alpha1.RestoreRuntimeHandler &&
+		(!strings.Contains(m.Status.FailureMessage, "CRIU: Error") || !strings.Contains(m.Status.FailureMessage, "journal")) {
+		t.Errorf("the failure does not say CRIU's reason: %s", m.Status.FailureMessage)
+	}
 }
 
 // node-b without its agent (the DaemonSet kept off it): the migration is

@@ -216,8 +216,8 @@ func (h *Handler) create(inv Invocation, args []string) int {
 	return 0
 }
 
-// criuErrorLines is how many of CRIU's error lines a failed restore says.
-const criuErrorLines = 3
+// criuErrorBudget bounds how much of CRIU's log a failed restore says.
+const criuErrorBudget = 800
 
 // restoreFailed says why runc restore failed: runc's last error and the
 // last error lines of CRIU's restore log.
@@ -227,8 +227,8 @@ func restoreFailed(inv Invocation, dir string, code int) error {
 		msg += ": " + e
 	}
 	msg += ")"
-	if lines := criuErrors(filepath.Join(dir, "work", "restore.log"), criuErrorLines); len(lines) > 0 {
-		msg += "; CRIU: " + strings.Join(lines, " | ")
+	if lines := criuErrors(filepath.Join(dir, "work", "restore.log")); len(lines) > 0 {
+		msg += "; CRIU: " + joinWithin(lines, " | ", criuErrorBudget)
 	}
 	return errors.New(msg)
 }
@@ -259,21 +259,41 @@ func lastRuncError(path string) string {
 	return last
 }
 
-// criuErrors is the last n lines of a CRIU log that report an error
-// ("(00.012345) Error (criu/files-reg.c:2104): ..."), without the
-// timestamp.
-func criuErrors(path string, n int) []string {
+// criuErrors is the lines of a CRIU log that report an error
+// ("Error (criu/files-reg.c:2104): ..."), without the timestamp or the
+// task's PID, in order: the first failure is the cause, the ones after it
+// mostly its consequences (and CRIU logs some it goes on from).
+func criuErrors(path string) []string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
 	var found []string
 	for _, line := range strings.Split(string(b), "\n") {
-		if _, rest, ok := strings.Cut(line, ") Error ("); ok {
-			found = append(found, "Error ("+strings.TrimSpace(rest))
+		// "(00.012345) Error (criu/...", or "(00.012345)      1: Error
+		// (criu/..." from a restored task
+		if _, rest, ok := strings.Cut(line, " Error (criu/"); ok {
+			found = append(found, "Error (criu/"+strings.TrimSpace(rest))
 		}
 	}
-	return found[max(len(found)-n, 0):]
+	return found
+}
+
+// joinWithin joins the first of lines that fit within budget bytes, and
+// says how many more there were.
+func joinWithin(lines []string, sep string, budget int) string {
+	var b strings.Builder
+	for i, l := range lines {
+		if i > 0 && b.Len()+len(sep)+len(l) > budget {
+			fmt.Fprintf(&b, "%s(%d more)", sep, len(lines)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		b.WriteString(l)
+	}
+	return b.String()
 }
 
 // waitStaged waits for the node's agent to stage the checkpoint of a warm

@@ -328,7 +328,7 @@ func TestFailedRestoreSaysCRIUsReason(t *testing.T) {
 		_ = os.MkdirAll(work, 0o755)
 		_ = os.WriteFile(filepath.Join(work, "restore.log"), []byte(
 			"(00.001000) Restoring file 4\n"+
-				"(00.002000) Error (criu/files-reg.c:2104): Can't open file var/journal on restore: No such file or directory\n"+
+				"(00.002000)      1: Error (criu/files-reg.c:2104): Can't open file var/journal on restore: No such file or directory\n"+
 				"(00.002100) Error (criu/cr-restore.c:1512): 12 exited, status=1\n"+
 				"(00.003000) Restore finished\n"), 0o644)
 		_ = os.WriteFile(logPath, []byte(`{"level":"warning","msg":"x"}`+"\n"+`{"level":"error","msg":"criu failed: type RESTORE errno 0"}`+"\n"), 0o644)
@@ -348,7 +348,17 @@ func TestFailedRestoreSaysCRIUsReason(t *testing.T) {
 			t.Errorf("the shim would tell the kubelet %q, without %q", entry["msg"], want)
 		}
 	}
-	if strings.Contains(entry["msg"], "Restore finished") || strings.Contains(entry["msg"], "(00.") {
+	if strings.Contains(entry["msg"], "Restore finished") || strings.Contains(entry["msg"], "(00.") || strings.Contains(entry["msg"], "1: Error") {
 		t.Errorf("%q carries more than CRIU's error lines", entry["msg"])
+	}
+}
+
+func TestJoinWithinKeepsTheFirstLines(t *testing.T) {
+	lines := []string{"first cause", strings.Repeat("x", 30), "third"}
+	if got := joinWithin(lines, " | ", 20); got != "first cause | (2 more)" {
+		t.Errorf("got %q", got)
+	}
+	if got := joinWithin(lines[:1], " | ", 5); got != "first cause" {
+		t.Errorf("a first line over the budget: got %q", got)
 	}
 }

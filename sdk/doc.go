@@ -26,6 +26,10 @@
 //	                     consume the primary queue                 -> Primary
 //
 // A process that was never restored consumes the primary queue at once.
+// A consumer that is shut down (Run's context ends: its pod is going)
+// removes its control queue unless a control message waits in it or
+// something else reads it, so pods that come and go leave no queue behind;
+// a killed one leaves it to the next pod of its name, or to the controller.
 // Control messages out of place are logged, counted and, where obeying them
 // could lose messages, ignored (END_REPLAY before any START_REPLAY).
 //

@@ -43,7 +43,12 @@ func (c *Consumer) session(ctx context.Context, bo *backoff, sessions *int) erro
 	if err != nil {
 		return err
 	}
-	defer func() { _ = s.conn.CloseDeadline(time.Now().Add(closeTimeout)) }()
+	defer func() {
+		if ctx.Err() != nil {
+			dropControlQueue(s, id.ControlQueue())
+		}
+		_ = s.conn.CloseDeadline(time.Now().Add(closeTimeout))
+	}()
 
 	// The identity may have changed while dialing; the control queue just
 	// consumed would then be the old pod's.
@@ -147,4 +152,30 @@ func (c *Consumer) wait(ctx context.Context, s *session, tick <-chan time.Time,
 		return c.drainOne(ctx, s)
 	}
 	return nil
+}
+
+// dropControlQueue removes the control queue of a consumer that is shut
+// down (its pod is going: a rollout, a scale-down, its namespace deleted),
+// so that pods that come and go leave no durable queue behind on the
+// broker. The queue stays if a control message waits in it (the control
+// channel, closed first, hands back what it had not acknowledged) or
+// something else consumes it (a pod of the same name restored meanwhile).
+// A pod that is killed keeps its queue; one of the same name reuses it.
+func dropControlQueue(s *session, q string) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.ctrl.Close()
+		ch, err := s.conn.Channel()
+		if err != nil {
+			return
+		}
+		_, _ = ch.QueueDelete(q, true, true, false)
+		_ = ch.Close()
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeTimeout):
+		// the connection's close ends the wait for an unanswering broker
+	}
 }

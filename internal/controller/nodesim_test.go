@@ -144,6 +144,9 @@ type simPod struct {
 	fmu      sync.Mutex
 	frozen   chan struct{}
 	applying int // messages between enter and leave
+	// conns are the workload's broker connections, which a SIGKILL drops
+	// (sigkill) before the workload can do anything on them.
+	conns []net.Conn
 	mu       sync.Mutex
 	applied  []int64
 	// producers[i] is the producer of applied[i]
@@ -452,8 +455,7 @@ func (s *nodeSim) EndHeld(_ context.Context, node, id string) error {
 	if p == nil {
 		return fmt.Errorf("%w: no checkpoint %s held on %s", agentapi.ErrNothingHeld, id, node)
 	}
-	p.cancel()
-	<-p.done
+	p.sigkill()
 	// Its pod is removed at once (grace 0): the simulated kubelet never
 	// sees it terminating, so it is forgotten here, as the kubelet's
 	// cleanup of an orphaned pod does.
@@ -525,6 +527,19 @@ func (p *simPod) thaw() {
 	}
 }
 
+// sigkill ends the workload as SIGKILL does: its connections drop first,
+// so it can neither acknowledge nor clean up anything on the broker (the
+// SDK removes its control queue only when it is shut down).
+func (p *simPod) sigkill() {
+	p.fmu.Lock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.fmu.Unlock()
+	p.cancel()
+	<-p.done
+}
+
 // whileFrozen waits, in the workload, until it is thawed or killed.
 func (p *simPod) whileFrozen(ctx context.Context) {
 	p.fmu.Lock()
@@ -556,13 +571,13 @@ func (s *nodeSim) kubelet(ctx context.Context) {
 	}
 }
 
-// kill ends the pod's workload, if it runs.
+// kill ends the pod's workload, if it runs, as SIGKILL does (deleted with
+// grace 0, or lost with its node).
 func (s *nodeSim) kill(p *simPod, uid types.UID) {
 	if p == nil {
 		return
 	}
-	p.cancel()
-	<-p.done
+	p.sigkill()
 	s.mu.Lock()
 	delete(s.running, string(uid))
 	s.mu.Unlock()
@@ -727,7 +742,13 @@ func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
 		// A frozen process cannot reconnect either.
 		Dial: func(network, addr string) (net.Conn, error) {
 			p.whileFrozen(ctx)
-			return (&net.Dialer{Timeout: 30 * time.Second}).DialContext(ctx, network, addr)
+			conn, err := (&net.Dialer{Timeout: 30 * time.Second}).DialContext(ctx, network, addr)
+			if err == nil {
+				p.fmu.Lock()
+				p.conns = append(p.conns, conn)
+				p.fmu.Unlock()
+			}
+			return conn, err
 		},
 		Handler: func(ctx context.Context, m sdk.Message) error {
 			if !p.enter(ctx) {
@@ -862,8 +883,7 @@ func (s *nodeSim) crash(ctx context.Context, name string) {
 	if p == nil {
 		s.t.Fatalf("crash: %s is not running", name)
 	}
-	p.cancel()
-	<-p.done
+	p.sigkill()
 	// setStatus gives up on a conflicting write (the controller may be
 	// writing the pod's status too): write until it has landed.
 	sdktest.Eventually(s.t, 10*time.Second, "the crashed pod Failed", func() bool {

@@ -146,9 +146,9 @@ type simPod struct {
 	applying int // messages between enter and leave
 	// conns are the workload's broker connections, which a SIGKILL drops
 	// (sigkill) before the workload can do anything on them.
-	conns []net.Conn
-	mu       sync.Mutex
-	applied  []int64
+	conns   []net.Conn
+	mu      sync.Mutex
+	applied []int64
 	// producers[i] is the producer of applied[i]
 	producers []string
 }

@@ -69,12 +69,11 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 		statefulSet := st.Workload != nil && st.Workload.Kind == "StatefulSet"
 		if src, err := r.sourcePod(ctx, s.m); err == nil && src.Labels[render.LabelMigration] != s.m.Name {
 			s.markSourceStopping(src)
-			// Deleted first, with the short grace: the scale-down would
-			// have the StatefulSet delete it with its own grace period,
-			// and a kubelet does not shorten a termination already under
-			// way (a pod ignoring SIGTERM ran 30 s on). A terminating pod
-			// is never restarted, so a held source its agent kills next
-			// cannot come back as a fresh process.
+			// A source that is not held is deleted before the scale-down,
+			// with the short grace: the scale-down would have the
+			// StatefulSet delete it with its own grace period, and a
+			// kubelet does not shorten a termination already under way (a
+			// pod ignoring SIGTERM ran 30 s on).
 			// What needs the broker is done before the deletion, so a
 			// broker outage holds the source frozen and whole, not deleted
 			// with its consumers uncounted. Neither containerd nor runc
@@ -89,6 +88,19 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 				}
 				if err != nil {
 					return s.pollHandoff(), err
+				}
+			}
+			if statefulSet && st.Plan.HoldSource {
+				// A held source is scaled away before its deletion. Deleted
+				// first, it could be gone (its kubelet ends it after the
+				// short grace) before the scale-down below, which waits on
+				// its agent and the broker: its StatefulSet would recreate
+				// it as a fresh process, which would apply and acknowledge
+				// messages of the queue with none of the state, lost to the
+				// target. The StatefulSet's own deletion of it, with the
+				// pod's grace period, costs nothing: its agent kills it.
+				if err := r.scaleStatefulSet(ctx, s.m.Namespace, st.Workload.Name, ptrOr(st.Workload.Replicas)-1); err != nil {
+					return reconcile.Result{}, err
 				}
 			}
 			if statefulSet || st.Plan.HoldSource {

@@ -140,6 +140,9 @@ type world struct {
 	opts     controller.Options
 	// onManager adds to a manager before it starts (a webhook server).
 	onManager func(ctrl.Manager) error
+	// wrapClient, when set, wraps the reconciler's client (to see what it
+	// asks of the API server, and when).
+	wrapClient func(client.Client) client.Client
 
 	pubMu     sync.Mutex
 	published []pubRecord
@@ -222,7 +225,11 @@ func (w *world) startManager() (stop func()) {
 			w.t.Fatal(err)
 		}
 	}
-	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("ms2m"),
+	c := mgr.GetClient()
+	if w.wrapClient != nil {
+		c = w.wrapClient(c)
+	}
+	r := &controller.Reconciler{Client: c, Scheme: scheme, Recorder: mgr.GetEventRecorder("ms2m"),
 		Agents: w.sim, DialBroker: rabbitmq.Dial, Options: w.opts}
 	if err := r.SetupWithManager(mgr); err != nil {
 		w.t.Fatal(err)

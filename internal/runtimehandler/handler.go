@@ -220,7 +220,7 @@ func (h *Handler) create(inv Invocation, args []string) int {
 const criuErrorBudget = 800
 
 // restoreFailed says why runc restore failed: runc's last error and the
-// last error lines of CRIU's restore log.
+// error lines of CRIU's restore log, first cause first.
 func restoreFailed(inv Invocation, dir string, code int) error {
 	msg := fmt.Sprintf("container restore failed (runc exited %d", code)
 	if e := lastRuncError(inv.Log); e != "" {

@@ -113,14 +113,8 @@ func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Resu
 				return s.pollHandoff(), err
 			}
 			if ended == heldEnded {
-				// Scaled down first: a StatefulSet would recreate a pod
-				// removed at once from its template, under the name the
-				// target takes.
-				if statefulSet {
-					if err := r.scaleStatefulSet(ctx, s.m.Namespace, st.Workload.Name, ptrOr(st.Workload.Replicas)-1); err != nil {
-						return reconcile.Result{}, err
-					}
-				}
+				// A StatefulSet's held source was scaled away above, so
+				// its StatefulSet does not recreate the pod removed here.
 				if err := r.forceDeleteEnded(ctx, src); err != nil {
 					return reconcile.Result{}, err
 				}

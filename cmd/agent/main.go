@@ -24,10 +24,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/agent"
@@ -98,7 +100,7 @@ func main() {
 	}
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
-	reader, err := client.New(cfg, client.Options{Scheme: scheme})
+	reader, err := peerReader(cfg, scheme, namespace, log)
 	if err != nil {
 		log.Error("client", "error", err)
 		os.Exit(1)
@@ -145,7 +147,12 @@ func main() {
 	ac.Runc, ac.RuncReason = runcEngine(hostRoot, node, runcBinary, runcRoot, criuBinary, dumpDir, archiveDir, handlerName, handlerBinary)
 	ac.LazyPages = engine.Capability{Reason: "no runc engine on the node: " + ac.RuncReason}
 	ac.DirtyTracking = ac.LazyPages
+	ac.FreezeHook = engine.Capability{Reason: "no runc engine on the node: " + ac.RuncReason}
 	if r, ok := ac.Runc.(engine.Runc); ok {
+		ac.FreezeHook = engine.FindFreezeHook(hostRoot, criuConfig)
+		r.FreezeHook = ac.FreezeHook.OK
+		ac.Runc = r
+		log.Info("freeze hook", "installed", ac.FreezeHook.OK, "why", ac.FreezeHook.Reason)
 		pctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		ac.LazyPages, ac.DirtyTracking = r.MemoryCapabilities(pctx)
 		cancel()
@@ -222,4 +229,35 @@ func kubeletEngine(cfg *rest.Config, cs kubernetes.Interface, node, hostRoot str
 		return strings.TrimSpace(string(b)), err
 	}
 	return k
+}
+
+// peerReader reads the agent pods of namespace, through which an agent
+// finds the agent of another node: from a watch, so that a Direct
+// transfer or a page stream does not wait on a list from the API server
+// first (tens of milliseconds, in the path of every migration). A watch
+// that cannot start in time leaves the agent listing directly, as before.
+func peerReader(cfg *rest.Config, scheme *runtime.Scheme, namespace string, log *slog.Logger) (client.Reader, error) {
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	agents := labels.SelectorFromSet(labels.Set{agentclient.AgentLabel: agentclient.AgentLabelValue})
+	c, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: agents}}})
+	if err != nil {
+		log.Warn("watching peer agents; listing them on each transfer instead", "error", err)
+		return direct, nil
+	}
+	go func() {
+		if err := c.Start(context.Background()); err != nil {
+			log.Warn("watch of peer agents ended", "error", err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if !c.WaitForCacheSync(ctx) {
+		log.Warn("watch of peer agents not synced in 30s; listing them on each transfer instead")
+		return direct, nil
+	}
+	return c, nil
 }

@@ -57,6 +57,8 @@ func main() {
 	flag.StringVar(&webhookConfig, "eviction-webhook-configuration", "ms2m-evictions", "ValidatingWebhookConfiguration whose caBundle the manager sets to its CA")
 	flag.DurationVar(&opts.FailForwardAfter, "fail-forward-after", 2*time.Minute, "how long past its deadline a migration past the point of no return keeps going before it fails forward, the target kept")
 	flag.DurationVar(&opts.NodeLostGrace, "node-lost-grace", 40*time.Second, "how long a node must have been not Ready before a rollback force-deletes the target pod it holds (its kubelet would never confirm the deletion)")
+	var agentOpWait time.Duration
+	flag.DurationVar(&agentOpWait, "agent-op-wait", 500*time.Millisecond, "how long an agent may hold its answer to a checkpoint, transfer or stage request while the operation runs (at most 2s), so that the migration moves on the moment it ends; 0 polls")
 	flag.DurationVar(&opts.DeletionDeadline, "deletion-deadline", 2*time.Minute, "how long the cleanup of a deleted StatefulMigration may take (an unreachable broker or node); then its finalizer is removed and a CleanupAbandoned Event says what may be left")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
@@ -112,6 +114,7 @@ func main() {
 		os.Exit(1)
 	}
 	agents := agentclient.New(agentclient.PodResolver{Reader: mgr.GetClient(), Namespace: namespace}, identity.ManagerTLS(ca))
+	agents.OpWait = agentOpWait
 	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("ms2m-manager"),
 		Agents: agents, DialBroker: rabbitmq.Dial, Options: opts}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ms2m/ms2m/internal/criuhook"
 	"github.com/ms2m/ms2m/internal/runtimehandler"
 )
 
@@ -15,11 +16,12 @@ func runtimeHandlerCommand() *cobra.Command {
 	var in runtimehandler.Install
 	var node string
 	cmd := &cobra.Command{
-		Use:       "runtime-handler-config containerd|crio|handler",
-		Example:   `  ms2m runtime-handler-config containerd >> /etc/containerd/config.toml`,
-		Short:     "Print the configuration that registers ms2m's runtime handler with a node's runtime, or the handler's own",
+		Use: "runtime-handler-config containerd|crio|handler|criu-hook",
+		Example: `  ms2m runtime-handler-config containerd >> /etc/containerd/config.toml
+  ms2m runtime-handler-config criu-hook > /usr/local/bin/ms2m-criu-hook`,
+		Short:     "Print the configuration that registers ms2m's runtime handler with a node's runtime, the handler's own, or the freeze hook runc's CRIU configuration names (action-script)",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"containerd", "crio", "handler"},
+		ValidArgs: []string{"containerd", "crio", "handler", "criu-hook"},
 		RunE: func(_ *cobra.Command, args []string) error {
 			in.StagingDir = strings.ReplaceAll(in.StagingDir, "{node}", node)
 			switch args[0] {
@@ -27,13 +29,15 @@ func runtimeHandlerCommand() *cobra.Command {
 				fmt.Print(in.ContainerdConfig())
 			case "crio":
 				fmt.Print(in.CRIOConfig())
+			case "criu-hook":
+				fmt.Print(criuhook.Script(in.Binary))
 			case "handler":
 				if node == "" {
 					return fmt.Errorf("--node is needed: the staging directory is per node")
 				}
 				fmt.Print(in.HandlerConfig())
 			default:
-				return fmt.Errorf("%q: want containerd, crio or handler", args[0])
+				return fmt.Errorf("%q: want containerd, crio, handler or criu-hook", args[0])
 			}
 			return nil
 		},

@@ -347,12 +347,30 @@ func TestStageForTheRuntimeHandler(t *testing.T) {
 		if err != nil || len(pages) != 256<<10 {
 			t.Fatalf("%s: staged pages %d bytes, %v", mode, len(pages), err)
 		}
+		// Claimed, not started: not restored yet. Started by the runtime
+		// handler: the manager hears it from the agent.
+		ctr := "ctr-" + strings.ToLower(string(mode))
+		if run, err := c.client.Restored(ctx, "node-b", id); err != nil || run.Running {
+			t.Fatalf("%s: claimed only, restored %+v (%v)", mode, run, err)
+		}
+		if err := l.MarkRunning(ctr, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if run, err := c.client.Restored(ctx, "node-b", id); err != nil || !run.Running || run.ContainerID != ctr {
+			t.Fatalf("%s: started, restored %+v (%v)", mode, run, err)
+		}
 		again := poll(t, func() (agentapi.Operation[agentapi.StageResult], error) { return c.client.Stage(ctx, "node-b", req) })
 		if again.State != agentapi.OpSucceeded {
 			t.Fatalf("repeated stage %+v", again)
 		}
 		if _, err := l.Staged(key); !errors.Is(err, staging.ErrNotStaged) {
 			t.Fatalf("%s: a repeated stage request staged the consumed checkpoint again (%v)", mode, err)
+		}
+		if err := c.client.Cleanup(ctx, "node-b", id, ""); err != nil {
+			t.Fatal(err)
+		}
+		if run, err := c.client.Restored(ctx, "node-b", id); err != nil || run.Running {
+			t.Fatalf("%s: the migration's cleanup kept the running record: %+v (%v)", mode, run, err)
 		}
 	}
 
@@ -514,6 +532,9 @@ func TestAgentsObeyOnlyTheManager(t *testing.T) {
 	}
 	if err := stolen.Withdraw(ctx, "node-a", "forged-9"); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("node-b's agent withdrew a checkpoint on node-a: %v", err)
+	}
+	if _, err := stolen.Restored(ctx, "node-a", "forged-9"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("node-b's agent asked node-a about a restored container: %v", err)
 	}
 
 	// The manager may not push archives either: only a source agent does.

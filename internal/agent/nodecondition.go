@@ -50,7 +50,11 @@ func (s *Server) ReportNodeCondition(ctx context.Context, cs kubernetes.Interfac
 // dumpSummary says how the node dumps containers, for people.
 func dumpSummary(cc agentapi.CheckpointCapabilities) string {
 	if cc.Runc {
-		return "with runc: " + cc.RuncReason
+		hook := "freeze hook: " + cc.FreezeHookReason
+		if cc.FreezeHook {
+			hook = "freeze hook installed: " + cc.FreezeHookReason
+		}
+		return "with runc: " + cc.RuncReason + "; " + hook
 	}
 	return "through the kubelet's checkpoint API only (runc engine unavailable: " + cc.RuncReason + ")"
 }

@@ -31,10 +31,14 @@ type opStore[R any] struct {
 	// next request for one starts it again; elsewhere it stays failed.
 	interrupted      map[string]bool
 	retryInterrupted bool
+	// finished: closed when the operation of that ID ends (those this
+	// agent runs; Await).
+	finished map[string]chan struct{}
 }
 
 func newOpStore[R any](kind, dir string) (*opStore[R], error) {
-	s := &opStore[R]{kind: kind, dir: filepath.Join(dir, kind), ops: map[string]*agentapi.Operation[R]{}, now: time.Now, interrupted: map[string]bool{}}
+	s := &opStore[R]{kind: kind, dir: filepath.Join(dir, kind), ops: map[string]*agentapi.Operation[R]{}, now: time.Now, interrupted: map[string]bool{},
+		finished: map[string]chan struct{}{}}
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -77,7 +81,10 @@ func (s *opStore[R]) StartOrGet(id string, work func(ctx context.Context, progre
 	op := &agentapi.Operation[R]{ID: id, State: agentapi.OpRunning, Started: s.now()}
 	s.ops[id] = op
 	s.persistLocked(op)
+	end := make(chan struct{})
+	s.finished[id] = end
 	go func() {
+		defer close(end)
 		started := s.now()
 		progress := func(done, total int64) {
 			s.mu.Lock()
@@ -101,6 +108,31 @@ func (s *opStore[R]) StartOrGet(id string, work func(ctx context.Context, progre
 	return *op
 }
 
+// Await is StartOrGet's answer held for up to wait while the operation
+// runs: the caller hears of its end as it ends, not at its next look.
+func (s *opStore[R]) Await(ctx context.Context, op agentapi.Operation[R], wait time.Duration) agentapi.Operation[R] {
+	if op.State != agentapi.OpRunning || wait <= 0 {
+		return op
+	}
+	s.mu.Lock()
+	end, ok := s.finished[op.ID]
+	s.mu.Unlock()
+	if !ok {
+		return op
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-end:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if now, ok := s.Get(op.ID); ok {
+		return now
+	}
+	return op
+}
+
 // Get returns the operation with this ID.
 func (s *opStore[R]) Get(id string) (agentapi.Operation[R], bool) {
 	s.mu.Lock()
@@ -120,6 +152,7 @@ func (s *opStore[R]) Forget(id string) error {
 		return fmt.Errorf("%s %s is still running", s.kind, id)
 	}
 	delete(s.ops, id)
+	delete(s.finished, id)
 	err := os.Remove(s.file(id))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

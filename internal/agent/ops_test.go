@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -117,6 +119,50 @@ func TestInterruptedOperationIsRetriedWhereAllowed(t *testing.T) {
 		}
 		if retry && (op.State != agentapi.OpSucceeded || op.Result != "pushed") {
 			t.Fatalf("retried op %+v", op)
+		}
+	}
+}
+
+func TestAwaitAnswersWhenTheOperationEnds(t *testing.T) {
+	s, err := newOpStore[string]("checkpoints", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	op := s.StartOrGet("op-1", func(context.Context, progressFunc) (string, error) {
+		<-release
+		return "done", nil
+	})
+	// still running when the wait is over: the answer says so
+	if got := s.Await(context.Background(), op, 20*time.Millisecond); got.State != agentapi.OpRunning {
+		t.Fatalf("held past its wait: %+v", got)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		close(release)
+	}()
+	// ending while held: the answer is the outcome
+	if got := s.Await(context.Background(), op, time.Minute); got.State != agentapi.OpSucceeded || got.Result != "done" {
+		t.Fatalf("held, then %+v", got)
+	}
+	// the caller gone (its request ended): at once
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	never := make(chan struct{})
+	op2 := s.StartOrGet("op-2", func(context.Context, progressFunc) (string, error) { <-never; return "", nil })
+	if got := s.Await(ctx, op2, time.Minute); got.State != agentapi.OpRunning {
+		t.Fatalf("a caller gone: %+v", got)
+	}
+	close(never)
+	waitDone(t, s, "op-2")
+}
+
+func TestWaitIsBounded(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": 0, "x": 0, "-5": 0, "250": 250 * time.Millisecond, "60000": agentapi.MaxWait} {
+		r := httptest.NewRequest(http.MethodPut, "/v1/checkpoints/x", nil)
+		r.Header.Set(agentapi.HeaderWait, in)
+		if got := waitOf(r); got != want {
+			t.Errorf("%s %q: wait %s, want %s", agentapi.HeaderWait, in, got, want)
 		}
 	}
 }

@@ -22,7 +22,8 @@ func (s *Server) Report(ctx context.Context) agentapi.ReadyReport {
 		Checkpoint: agentapi.CheckpointCapabilities{Runc: s.cfg.Runc != nil, RuncReason: s.cfg.RuncReason,
 			Kubelet: s.cfg.Kubelet != nil, KubeletReason: s.cfg.KubeletReason,
 			LazyPages: s.cfg.LazyPages.OK && s.cfg.Staging != nil, LazyPagesReason: s.cfg.LazyPages.Reason,
-			DirtyTracking: s.cfg.DirtyTracking.OK, DirtyTrackingReason: s.cfg.DirtyTracking.Reason}}
+			DirtyTracking: s.cfg.DirtyTracking.OK, DirtyTrackingReason: s.cfg.DirtyTracking.Reason,
+			FreezeHook: s.cfg.FreezeHook.OK, FreezeHookReason: s.cfg.FreezeHook.Reason}}
 	conf, missing, err := checkCRIUConfig(s.cfg.CRIUConfig)
 	rep.CRIUConfig = conf
 	switch {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
@@ -50,6 +51,10 @@ type Config struct {
 	// post-copy, and in pre-copy (probed once at start; see
 	// engine.Runc.MemoryCapabilities).
 	LazyPages, DirtyTracking engine.Capability
+	// FreezeHook: runc's CRIU configuration runs ms2m's freeze hook, and
+	// the runc engine freezes a container only once runc and CRIU have
+	// started (see criuhook).
+	FreezeHook engine.Capability
 	// Runtime is nil where Direct transfers cannot be received.
 	Runtime Importer
 	Peers   Peers
@@ -144,6 +149,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT "+agentapi.PathStages+"{id}", fromManager(s.stage))
 	mux.Handle("DELETE "+agentapi.PathStages+"{id}", fromManager(s.withdraw))
 	mux.Handle("GET "+agentapi.PathStages+"{id}"+agentapi.PathPagesSuffix, fromManager(s.pagesStatus))
+	mux.Handle("GET "+agentapi.PathStages+"{id}"+agentapi.PathRunningSuffix, fromManager(s.restored))
 	// servePages checks the caller is the agent the checkpoint's pages go to.
 	mux.Handle("GET "+agentapi.PathCheckpoints+"{id}"+agentapi.PathPagesSuffix, http.HandlerFunc(s.servePages))
 	return mux
@@ -225,7 +231,7 @@ func (s *Server) checkpoint(w http.ResponseWriter, r *http.Request) {
 	op := s.checkpoints.StartOrGet(id, func(ctx context.Context, _ progressFunc) (agentapi.CheckpointResult, error) {
 		return s.doCheckpoint(ctx, req)
 	})
-	writeJSON(w, http.StatusOK, op)
+	writeJSON(w, http.StatusOK, s.checkpoints.Await(r.Context(), op, waitOf(r)))
 }
 
 func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointRequest) (agentapi.CheckpointResult, error) {
@@ -278,7 +284,7 @@ func (s *Server) doCheckpoint(ctx context.Context, req agentapi.CheckpointReques
 	}
 	s.cfg.Log.Info("checkpointed", "engine", eng.Name(), "pod", req.Namespace+"/"+req.Pod, "container", req.Container, "others", len(otherIDs), "archive", res.Archive,
 		"bytes", fi.Size(), "freeze", res.Freeze, "freezeSteps", res.Steps.String(), "criu", criuStats(res.CRIU), "held", res.Held, "took", time.Since(start))
-	return agentapi.CheckpointResult{Archive: res.Archive, SizeBytes: fi.Size(), CreatedAt: time.Now(), Freeze: res.Freeze,
+	return agentapi.CheckpointResult{Archive: res.Archive, SizeBytes: fi.Size(), CreatedAt: time.Now(), Freeze: res.Freeze, FreezeSteps: res.Steps.String(),
 		Engine: eng.Name(), Held: res.Held, ContainerID: req.ContainerID, OtherContainerIDs: otherIDs, LazyPages: res.Pages != nil, StreamedBytes: res.Streamed}, nil
 }
 
@@ -323,7 +329,7 @@ func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
 	op := s.transfers.StartOrGet(id, func(ctx context.Context, progress progressFunc) (agentapi.TransferResult, error) {
 		return s.doTransfer(ctx, req, ck.Result, progress)
 	})
-	writeJSON(w, http.StatusOK, op)
+	writeJSON(w, http.StatusOK, s.transfers.Await(r.Context(), op, waitOf(r)))
 }
 
 func (s *Server) cleanup(w http.ResponseWriter, r *http.Request) {
@@ -387,6 +393,15 @@ func (s *Server) onHeld(w http.ResponseWriter, r *http.Request, doing string, ac
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// waitOf is how long the caller lets its answer be held (HeaderWait).
+func waitOf(r *http.Request) time.Duration {
+	ms, err := strconv.Atoi(r.Header.Get(agentapi.HeaderWait))
+	if err != nil || ms <= 0 {
+		return 0
+	}
+	return min(time.Duration(ms)*time.Millisecond, agentapi.MaxWait)
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -62,7 +62,7 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request) {
 	op := s.stages.StartOrGet(id, func(ctx context.Context, progress progressFunc) (agentapi.StageResult, error) {
 		return s.doStage(ctx, req, key, progress)
 	})
-	writeJSON(w, http.StatusOK, op)
+	writeJSON(w, http.StatusOK, s.stages.Await(r.Context(), op, waitOf(r)))
 }
 
 func (s *Server) doStage(ctx context.Context, req agentapi.StageRequest, key staging.Key, progress progressFunc) (agentapi.StageResult, error) {
@@ -255,4 +255,23 @@ func (s *Server) removeStaged(id string) error {
 		return nil
 	}
 	return removeStagedFor(*s.cfg.Staging, id, op.Result.Namespace, op.Result.Pod, append([]string{op.Result.Container}, op.Result.Others...)...)
+}
+
+// restored tells the manager whether the container restored from a
+// checkpoint staged here runs, as the runtime handler recorded it.
+func (s *Server) restored(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	if s.cfg.Staging == nil {
+		httpError(w, http.StatusNotImplemented, "node %s stages no checkpoints (no runtime handler), so it records no restores", s.cfg.Node)
+		return
+	}
+	run, running, err := s.cfg.Staging.RunningFrom(id)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, agentapi.RestoredStatus{Running: running, ContainerID: run.ContainerID, Since: run.Since})
 }

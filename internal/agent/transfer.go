@@ -282,6 +282,7 @@ func (s *Server) Cleanup(ctx context.Context, id, image string) error {
 	if s.cfg.Staging != nil {
 		note("withdrawal", s.cfg.Staging.ForgetWithdrawn(id))
 		note("claim record", s.cfg.Staging.ForgetClaimed(id))
+		note("running record", s.cfg.Staging.ForgetRunning(id))
 	}
 	if s.cfg.Runtime != nil {
 		note("runtime image", s.cfg.Runtime.Remove(ctx, DirectImageRef(id)))

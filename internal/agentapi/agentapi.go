@@ -94,6 +94,9 @@ type CheckpointResult struct {
 	// Freeze is how long the container was frozen (held: until the dump
 	// was written; it stays frozen).
 	Freeze time.Duration `json:"freeze"`
+	// FreezeSteps says where the freeze went, step by step ("start-up"
+	// first when it was outside the freeze: ms2m's freeze hook).
+	FreezeSteps string `json:"freezeSteps,omitempty"`
 	// Engine is the engine that dumped it; Held whether the container
 	// was left frozen.
 	Engine CheckpointEngine `json:"engine,omitempty"`
@@ -234,6 +237,15 @@ type PagesStatus struct {
 	Bytes int64 `json:"bytes"`
 }
 
+// RestoredStatus says whether the container restored from a checkpoint
+// staged on a node runs, as the node's runtime handler recorded it when
+// the runtime started it.
+type RestoredStatus struct {
+	Running     bool      `json:"running"`
+	ContainerID string    `json:"containerID,omitempty"`
+	Since       time.Time `json:"since,omitempty"`
+}
+
 // StageResult describes a staged checkpoint.
 type StageResult struct {
 	// Dir is where the checkpoint is staged on the node.
@@ -304,7 +316,16 @@ type Client interface {
 	// Pages reports how far the memory of the lazy checkpoint staged on
 	// node has come.
 	Pages(ctx context.Context, node, checkpointID string) (PagesStatus, error)
+	// Restored reports whether the container restored from the checkpoint
+	// staged on node runs, by the word of node's runtime handler (before
+	// the kubelet reports it). ErrNotRecorded: the node cannot say.
+	Restored(ctx context.Context, node, checkpointID string) (RestoredStatus, error)
 }
+
+// ErrNotRecorded is returned by Restored when the node's agent keeps no
+// record of restores (no runtime handler, or an agent that predates it):
+// the kubelet's report of the container is all there is.
+var ErrNotRecorded = errors.New("the node's agent does not record restored containers")
 
 // ErrNothingHeld is returned by EndHeld for a checkpoint whose dump holds
 // no container (or an agent that cannot end one).
@@ -337,6 +358,9 @@ const (
 	// PathIncoming+id, the source's agent sends the pages of a Stream
 	// checkpoint (an upgrade too).
 	PathPagesSuffix = "/pages"
+	// PathRunningSuffix, after PathStages+id: whether the container
+	// restored from the checkpoint runs (RestoredStatus).
+	PathRunningSuffix = "/running"
 	// UpgradePages is the protocol a pages request upgrades to: CRIU's
 	// page server protocol, carried over the agents' mutual TLS.
 	UpgradePages  = "ms2m-criu-pages"
@@ -350,6 +374,15 @@ const (
 	// runtime may have pulled it.
 	QueryImage = "image"
 )
+
+// HeaderWait, on a request that starts or polls an operation (checkpoint,
+// transfer, stage), asks the agent to hold its answer while the operation
+// runs, for up to this many milliseconds (at most MaxWait): the manager
+// hears of the end as it happens instead of at its next look.
+const HeaderWait = "X-Ms2m-Wait-Ms"
+
+// MaxWait bounds HeaderWait.
+const MaxWait = 2 * time.Second
 
 // Headers of an incoming Direct transfer (the body is the archive).
 const (
@@ -407,6 +440,11 @@ type CheckpointCapabilities struct {
 	// pre-copy needs. DirtyTrackingReason says why or why not.
 	DirtyTracking       bool   `json:"dirtyTracking,omitempty"`
 	DirtyTrackingReason string `json:"dirtyTrackingReason,omitempty"`
+	// FreezeHook: runc's CRIU configuration runs ms2m's freeze hook, so a
+	// runc dump freezes its container only once runc and CRIU have
+	// started (shorter freezes). FreezeHookReason says why or why not.
+	FreezeHook       bool   `json:"freezeHook,omitempty"`
+	FreezeHookReason string `json:"freezeHookReason,omitempty"`
 }
 
 // RestoreCapabilities are the ways a node's runtime restores a checkpoint.

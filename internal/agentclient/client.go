@@ -38,6 +38,10 @@ type Resolver interface {
 type Client struct {
 	Resolver Resolver
 	tls      *tls.Config
+	// OpWait is how long an agent may hold its answer to a checkpoint,
+	// transfer or stage request while the operation runs (HeaderWait): a
+	// caller that polls hears of the end as it happens. 0: at once.
+	OpWait time.Duration
 
 	mu    sync.Mutex
 	nodes map[string]*http.Client
@@ -88,14 +92,14 @@ func (c *Client) Ready(ctx context.Context, node string) (agentapi.ReadyReport, 
 // Stage starts or polls the staging of a checkpoint on the target node.
 func (c *Client) Stage(ctx context.Context, node string, req agentapi.StageRequest) (agentapi.Operation[agentapi.StageResult], error) {
 	var op agentapi.Operation[agentapi.StageResult]
-	_, err := c.doJSON(ctx, node, http.MethodPut, agentapi.PathStages+req.ID, req, &op)
+	_, err := c.opJSON(ctx, node, agentapi.PathStages+req.ID, req, &op)
 	return op, err
 }
 
 // Checkpoint starts or polls a checkpoint.
 func (c *Client) Checkpoint(ctx context.Context, node string, req agentapi.CheckpointRequest) (agentapi.Operation[agentapi.CheckpointResult], error) {
 	var op agentapi.Operation[agentapi.CheckpointResult]
-	_, err := c.doJSON(ctx, node, http.MethodPut, agentapi.PathCheckpoints+req.ID, req, &op)
+	_, err := c.opJSON(ctx, node, agentapi.PathCheckpoints+req.ID, req, &op)
 	return op, err
 }
 
@@ -108,7 +112,7 @@ func (c *Client) Expect(ctx context.Context, node, id string, req agentapi.Expec
 // Transfer starts or polls a transfer.
 func (c *Client) Transfer(ctx context.Context, node string, req agentapi.TransferRequest) (agentapi.Operation[agentapi.TransferResult], error) {
 	var op agentapi.Operation[agentapi.TransferResult]
-	_, err := c.doJSON(ctx, node, http.MethodPut, agentapi.PathTransfers+req.ID, req, &op)
+	_, err := c.opJSON(ctx, node, agentapi.PathTransfers+req.ID, req, &op)
 	return op, err
 }
 
@@ -164,12 +168,29 @@ func (c *Client) Send(ctx context.Context, node string, in agentapi.Incoming, ar
 	return res, err
 }
 
+// opJSON starts or polls an operation, letting the agent hold its answer
+// for up to OpWait while the operation runs.
+func (c *Client) opJSON(ctx context.Context, node, path string, in, out any) (int, error) {
+	var hdr http.Header
+	if c.OpWait > 0 {
+		hdr = http.Header{agentapi.HeaderWait: {strconv.FormatInt(c.OpWait.Milliseconds(), 10)}}
+	}
+	return c.sendJSON(ctx, node, http.MethodPut, path, in, out, hdr)
+}
+
 func (c *Client) doJSON(ctx context.Context, node, method, path string, in, out any) (int, error) {
+	return c.sendJSON(ctx, node, method, path, in, out, nil)
+}
+
+func (c *Client) sendJSON(ctx context.Context, node, method, path string, in, out any, extra http.Header) (int, error) {
 	b, err := json.Marshal(in)
 	if err != nil {
 		return 0, err
 	}
 	hdr := http.Header{}
+	for k, v := range extra {
+		hdr[k] = v
+	}
 	hdr.Set("Content-Type", "application/json")
 	return c.do(ctx, node, method, path, bytes.NewReader(b), hdr, out)
 }
@@ -221,6 +242,17 @@ func (c *Client) do(ctx context.Context, node, method, path string, body io.Read
 func (c *Client) Pages(ctx context.Context, node, id string) (agentapi.PagesStatus, error) {
 	var st agentapi.PagesStatus
 	_, err := c.do(ctx, node, http.MethodGet, agentapi.PathStages+id+agentapi.PathPagesSuffix, nil, nil, &st)
+	return st, err
+}
+
+// Restored reports whether the container restored from checkpoint id
+// staged on node runs, by the word of its runtime handler.
+func (c *Client) Restored(ctx context.Context, node, id string) (agentapi.RestoredStatus, error) {
+	var st agentapi.RestoredStatus
+	code, err := c.do(ctx, node, http.MethodGet, agentapi.PathStages+id+agentapi.PathRunningSuffix, nil, nil, &st)
+	if code == http.StatusNotImplemented || code == http.StatusNotFound {
+		return st, fmt.Errorf("%w: %v", agentapi.ErrNotRecorded, err)
+	}
 	return st, err
 }
 

@@ -101,6 +101,45 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 	})
 }
 
+// A container restored through the runtime handler is restored when the
+// handler starts it: the migration replays while the kubelet has yet to
+// look at the runtime again, and still waits for its Ready to cut over.
+func TestRestoredContainerReplaysBeforeTheKubeletReportsIt(t *testing.T) {
+	w := newWorld(t)
+	w.sim.kubeletLag = 3 * time.Second
+	w.sourcePod("consumer-0")
+	w.produce(60)
+	time.Sleep(500 * time.Millisecond)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	m := w.waitCompleted(name)
+	st := &m.Status
+	target := &corev1.Pod{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: st.TargetPod}, target); err != nil {
+		t.Fatal(err)
+	}
+	w.sim.mu.Lock()
+	reported, ok := w.sim.reportedRunning[string(target.UID)]
+	w.sim.mu.Unlock()
+	if !ok {
+		t.Fatal("the kubelet never reported the target running, yet the migration completed")
+	}
+	replaying := phaseTiming(m, v1alpha1.PhaseReplaying)
+	if replaying.Start.IsZero() || !replaying.Start.Time.Before(reported) {
+		t.Errorf("replay began %s, the kubelet reported the target at %s: Restoring waited for the kubelet", replaying.Start.Format(time.RFC3339Nano), reported.Format(time.RFC3339Nano))
+	}
+	if c := apimeta.FindStatusCondition(st.Conditions, v1alpha1.ConditionTargetRestored); c == nil || !strings.Contains(c.Message, "runtime handler started the restored container") {
+		t.Errorf("TargetRestored: %+v", c)
+	}
+	// The cutover still waits for the kubelet: the target is made Ready,
+	// and joins its Services, only once the kubelet says its containers are.
+	if c := apimeta.FindStatusCondition(st.Conditions, v1alpha1.ConditionTargetServing); c == nil || c.LastTransitionTime.Time.Before(reported.Truncate(time.Second)) {
+		t.Errorf("TargetServing %+v before the kubelet reported the target (%s)", c, reported.Format(time.RFC3339Nano))
+	}
+	w.checkExactlyOnce(st.TargetPod)
+}
+
 func TestSequentialDrainMigration(t *testing.T) {
 	w := newWorld(t)
 	before := w.topology()

@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
@@ -76,6 +77,16 @@ type nodeSim struct {
 	staged   map[string]sdk.Snapshot
 	stageOps map[string]bool // checkpoint ID → staged once
 	claimed  map[string]bool // checkpoint ID → restored once
+	// runningFrom: checkpoint ID → when the runtime handler started the
+	// container restored from it (what a node's agent reports).
+	runningFrom map[string]time.Time
+	// kubeletLag delays the kubelet's report of a container the runtime
+	// handler restored (its next look at the runtime, up to a second on a
+	// node: PLEG's relist).
+	kubeletLag time.Duration
+	// reportedRunning: pod UID → when the kubelet reported it running
+	// after kubeletLag.
+	reportedRunning map[string]time.Time
 	// kubeletOnly: these nodes' agents cannot dump with runc (the
 	// kubelet's checkpoint API alone); the others can, and hold.
 	kubeletOnly map[string]bool
@@ -159,7 +170,7 @@ func newNodeSim(t *testing.T, c client.Client, ns, amqpURL, queue string) *nodeS
 		images: map[string]sdk.Snapshot{}, ops: map[string]time.Time{}, snapshots: map[string]int{},
 		cleanups: map[string]int{}, holds: map[string]chan struct{}{}, transferTo: map[string]string{}, paced: map[string]int64{}, keys: map[string][][]byte{},
 		createdPods: map[string][]string{}, badRestore: map[string]bool{}, checkpointImageOnly: map[string]bool{}, noRestore: map[string]bool{},
-		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{},
+		staged: map[string]sdk.Snapshot{}, stageOps: map[string]bool{}, claimed: map[string]bool{}, runningFrom: map[string]time.Time{}, reportedRunning: map[string]time.Time{},
 		kubeletOnly: map[string]bool{}, heldPods: map[string]*simPod{}, engines: map[string]agentapi.CheckpointEngine{},
 		wroteBack: map[string]bool{}, exited: map[string]bool{}, noLazyPages: map[string]bool{}, pages: map[string]*simPages{},
 		expectedPages: map[string]string{}, streamed: map[string]bool{}, withdrawn: map[string]bool{}, lost: map[string]bool{}}
@@ -400,6 +411,21 @@ func (s *nodeSim) ThawHeld(_ context.Context, node, id string) error {
 	return nil
 }
 
+// Restored implements agentapi.Client: the runtime handler's record of a
+// container it restored and started.
+func (s *nodeSim) Restored(_ context.Context, node, id string) (agentapi.RestoredStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.checkpointImageOnly[node] || s.noRestore[node] {
+		return agentapi.RestoredStatus{}, fmt.Errorf("%w (node %s has no runtime handler)", agentapi.ErrNotRecorded, node)
+	}
+	at, ok := s.runningFrom[id]
+	if !ok {
+		return agentapi.RestoredStatus{}, nil
+	}
+	return agentapi.RestoredStatus{Running: true, ContainerID: "sim-" + id, Since: at}, nil
+}
+
 // Pages implements agentapi.Client: the pages of a lazy dump come once
 // its target runs, pageDelay later; with losePages the stream breaks
 // instead, and the target stops where it faulted.
@@ -458,11 +484,16 @@ func (s *nodeSim) EndHeld(_ context.Context, node, id string) error {
 	p.sigkill()
 	// Its pod is removed at once (grace 0): the simulated kubelet never
 	// sees it terminating, so it is forgotten here, as the kubelet's
-	// cleanup of an orphaned pod does.
+	// cleanup of an orphaned pod does. The controller marked it for
+	// deletion first, and a kubelet never restarts a terminating pod's
+	// container: a look at the pod from before that mark (the simulated
+	// kubelet's queue is not ordered with EndHeld) must not start it
+	// again as a fresh consumer.
 	s.mu.Lock()
 	for uid, r := range s.running {
 		if r == p {
 			delete(s.running, uid)
+			s.exited[uid] = true
 		}
 	}
 	s.mu.Unlock()
@@ -621,6 +652,13 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 		return
 	}
 	if p != nil {
+		s.mu.Lock()
+		_, reported := s.reportedRunning[string(pod.UID)]
+		unseen := s.kubeletLag > 0 && !reported && pod.Annotations[staging.AnnotationRestore] != ""
+		s.mu.Unlock()
+		if unseen {
+			return // the kubelet has not looked at the runtime since the restore
+		}
 		if s.staleReady {
 			s.writeBackStaleReady(ctx, pod)
 			return
@@ -675,13 +713,39 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 				ExitCode: 128, Reason: "StartError", Message: "ms2m-runtime: no checkpoint is staged for " + key}})
 			return
 		}
-		if p := s.run(ctx, pod, &snap); p != nil {
-			s.mu.Lock()
-			if pg := s.pages[id]; pg != nil {
-				pg.restored, pg.pod = time.Now(), p
-			}
-			s.mu.Unlock()
+		p := s.launch(pod, &snap)
+		if p == nil {
+			return
 		}
+		s.mu.Lock()
+		s.runningFrom[id] = time.Now()
+		if pg := s.pages[id]; pg != nil {
+			pg.restored, pg.pod = time.Now(), p
+		}
+		lag := s.kubeletLag
+		s.mu.Unlock()
+		running := &corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}
+		if lag <= 0 {
+			s.setStatus(ctx, pod, corev1.PodRunning, true, running)
+			return
+		}
+		time.AfterFunc(lag, func() {
+			// the pod as it is by then (the controller may have written it)
+			_ = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				fresh := &corev1.Pod{}
+				if err := s.c.Get(ctx, client.ObjectKeyFromObject(pod), fresh); err != nil || fresh.UID != pod.UID || ctx.Err() != nil {
+					return nil
+				}
+				kubeletStatus(fresh, corev1.PodRunning, true, running)
+				if err := s.c.Status().Update(ctx, fresh); err != nil {
+					return err
+				}
+				s.mu.Lock()
+				s.reportedRunning[string(fresh.UID)] = time.Now()
+				s.mu.Unlock()
+				return nil
+			})
+		})
 		return
 	}
 	s.mu.Lock()
@@ -703,8 +767,33 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 	s.run(ctx, pod, from)
 }
 
+// kubeletStatus writes into pod what a kubelet reports of it.
+func kubeletStatus(pod *corev1.Pod, phase corev1.PodPhase, ready bool, state *corev1.ContainerState) {
+	cond := corev1.ConditionFalse
+	if ready {
+		cond = corev1.ConditionTrue
+	}
+	pod.Status.Phase = phase
+	pod.Status.PodIP = ""
+	setPodCondition(pod, corev1.ContainersReady, cond)
+	if len(pod.Spec.ReadinessGates) == 0 || render.CutoverOpen(pod) {
+		setPodCondition(pod, corev1.PodReady, cond)
+	}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: pod.Spec.Containers[0].Name, Image: pod.Spec.Containers[0].Image, Ready: ready, State: *state,
+		ContainerID: "sim://" + simContainerID(string(pod.UID))}}
+}
+
 // run starts the pod's workload and reports it running.
 func (s *nodeSim) run(ctx context.Context, pod *corev1.Pod, from *sdk.Snapshot) *simPod {
+	p := s.launch(pod, from)
+	if p != nil {
+		s.setStatus(ctx, pod, corev1.PodRunning, true, &corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}})
+	}
+	return p
+}
+
+// launch starts the pod's workload, not yet reported.
+func (s *nodeSim) launch(pod *corev1.Pod, from *sdk.Snapshot) *simPod {
 	p, err := s.start(pod, from)
 	if err != nil {
 		s.t.Errorf("starting %s: %v", pod.Name, err)
@@ -714,7 +803,6 @@ func (s *nodeSim) run(ctx context.Context, pod *corev1.Pod, from *sdk.Snapshot) 
 	s.running[string(pod.UID)] = p
 	s.createdPods[pod.Name] = append(s.createdPods[pod.Name], string(pod.UID))
 	s.mu.Unlock()
-	s.setStatus(ctx, pod, corev1.PodRunning, true, &corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}})
 	return p
 }
 
@@ -798,18 +886,7 @@ func (s *nodeSim) writeBackStaleReady(ctx context.Context, pod *corev1.Pod) {
 }
 
 func (s *nodeSim) setStatus(ctx context.Context, pod *corev1.Pod, phase corev1.PodPhase, ready bool, state *corev1.ContainerState) {
-	cond := corev1.ConditionFalse
-	if ready {
-		cond = corev1.ConditionTrue
-	}
-	pod.Status.Phase = phase
-	pod.Status.PodIP = ""
-	setPodCondition(pod, corev1.ContainersReady, cond)
-	if len(pod.Spec.ReadinessGates) == 0 || render.CutoverOpen(pod) {
-		setPodCondition(pod, corev1.PodReady, cond)
-	}
-	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: pod.Spec.Containers[0].Name, Image: pod.Spec.Containers[0].Image, Ready: ready, State: *state,
-		ContainerID: "sim://" + simContainerID(string(pod.UID))}}
+	kubeletStatus(pod, phase, ready, state)
 	// a kubelet stopped with its test (ctx) may be cut off mid-write
 	if err := s.c.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
 		s.t.Errorf("kubelet status of %s: %v", pod.Name, err)

@@ -2,20 +2,26 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
+	"github.com/ms2m/ms2m/internal/agentapi"
 	"github.com/ms2m/ms2m/internal/render"
 )
 
 // reconcileRestoring creates the target pod from the checkpoint image and
-// waits until its containers run and are ready. Sequential first stops the
-// source, whose name the target takes.
+// waits until its restored container runs: by the word of ms2m's runtime
+// handler where it restored it, else once the kubelet reports its
+// containers ready. Sequential first stops the source, whose name the
+// target takes.
 func (r *Reconciler) reconcileRestoring(ctx context.Context, s *scope) (reconcile.Result, error) {
 	st := &s.m.Status
 	target, err := r.targetPod(ctx, s.m)
@@ -45,13 +51,43 @@ func (r *Reconciler) reconcileRestoring(ctx context.Context, s *scope) (reconcil
 	if res, lost, err := r.pagesLost(ctx, s); lost {
 		return res, err
 	}
+	how := "its containers are ready"
 	if !render.ContainersReady(target) {
-		return s.poll(), nil
+		run, recorded := r.restoredOnNode(ctx, s)
+		if !run.Running {
+			if recorded {
+				return s.pollOp(), nil
+			}
+			return s.poll(), nil
+		}
+		how = fmt.Sprintf("ms2m's runtime handler started the restored container at %s; the kubelet reports it at its next look", run.Since.UTC().Format(time.RFC3339Nano))
 	}
-	s.done(v1alpha1.ConditionTargetRestored, fmt.Sprintf("pod %s restored on %s", target.Name, target.Spec.NodeName))
+	s.done(v1alpha1.ConditionTargetRestored, fmt.Sprintf("pod %s restored on %s: %s", target.Name, target.Spec.NodeName, how))
 	s.event(corev1.EventTypeNormal, v1alpha1.ConditionTargetRestored, "Restore", "target pod %s restored on %s", target.Name, target.Spec.NodeName)
 	s.enter(v1alpha1.PhaseReplaying)
 	return next(), nil
+}
+
+// restoredOnNode asks the target node's agent whether the container
+// restored through ms2m's runtime handler runs: the handler records it as
+// the runtime starts it, while the kubelet notices only at its next look
+// at the runtime (PLEG's relist, up to a second), and a restored process
+// has no reason to wait for that before it replays. recorded is false
+// when only the kubelet can tell (another restore path, an agent that
+// keeps no record, an agent not answering).
+func (r *Reconciler) restoredOnNode(ctx context.Context, s *scope) (run agentapi.RestoredStatus, recorded bool) {
+	st := &s.m.Status
+	if st.Plan.RestorePath != v1alpha1.RestoreRuntimeHandler || st.Checkpoint == nil || st.Checkpoint.ID == "" {
+		return run, false
+	}
+	run, err := r.Agents.Restored(ctx, st.TargetNode, st.Checkpoint.ID)
+	if err != nil {
+		if !errors.Is(err, agentapi.ErrNotRecorded) {
+			log.FromContext(ctx).Info("target's agent cannot say whether the restored container runs; waiting for the kubelet", "node", st.TargetNode, "error", err.Error())
+		}
+		return agentapi.RestoredStatus{}, false
+	}
+	return run, true
 }
 
 func (r *Reconciler) createTarget(ctx context.Context, s *scope) (reconcile.Result, error) {

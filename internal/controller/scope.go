@@ -99,7 +99,14 @@ func (s *scope) enter(p v1alpha1.Phase) {
 		return
 	}
 	from := st.Phase
-	migration.EnterPhase(st, p, s.now)
+	// The phase left ends when its handler decides, not when the reconcile
+	// began: the work of that reconcile (Pending's plan, a dump's last
+	// look) belongs to the phase it was done in.
+	at := s.now
+	if from != "" {
+		at = s.r.Clock.Now()
+	}
+	migration.EnterPhase(st, p, at)
 	observePhaseTransition(s.m, from)
 	if p.IsFinal() {
 		return

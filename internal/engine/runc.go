@@ -45,6 +45,10 @@ type Runc struct {
 	// written once the source runs again ("": DumpDir); on disk, it does
 	// not hold a second copy of the memory in RAM.
 	DumpDir, ArchiveDir string
+	// FreezeHook: runc's CRIU configuration runs ms2m's freeze hook
+	// (FindFreezeHook), so a container is frozen once runc and CRIU have
+	// started rather than before.
+	FreezeHook bool
 }
 
 func (r Runc) archivePath(id string) string {

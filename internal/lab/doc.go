@@ -24,7 +24,9 @@
 //     project's images set GODEBUG=multipathtcp=0.
 //   - /etc/criu/runc.conf holds tcp-close, skip-in-flight and network-lock
 //     nftables while the lab is up: pods with live TCP connections
-//     checkpoint, and a restored pod finds them closed and reconnects.
+//     checkpoint, and a restored pod finds them closed and reconnects;
+//     and action-script MS2M_LAB_DIR/bin/ms2m-criu-hook, ms2m's freeze
+//     hook (internal/criuhook).
 //   - The kubelet writes checkpoint archives under
 //     MS2M_LAB_DIR/NODE/kubelet/root/checkpoints; internal/ckptimage turns
 //     one into an image that restores when a pod is created from it.

@@ -17,6 +17,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/ms2m/ms2m/internal/criuhook"
 	"github.com/ms2m/ms2m/internal/images"
 	"github.com/ms2m/ms2m/internal/lab/controlplane"
 	"github.com/ms2m/ms2m/internal/lab/deps"
@@ -270,11 +271,18 @@ func prepareDir(c *Config) error {
 	return c.save()
 }
 
-// configureHost installs runc's CRIU options and the criu wrapper that
-// containerd's PATH finds, and raises fs.pipe-max-size: without
-// CAP_SYS_RESOURCE, CRIU's lazy-pages pipes need 4 MiB.
+// configureHost installs runc's CRIU options (with ms2m's freeze hook)
+// and the criu wrapper that containerd's PATH finds, and raises
+// fs.pipe-max-size: without CAP_SYS_RESOURCE, CRIU's lazy-pages pipes
+// need 4 MiB.
 func configureHost(c *Config) error {
-	if err := host.InstallFile(filepath.Join(c.HostRecordDir(), "runc-criu-conf.json"), host.RuncCRIUConf, []byte(host.RuncCRIUOptions)); err != nil {
+	// ms2m's freeze hook, which runs the lab's ms2m-runtime (built below)
+	// only for the dumps the agents ask it to freeze.
+	hook := filepath.Join(c.PathDir(), "ms2m-criu-hook")
+	if err := os.WriteFile(hook, []byte(criuhook.Script(filepath.Join(c.PathDir(), "ms2m-runtime"))), 0o755); err != nil {
+		return err
+	}
+	if err := host.InstallFile(filepath.Join(c.HostRecordDir(), "runc-criu-conf.json"), host.RuncCRIUConf, []byte(host.RuncCRIUOptions+"action-script "+hook+"\n")); err != nil {
 		return err
 	}
 	conf := filepath.Join(c.PathDir(), "criu.conf")

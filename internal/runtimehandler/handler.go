@@ -356,9 +356,14 @@ func restoreArgs(inv Invocation, dir string, lazy bool) []string {
 
 // start of a restored container is a no-op: it has been running since its
 // create. runc itself would refuse to start it again. Its checkpoint's
-// images go now (see staging.Layout.DropRestored).
+// images go now (see staging.Layout.DropRestored), and the node's agent
+// is told it runs (staging.Layout.MarkRunning), so the migration goes on
+// without waiting for the kubelet's next look at the runtime.
 func (h *Handler) start(inv Invocation, args []string) int {
 	if inv.ID != "" && fileExists(h.layout().ClaimedPath(inv.ID)) {
+		if err := h.layout().MarkRunning(inv.ID, h.now()); err != nil {
+			fmt.Fprintf(os.Stderr, "ms2m-runtime: not recorded as running (the migration waits for the kubelet instead): %v\n", err)
+		}
 		if err := h.layout().DropRestored(inv.ID); err != nil {
 			fmt.Fprintf(os.Stderr, "ms2m-runtime: the restored checkpoint stays on disk: %v\n", err)
 		}

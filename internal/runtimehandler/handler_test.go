@@ -141,6 +141,10 @@ func TestStagedContainerIsRestoredOnce(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(claimed, staging.MetaFile)); err != nil {
 		t.Errorf("the claim's record went with the images: %v", err)
 	}
+	// and the node's agent can say it runs, before the kubelet looks
+	if run, running, err := h.layout().RunningFrom("mig-7"); err != nil || !running || run.ContainerID != "ctr1" {
+		t.Errorf("restored container not recorded as running: %v %+v (%v)", running, run, err)
+	}
 
 	// The same container created again (a restart) is not restored again.
 	b2 := bundle(t, ann)

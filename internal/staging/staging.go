@@ -50,6 +50,7 @@ const (
 	claimedDirName = ".claimed"
 	claimedIDsDir  = ".claimed-ids"
 	withdrawnDir   = ".withdrawn-ids"
+	runningIDsDir  = ".running-ids"
 )
 
 // Meta says what a staged checkpoint is for.
@@ -219,6 +220,71 @@ func (l Layout) DropRestored(containerID string) error {
 		errs = append(errs, os.RemoveAll(filepath.Join(dir, f)))
 	}
 	return errors.Join(errs...)
+}
+
+// Running is what the runtime handler records once a container restored
+// from a checkpoint runs: the node's own word that the restore is done,
+// which the kubelet reports only after its next look at the runtime (up
+// to a second later).
+type Running struct {
+	ContainerID string    `json:"containerID"`
+	Since       time.Time `json:"since"`
+}
+
+// MarkRunning records that the container with runtime ID containerID,
+// restored from the checkpoint it claimed, runs.
+func (l Layout) MarkRunning(containerID string, since time.Time) error {
+	if !idPattern.MatchString(containerID) {
+		return fmt.Errorf("container ID %q is not a runtime container ID", containerID)
+	}
+	m, err := readMeta(l.ClaimedPath(containerID))
+	if err != nil {
+		return err
+	}
+	if !idPattern.MatchString(m.CheckpointID) {
+		return fmt.Errorf("claimed checkpoint of container %s has no valid ID (%q)", containerID, m.CheckpointID)
+	}
+	dir := filepath.Join(l.Dir, runningIDsDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(Running{ContainerID: containerID, Since: since.UTC()})
+	if err != nil {
+		return err
+	}
+	// Written whole, then renamed: a reader never sees half a record.
+	tmp := filepath.Join(dir, "."+m.CheckpointID+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, m.CheckpointID))
+}
+
+// RunningFrom says whether a container restored from checkpointID runs on
+// this node, as the runtime handler recorded it (ok false: not yet, or
+// never).
+func (l Layout) RunningFrom(checkpointID string) (Running, bool, error) {
+	if !idPattern.MatchString(checkpointID) {
+		return Running{}, false, fmt.Errorf("%q is not a checkpoint ID", checkpointID)
+	}
+	b, err := os.ReadFile(filepath.Join(l.Dir, runningIDsDir, checkpointID))
+	if errors.Is(err, os.ErrNotExist) {
+		return Running{}, false, nil
+	}
+	if err != nil {
+		return Running{}, false, err
+	}
+	var r Running
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Running{}, false, fmt.Errorf("running record of checkpoint %s: %w", checkpointID, err)
+	}
+	return r, true, nil
+}
+
+// ForgetRunning removes the record that a restored container ran (its
+// migration's cleanup).
+func (l Layout) ForgetRunning(checkpointID string) error {
+	return l.forget(runningIDsDir, checkpointID)
 }
 
 // Withdraw records that a checkpoint will never be staged on this node (its

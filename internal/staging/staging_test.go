@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -179,5 +180,53 @@ func TestDropRestoredKeepsALazyRestoresImages(t *testing.T) {
 		if err := l.ForgetClaimed(fmt.Sprintf("id-%d", i)); err != nil || l.WasClaimed(fmt.Sprintf("id-%d", i)) {
 			t.Fatalf("claim record not forgotten: %v", err)
 		}
+	}
+}
+
+func TestRunningIsRecordedUnderTheClaimedCheckpoint(t *testing.T) {
+	l := Layout{Dir: t.TempDir()}
+	k := Key{Namespace: "ns", Pod: "target", Container: "c"}
+	if err := l.MarkRunning("ctr", time.Now()); err == nil {
+		t.Fatal("a container that claimed nothing was recorded as running")
+	}
+	dir, err := l.Begin(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, ImagesDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ImagesDir, "inventory.img"), []byte("i"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(k, dir, Meta{CheckpointID: "ckpt-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, running, err := l.RunningFrom("ckpt-1"); err != nil || running {
+		t.Fatalf("staged, not restored: running %v (%v)", running, err)
+	}
+	if _, _, err := l.Claim(k, "ctr"); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Date(2026, 12, 7, 20, 0, 0, 123456789, time.UTC)
+	if err := l.MarkRunning("ctr", since); err != nil {
+		t.Fatal(err)
+	}
+	// The images go once it runs; the record must not go with them.
+	if err := l.DropRestored("ctr"); err != nil {
+		t.Fatal(err)
+	}
+	run, running, err := l.RunningFrom("ckpt-1")
+	if err != nil || !running || run.ContainerID != "ctr" || !run.Since.Equal(since) {
+		t.Fatalf("running %v %+v (%v)", running, run, err)
+	}
+	if _, _, err := l.RunningFrom("../ckpt-1"); err == nil {
+		t.Error("a checkpoint ID that is a path was read")
+	}
+	if err := l.ForgetRunning("ckpt-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, running, err := l.RunningFrom("ckpt-1"); err != nil || running {
+		t.Fatalf("forgotten, yet running %v (%v)", running, err)
 	}
 }

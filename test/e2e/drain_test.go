@@ -55,16 +55,7 @@ func TestDrainUnderAPolicyMigratesOneAtATime(t *testing.T) {
 	if c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonAdmitted {
 		t.Errorf("Queued after the start: %+v", c)
 	}
-	events := &corev1.EventList{}
-	if err := k8s.List(context.Background(), events, client.InNamespace(queued.Namespace)); err != nil {
-		t.Fatal(err)
-	}
-	said := ""
-	for _, e := range events.Items {
-		if e.InvolvedObject.Name == queued.Name && e.Reason == v1alpha1.ConditionQueued {
-			said = e.Message
-		}
-	}
+	said := eventSays(t, queued, v1alpha1.ConditionQueued)
 	if !strings.Contains(said, "allows 1 migration(s) at once out of node node-a, and 1 runs ("+first.Namespace+"/"+first.Name+")") {
 		t.Errorf("the Queued Event of %s says %q", queued.Name, said)
 	}

@@ -143,6 +143,15 @@ func run(t *testing.T, sc scenario) *demo.Result {
 		t.Errorf("checkpoint engine %s (hold %v; %s), want %s (hold %v) for restore path %s",
 			m.Status.Plan.CheckpointEngine, m.Status.Plan.HoldSource, m.Status.Plan.CheckpointEngineReason, wantEngine, wantHold, m.Status.Plan.RestorePath)
 	}
+	// The lab installs ms2m's freeze hook: a lone container dumped whole
+	// with runc and resumed after froze only once runc and CRIU had
+	// started, which the Checkpoint Event's steps show.
+	if m.Status.Plan.CheckpointEngine == v1alpha1.CheckpointEngineRunc && !m.Status.Plan.HoldSource && len(m.Status.Plan.CheckpointedContainers) == 0 &&
+		m.Status.Plan.MemoryTechnique == v1alpha1.MemoryStopAndCopy {
+		if said := eventSays(t, m, v1alpha1.ConditionCheckpointCreated); !strings.Contains(said, "(start-up ") {
+			t.Errorf("the Checkpoint Event says %q: the source froze before runc and CRIU had started", said)
+		}
+	}
 	// A checkpoint the runtime handler restores crossed encrypted, and
 	// decrypted into the state checked below; one the runtime restores
 	// itself could not.
@@ -229,6 +238,22 @@ func run(t *testing.T, sc scenario) *demo.Result {
 		t.Errorf("replay queues before %v, after %v", before, after)
 	}
 	return res
+}
+
+// eventSays is the message of the migration's last Event with reason.
+func eventSays(t *testing.T, m *v1alpha1.StatefulMigration, reason string) string {
+	t.Helper()
+	events := &corev1.EventList{}
+	if err := k8s.List(context.Background(), events, client.InNamespace(m.Namespace)); err != nil {
+		t.Fatal(err)
+	}
+	said := ""
+	for _, e := range events.Items {
+		if e.InvolvedObject.Name == m.Name && e.Reason == reason {
+			said = e.Message
+		}
+	}
+	return said
 }
 
 func TestShadowPodDeploymentRegistry(t *testing.T) {

@@ -150,19 +150,7 @@ func TestDropRestoredKeepsALazyRestoresImages(t *testing.T) {
 	l := Layout{Dir: t.TempDir()}
 	for i, lazy := range []bool{false, true} {
 		k := Key{Namespace: "ns", Pod: fmt.Sprintf("p%d", i), Container: "c"}
-		dir, err := l.Begin(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(filepath.Join(dir, ImagesDir), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, ImagesDir, "inventory.img"), []byte("i"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Commit(k, dir, Meta{CheckpointID: fmt.Sprintf("id-%d", i), LazyPages: lazy}); err != nil {
-			t.Fatal(err)
-		}
+		stageImages(t, l, k, Meta{CheckpointID: fmt.Sprintf("id-%d", i), LazyPages: lazy})
 		ctr := fmt.Sprintf("ctr%d", i)
 		if _, _, err := l.Claim(k, ctr); err != nil {
 			t.Fatal(err)
@@ -170,7 +158,7 @@ func TestDropRestoredKeepsALazyRestoresImages(t *testing.T) {
 		if err := l.DropRestored(ctr); err != nil {
 			t.Fatal(err)
 		}
-		_, err = os.Stat(filepath.Join(l.ClaimedPath(ctr), ImagesDir, "inventory.img"))
+		_, err := os.Stat(filepath.Join(l.ClaimedPath(ctr), ImagesDir, "inventory.img"))
 		if kept := err == nil; kept != lazy {
 			t.Errorf("lazy %v: images kept %v after the restore", lazy, kept)
 		}
@@ -189,19 +177,7 @@ func TestRunningIsRecordedUnderTheClaimedCheckpoint(t *testing.T) {
 	if err := l.MarkRunning("ctr", time.Now()); err == nil {
 		t.Fatal("a container that claimed nothing was recorded as running")
 	}
-	dir, err := l.Begin(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, ImagesDir), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ImagesDir, "inventory.img"), []byte("i"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Commit(k, dir, Meta{CheckpointID: "ckpt-1"}); err != nil {
-		t.Fatal(err)
-	}
+	stageImages(t, l, k, Meta{CheckpointID: "ckpt-1"})
 	if _, running, err := l.RunningFrom("ckpt-1"); err != nil || running {
 		t.Fatalf("staged, not restored: running %v (%v)", running, err)
 	}
@@ -228,5 +204,24 @@ func TestRunningIsRecordedUnderTheClaimedCheckpoint(t *testing.T) {
 	}
 	if _, running, err := l.RunningFrom("ckpt-1"); err != nil || running {
 		t.Fatalf("forgotten, yet running %v (%v)", running, err)
+	}
+}
+
+// stageImages stages, as the agent does, a checkpoint of one image file
+// for k.
+func stageImages(t *testing.T, l Layout, k Key, m Meta) {
+	t.Helper()
+	dir, err := l.Begin(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, ImagesDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ImagesDir, "inventory.img"), []byte("i"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(k, dir, m); err != nil {
+		t.Fatal(err)
 	}
 }

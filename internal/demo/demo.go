@@ -511,6 +511,9 @@ func Report(w io.Writer, r *Result) {
 	}
 	fmt.Fprintf(w, "longest stall:    %s (slowest answered probe)\n", ms(mm.MaxStall))
 	fmt.Fprintf(w, "processing gap:   %s (longest time without a new message applied; steady state %s)\n", ms(mm.MaxGap), ms(r.SteadyInterval))
+	if mm.MaxGap > 0 && !mm.GapFrom.IsZero() {
+		fmt.Fprintf(w, "  from +%s, between messages %d and %d\n", ms(mm.GapFrom.Sub(start)), mm.GapSeqs[0], mm.GapSeqs[1])
+	}
 	if d := st.Downtime; d != nil {
 		fmt.Fprintf(w, "controller:       handoff gap %s, unavailable %s\n", durMS(d.HandoffGap), durMS(d.Unavailable))
 	}

@@ -175,8 +175,12 @@ func (p *Prober) ResetGap() {
 // Measures is what the prober saw.
 type Measures struct {
 	Downtime, MaxStall, MaxGap time.Duration
-	Probes, Failures           int
-	Outages                    []Outage
+	// GapFrom is when the longest gap began, GapSeqs the last message
+	// seen applied before it and the first after.
+	GapFrom          time.Time
+	GapSeqs          [2]int64
+	Probes, Failures int
+	Outages          []Outage
 }
 
 // Outage is the first failed probe of a down period.
@@ -194,7 +198,7 @@ func (p *Prober) Measures() Measures {
 	if !p.downSince.IsZero() {
 		d += time.Since(p.downSince)
 	}
-	return Measures{Downtime: d, MaxStall: p.maxStall, MaxGap: p.maxGap, Probes: p.probes, Failures: p.failures,
+	return Measures{Downtime: d, MaxStall: p.maxStall, MaxGap: p.maxGap, GapFrom: p.gapFrom, GapSeqs: p.gapSeqs, Probes: p.probes, Failures: p.failures,
 		Outages: append([]Outage(nil), p.outages...)}
 }
 

@@ -23,7 +23,7 @@
 //   - Go programs must not listen with MPTCP (CRIU cannot dump it): the
 //     project's images set GODEBUG=multipathtcp=0.
 //   - /etc/criu/runc.conf holds tcp-close, skip-in-flight and network-lock
-//     nftables while the lab is up: pods with live TCP connections
+//     skip while the lab is up: pods with live TCP connections
 //     checkpoint, and a restored pod finds them closed and reconnects;
 //     and action-script MS2M_LAB_DIR/bin/ms2m-criu-hook, ms2m's freeze
 //     hook (internal/criuhook).

@@ -146,8 +146,7 @@ func main() {
 	}
 	ac.Runc, ac.RuncReason = runcEngine(hostRoot, node, runcBinary, runcRoot, criuBinary, dumpDir, archiveDir, handlerName, handlerBinary)
 	ac.LazyPages = engine.Capability{Reason: "no runc engine on the node: " + ac.RuncReason}
-	ac.DirtyTracking = ac.LazyPages
-	ac.FreezeHook = engine.Capability{Reason: "no runc engine on the node: " + ac.RuncReason}
+	ac.DirtyTracking, ac.FreezeHook = ac.LazyPages, ac.LazyPages
 	if r, ok := ac.Runc.(engine.Runc); ok {
 		ac.FreezeHook = engine.FindFreezeHook(hostRoot, criuConfig)
 		r.FreezeHook = ac.FreezeHook.OK

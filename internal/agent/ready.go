@@ -1,13 +1,13 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/ms2m/ms2m/internal/agentapi"
+	"github.com/ms2m/ms2m/internal/engine"
 )
 
 // Options a node's runc CRIU configuration needs for pods that hold live
@@ -39,27 +39,21 @@ func (s *Server) Report(ctx context.Context) agentapi.ReadyReport {
 // checkCRIUConfig reads a CRIU configuration file and lists the required
 // options it lacks.
 func checkCRIUConfig(path string) (content string, missing []string, err error) {
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", nil, err
 	}
-	defer f.Close()
+	opts, err := engine.ParseCRIUConfig(b)
 	have := map[string]bool{}
 	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		lines = append(lines, line)
-		opt := strings.TrimPrefix(strings.Fields(line)[0], "--")
-		have[opt] = true
+	for _, o := range opts {
+		lines = append(lines, o.Line)
+		have[o.Name] = true
 	}
 	for _, o := range requiredCRIUOptions {
 		if !have[o] {
 			missing = append(missing, o)
 		}
 	}
-	return strings.Join(lines, "; "), missing, sc.Err()
+	return strings.Join(lines, "; "), missing, err
 }

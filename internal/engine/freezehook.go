@@ -24,18 +24,41 @@ func FindFreezeHook(hostRoot, criuConfig string) Capability {
 	if err != nil {
 		return Capability{Reason: fmt.Sprintf("runc's CRIU configuration: %v", err)}
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 2 || strings.TrimPrefix(f[0], "--") != "action-script" {
+	opts, _ := ParseCRIUConfig(b)
+	for _, o := range opts {
+		if o.Name != "action-script" || len(o.Args) != 1 {
 			continue
 		}
-		script, err := os.ReadFile(local(f[1]))
+		script, err := os.ReadFile(local(o.Args[0]))
 		if err == nil && bytes.Contains(script, []byte(criuhook.Marker)) {
-			return Capability{OK: true, Reason: fmt.Sprintf("%s runs ms2m's freeze hook %s: a container is frozen once runc and CRIU have started", criuConfig, f[1])}
+			return Capability{OK: true, Reason: fmt.Sprintf("%s runs ms2m's freeze hook %s: a container is frozen once runc and CRIU have started", criuConfig, o.Args[0])}
 		}
 	}
 	return Capability{Reason: fmt.Sprintf("%s names no ms2m freeze hook (action-script; `ms2m runtime-handler-config criu-hook`): runc's and CRIU's start-up is part of each freeze", criuConfig)}
+}
+
+// CRIUOption is one option of a CRIU configuration file: its name without
+// leading dashes, its arguments, and the line as written.
+type CRIUOption struct {
+	Name string
+	Args []string
+	Line string
+}
+
+// ParseCRIUConfig reads the options of a CRIU configuration file, one per
+// line, skipping blank lines and comments.
+func ParseCRIUConfig(b []byte) ([]CRIUOption, error) {
+	var opts []CRIUOption
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		opts = append(opts, CRIUOption{Name: strings.TrimPrefix(f[0], "--"), Args: f[1:], Line: line})
+	}
+	return opts, sc.Err()
 }
 
 // freezerOf is the cgroup whose freezer holds the container, from runc's
@@ -98,9 +121,5 @@ func (r Runc) dumpFrozenByHook(ctx context.Context, m member) (dumped, error) {
 	if err := steps.Time("resume", func() error { return r.run(context.WithoutCancel(ctx), m.ns, "resume", m.c.ID) }); err != nil {
 		return fail(fmt.Errorf("resuming %s: %w", m.c, err))
 	}
-	d := dumped{freeze: time.Since(frozenAt), steps: steps}
-	if s, err := ReadDumpStats(r.local(filepath.Join(m.work, "stats-dump"))); err == nil {
-		d.stats = &s
-	}
-	return d, nil
+	return dumped{freeze: time.Since(frozenAt), steps: steps, stats: r.dumpStats(m)}, nil
 }

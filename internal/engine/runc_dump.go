@@ -98,11 +98,17 @@ func (r Runc) dump(ctx context.Context, members []member, hold bool, sink io.Rea
 			paused = paused[1:]
 		}
 	}
-	d := dumped{freeze: time.Since(start), steps: steps, streamed: streamed}
-	if s, err := ReadDumpStats(r.local(filepath.Join(members[0].work, "stats-dump"))); err == nil {
-		d.stats = &s
+	return dumped{freeze: time.Since(start), steps: steps, streamed: streamed, stats: r.dumpStats(members[0])}, nil
+}
+
+// dumpStats is CRIU's account of the member's dump (nil if unreadable:
+// it only informs the log).
+func (r Runc) dumpStats(m member) *DumpStats {
+	s, err := ReadDumpStats(r.local(filepath.Join(m.work, "stats-dump")))
+	if err != nil {
+		return nil
 	}
-	return d, nil
+	return &s
 }
 
 // criuDump runs runc checkpoint, leaving the container as it found it

@@ -169,10 +169,7 @@ func (l Layout) Claim(k Key, containerID string) (string, Meta, error) {
 	// Remembered past the container's deletion: a create that waits for
 	// this checkpoint to be staged must know it will never come again.
 	if idPattern.MatchString(m.CheckpointID) {
-		ids := filepath.Join(l.Dir, claimedIDsDir)
-		if err := os.MkdirAll(ids, 0o700); err == nil {
-			_ = os.WriteFile(filepath.Join(ids, m.CheckpointID), []byte(k.String()+"\n"), 0o600)
-		}
+		_ = l.record(claimedIDsDir, m.CheckpointID, []byte(k.String()+"\n"))
 	}
 	return dst, m, nil
 }
@@ -190,6 +187,21 @@ func (l Layout) WasClaimed(checkpointID string) bool {
 // migration's cleanup: nothing waits for it any more).
 func (l Layout) ForgetClaimed(checkpointID string) error {
 	return l.forget(claimedIDsDir, checkpointID)
+}
+
+// record writes a checkpoint's record under dir (claimed, running,
+// withdrawn), whole then renamed: a reader never sees half a record.
+// checkpointID must be a valid ID (idPattern).
+func (l Layout) record(dir, checkpointID string, content []byte) error {
+	d := filepath.Join(l.Dir, dir)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return err
+	}
+	tmp := filepath.Join(d, "."+checkpointID+".tmp")
+	if err := os.WriteFile(tmp, content, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(d, checkpointID))
 }
 
 // forget removes a checkpoint's record under dir; none is fine.
@@ -244,20 +256,11 @@ func (l Layout) MarkRunning(containerID string, since time.Time) error {
 	if !idPattern.MatchString(m.CheckpointID) {
 		return fmt.Errorf("claimed checkpoint of container %s has no valid ID (%q)", containerID, m.CheckpointID)
 	}
-	dir := filepath.Join(l.Dir, runningIDsDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
 	b, err := json.Marshal(Running{ContainerID: containerID, Since: since.UTC()})
 	if err != nil {
 		return err
 	}
-	// Written whole, then renamed: a reader never sees half a record.
-	tmp := filepath.Join(dir, "."+m.CheckpointID+".tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, m.CheckpointID))
+	return l.record(runningIDsDir, m.CheckpointID, b)
 }
 
 // RunningFrom says whether a container restored from checkpointID runs on
@@ -294,11 +297,7 @@ func (l Layout) Withdraw(checkpointID string) error {
 	if !idPattern.MatchString(checkpointID) {
 		return fmt.Errorf("%q is not a checkpoint ID", checkpointID)
 	}
-	dir := filepath.Join(l.Dir, withdrawnDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, checkpointID), nil, 0o600)
+	return l.record(withdrawnDir, checkpointID, nil)
 }
 
 // Withdrawn says whether a checkpoint was withdrawn on this node.

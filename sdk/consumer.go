@@ -37,6 +37,9 @@ type Consumer struct {
 	atReplay Counters
 	outbox   []control.Report
 	replyTo  []string // replyTo[i] is where outbox[i] goes
+	// release is the RELEASE to answer once the primary queue's consumer
+	// is gone.
+	release *control.ReleasePayload
 
 	// owned by Run's goroutine
 	retryAt     time.Time

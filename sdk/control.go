@@ -34,6 +34,15 @@ func (c *Consumer) onControl(d amqp.Delivery) error {
 	case m.Type == control.EndReplay:
 		c.log.Info("END_REPLAY")
 		c.step(event{kind: evEndReplay})
+	case m.Type == control.Release:
+		p, _ := m.ReleaseOf() // Decode checked it
+		c.log.Info("RELEASE", "migration", p.Migration)
+		c.step(event{kind: evRelease})
+		c.mu.Lock()
+		if c.route.mode == Released {
+			c.release = &p
+		}
+		c.mu.Unlock()
 	}
 	if err := d.Ack(false); err != nil {
 		return fmt.Errorf("ack control message: %w", err)
@@ -60,6 +69,20 @@ func (c *Consumer) fromController(d amqp.Delivery, what string) bool {
 	c.log.Warn(what+" refused: sent with "+from+", and only the broker users "+strings.Join(c.cfg.ControlSenders, ", ")+
 		" (ControlSenders) steer this consumer", "on", d.RoutingKey)
 	return false
+}
+
+// answerRelease queues RELEASED once the session consumes nothing but its
+// control queue: the primary queue's consumer is cancelled and what it had
+// delivered is applied and acked, so the broker holds the rest for the
+// target.
+func (c *Consumer) answerRelease(s *session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.release == nil || c.route.mode != Released || s.sub != nil {
+		return
+	}
+	c.send(control.Report{Type: control.Released, Pod: c.known.Name, Fence: c.release.Migration}, c.release.ReplyTo)
+	c.release = nil
 }
 
 // sendReports publishes the queued reports on the control channel, in

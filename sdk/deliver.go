@@ -32,7 +32,7 @@ func (c *Consumer) deliver(ctx context.Context, d amqp.Delivery, queue string, r
 			// everything queued before it is applied (its migration may
 			// checkpoint now).
 			fence, _ := d.Headers[FenceHeader].(string)
-			c.send(control.Report{Type: control.FencePassed, Pod: c.known.Name, Fence: fence}, d.ReplyTo)
+			c.send(control.Report{Type: control.FencePassed, Pod: c.known.Name, Fence: fence, Releases: true}, d.ReplyTo)
 		}
 		c.mu.Unlock()
 		return ack(d)

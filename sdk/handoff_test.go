@@ -148,3 +148,63 @@ func TestGapWhileReplayingIsReportedAtOnce(t *testing.T) {
 		t.Errorf("mode %s: the gap report came after the replay ended", tgt.Mode())
 	}
 }
+
+// A source told to RELEASE its queue applies what it was delivered, stops
+// consuming for good and answers RELEASED: from then on the broker holds,
+// ready and in order, exactly what the source did not apply, for the
+// target. The source says at its fence that it understands RELEASE.
+func TestReleasedSourceLetsGoOfItsQueue(t *testing.T) {
+	b := broker(t)
+	ex, key := b.Name("orders"), "orders"
+	primary, podA := b.Name("orders"), b.Name("consumer-0")
+	reports := b.Name("reports")
+	b.Exchange(t, ex)
+	b.Queue(t, primary)
+	b.Queue(t, reports)
+	b.Bind(t, primary, ex, key)
+	b.DeleteAtCleanup(t, control.QueueName(podA))
+	b.DeleteAtCleanup(t, reports)
+
+	var appA recorder
+	a := start(t, sdk.Config{URL: b.URL, Queue: primary, Handler: appA.handle, Prefetch: 20,
+		Identity: identity(t, t.TempDir(), "uid-a", podA)})
+	p := startProducer(t, b.URL, ex, key, "", 200)
+	sdktest.Eventually(t, 10*time.Second, "source applying", func() bool { return a.Snapshot().LastSeq >= 30 })
+
+	if err := publishAs(t, b.URL, primary, amqp.Publishing{UserId: b.User(), ReplyTo: reports,
+		Headers: amqp.Table{sdk.FenceHeader: "mig-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.Report(t, reports); r.Type != control.FencePassed || !r.Releases {
+		t.Fatalf("fence report %+v, want %s saying the source understands RELEASE", r, control.FencePassed)
+	}
+
+	b.SendControl(t, podA, control.NewRelease(reports, "mig-1"))
+	r := b.Report(t, reports)
+	if r.Type != control.Released || r.Pod != podA || r.Fence != "mig-1" {
+		t.Fatalf("answer %+v, want %s from %s for mig-1", r, control.Released, podA)
+	}
+	// Answered once nothing consumes the queue any more.
+	if q := b.Inspect(t, primary); q.Consumers != 0 {
+		t.Fatalf("primary queue has %d consumers after RELEASED, want none", q.Consumers)
+	}
+	last := a.Snapshot().LastSeq
+	time.Sleep(300 * time.Millisecond) // 60 messages' worth of chances to take one more
+	if got := a.Snapshot().LastSeq; got != last || a.Mode() != sdk.Released {
+		t.Fatalf("released source at seq %d (was %d) in mode %s: it went on consuming", got, last, a.Mode())
+	}
+
+	n, _ := p.stop(t)
+	expectRun(t, "released source", appA.applied(), 1, last)
+	// What it did not apply waits for the target, none of it taken.
+	sdktest.Eventually(t, 10*time.Second, "the rest ready in the queue", func() bool {
+		return int64(b.Inspect(t, primary).Ready) == n-last
+	})
+
+	// A second RELEASE (a controller that restarted before it read the
+	// answer) is answered again.
+	b.SendControl(t, podA, control.NewRelease(reports, "mig-1"))
+	if r := b.Report(t, reports); r.Type != control.Released || r.Fence != "mig-1" {
+		t.Fatalf("second answer %+v, want %s", r, control.Released)
+	}
+}

@@ -18,9 +18,13 @@ const (
 	// Draining: after END_REPLAY, emptying the replay queue before switching
 	// to the primary queue.
 	Draining
+	// Released: a source whose target has taken the stream over (RELEASE):
+	// it consumes nothing but its control queue, for good, and keeps
+	// running until its pod goes.
+	Released
 )
 
-var modeNames = [...]string{"Primary", "AwaitingReplay", "Replaying", "Draining"}
+var modeNames = [...]string{"Primary", "AwaitingReplay", "Replaying", "Draining", "Released"}
 
 func (m Mode) String() string {
 	if m < 0 || int(m) >= len(modeNames) {
@@ -51,6 +55,7 @@ const (
 	evStartReplay
 	evEndReplay
 	evDrained // the replay queue was found empty after END_REPLAY
+	evRelease
 )
 
 type event struct {
@@ -106,7 +111,19 @@ func (r route) step(ev event) (route, string) {
 			// visibly, rather than diverge silently.
 			return r, "END_REPLAY without START_REPLAY ignored: still waiting for START_REPLAY"
 		default:
-			return r, "END_REPLAY while consuming the primary queue ignored"
+			return r, fmt.Sprintf("END_REPLAY in mode %s ignored: nothing is being replayed", r.mode)
+		}
+
+	case evRelease:
+		switch r.mode {
+		case Primary:
+			return route{mode: Released}, ""
+		case Released:
+			return r, "duplicate RELEASE ignored"
+		default:
+			// A restored target is never asked to let go: its stream is
+			// the one being handed over to it.
+			return r, fmt.Sprintf("RELEASE while %s ignored: only a source consuming its primary queue lets go of it", r.mode)
 		}
 
 	case evDrained:

@@ -14,6 +14,8 @@ func TestRouteStep(t *testing.T) {
 	end := event{kind: evEndReplay}
 	drained := event{kind: evDrained}
 	restored := event{kind: evRestored}
+	release := event{kind: evRelease}
+	released := route{mode: Released}
 
 	for _, tc := range []struct {
 		name     string
@@ -39,6 +41,13 @@ func TestRouteStep(t *testing.T) {
 		{"START_REPLAY in primary followed", primary, start("r"), replayR, "restore not detected"},
 		{"restored again mid-replay", replayR, restored, awaiting, "restored again"},
 		{"drained out of place", replayR, drained, replayR, "ignored"},
+
+		{"RELEASE lets go of the primary", primary, release, released, ""},
+		{"duplicate RELEASE", released, release, released, "duplicate"},
+		{"RELEASE to a replaying target ignored", replayR, release, replayR, "ignored"},
+		{"RELEASE to an awaiting target ignored", awaiting, release, awaiting, "ignored"},
+		{"released stays off the primary", released, end, released, "ignored"},
+		{"a released source restored awaits its replay", released, restored, awaiting, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, note := tc.from.step(tc.ev)
@@ -58,6 +67,7 @@ func TestRouteSource(t *testing.T) {
 		{mode: AwaitingReplay}:         "",
 		{mode: Replaying, replay: "r"}: "r",
 		{mode: Draining, replay: "r"}:  "",
+		{mode: Released}:               "",
 	} {
 		if got := r.source("orders"); got != want {
 			t.Errorf("%+v consumes %q, want %q", r, got, want)

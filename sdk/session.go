@@ -72,6 +72,10 @@ func (c *Consumer) session(ctx context.Context, bo *backoff, sessions *int) erro
 		if err := c.reconcile(ctx, s); err != nil {
 			return err
 		}
+		c.answerRelease(s)
+		if err := c.sendReports(s); err != nil {
+			return err
+		}
 		// Healthy once consuming what the route wants: only then may the
 		// next failure be retried at once. A queue that is missing fails
 		// after the dial, and must not make the consumer spin.

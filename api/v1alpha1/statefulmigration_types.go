@@ -738,6 +738,15 @@ type BrokerStatus struct {
 	// applied everything queued before it.
 	// +optional
 	SourcePassedFence bool `json:"sourcePassedFence,omitempty"`
+	// SourceReleases: the source said, at its fence, that it understands
+	// RELEASE (the ms2m SDK): at cutover it is told to let go of the queue
+	// and its pod is removed after the migration has completed, once the
+	// target's kubelet has confirmed it Ready.
+	// +optional
+	SourceReleases bool `json:"sourceReleases,omitempty"`
+	// ReleaseSentTime is when RELEASE went to the source.
+	// +optional
+	ReleaseSentTime *metav1.MicroTime `json:"releaseSentTime,omitempty"`
 	// ReplyQueue carries the target's reports back (REPLAY_STARTED,
 	// REPLAY_DONE), from workloads that report (the ms2m SDK).
 	// +optional

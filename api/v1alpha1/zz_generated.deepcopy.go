@@ -47,6 +47,10 @@ func (in *BrokerStatus) DeepCopyInto(out *BrokerStatus) {
 		in, out := &in.ReplayBoundTime, &out.ReplayBoundTime
 		*out = (*in).DeepCopy()
 	}
+	if in.ReleaseSentTime != nil {
+		in, out := &in.ReleaseSentTime, &out.ReleaseSentTime
+		*out = (*in).DeepCopy()
+	}
 	if in.AddedBindings != nil {
 		in, out := &in.AddedBindings, &out.AddedBindings
 		*out = make([]Binding, len(*in))

@@ -128,6 +128,12 @@ type Handoff interface {
 	// EndReplay tells targetPod to finish the buffer and switch to the
 	// primary queue (END_REPLAY).
 	EndReplay(ctx context.Context, controlQueue string, rec *v1alpha1.BrokerStatus) error
+	// Release tells a source that reports (it has the ms2m SDK) to let go
+	// of the primary queue for good: it applies and acks what it was
+	// delivered, cancels its consumer and answers control.Released (read
+	// with Reports). Its pod keeps running, and serving, meanwhile. The
+	// record's target control queue is left as it is.
+	Release(ctx context.Context, sourceControlQueue string, rec *v1alpha1.BrokerStatus) error
 	// Reports takes the target's reports that arrived since the last call
 	// (START_REPLAY names where they go), oldest first.
 	Reports(ctx context.Context, rec *v1alpha1.BrokerStatus) ([]control.Report, error)

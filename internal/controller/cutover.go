@@ -85,14 +85,16 @@ func (r *Reconciler) bringIntoService(ctx context.Context, s *scope, target *cor
 		// closed): the kubelet decides.
 		return s.poll(), false, nil
 	}
-	if !s.isDone(v1alpha1.ConditionSourceStopped) && !readyConfirmed(target) &&
+	if !s.isDone(v1alpha1.ConditionSourceStopped) && !releases(s) && !readyConfirmed(target) &&
 		s.now.Sub(migration.ConditionTime(&s.m.Status, v1alpha1.ConditionTargetServing)) < kubeletConfirmPatience {
 		// A source still serves: it goes only once the kubelet has
 		// confirmed the Ready set for the target. Before its own sync the
 		// kubelet may write back the Ready=False it cached, which the
 		// guard overwrites within a poll, but with the source gone that
 		// poll is an outage (106 ms seen once in the lab). The kubelet's
-		// write wakes the migration.
+		// write wakes the migration. A source that releases its queue
+		// serves on after completion until the kubelet has confirmed
+		// (release.go), so nothing here waits for it.
 		return s.poll(), false, nil
 	}
 	missing, err := r.endpointsMissing(ctx, target)

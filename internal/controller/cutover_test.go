@@ -93,8 +93,51 @@ func TestSourceStopsOnlyOnceTargetIsAnEndpoint(t *testing.T) {
 	if serving == nil || !strings.Contains(serving.Message, "ready endpoint of every Service") {
 		t.Errorf("TargetServing: %+v", serving)
 	}
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(src), &corev1.Pod{}); !apierrors.IsNotFound(err) {
-		t.Errorf("source pod still exists: %v", err)
+	w.waitSourceRetired(name, src)
+	w.checkExactlyOnce(m.Status.TargetPod)
+}
+
+// A source with the ms2m SDK lets go of its queue at cutover (RELEASE)
+// instead of being deleted: the stream switches and the migration
+// completes without waiting for the target's kubelet to confirm the Ready
+// the cutover set. The source's pod serves until that confirmation, then
+// goes, and OwnershipTransferred says so.
+func TestReleasedSourceServesUntilTheKubeletConfirms(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.sim.confirmLag = 4 * time.Second
+	src := w.sourcePod("consumer-0")
+	w.produce(50)
+	time.Sleep(500 * time.Millisecond)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	m := w.waitCompleted(name)
+
+	target := &corev1.Pod{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: w.ns, Name: m.Status.TargetPod}, target); err != nil {
+		t.Fatal(err)
+	}
+	if !readyByMS2M(target) {
+		t.Errorf("the kubelet had confirmed %s Ready before the migration completed: the cutover waited for it", target.Name)
+	}
+	if stopped := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionSourceStopped); stopped == nil || !strings.Contains(stopped.Message, "RELEASED") {
+		t.Errorf("SourceStopped %+v, want the source's RELEASED", stopped)
+	}
+	pod := &corev1.Pod{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(src), pod); err != nil || !pod.DeletionTimestamp.IsZero() {
+		t.Errorf("source pod gone or going at completion, before the kubelet confirmed its successor: %v", err)
+	}
+	if migration.IsTrue(&m.Status, v1alpha1.ConditionOwnershipTransferred) {
+		t.Error("OwnershipTransferred before the released source went")
+	}
+
+	sdktest.Eventually(t, 20*time.Second, "the source removed once the kubelet confirmed the target", func() bool {
+		err := k8s.Get(ctx, client.ObjectKeyFromObject(src), &corev1.Pod{})
+		return apierrors.IsNotFound(err) && migration.IsTrue(&w.get(name).Status, v1alpha1.ConditionOwnershipTransferred)
+	})
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(target), target); err != nil || readyByMS2M(target) || !podIsReady(target) {
+		t.Errorf("target %s after the source went: Ready by the kubelet %v (%v)", target.Name, !readyByMS2M(target) && podIsReady(target), err)
 	}
 	w.checkExactlyOnce(m.Status.TargetPod)
 }

@@ -10,7 +10,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -58,11 +57,9 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 		t.Errorf("status lacks totals: %+v %+v %+v", st.TotalDuration, st.Checkpoint, st.Transfer)
 	}
 
-	// The source is gone; the target runs on node-b and is in its Services.
-	err := k8s.Get(context.Background(), client.ObjectKeyFromObject(src), &corev1.Pod{})
-	if !apierrors.IsNotFound(err) {
-		t.Errorf("source pod still exists: %v", err)
-	}
+	// The source let go of its queue (it has the SDK); its pod goes
+	// after completion. The target runs on node-b and is in its Services.
+	w.waitSourceRetired(name, src)
 	target := &corev1.Pod{}
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: st.TargetPod}, target); err != nil {
 		t.Fatal(err)

@@ -99,6 +99,9 @@ type nodeSim struct {
 	// writes back the Ready=False it computed before (its status
 	// manager's periodic reconcile) over the Ready ms2m set.
 	staleReady bool
+	// confirmLag delays the kubelet's own Ready of a target whose cutover
+	// gate opened (its next sync of the pod, after a PLEG relist).
+	confirmLag time.Duration
 	wroteBack  map[string]bool // pod UID → stale Ready written
 	endedHeld  int             // EndHeld calls
 	// exited: pods whose workload crashed; RestartPolicy Never, so they
@@ -666,15 +669,12 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 		// The kubelet folds an opened readiness gate into Ready, and
 		// writes its own over the Ready ms2m set at cutover.
 		if render.CutoverOpen(pod) && (!podIsReady(pod) || readyByMS2M(pod)) {
-			setPodCondition(pod, corev1.PodReady, corev1.ConditionTrue)
-			for i := range pod.Status.Conditions {
-				if pod.Status.Conditions[i].Type == corev1.PodReady {
-					pod.Status.Conditions[i].Reason, pod.Status.Conditions[i].Message = "", ""
-				}
+			if s.confirmLag > 0 {
+				// at its next sync, confirmLag on; nothing before
+				time.AfterFunc(s.confirmLag, func() { s.confirmReady(ctx, client.ObjectKeyFromObject(pod), pod.UID) })
+				return
 			}
-			if err := s.c.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
-				s.t.Errorf("kubelet status of %s: %v", pod.Name, err)
-			}
+			s.confirmReady(ctx, client.ObjectKeyFromObject(pod), pod.UID)
 		}
 		return
 	}
@@ -765,6 +765,31 @@ func (s *nodeSim) syncPod(ctx context.Context, pod *corev1.Pod) {
 		from = &snap
 	}
 	s.run(ctx, pod, from)
+}
+
+// confirmReady writes the kubelet's own Ready over the one ms2m set when
+// it opened the pod's cutover gate.
+func (s *nodeSim) confirmReady(ctx context.Context, key client.ObjectKey, uid types.UID) {
+	_ = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pod := &corev1.Pod{}
+		if err := s.c.Get(ctx, key, pod); err != nil || pod.UID != uid || ctx.Err() != nil || !render.CutoverOpen(pod) {
+			return nil
+		}
+		if podIsReady(pod) && !readyByMS2M(pod) {
+			return nil
+		}
+		setPodCondition(pod, corev1.PodReady, corev1.ConditionTrue)
+		for i := range pod.Status.Conditions {
+			if pod.Status.Conditions[i].Type == corev1.PodReady {
+				pod.Status.Conditions[i].Reason, pod.Status.Conditions[i].Message = "", ""
+			}
+		}
+		err := s.c.Status().Update(ctx, pod)
+		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+			s.t.Errorf("kubelet status of %s: %v", pod.Name, err)
+		}
+		return err
+	})
 }
 
 // kubeletStatus writes into pod what a kubelet reports of it.

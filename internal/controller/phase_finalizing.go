@@ -57,7 +57,13 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	if failed, err := r.gapBeforeStop(ctx, s); failed || err != nil {
 		return next(), err
 	}
-	gone, err := r.stopSource(ctx, s, target, false)
+	var gone bool
+	var err error
+	if releases(s) {
+		gone, err = r.releaseSource(ctx, s, target)
+	} else {
+		gone, err = r.stopSource(ctx, s, target, false)
+	}
 	if err != nil || !gone {
 		return s.pollHandoff(), err
 	}
@@ -76,7 +82,9 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	// The checkpoint is removed once the migration has completed (see
 	// afterCompletion): the target never needs it again (it is not
 	// restored twice), and the cutover need not wait for it.
-	if s.isDone(v1alpha1.ConditionOwnershipTransferred) {
+	// A released source's pod goes, and its owner takes the target,
+	// after completion (see release.go).
+	if s.isDone(v1alpha1.ConditionOwnershipTransferred) || releases(s) {
 		r.complete(s)
 		return reconcile.Result{}, nil
 	}

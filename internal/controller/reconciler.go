@@ -357,7 +357,8 @@ func (r *Reconciler) holdLock(ctx context.Context, s *scope) (bool, error) {
 }
 
 // afterCompletion removes what a completed migration no longer needs: the
-// checkpoint (the workload's memory), off the cutover's path. Retried
+// checkpoint (the workload's memory) and a released source (release.go),
+// off the cutover's path. Retried
 // until done; a deletion does it first (reconcileDelete). Until the
 // target's kubelet has confirmed the Ready the cutover set, it also holds
 // it (see cutover.go): the target's pod events wake it.
@@ -368,8 +369,9 @@ func (r *Reconciler) afterCompletion(ctx context.Context, s *scope) (reconcile.R
 	if err := r.noteRestoredExit(ctx, s); err != nil {
 		return reconcile.Result{}, err
 	}
-	if checkpointSettled(s.m) {
-		return reconcile.Result{}, nil
+	res, err := r.retireReleasedSource(ctx, s, !s.m.DeletionTimestamp.IsZero())
+	if err != nil || checkpointSettled(s.m) {
+		return res, err
 	}
-	return reconcile.Result{}, r.cleanupCheckpoint(ctx, s)
+	return res, r.cleanupCheckpoint(ctx, s)
 }

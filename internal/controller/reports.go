@@ -48,7 +48,12 @@ func (s *scope) takeReport(r control.Report) {
 		// the same name): never the target's handoff.
 		if r.Fence == s.id && r.Pod == s.m.Spec.SourcePod {
 			s.brokerRecord().SourcePassedFence = true
+			s.brokerRecord().SourceReleases = s.brokerRecord().SourceReleases || r.Releases
 		}
+		return
+	}
+	if r.Type == control.Released {
+		s.noteReleased(r.Pod, r.Fence)
 		return
 	}
 	if r.Pod != "" && r.Pod != st.TargetPod {

@@ -246,6 +246,9 @@ func (r *Reconciler) cleanUpDeleted(ctx context.Context, s *scope) (reconcile.Re
 		if _, err := r.afterCompletion(ctx, s); err != nil {
 			return s.poll(), false, err
 		}
+		if !sourceRetired(s) {
+			return s.poll(), false, nil
+		}
 	}
 	if !st.Phase.IsFinal() || st.Phase == v1alpha1.PhaseFailed {
 		if st.FailureReason == "" && !st.Phase.IsFinal() {

@@ -25,6 +25,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -40,6 +41,7 @@ import (
 	"github.com/ms2m/ms2m/internal/broker/rabbitmq"
 	"github.com/ms2m/ms2m/internal/ckptcrypt"
 	"github.com/ms2m/ms2m/internal/controller"
+	"github.com/ms2m/ms2m/internal/migration"
 	"github.com/ms2m/ms2m/internal/testenv"
 	"github.com/ms2m/ms2m/sdk"
 	"github.com/ms2m/ms2m/sdk/sdktest"
@@ -374,6 +376,18 @@ func (w *world) waitCompleted(name string) *v1alpha1.StatefulMigration {
 		w.t.Fatalf("migration failed: %s: %s", m.Status.FailureReason, m.Status.FailureMessage)
 	}
 	return m
+}
+
+// waitSourceRetired waits for a completed migration's source pod to be
+// gone and its target handed to the source's owner: a source that let go
+// of its queue (RELEASE) goes after completion, once the target's kubelet
+// has confirmed it Ready.
+func (w *world) waitSourceRetired(name string, src *corev1.Pod) {
+	w.t.Helper()
+	sdktest.Eventually(w.t, 20*time.Second, "source "+src.Name+" gone and OwnershipTransferred", func() bool {
+		err := k8s.Get(context.Background(), client.ObjectKeyFromObject(src), &corev1.Pod{})
+		return apierrors.IsNotFound(err) && migration.IsTrue(&w.get(name).Status, v1alpha1.ConditionOwnershipTransferred)
+	})
 }
 
 func (w *world) waitPhase(name string, timeout time.Duration, phases ...v1alpha1.Phase) *v1alpha1.StatefulMigration {

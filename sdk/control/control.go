@@ -28,6 +28,14 @@ const (
 	// the controller put into its queue, on the fence's reply-to queue:
 	// everything queued before the fence has been applied.
 	FencePassed = "FENCE_PASSED"
+	// Release tells a source that its target takes the stream over: stop
+	// consuming the primary queue for good, after applying what was
+	// delivered, and answer RELEASED on the payload's replyTo queue. The
+	// process keeps running (and serving its clients) until its pod goes.
+	Release = "RELEASE"
+	// Released is a source's answer to RELEASE: it consumes nothing but
+	// its control queue any more, and everything it took is acked.
+	Released = "RELEASED"
 	// StreamGap is a replaying consumer's report, sent at once, that a
 	// producer's sequence jumped: messages the handoff should have brought
 	// it are missing. A controller whose source still serves can then roll
@@ -92,8 +100,12 @@ type Report struct {
 	// Missing the sequence numbers jumped over: messages lost.
 	Gaps    int64 `json:"gaps"`
 	Missing int64 `json:"missing"`
-	// Fence names the migration whose fence a FENCE_PASSED report is for.
+	// Fence names the migration whose fence a FENCE_PASSED report is for,
+	// or whose RELEASE a RELEASED report answers.
 	Fence string `json:"fence,omitempty"`
+	// Releases, on FENCE_PASSED, says the consumer understands RELEASE:
+	// the controller may take the stream from it without deleting its pod.
+	Releases bool `json:"releases,omitempty"`
 }
 
 // Encode marshals a report.
@@ -109,7 +121,7 @@ func DecodeReport(body []byte) (Report, error) {
 		return Report{}, fmt.Errorf("report is not JSON: %w", err)
 	}
 	switch r.Type {
-	case ReplayStarted, ReplayDone, FencePassed, StreamGap:
+	case ReplayStarted, ReplayDone, FencePassed, StreamGap, Released:
 	default:
 		return Report{}, fmt.Errorf("unknown report type %q", r.Type)
 	}
@@ -121,6 +133,22 @@ const ReplyQueuePrefix = "ms2m.reply."
 
 // NewEndReplay builds an END_REPLAY message.
 func NewEndReplay() Message { return Message{Type: EndReplay} }
+
+// ReleasePayload is RELEASE's payload.
+type ReleasePayload struct {
+	// ReplyTo is where the source answers RELEASED.
+	ReplyTo string `json:"replyTo"`
+	// Migration names the migration that asks; RELEASED carries it back
+	// (Report.Fence), so that an answer to an earlier migration is not
+	// taken for this one's.
+	Migration string `json:"migration"`
+}
+
+// NewRelease builds a RELEASE message for migration, answered on replyTo.
+func NewRelease(replyTo, migration string) Message {
+	p, _ := json.Marshal(ReleasePayload{ReplyTo: replyTo, Migration: migration}) // strings always marshal
+	return Message{Type: Release, Payload: p}
+}
 
 // Encode marshals a message.
 func (m Message) Encode() []byte {
@@ -138,6 +166,10 @@ func Decode(body []byte) (Message, error) {
 	switch m.Type {
 	case StartReplay:
 		if _, err := m.Replay(); err != nil {
+			return Message{}, err
+		}
+	case Release:
+		if _, err := m.ReleaseOf(); err != nil {
 			return Message{}, err
 		}
 	case EndReplay:
@@ -158,6 +190,21 @@ func (m Message) Replay() (ReplayPayload, error) {
 	}
 	if p.Queue == "" {
 		return p, fmt.Errorf("%s payload names no queue", m.Type)
+	}
+	return p, nil
+}
+
+// ReleaseOf returns RELEASE's payload.
+func (m Message) ReleaseOf() (ReleasePayload, error) {
+	var p ReleasePayload
+	if len(m.Payload) == 0 {
+		return p, fmt.Errorf("%s without payload", m.Type)
+	}
+	if err := json.Unmarshal(m.Payload, &p); err != nil {
+		return p, fmt.Errorf("%s payload: %w", m.Type, err)
+	}
+	if p.ReplyTo == "" || p.Migration == "" {
+		return p, fmt.Errorf("%s payload needs replyTo and migration", m.Type)
 	}
 	return p, nil
 }

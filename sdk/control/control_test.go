@@ -50,3 +50,23 @@ func TestPodQueueName(t *testing.T) {
 		t.Fatal("namespaced queue names collide")
 	}
 }
+
+func TestReleaseRoundTrip(t *testing.T) {
+	m, err := Decode(NewRelease("ms2m.reply.m1", "m1").Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.ReleaseOf()
+	if err != nil || p.ReplyTo != "ms2m.reply.m1" || p.Migration != "m1" {
+		t.Fatalf("payload = %+v, %v", p, err)
+	}
+	for _, body := range []string{`{"type":"RELEASE"}`, `{"type":"RELEASE","payload":{"replyTo":"q"}}`, `{"type":"RELEASE","payload":{"migration":"m"}}`} {
+		if _, err := Decode([]byte(body)); err == nil {
+			t.Errorf("Decode(%s) accepted a RELEASE that names no reply queue or migration", body)
+		}
+	}
+	r, err := DecodeReport(Report{Type: Released, Pod: "p", Fence: "m1"}.Encode())
+	if err != nil || r.Type != Released || r.Fence != "m1" {
+		t.Fatalf("RELEASED report = %+v, %v", r, err)
+	}
+}

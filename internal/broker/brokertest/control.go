@@ -87,6 +87,33 @@ func runControl(t *testing.T, env Env) {
 		wantSameTopology(t, "after Teardown", before, env.Snapshot(t, s))
 	})
 
+	t.Run("Release", func(t *testing.T) {
+		// RELEASE goes to the source's control queue, names where to
+		// answer and which migration asks, and leaves the target's
+		// control queue as the one the record names
+		t.Parallel()
+		s := env.NewStream(t)
+		before := env.Snapshot(t, s)
+		id := migrationID(s, "l")
+		h := dial(t, env, s, id)
+		source, target := podName(s, "source"), podName(s, "target")
+		var rec v1alpha1.BrokerStatus
+		must(t, "Prepare", h.Prepare(ctx(t), &rec))
+		must(t, "StartReplay", h.StartReplay(ctx(t), control.QueueName(target), &rec))
+		must(t, "Release", h.Release(ctx(t), control.QueueName(source), &rec))
+		if rec.ControlQueue != control.QueueName(target) {
+			t.Errorf("recorded control queue %q after Release, want the target's %q", rec.ControlQueue, control.QueueName(target))
+		}
+		m, err := control.Decode([]byte(env.Receive(t, s, control.QueueName(source), 1)[0]))
+		must(t, "decoding RELEASE", err)
+		p, err := m.ReleaseOf()
+		if err != nil || m.Type != control.Release || p.ReplyTo != rec.ReplyQueue || p.Migration != id {
+			t.Errorf("%s %+v (%v), want RELEASE answered on %q for migration %q", m.Type, p, err, rec.ReplyQueue, id)
+		}
+		must(t, "Teardown", h.Teardown(ctx(t), &rec))
+		wantSameTopology(t, "after Teardown", before, env.Snapshot(t, s))
+	})
+
 	t.Run("StartBeforePrepare", func(t *testing.T) {
 		t.Parallel()
 		s := env.NewStream(t)

@@ -28,7 +28,23 @@ func (h *handoff) StartReplay(ctx context.Context, controlQueue string, rec *v1a
 	if err != nil {
 		return err
 	}
+	rec.ControlQueue = controlQueue
 	return h.send(ctx, controlQueue, rec, control.NewStartReplay(rec.ReplayQueue, reply))
+}
+
+// Release tells the source listening on sourceControlQueue to let go of
+// the primary queue and answer on the migration's reply queue.
+func (h *handoff) Release(ctx context.Context, sourceControlQueue string, rec *v1alpha1.BrokerStatus) error {
+	if rec == nil {
+		return errors.New("rabbitmq: Release needs a record")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	reply, err := h.replyQueue(ctx, rec)
+	if err != nil {
+		return err
+	}
+	return h.send(ctx, sourceControlQueue, rec, control.NewRelease(reply, h.id))
 }
 
 // replyQueue declares the queue the migration reads reports from (the
@@ -83,6 +99,7 @@ func (h *handoff) EndReplay(ctx context.Context, controlQueue string, rec *v1alp
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	rec.ControlQueue = controlQueue
 	return h.send(ctx, controlQueue, rec, control.NewEndReplay())
 }
 
@@ -91,7 +108,6 @@ func (h *handoff) EndReplay(ctx context.Context, controlQueue string, rec *v1alp
 // arguments, as MS2M workloads declare it: other arguments would make
 // RabbitMQ refuse one of the two declarations.
 func (h *handoff) send(ctx context.Context, q string, rec *v1alpha1.BrokerStatus, m control.Message) error {
-	rec.ControlQueue = q
 	exists, err := h.queueExists(ctx, q)
 	if err != nil {
 		return err

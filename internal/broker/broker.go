@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ms2m/ms2m/api/v1alpha1"
 	"github.com/ms2m/ms2m/sdk/control"
@@ -137,6 +138,10 @@ type Handoff interface {
 	// Reports takes the target's reports that arrived since the last call
 	// (START_REPLAY names where they go), oldest first.
 	Reports(ctx context.Context, rec *v1alpha1.BrokerStatus) ([]control.Report, error)
+	// AwaitReports is Reports that waits, up to within, for a report when
+	// none has arrived yet: the cutover's answers (RELEASED, REPLAY_DONE)
+	// come within milliseconds, sooner than the next reconcile.
+	AwaitReports(ctx context.Context, rec *v1alpha1.BrokerStatus, within time.Duration) ([]control.Report, error)
 	// Listeners counts the consumers of a queue (0 when it does not exist):
 	// whether a restored target already listens on a control queue.
 	Listeners(ctx context.Context, queue string) (int, error)

@@ -114,8 +114,9 @@ func (r *Reconciler) bringIntoService(ctx context.Context, s *scope, target *cor
 	s.done(v1alpha1.ConditionTargetServing, msg)
 	// A ShadowPod source has served until now, beside the target: no gap.
 	// A Sequential source stopped before the target existed.
+	// A released source serves HTTP after it let go of its queue.
 	var unavailable time.Duration
-	if t := downtime(&s.m.Status).SourceStoppedTime; t != nil {
+	if t := downtime(&s.m.Status).SourceStoppedTime; t != nil && !releases(s) {
 		unavailable = s.now.Sub(t.Time)
 	}
 	downtime(&s.m.Status).Unavailable = &metav1.Duration{Duration: unavailable}

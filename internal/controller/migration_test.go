@@ -41,7 +41,7 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 		}
 	}
 	for _, c := range []string{v1alpha1.ConditionTopologyPrepared, v1alpha1.ConditionCheckpointCreated, v1alpha1.ConditionCheckpointTransferred,
-		v1alpha1.ConditionTargetRestored, v1alpha1.ConditionReplayStarted, v1alpha1.ConditionTargetServing, v1alpha1.ConditionSourceStopped, v1alpha1.ConditionReplaySealed,
+		v1alpha1.ConditionTargetRestored, v1alpha1.ConditionReplayStarted, v1alpha1.ConditionSourceStopped, v1alpha1.ConditionReplaySealed,
 		v1alpha1.ConditionTargetSwitched, v1alpha1.ConditionTopologyRestored, v1alpha1.ConditionStreamIntact, v1alpha1.ConditionSucceeded} {
 		if !migration.IsTrue(st, c) {
 			t.Errorf("condition %s is not True", c)
@@ -60,6 +60,9 @@ func TestShadowPodMigrationWalksEveryPhase(t *testing.T) {
 	// The source let go of its queue (it has the SDK); its pod goes
 	// after completion. The target runs on node-b and is in its Services.
 	w.waitSourceRetired(name, src)
+	if !migration.IsTrue(&w.get(name).Status, v1alpha1.ConditionTargetServing) {
+		t.Error("the source went before TargetServing")
+	}
 	target := &corev1.Pod{}
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: st.TargetPod}, target); err != nil {
 		t.Fatal(err)
@@ -129,10 +132,10 @@ func TestRestoredContainerReplaysBeforeTheKubeletReportsIt(t *testing.T) {
 	if c := apimeta.FindStatusCondition(st.Conditions, v1alpha1.ConditionTargetRestored); c == nil || !strings.Contains(c.Message, "runtime handler started the restored container") {
 		t.Errorf("TargetRestored: %+v", c)
 	}
-	// The cutover still waits for the kubelet: the target is made Ready,
-	// and joins its Services, only once the kubelet says its containers are.
-	if c := apimeta.FindStatusCondition(st.Conditions, v1alpha1.ConditionTargetServing); c == nil || c.LastTransitionTime.Time.Before(reported.Truncate(time.Second)) {
-		t.Errorf("TargetServing %+v before the kubelet reported the target (%s)", c, reported.Format(time.RFC3339Nano))
+	// The cutover still waits for the kubelet: the source lets go of the
+	// stream only once the kubelet says the target's containers are ready.
+	if d := st.Downtime; d == nil || d.SourceStoppedTime == nil || d.SourceStoppedTime.Time.Before(reported) {
+		t.Errorf("source stopped (%+v) before the kubelet reported the target (%s)", d, reported.Format(time.RFC3339Nano))
 	}
 	w.checkExactlyOnce(st.TargetPod)
 }

@@ -49,6 +49,9 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 			return res, err
 		}
 	}
+	if releases(s) {
+		return r.cutOverReleasing(ctx, s, target)
+	}
 	// Make before break: the source goes only once the target serves, in
 	// its Services' endpoints (see cutover.go).
 	if res, serving, err := r.bringIntoService(ctx, s, target); !serving || err != nil {
@@ -57,13 +60,7 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	if failed, err := r.gapBeforeStop(ctx, s); failed || err != nil {
 		return next(), err
 	}
-	var gone bool
-	var err error
-	if releases(s) {
-		gone, err = r.releaseSource(ctx, s, target)
-	} else {
-		gone, err = r.stopSource(ctx, s, target, false)
-	}
+	gone, err := r.stopSource(ctx, s, target, false)
 	if err != nil || !gone {
 		return s.pollHandoff(), err
 	}
@@ -82,9 +79,7 @@ func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconci
 	// The checkpoint is removed once the migration has completed (see
 	// afterCompletion): the target never needs it again (it is not
 	// restored twice), and the cutover need not wait for it.
-	// A released source's pod goes, and its owner takes the target,
-	// after completion (see release.go).
-	if s.isDone(v1alpha1.ConditionOwnershipTransferred) || releases(s) {
+	if s.isDone(v1alpha1.ConditionOwnershipTransferred) {
 		r.complete(s)
 		return reconcile.Result{}, nil
 	}
@@ -304,7 +299,10 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 			return res, false, ferr
 		}
 		updateMessages(st, p)
-		if p.Buffer.Ready > 0 {
+		// A workload without the SDK is told END_REPLAY once the buffer
+		// is empty; one with it drains what is left itself (Draining)
+		// before it takes the primary queue.
+		if p.Buffer.Ready > 0 && !targetReporting(st) {
 			return s.pollHandoff(), false, nil
 		}
 		if meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionTargetSwitched) == nil {
@@ -319,7 +317,18 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 				return res, false, ferr
 			}
 			s.condition(v1alpha1.ConditionTargetSwitched, metav1.ConditionFalse, "EndReplaySent", "END_REPLAY sent; waiting for the target to consume "+s.m.Spec.MessageQueueConfig.QueueName)
-			return s.pollHandoff(), false, nil
+			if !targetReporting(st) {
+				return s.pollHandoff(), false, nil
+			}
+			// A reporting target answers REPLAY_DONE once it has drained
+			// the sealed buffer and consumes the primary queue.
+			if err := s.awaitReports(ctx, h); err != nil {
+				res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
+				return res, false, ferr
+			}
+			if !targetReportedSwitch(st) {
+				return s.pollHandoff(), false, nil
+			}
 		}
 		if err := s.readReports(ctx, h); err != nil {
 			res, ferr := s.retryOrFail(err, v1alpha1.ReasonCutoverFailed)
@@ -358,11 +367,14 @@ func (r *Reconciler) switchStream(ctx context.Context, s *scope, target *corev1.
 		if msgs := st.Messages; msgs != nil {
 			msgs.Replayed, msgs.Remaining = max(msgs.Replayed, msgs.Buffered), 0
 		}
-		switched := metav1.NewMicroTime(s.now)
+		// stamped when seen, not when the reconcile began: one reconcile
+		// may release the source and switch the stream
+		now := s.r.Clock.Now()
+		switched := metav1.NewMicroTime(now)
 		dt := downtime(st)
 		dt.TargetSwitchedTime = &switched
 		if dt.SourceStoppedTime != nil {
-			dt.HandoffGap = &metav1.Duration{Duration: s.now.Sub(dt.SourceStoppedTime.Time)}
+			dt.HandoffGap = &metav1.Duration{Duration: now.Sub(dt.SourceStoppedTime.Time)}
 		}
 	}
 	if !s.isDone(v1alpha1.ConditionTopologyRestored) {

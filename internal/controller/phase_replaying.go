@@ -61,7 +61,9 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 		st.Messages = &v1alpha1.MessageStatus{Buffered: p.Buffer.Depth(), Remaining: p.Buffer.Depth(), ReplayStartTime: &started}
 		s.done(v1alpha1.ConditionReplayStarted, "START_REPLAY sent to "+st.TargetPod)
 		s.event(corev1.EventTypeNormal, v1alpha1.ConditionReplayStarted, "Replay", "target %s replays %d buffered message(s) from %s", st.TargetPod, p.Buffer.Depth(), rec.ReplayQueue)
-		return s.poll(), nil
+		// A small backlog is replayed in tens of milliseconds: looked at
+		// as often as the cutover's waits.
+		return s.pollHandoff(), nil
 	}
 	p, err := h.Progress(ctx, rec)
 	if err != nil {
@@ -81,7 +83,7 @@ func (r *Reconciler) reconcileReplaying(ctx context.Context, s *scope) (reconcil
 		Overdue: migration.PastPointOfNoReturn(st) && overrun(s),
 	}, s.now)
 	if !d.CutOver {
-		return reconcile.Result{RequeueAfter: d.Recheck}, nil
+		return reconcile.Result{RequeueAfter: min(d.Recheck, s.r.Options.HandoffPoll)}, nil
 	}
 	if d.CaughtUp {
 		s.done(v1alpha1.ConditionReplayCaughtUp, d.Reason)

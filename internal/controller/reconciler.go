@@ -160,10 +160,12 @@ type Reconciler struct {
 
 	// slots counts running migrations for MigrationPolicy limits.
 	slots slots
-	// locking keeps, between reconciles, the broker sessions of migrations
-	// whose Handoff holds their queue: the lock is a consumer of that
-	// session's connection.
-	locking sessions
+	// brokers keeps, between reconciles, the broker sessions of running
+	// migrations: a migration's Handoff holding its queue needs its
+	// connection (the lock is a consumer on it), and the others save a
+	// dial (TCP, the AMQP handshake and a Secret read) on each of the
+	// cutover's reconciles, which come every HandoffPoll.
+	brokers sessions
 }
 
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;create;update;patch
@@ -210,7 +212,7 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 	})
 	err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		<-ctx.Done()
-		r.locking.closeAll()
+		r.brokers.closeAll()
 		return nil
 	}))
 	if err != nil {

@@ -43,6 +43,65 @@ func releases(s *scope) bool {
 		(st.Workload == nil || st.Workload.Kind != "StatefulSet")
 }
 
+// cutOverReleasing is Finalizing for a source that releases. Its pod
+// serves HTTP until after completion, so the stream need not wait for the
+// target to join its Services: RELEASE goes out as soon as the target is
+// Ready (with the cutover gate it opened), the stream switches, and the
+// migration completes. The EndpointSlice controller lists the target
+// meanwhile; the source's pod goes only once it has (retireReleasedSource).
+func (r *Reconciler) cutOverReleasing(ctx context.Context, s *scope, target *corev1.Pod) (reconcile.Result, error) {
+	if res, err := r.openForService(ctx, s, target); err != nil || !podReady(target) {
+		return res, err
+	}
+	if failed, err := r.gapBeforeStop(ctx, s); failed || err != nil {
+		return next(), err
+	}
+	gone, err := r.releaseSource(ctx, s, target)
+	if err != nil || !gone {
+		return s.pollHandoff(), err
+	}
+	if res, ok, err := r.switchStream(ctx, s, target); !ok {
+		return res, err
+	}
+	if res, arrived, err := r.memoryArrived(ctx, s); !arrived {
+		return res, err
+	}
+	if !releases(s) {
+		// RELEASE went unanswered and the source was deleted instead:
+		// the target serves before its owner takes it, as for any other.
+		if res, serving, err := r.bringIntoService(ctx, s, target); !serving || err != nil {
+			return res, err
+		}
+		msg, done, err := r.transferOwnership(ctx, s, target)
+		return r.completeWhenOwned(s, msg, done, err)
+	}
+	// No client went without an answer: the source serves on.
+	downtime(&s.m.Status).Unavailable = &metav1.Duration{}
+	r.complete(s)
+	return reconcile.Result{}, nil
+}
+
+// openForService opens the target's cutover gate (with Ready) if it is
+// not open yet, and holds its Ready against a stale kubelet write; the
+// target's Services take it from there. The gate is opened once.
+func (r *Reconciler) openForService(ctx context.Context, s *scope, target *corev1.Pod) (reconcile.Result, error) {
+	if !render.CutoverOpen(target) {
+		if err := openCutoverGate(ctx, r.Client, target); err != nil {
+			return reconcile.Result{}, err
+		}
+		s.condition(v1alpha1.ConditionTargetServing, metav1.ConditionFalse, "GateOpened",
+			"cutover gate of "+target.Name+" opened: waiting to see it in its Services' endpoints")
+	} else if _, err := holdReady(ctx, r.Client, target); err != nil {
+		return reconcile.Result{}, err
+	}
+	if !podReady(target) {
+		// Its containers are not ready (or another readiness gate is
+		// closed): the kubelet decides.
+		return s.poll(), nil
+	}
+	return reconcile.Result{}, nil
+}
+
 // releaseSource takes the stream from a source that releases: RELEASE
 // once, then its answer marks it stopped. A source that was deleted
 // meanwhile, or does not answer within releasePatience, is stopped as any
@@ -68,10 +127,10 @@ func (r *Reconciler) releaseSource(ctx context.Context, s *scope, target *corev1
 		if err := h.Release(ctx, rec.SourceControlQueue, rec); err != nil {
 			return false, err
 		}
-		sent := metav1.NewMicroTime(s.now)
+		sent := metav1.NewMicroTime(s.r.Clock.Now())
 		rec.ReleaseSentTime = &sent
 	}
-	if err := s.readReports(ctx, h); err != nil {
+	if err := s.awaitReports(ctx, h); err != nil {
 		return false, err
 	}
 	if s.isDone(v1alpha1.ConditionSourceStopped) {
@@ -98,7 +157,8 @@ func (s *scope) noteReleased(pod, migrationID string) {
 
 // retireReleasedSource removes a completed migration's released source
 // and leaves the target with the source's owner (OwnershipTransferred).
-// The source goes once the target's kubelet has confirmed its Ready, or
+// The source goes once the target is a ready endpoint of its Services
+// (TargetServing) and its kubelet has confirmed its Ready, or
 // kubeletConfirmPatience after the target began to serve; at once when
 // now is set (the migration is being deleted). A target gone meanwhile
 // leaves nothing to hand over: the source goes all the same (it consumes
@@ -128,7 +188,15 @@ func (r *Reconciler) retireReleasedSource(ctx context.Context, s *scope, now boo
 			"target pod "+s.m.Status.TargetPod+" went before it was handed to the source's owner; the released source was removed")
 		return reconcile.Result{}, nil
 	}
+	if src != nil && src.DeletionTimestamp.IsZero() && !now {
+		// Make before break: the source serves until the target is a
+		// ready endpoint of its Services (see cutover.go)...
+		if res, serving, err := r.bringIntoService(ctx, s, target); !serving || err != nil {
+			return res, err
+		}
+	}
 	if src != nil && src.DeletionTimestamp.IsZero() {
+		// ...and its kubelet has confirmed the Ready the cutover set.
 		serving := migration.ConditionTime(&s.m.Status, v1alpha1.ConditionTargetServing)
 		if wait := kubeletConfirmPatience - s.now.Sub(serving); !now && !readyConfirmed(target) && wait > 0 {
 			// The kubelet's write of Ready wakes the migration.

@@ -41,6 +41,24 @@ func (s *scope) readReports(ctx context.Context, h broker.Handoff) error {
 	return nil
 }
 
+// answerWait bounds how long a reconcile waits in line for an answer the
+// cutover asked for (RELEASED, REPLAY_DONE): an SDK consumer answers in
+// milliseconds, and the next look would come a HandoffPoll and a reconcile
+// later.
+const answerWait = 200 * time.Millisecond
+
+// awaitReports is readReports that waits up to answerWait for the first.
+func (s *scope) awaitReports(ctx context.Context, h broker.Handoff) error {
+	reports, err := h.AwaitReports(ctx, s.brokerRecord(), answerWait)
+	if err != nil {
+		return err
+	}
+	for _, r := range reports {
+		s.takeReport(r)
+	}
+	return nil
+}
+
 func (s *scope) takeReport(r control.Report) {
 	st := &s.m.Status
 	if r.Type == control.FencePassed {

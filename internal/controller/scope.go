@@ -38,11 +38,11 @@ func (s *scope) close() {
 	if s.handoff == nil {
 		return
 	}
-	if b := s.m.Status.Broker; b != nil && b.PrimaryLocked && !s.m.Status.Phase.IsFinal() {
-		s.r.locking.keep(s.m.UID, s.handoff)
+	if !s.m.Status.Phase.IsFinal() {
+		s.r.brokers.keep(s.m.UID, s.handoff)
 		return
 	}
-	s.r.locking.drop(s.m.UID)
+	s.r.brokers.drop(s.m.UID)
 	_ = s.handoff.Close()
 }
 
@@ -202,7 +202,7 @@ func (s *scope) brokerSession(ctx context.Context) (broker.Handoff, error) {
 	if s.handoff != nil {
 		return s.handoff, nil
 	}
-	if h := s.r.locking.get(s.m.UID); h != nil {
+	if h := s.r.brokers.get(s.m.UID); h != nil {
 		s.handoff = h
 		return h, nil
 	}

@@ -217,7 +217,7 @@ func (s *scope) markSourceStopping(pod *corev1.Pod) {
 
 func (s *scope) markSourceStopped(msg string) {
 	s.done(v1alpha1.ConditionSourceStopped, msg)
-	stopped := metav1.NewMicroTime(s.now)
+	stopped := metav1.NewMicroTime(s.r.Clock.Now())
 	downtime(&s.m.Status).SourceStoppedTime = &stopped
 	s.event(corev1.EventTypeNormal, v1alpha1.ConditionSourceStopped, "StopSource", "%s (on %s)", msg, s.m.Status.SourceNode)
 }

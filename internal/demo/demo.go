@@ -163,6 +163,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return res, err
 		}
 		res.Migration, res.Serving, failed = m, m.Status.TargetPod, nil
+		if m.Status.Phase == v1alpha1.PhaseCompleted {
+			// A source that let go of its queue serves HTTP after the
+			// migration completed, until the target is confirmed in its
+			// Services: the probes go on until it has gone.
+			if m, err = waitRetired(ctx, c, m); err != nil {
+				return res, err
+			}
+			res.Migration = m
+		}
 		if m.Status.Phase == v1alpha1.PhaseFailed {
 			failed = fmt.Errorf("migration failed in %s: %s: %s", m.Status.FailedPhase, m.Status.FailureReason, m.Status.FailureMessage)
 			switch {
@@ -550,4 +559,24 @@ func handoffName(st *v1alpha1.StatefulMigrationStatus) string {
 		return "Handoff (no replay)"
 	}
 	return string(st.Plan.ReplayMode) + " replay"
+}
+
+// retirePatience bounds the wait for a completed migration's source to be
+// removed and its target handed to the source's owner.
+const retirePatience = 30 * time.Second
+
+// waitRetired waits until a completed migration has handed its target to
+// the source's owner (OwnershipTransferred True) or said why not.
+func waitRetired(ctx context.Context, c client.Client, m *v1alpha1.StatefulMigration) (*v1alpha1.StatefulMigration, error) {
+	err := poll(ctx, retirePatience, func() (bool, error) {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionOwnershipTransferred)
+		return cond != nil && (cond.Status == metav1.ConditionTrue || cond.Reason == v1alpha1.ReasonTargetLost), nil
+	})
+	if err != nil {
+		return m, fmt.Errorf("migration %s completed, but its source was not retired: %w", m.Name, err)
+	}
+	return m, nil
 }

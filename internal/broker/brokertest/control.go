@@ -83,6 +83,16 @@ func runControl(t *testing.T, env Env) {
 		if again, err := h.Reports(ctx(t), &rec); err != nil || len(again) != 0 {
 			t.Errorf("Reports again: %+v, %v; want nothing new", again, err)
 		}
+		// AwaitReports waits for the next one, and gives up empty-handed
+		// when none comes.
+		late := control.Report{Type: control.Released, Pod: pod, Fence: "m"}
+		time.AfterFunc(100*time.Millisecond, func() { env.Send(t, s, p.ReplyTo, string(late.Encode())) })
+		if got, err := h.AwaitReports(ctx(t), &rec, 5*time.Second); err != nil || len(got) != 1 || got[0] != late {
+			t.Errorf("AwaitReports gave %+v, %v; want %+v", got, err, late)
+		}
+		if got, err := h.AwaitReports(ctx(t), &rec, 50*time.Millisecond); err != nil || len(got) != 0 {
+			t.Errorf("AwaitReports with nothing to come gave %+v, %v", got, err)
+		}
 		must(t, "Teardown", h.Teardown(ctx(t), &rec))
 		wantSameTopology(t, "after Teardown", before, env.Snapshot(t, s))
 	})

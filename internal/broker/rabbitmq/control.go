@@ -91,6 +91,28 @@ func (h *handoff) Reports(ctx context.Context, rec *v1alpha1.BrokerStatus) ([]co
 	return out, classify(err, fmt.Sprintf("reading reports from %q", rec.ReplyQueue))
 }
 
+// reportPoll is how often AwaitReports looks at the reply queue: a
+// basic.get on the session's open channel, well under a millisecond.
+const reportPoll = 5 * time.Millisecond
+
+// AwaitReports takes what arrived on the reply queue, waiting up to within
+// for the first report.
+func (h *handoff) AwaitReports(ctx context.Context, rec *v1alpha1.BrokerStatus, within time.Duration) ([]control.Report, error) {
+	deadline := time.Now().Add(within)
+	for {
+		out, err := h.Reports(ctx, rec)
+		left := time.Until(deadline)
+		if err != nil || len(out) > 0 || left <= 0 || rec == nil || rec.ReplyQueue == "" {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(min(reportPoll, left)):
+		}
+	}
+}
+
 // EndReplay tells the target listening on controlQueue to finish the
 // replay queue and go on with its own.
 func (h *handoff) EndReplay(ctx context.Context, controlQueue string, rec *v1alpha1.BrokerStatus) error {

@@ -25,6 +25,18 @@
 //	                     basic.get it until empty                  -> Draining
 //	                     consume the primary queue                 -> Primary
 //
+// The source, meanwhile, is told at the cutover to let go of the stream:
+//
+//	RELEASE{replyTo}     cancel the primary queue's consumer, apply
+//	                     and ack what it delivered, answer RELEASED -> Released
+//
+// A released source consumes nothing but its control queue, for good, and
+// keeps serving until its pod is removed, which the controller does once
+// the target is confirmed in its Services. Its answer is what lets the
+// controller switch the stream without waiting for the pod to go; the
+// source says at its fence (FENCE_PASSED, Report.Releases) that it
+// understands RELEASE, and a source that does not is deleted instead.
+//
 // A process that was never restored consumes the primary queue at once.
 // A consumer that is shut down (Run's context ends: its pod is going)
 // removes its control queue unless a control message waits in it or

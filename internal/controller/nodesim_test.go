@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,9 +161,11 @@ type simPod struct {
 	applying int // messages between enter and leave
 	// conns are the workload's broker connections, which a SIGKILL drops
 	// (sigkill) before the workload can do anything on them.
-	conns   []net.Conn
-	mu      sync.Mutex
-	applied []int64
+	conns []net.Conn
+	// checkpointed: a checkpoint of this pod was taken.
+	checkpointed atomic.Bool
+	mu           sync.Mutex
+	applied      []int64
 	// producers[i] is the producer of applied[i]
 	producers []string
 }
@@ -209,6 +212,20 @@ func (s *nodeSim) release(step string) {
 	if ch, ok := s.holds[step]; ok {
 		close(ch)
 		delete(s.holds, step)
+	}
+}
+
+// waitHeld blocks while step is held, or until ctx ends.
+func (s *nodeSim) waitHeld(ctx context.Context, step string) {
+	s.hmu.Lock()
+	ch, ok := s.holds[step]
+	s.hmu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
 	}
 }
 
@@ -309,6 +326,7 @@ func (s *nodeSim) Checkpoint(_ context.Context, node string, req agentapi.Checkp
 			p.freeze()
 		}
 		snap := p.consumer.Snapshot()
+		p.checkpointed.Store(true)
 		s.mu.Lock()
 		if req.Hold {
 			s.heldPods[req.ID] = p
@@ -869,6 +887,17 @@ func (s *nodeSim) start(pod *corev1.Pod, from *sdk.Snapshot) (*simPod, error) {
 			}
 			if s.delay > 0 {
 				time.Sleep(s.delay)
+			}
+			if p.checkpointed.Load() && !m.Replayed {
+				// A source held from stopping is stuck in its handler
+				// after its checkpoint: it cannot let go of its queue
+				// (RELEASE waits for what it was delivered), and is
+				// deleted instead, which is held too.
+				s.waitHeld(ctx, "stop-source")
+				if ctx.Err() != nil {
+					p.leave()
+					return ctx.Err()
+				}
 			}
 			if s.held("replay") && m.Replayed {
 				p.leave()

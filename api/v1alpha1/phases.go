@@ -83,11 +83,20 @@ const (
 	// ConditionTargetServing: the target is Ready and a ready endpoint of
 	// every Service that selects it (make before break: only then does
 	// the source go).
-	ConditionTargetServing        = "TargetServing"
-	ConditionSourceStopped        = "SourceStopped"
-	ConditionReplaySealed         = "ReplaySealed"
-	ConditionTargetSwitched       = "TargetSwitched"
-	ConditionTopologyRestored     = "TopologyRestored"
+	// A source with the ms2m SDK lets go of its queue at the cutover
+	// (RELEASE) and its pod serves on: then both this and
+	// OwnershipTransferred may come after completion.
+	ConditionTargetServing = "TargetServing"
+	// ConditionSourceStopped: the source consumes nothing any more (its
+	// pod gone, or it answered RELEASE).
+	ConditionSourceStopped    = "SourceStopped"
+	ConditionReplaySealed     = "ReplaySealed"
+	ConditionTargetSwitched   = "TargetSwitched"
+	ConditionTopologyRestored = "TopologyRestored"
+	// ConditionOwnershipTransferred: the source's owner has the target (a
+	// ReplicaSet adopted it, a StatefulSet took it back) and the source's
+	// pod is gone. After the cutover of a source that released its queue,
+	// False (AwaitingKubelet) until the target's kubelet confirmed it Ready.
 	ConditionOwnershipTransferred = "OwnershipTransferred"
 	ConditionRolledBack           = "RolledBack"
 	// ConditionCheckpointRemoved: the checkpoint (the workload's memory) is

@@ -32,6 +32,8 @@ import (
 //	→ checkpoint files removed → Completed
 //
 // Each step is a condition, so a restart resumes at the first undone one.
+// A source with the ms2m SDK is released rather than stopped, and its pod
+// goes after completion (release.go).
 func (r *Reconciler) reconcileFinalizing(ctx context.Context, s *scope) (reconcile.Result, error) {
 	if r.swapping(s) {
 		// The shadow has the stream; the identity swap moves it into the

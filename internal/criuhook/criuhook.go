@@ -26,6 +26,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -146,13 +147,86 @@ func Main(getenv func(string) string, stderr io.Writer) int {
 	return 0
 }
 
+// volumeFile matches the path of a file the kubelet writes with its
+// atomic writer (downward API, projected, ConfigMap and Secret volumes):
+// it lies in a timestamped directory (..2026_12_08_00_29_30.3928708634)
+// that the same volume of the target pod names differently. CRIU dumps
+// an open file by its path, so a process frozen while it reads one cannot
+// be restored ("Can't open file etc/podinfo/..2026_.../name on restore").
+var volumeFile = regexp.MustCompile(`/\.\.\d{4}_\d{2}_\d{2}_\d{2}_\d{2}_\d{2}\.\d+/`)
+
+// volumeSettle bounds how long Freeze tries to catch the container
+// between two reads of such a file (an SDK reads its pod's identity files
+// every 150 ms, each read open for microseconds).
+const volumeSettle = 500 * time.Millisecond
+
 // Freeze freezes the cgroup and returns once the kernel reports it
-// frozen, with the time it did. A cgroup that will not freeze within
-// timeout is thawed again and an error returned.
+// frozen, with the time it did, at a moment when none of its processes
+// has a file of a kubelet atomic-writer volume open: caught reading one,
+// it is thawed and frozen again, for up to volumeSettle; a process that
+// keeps one open fails the freeze, thawed, naming the file. A cgroup that
+// will not freeze within timeout is thawed again and an error returned.
 func Freeze(q Request, timeout time.Duration) (time.Time, error) {
 	if err := q.validate(); err != nil {
 		return time.Time{}, err
 	}
+	settle := time.Now().Add(volumeSettle)
+	for {
+		at, err := freezeOnce(q, timeout)
+		if err != nil {
+			return at, err
+		}
+		file, err := openVolumeFile(q.Dir)
+		if err == nil && file == "" {
+			return at, nil
+		}
+		if err == nil && time.Now().Before(settle) {
+			err = q.thaw()
+			time.Sleep(time.Millisecond)
+			if err == nil {
+				continue
+			}
+		}
+		if err == nil {
+			err = fmt.Errorf("%s keeps open %s, a file of a kubelet-managed volume whose directory the target's volume names differently: CRIU could not restore it", q.Dir, file)
+		}
+		return time.Time{}, errors.Join(err, q.thaw())
+	}
+}
+
+func (q Request) thaw() error {
+	control, thaw := "freezer.state", "THAWED"
+	if q.V2 {
+		control, thaw = "cgroup.freeze", "0"
+	}
+	return os.WriteFile(filepath.Join(q.Dir, control), []byte(thaw), 0)
+}
+
+// openVolumeFile names a file of a kubelet atomic-writer volume that a
+// process of the cgroup has open ("" if none).
+func openVolumeFile(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return "", fmt.Errorf("listing the processes of %s: %w", dir, err)
+	}
+	for _, pid := range strings.Fields(string(b)) {
+		fds := filepath.Join("/proc", pid, "fd")
+		entries, err := os.ReadDir(fds)
+		if err != nil {
+			continue // gone
+		}
+		for _, e := range entries {
+			if link, err := os.Readlink(filepath.Join(fds, e.Name())); err == nil && volumeFile.MatchString(link) {
+				return fmt.Sprintf("%s (process %s, fd %s)", link, pid, e.Name()), nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// freezeOnce freezes the cgroup and waits until the kernel reports it
+// frozen.
+func freezeOnce(q Request, timeout time.Duration) (time.Time, error) {
 	control, freeze, state, frozen := "freezer.state", "FROZEN", "freezer.state", func(s string) bool { return strings.TrimSpace(s) == "FROZEN" }
 	if q.V2 {
 		control, freeze, state, frozen = "cgroup.freeze", "1", "cgroup.events", func(s string) bool {
@@ -178,11 +252,7 @@ func Freeze(q Request, timeout time.Duration) (time.Time, error) {
 			return time.Now(), nil
 		}
 		if time.Now().After(deadline) {
-			thaw := "THAWED"
-			if q.V2 {
-				thaw = "0"
-			}
-			return time.Time{}, errors.Join(fmt.Errorf("%s did not freeze within %s", q.Dir, timeout), write(thaw))
+			return time.Time{}, errors.Join(fmt.Errorf("%s did not freeze within %s", q.Dir, timeout), q.thaw())
 		}
 		// A v1 freezer can stay FREEZING until asked again (runc asks
 		// again too).

@@ -16,17 +16,23 @@ import (
 // root, moves a sleeping process into it, and removes both at the end.
 func cgroupWithProcess(t *testing.T, root string) (string, *exec.Cmd) {
 	t.Helper()
+	return cgroupWith(t, root, "sleep", "60")
+}
+
+// cgroupWith is cgroupWithProcess for the process of a command.
+func cgroupWith(t *testing.T, root string, name string, args ...string) (string, *exec.Cmd) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to make cgroups")
 	}
 	if _, err := os.Stat(root); err != nil {
 		t.Skipf("no cgroup hierarchy at %s on this host", root)
 	}
-	dir := filepath.Join(root, fmt.Sprintf("ms2m-criuhook-test-%d", os.Getpid()))
+	dir := filepath.Join(root, fmt.Sprintf("ms2m-criuhook-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-")))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Skipf("cannot make a cgroup at %s: %v", dir, err)
 	}
-	cmd := exec.Command("sleep", "60")
+	cmd := exec.Command(name, args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -173,6 +179,69 @@ func TestScriptRunsTheHookOnlyWhenAsked(t *testing.T) {
 		}
 		if _, err := os.Stat(marker); (err == nil) != c.ran {
 			t.Errorf("%s, asked %v: binary ran %v", c.action, c.ask, err == nil)
+		}
+	}
+}
+
+// volumeFileOf makes a file the way the kubelet's atomic writer lays out
+// a downward-API volume: in a timestamped directory.
+func volumeFileOf(t *testing.T) string {
+	dir := filepath.Join(t.TempDir(), "..2026_12_08_00_29_30.3928708634")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(dir, "name")
+	if err := os.WriteFile(f, []byte("consumer-0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// A process caught reading a file of a kubelet-managed volume could not
+// be restored: Freeze lets it finish and freezes it after.
+func TestFreezeWaitsForAVolumeFileToClose(t *testing.T) {
+	f := volumeFileOf(t)
+	dir, _ := cgroupWith(t, "/sys/fs/cgroup/freezer", "sh", "-c", "exec 3<"+f+"; sleep 0.2; exec 3<&-; sleep 60")
+	waitOpen(t, dir, f)
+	if _, err := Freeze(Request{Dir: dir}, Timeout); err != nil {
+		t.Fatal(err)
+	}
+	if file, err := openVolumeFile(dir); err != nil || file != "" {
+		t.Errorf("frozen holding %q open (%v)", file, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "freezer.state")); strings.TrimSpace(string(b)) != "FROZEN" {
+		t.Errorf("cgroup %s after Freeze", b)
+	}
+}
+
+// A process that keeps such a file open fails the freeze, thawed, and the
+// error names the file.
+func TestFreezeRefusesAVolumeFileKeptOpen(t *testing.T) {
+	f := volumeFileOf(t)
+	dir, _ := cgroupWith(t, "/sys/fs/cgroup/freezer", "sh", "-c", "exec 3<"+f+"; sleep 60")
+	waitOpen(t, dir, f)
+	_, err := Freeze(Request{Dir: dir}, Timeout)
+	if err == nil || !strings.Contains(err.Error(), f) {
+		t.Fatalf("Freeze: %v, want an error naming %s", err, f)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "freezer.state")); strings.TrimSpace(string(b)) != "THAWED" {
+		t.Errorf("cgroup %s after the refusal", b)
+	}
+}
+
+// waitOpen waits until a process of the cgroup holds f open.
+func waitOpen(t *testing.T, dir, f string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		file, err := openVolumeFile(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(file, f) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the test process never held %s open", f)
 		}
 	}
 }

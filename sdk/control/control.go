@@ -182,11 +182,8 @@ func Decode(body []byte) (Message, error) {
 // Replay returns START_REPLAY's payload.
 func (m Message) Replay() (ReplayPayload, error) {
 	var p ReplayPayload
-	if len(m.Payload) == 0 {
-		return p, fmt.Errorf("%s without payload", m.Type)
-	}
-	if err := json.Unmarshal(m.Payload, &p); err != nil {
-		return p, fmt.Errorf("%s payload: %w", m.Type, err)
+	if err := m.decodePayload(&p); err != nil {
+		return p, err
 	}
 	if p.Queue == "" {
 		return p, fmt.Errorf("%s payload names no queue", m.Type)
@@ -197,14 +194,22 @@ func (m Message) Replay() (ReplayPayload, error) {
 // ReleaseOf returns RELEASE's payload.
 func (m Message) ReleaseOf() (ReleasePayload, error) {
 	var p ReleasePayload
-	if len(m.Payload) == 0 {
-		return p, fmt.Errorf("%s without payload", m.Type)
-	}
-	if err := json.Unmarshal(m.Payload, &p); err != nil {
-		return p, fmt.Errorf("%s payload: %w", m.Type, err)
+	if err := m.decodePayload(&p); err != nil {
+		return p, err
 	}
 	if p.ReplyTo == "" || p.Migration == "" {
 		return p, fmt.Errorf("%s payload needs replyTo and migration", m.Type)
 	}
 	return p, nil
+}
+
+// decodePayload unmarshals the message's payload into p.
+func (m Message) decodePayload(p any) error {
+	if len(m.Payload) == 0 {
+		return fmt.Errorf("%s without payload", m.Type)
+	}
+	if err := json.Unmarshal(m.Payload, p); err != nil {
+		return fmt.Errorf("%s payload: %w", m.Type, err)
+	}
+	return nil
 }

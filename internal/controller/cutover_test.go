@@ -144,3 +144,33 @@ func TestReleasedSourceServesUntilTheKubeletConfirms(t *testing.T) {
 	}
 	w.checkExactlyOnce(m.Status.TargetPod)
 }
+
+// A completed migration deleted while its released source still serves
+// (the target's kubelet has not confirmed it yet) removes that source
+// before it goes: nothing is left consuming nothing beside the target.
+func TestDeletedMigrationRetiresItsReleasedSource(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.sim.confirmLag = time.Minute
+	src := w.sourcePod("consumer-0")
+	w.produce(50)
+	time.Sleep(500 * time.Millisecond)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	m := w.waitCompleted(name)
+	pod := &corev1.Pod{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(src), pod); err != nil || !pod.DeletionTimestamp.IsZero() {
+		t.Fatalf("the released source went before the kubelet confirmed its successor: %v", err)
+	}
+	if err := k8s.Delete(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	sdktest.Eventually(t, 20*time.Second, "the migration gone", func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(m), &v1alpha1.StatefulMigration{}))
+	})
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(src), pod); err == nil && pod.DeletionTimestamp.IsZero() {
+		t.Errorf("source pod %s left behind, released and serving, by the deleted migration", src.Name)
+	}
+	w.checkExactlyOnce(m.Status.TargetPod)
+}

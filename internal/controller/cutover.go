@@ -69,15 +69,7 @@ func (r *Reconciler) bringIntoService(ctx context.Context, s *scope, target *cor
 		_, err := holdReady(ctx, r.Client, target)
 		return reconcile.Result{}, err == nil, err
 	}
-	if !render.CutoverOpen(target) {
-		if err := openCutoverGate(ctx, r.Client, target); err != nil {
-			return reconcile.Result{}, false, err
-		}
-		s.condition(v1alpha1.ConditionTargetServing, metav1.ConditionFalse, "GateOpened",
-			"cutover gate of "+target.Name+" opened: waiting to see it in its Services' endpoints")
-		return s.pollHandoff(), false, nil
-	}
-	if asserted, err := holdReady(ctx, r.Client, target); err != nil || asserted {
+	if wrote, err := r.openForService(ctx, s, target); err != nil || wrote {
 		return s.pollHandoff(), false, err
 	}
 	if !podReady(target) {
@@ -121,6 +113,21 @@ func (r *Reconciler) bringIntoService(ctx context.Context, s *scope, target *cor
 	}
 	downtime(&s.m.Status).Unavailable = &metav1.Duration{Duration: unavailable}
 	return reconcile.Result{}, true, nil
+}
+
+// openForService opens the target's cutover gate (with Ready) if it is
+// not open yet, else holds its Ready against a stale kubelet write. It
+// reports whether it wrote the pod.
+func (r *Reconciler) openForService(ctx context.Context, s *scope, target *corev1.Pod) (bool, error) {
+	if render.CutoverOpen(target) {
+		return holdReady(ctx, r.Client, target)
+	}
+	if err := openCutoverGate(ctx, r.Client, target); err != nil {
+		return false, err
+	}
+	s.condition(v1alpha1.ConditionTargetServing, metav1.ConditionFalse, "GateOpened",
+		"cutover gate of "+target.Name+" opened: waiting to see it in its Services' endpoints")
+	return true, nil
 }
 
 // openCutoverGate opens the target's cutover gate and, when nothing else

@@ -108,14 +108,7 @@ func TestSourceStopsOnlyOnceTargetIsAnEndpoint(t *testing.T) {
 func TestReleasedSourceServesUntilTheKubeletConfirms(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	w.sim.confirmLag = 4 * time.Second
-	src := w.sourcePod("consumer-0")
-	w.produce(50)
-	time.Sleep(500 * time.Millisecond)
-	w.startManager()
-	name := w.b.Name("mig")
-	w.migration(name, "consumer-0", nil)
-	m := w.waitCompleted(name)
+	src, name, m := w.migrateWithKubeletLate(4 * time.Second)
 
 	target := &corev1.Pod{}
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: w.ns, Name: m.Status.TargetPod}, target); err != nil {
@@ -151,14 +144,7 @@ func TestReleasedSourceServesUntilTheKubeletConfirms(t *testing.T) {
 func TestDeletedMigrationRetiresItsReleasedSource(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	w.sim.confirmLag = time.Minute
-	src := w.sourcePod("consumer-0")
-	w.produce(50)
-	time.Sleep(500 * time.Millisecond)
-	w.startManager()
-	name := w.b.Name("mig")
-	w.migration(name, "consumer-0", nil)
-	m := w.waitCompleted(name)
+	src, _, m := w.migrateWithKubeletLate(time.Minute)
 	pod := &corev1.Pod{}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(src), pod); err != nil || !pod.DeletionTimestamp.IsZero() {
 		t.Fatalf("the released source went before the kubelet confirmed its successor: %v", err)
@@ -173,4 +159,19 @@ func TestDeletedMigrationRetiresItsReleasedSource(t *testing.T) {
 		t.Errorf("source pod %s left behind, released and serving, by the deleted migration", src.Name)
 	}
 	w.checkExactlyOnce(m.Status.TargetPod)
+}
+
+// migrateWithKubeletLate completes a migration of consumer-0 (it has the
+// SDK, so it releases its queue) on nodes whose kubelet confirms a
+// target's cutover Ready lag late.
+func (w *world) migrateWithKubeletLate(lag time.Duration) (*corev1.Pod, string, *v1alpha1.StatefulMigration) {
+	w.t.Helper()
+	w.sim.confirmLag = lag
+	src := w.sourcePod("consumer-0")
+	w.produce(50)
+	time.Sleep(500 * time.Millisecond)
+	w.startManager()
+	name := w.b.Name("mig")
+	w.migration(name, "consumer-0", nil)
+	return src, name, w.waitCompleted(name)
 }

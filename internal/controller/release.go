@@ -50,8 +50,13 @@ func releases(s *scope) bool {
 // migration completes. The EndpointSlice controller lists the target
 // meanwhile; the source's pod goes only once it has (retireReleasedSource).
 func (r *Reconciler) cutOverReleasing(ctx context.Context, s *scope, target *corev1.Pod) (reconcile.Result, error) {
-	if res, err := r.openForService(ctx, s, target); err != nil || !podReady(target) {
-		return res, err
+	if _, err := r.openForService(ctx, s, target); err != nil {
+		return reconcile.Result{}, err
+	}
+	if !podReady(target) {
+		// Its containers are not ready (or another readiness gate is
+		// closed): the kubelet decides.
+		return s.poll(), nil
 	}
 	if failed, err := r.gapBeforeStop(ctx, s); failed || err != nil {
 		return next(), err
@@ -78,27 +83,6 @@ func (r *Reconciler) cutOverReleasing(ctx context.Context, s *scope, target *cor
 	// No client went without an answer: the source serves on.
 	downtime(&s.m.Status).Unavailable = &metav1.Duration{}
 	r.complete(s)
-	return reconcile.Result{}, nil
-}
-
-// openForService opens the target's cutover gate (with Ready) if it is
-// not open yet, and holds its Ready against a stale kubelet write; the
-// target's Services take it from there. The gate is opened once.
-func (r *Reconciler) openForService(ctx context.Context, s *scope, target *corev1.Pod) (reconcile.Result, error) {
-	if !render.CutoverOpen(target) {
-		if err := openCutoverGate(ctx, r.Client, target); err != nil {
-			return reconcile.Result{}, err
-		}
-		s.condition(v1alpha1.ConditionTargetServing, metav1.ConditionFalse, "GateOpened",
-			"cutover gate of "+target.Name+" opened: waiting to see it in its Services' endpoints")
-	} else if _, err := holdReady(ctx, r.Client, target); err != nil {
-		return reconcile.Result{}, err
-	}
-	if !podReady(target) {
-		// Its containers are not ready (or another readiness gate is
-		// closed): the kubelet decides.
-		return s.poll(), nil
-	}
 	return reconcile.Result{}, nil
 }
 

@@ -31,14 +31,7 @@ const reportSilence = 10 * time.Second
 
 // readReports takes the target's new reports into status.
 func (s *scope) readReports(ctx context.Context, h broker.Handoff) error {
-	reports, err := h.Reports(ctx, s.brokerRecord())
-	if err != nil {
-		return err
-	}
-	for _, r := range reports {
-		s.takeReport(r)
-	}
-	return nil
+	return s.takeReports(h.Reports(ctx, s.brokerRecord()))
 }
 
 // answerWait bounds how long a reconcile waits in line for an answer the
@@ -49,7 +42,11 @@ const answerWait = 200 * time.Millisecond
 
 // awaitReports is readReports that waits up to answerWait for the first.
 func (s *scope) awaitReports(ctx context.Context, h broker.Handoff) error {
-	reports, err := h.AwaitReports(ctx, s.brokerRecord(), answerWait)
+	return s.takeReports(h.AwaitReports(ctx, s.brokerRecord(), answerWait))
+}
+
+// takeReports takes what a read of the reports gave, oldest first.
+func (s *scope) takeReports(reports []control.Report, err error) error {
 	if err != nil {
 		return err
 	}

@@ -35,12 +35,13 @@ const releasePatience = 5 * time.Second
 // Only a ShadowPod source that said it understands RELEASE, consuming its
 // queue (not held frozen), of a workload whose target is handed over by a
 // ReplicaSet or to nobody (a StatefulSet's shadow takes its name through
-// the identity swap, which wants the source gone).
+// the identity swap, which wants the source gone, and the swap itself
+// completes only once the StatefulSet owns its pod again).
 func releases(s *scope) bool {
 	st := &s.m.Status
 	return s.hasBroker() && st.Broker != nil && st.Broker.SourceReleases &&
 		st.Plan.Strategy == v1alpha1.StrategyShadowPod && st.Plan.Handoff != v1alpha1.HandoffHandoff && !st.Plan.HoldSource &&
-		(st.Workload == nil || st.Workload.Kind != "StatefulSet")
+		(st.Workload == nil || st.Workload.Kind != "StatefulSet") && !isSwap(s.m)
 }
 
 // cutOverReleasing is Finalizing for a source that releases. Its pod
